@@ -1,0 +1,1 @@
+//! Load and isolation tests against the reference stack live in `tests/`.

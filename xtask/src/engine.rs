@@ -1,0 +1,1 @@
+//! Finding, starting, proving and stopping the Docker engine.

@@ -1,0 +1,1 @@
+//! Base images: pull, or build locally with debootstrap when no registry answers.

@@ -1,0 +1,1 @@
+//! Targets: docker, staging and local (host processes), and the fallback between them.
