@@ -357,15 +357,18 @@ async def handle_resume(app, conn, msg):
         except StoreUnavailable as exc:
             conn.send(error_event("unavailable", f"event buffer unavailable: {exc}", run_id=run_id))
             return
+        # A connection never receives the same seq of a run twice: replay
+        # starts after what was asked for and after what it already got live.
+        floor = max(after_seq, view.last_sent)
         seen = set()
         replay = []
         for ev in sorted(events, key=lambda e: e["seq"]):
-            if ev["seq"] > after_seq and ev["seq"] not in seen:
+            if ev["seq"] > floor and ev["seq"] not in seen:
                 seen.add(ev["seq"])
                 replay.append(ev)
         for ev in replay:
             conn.send(ev)
-        view.last_sent = max([after_seq] + [ev["seq"] for ev in replay])
+        view.last_sent = max([floor] + [ev["seq"] for ev in replay])
     log.info("resume run_id=%s user=%s after_seq=%d replayed=%d conn=%s",
              run_id, conn.user_id, after_seq, len(replay), conn.id)
 
