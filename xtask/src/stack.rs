@@ -19,3 +19,19 @@ impl crate::flags::DockerDown {
         anyhow::bail!("`docker-down` is not implemented yet")
     }
 }
+
+/// CONTRACT (used by monitor and the gate): the health of the recorded run, without printing.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HealthSnapshot {
+    /// Engine answered.
+    pub engine_ok: bool,
+    /// Every service of the recorded run is healthy (or running when it has no healthcheck).
+    pub all_healthy: bool,
+    /// One line per problem, naming the service.
+    pub problems: Vec<String>,
+}
+
+/// Takes one health snapshot of the recorded run.
+pub async fn health_snapshot(_config: &crate::config::Config) -> anyhow::Result<HealthSnapshot> {
+    anyhow::bail!("stack::health_snapshot is not implemented yet")
+}
