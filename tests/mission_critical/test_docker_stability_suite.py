@@ -105,6 +105,10 @@ def test_resume_works_after_redis_restart(compose, baseline, make_user):
         ws = await open_ws(token)
         try:
             events = await run_message(ws, "What is 3 * 3?")
+        finally:
+            await ws.close()
+        ws = await open_ws(token)  # a reconnecting client
+        try:
             await chatlib.send(ws, {"type": "resume", "run_id": events[0]["run_id"], "after_seq": 2})
             replay = [await chatlib.recv(ws) for _ in range(3)]
             return events, replay
