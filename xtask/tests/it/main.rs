@@ -1,0 +1,3 @@
+//! Integration tests, one binary: one module per area. Tests that need the engine use the real one.
+
+mod config;
