@@ -17,19 +17,28 @@ impl crate::flags::InstallHook {
             .with_context(|| format!("cannot read the hook {}", source.display()))?;
         let sh = Shell::new()?;
         sh.change_dir(&config.root);
-        let hooks_dir = cmd!(sh, "git rev-parse --git-path hooks").read().context("not a git clone")?;
+        let hooks_dir = cmd!(sh, "git rev-parse --git-path hooks")
+            .read()
+            .context("not a git clone")?;
         let target = config.root.join(hooks_dir.trim()).join("pre-push");
         if let Ok(existing) = std::fs::read_to_string(&target) {
             if !existing.contains(MARKER) && !self.force {
-                return Err(Failure::config(format!("{} exists and was not written by the harness", target.display()))
-                    .with_hint("move it away, or pass --force to replace it")
-                    .into());
+                return Err(Failure::config(format!(
+                    "{} exists and was not written by the harness",
+                    target.display()
+                ))
+                .with_hint("move it away, or pass --force to replace it")
+                .into());
             }
         }
         std::fs::create_dir_all(target.parent().unwrap_or(&config.root))?;
-        std::fs::write(&target, hook).with_context(|| format!("cannot write {}", target.display()))?;
+        std::fs::write(&target, hook)
+            .with_context(|| format!("cannot write {}", target.display()))?;
         std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        ui::say(format!("installed {} (skip once with XTASK_SKIP_GATE=1 git push)", target.display()));
+        ui::say(format!(
+            "installed {} (skip once with XTASK_SKIP_GATE=1 git push)",
+            target.display()
+        ));
         Ok(())
     }
 }

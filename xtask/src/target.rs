@@ -22,17 +22,26 @@ impl Lookup for EnvWith<'_> {
         None
     }
     fn env(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned().or_else(|| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        self.0
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
 }
 
 /// The staging endpoints, when every one is set in the environment and answers within the probe
 /// deadline; otherwise why staging cannot be used.
 pub async fn staging_endpoints(config: &Config) -> Result<BTreeMap<String, String>, String> {
-    let staging = config.targets.staging.as_ref().ok_or("no [targets.staging] in harness.toml")?;
+    let staging = config
+        .targets
+        .staging
+        .as_ref()
+        .ok_or("no [targets.staging] in harness.toml")?;
     let resolved = endpoints::resolve_all(&staging.endpoints, &EnvWith(&BTreeMap::new()))?;
     for (name, url) in &resolved {
-        answers(url, staging.probe_timeout_s.duration()).await.map_err(|e| format!("endpoint `{name}` does not answer: {e}"))?;
+        answers(url, staging.probe_timeout_s.duration())
+            .await
+            .map_err(|e| format!("endpoint `{name}` does not answer: {e}"))?;
     }
     Ok(resolved)
 }
@@ -42,7 +51,11 @@ async fn answers(url: &str, timeout: Duration) -> anyhow::Result<()> {
     if url.starts_with("http://") {
         crate::http::get(url, timeout).await.map(|_| ())
     } else {
-        let authority = url.split("://").nth(1).and_then(|rest| rest.split('/').next()).context("no host in URL")?;
+        let authority = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .context("no host in URL")?;
         let address = if authority.contains(':') {
             authority.to_owned()
         } else if url.starts_with("wss://") || url.starts_with("https://") {
@@ -87,7 +100,9 @@ impl ProcessGuard {
 
     /// SIGTERM to the group, SIGKILL after a grace period; says what happened.
     pub fn stop(&mut self) -> String {
-        let Some(mut child) = self.child.take() else { return format!("{}: already stopped", self.name) };
+        let Some(mut child) = self.child.take() else {
+            return format!("{}: already stopped", self.name);
+        };
         let pgid = child.id() as libc::pid_t;
         if let Ok(Some(status)) = child.try_wait() {
             kill_group(pgid, libc::SIGKILL);
@@ -132,10 +147,19 @@ pub async fn start_local(
     python: Option<&Path>,
     extra_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<LocalTarget> {
-    let local = config.targets.local.as_ref().context("no [targets.local] in harness.toml")?;
+    let local = config
+        .targets
+        .local
+        .as_ref()
+        .context("no [targets.local] in harness.toml")?;
     let lookup = EnvWith(extra_env);
-    let endpoints = endpoints::resolve_all(&local.endpoints, &lookup).map_err(anyhow::Error::msg)?;
-    let mut target = LocalTarget { endpoints, processes: Vec::new(), checks: Vec::new() };
+    let endpoints =
+        endpoints::resolve_all(&local.endpoints, &lookup).map_err(anyhow::Error::msg)?;
+    let mut target = LocalTarget {
+        endpoints,
+        processes: Vec::new(),
+        checks: Vec::new(),
+    };
     let logs = config.work_dir().join("local");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     for process in &local.processes {
@@ -144,9 +168,14 @@ pub async fn start_local(
         target.processes.push(guard);
         let guard = target.processes.last_mut().expect("just pushed");
         match &process.ready {
-            None => target.checks.push(Check::passed(format!("local {} started", process.name), started.elapsed(), "no ready URL")),
+            None => target.checks.push(Check::passed(
+                format!("local {} started", process.name),
+                started.elapsed(),
+                "no ready URL",
+            )),
             Some(ready) => {
-                let url = endpoints::render(ready, &target.endpoints).map_err(anyhow::Error::msg)?;
+                let url =
+                    endpoints::render(ready, &target.endpoints).map_err(anyhow::Error::msg)?;
                 match wait_ready(guard, &url, process.ready_timeout_s.duration()).await {
                     Ok(()) => target.checks.push(Check::passed(
                         format!("local {} ready", process.name),
@@ -179,19 +208,40 @@ fn spawn(
     let log = logs.join(format!("{}.log", process.name));
     let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut command = Command::new(&program);
-    command.args(&process.cmd[1..]).current_dir(&config.root).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    command
+        .args(&process.cmd[1..])
+        .current_dir(&config.root)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
     for (key, value) in &process.env {
         let mut templates = BTreeMap::new();
         templates.insert("value".to_owned(), value.clone());
         let value = endpoints::resolve_all(&templates, lookup)
-            .map_err(|e| anyhow::anyhow!("targets.local process `{}` env {key}: {}", process.name, e.replace("endpoint `value`: ", "")))?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "targets.local process `{}` env {key}: {}",
+                    process.name,
+                    e.replace("endpoint `value`: ", "")
+                )
+            })?
             .remove("value")
             .unwrap_or_default();
         command.env(key, value);
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let child = command.spawn().with_context(|| format!("cannot start local process `{}` ({})", process.name, program.display()))?;
-    Ok(ProcessGuard { name: process.name.clone(), child: Some(child), log })
+    let child = command.spawn().with_context(|| {
+        format!(
+            "cannot start local process `{}` ({})",
+            process.name,
+            program.display()
+        )
+    })?;
+    Ok(ProcessGuard {
+        name: process.name.clone(),
+        child: Some(child),
+        log,
+    })
 }
 
 async fn wait_ready(guard: &mut ProcessGuard, url: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -210,10 +260,16 @@ async fn wait_ready(guard: &mut ProcessGuard, url: &str, timeout: Duration) -> a
             Err(e) => last_error = format!("{e:#}"),
         }
         if Instant::now() >= deadline {
-            bail!("no 2xx from {url} within {}s (last: {last_error})", timeout.as_secs());
+            bail!(
+                "no 2xx from {url} within {}s (last: {last_error})",
+                timeout.as_secs()
+            );
         }
         if last_said.elapsed() > Duration::from_secs(3) {
-            crate::ui::say(format!("waiting for local `{}` at {url} ({last_error})", guard.name));
+            crate::ui::say(format!(
+                "waiting for local `{}` at {url} ({last_error})",
+                guard.name
+            ));
             last_said = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -222,7 +278,9 @@ async fn wait_ready(guard: &mut ProcessGuard, url: &str, timeout: Duration) -> a
 
 /// The last `lines` lines of a log file.
 pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -233,5 +291,6 @@ pub fn random_secret() -> String {
     if let Ok(mut file) = File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut file, &mut bytes);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() + &format!("{:x}", crate::state::unix_ms())
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        + &format!("{:x}", crate::state::unix_ms())
 }
