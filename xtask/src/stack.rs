@@ -1739,8 +1739,9 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
 /// How a sweep over this repository's runs decides.
 #[derive(Debug, Clone, Copy)]
 pub struct Sweep {
-    /// Also remove runs kept on purpose (`docker-down --all`).
-    pub include_kept: bool,
+    /// `docker-down --all`: also runs kept on purpose and this process's own runs. Runs of other
+    /// live processes are always left.
+    pub all: bool,
 }
 
 /// What a sweep did.
@@ -1754,8 +1755,8 @@ pub struct SweepReport {
     pub problems: Vec<String>,
 }
 
-/// This repository's labelled runs (by `io.xtask.root`), removed unless their owner is alive
-/// (and not this process) or, without `include_kept`, they were kept on purpose.
+/// This repository's labelled runs (by `io.xtask.root`), removed unless their owner is another
+/// live process or, without `all`, they were kept on purpose or belong to this process.
 pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Result<SweepReport> {
     let root_label = format!("{LABEL_ROOT}={}", state::root_digest(&config.root));
     let all = find_labelled(&engine.docker, &root_label).await?;
@@ -1801,16 +1802,23 @@ pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Resu
             .cloned()
             .or_else(|| load_record(config, &run_id).map(|r| r.project))
             .unwrap_or_else(|| "?".to_owned());
-        let alive = pid.is_some_and(|p| p != me && state::pid_alive(p));
+        let own = pid == Some(me);
+        let alive = pid.is_some_and(|p| !own && state::pid_alive(p));
         let kept = load_record(config, &run_id).is_some_and(|r| r.kept);
         let pid_text = pid.map_or("no pid".to_owned(), |p| format!("pid {p}"));
+        if own && !how.all {
+            report.left.push(format!(
+                "run {run_id} (project {project}): it belongs to this process"
+            ));
+            continue;
+        }
         if alive {
             report.left.push(format!(
                 "run {run_id} (project {project}): its owner, {pid_text}, is still running"
             ));
             continue;
         }
-        if kept && !how.include_kept {
+        if kept && !how.all {
             report.left.push(format!(
                 "run {run_id} (project {project}): kept on purpose (docker-up or --keep); docker-down removes it"
             ));
@@ -1837,14 +1845,7 @@ pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Resu
 /// Removes leftovers of this repository's runs whose owner is gone (never live runs, never runs
 /// kept on purpose, never anything without our labels); says what was removed.
 pub async fn remove_leftovers(config: &Config, engine: &Engine) -> anyhow::Result<Vec<String>> {
-    let report = sweep(
-        config,
-        engine,
-        Sweep {
-            include_kept: false,
-        },
-    )
-    .await?;
+    let report = sweep(config, engine, Sweep { all: false }).await?;
     if !report.problems.is_empty() {
         anyhow::bail!("cannot remove leftovers: {}", report.problems.join("; "));
     }
@@ -2343,7 +2344,7 @@ impl crate::flags::DockerDown {
             let engine = engine::connect(&config).await.map_err(|e| {
                 Failure::unavailable(format!("cannot reach the engine: {e:#}"), None)
             })?;
-            let report = sweep(&config, &engine, Sweep { include_kept: true }).await?;
+            let report = sweep(&config, &engine, Sweep { all: true }).await?;
             for line in &report.removed {
                 ui::say(format!("removed {line}"));
             }
