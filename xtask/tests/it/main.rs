@@ -2,4 +2,5 @@
 
 mod config;
 mod hook;
+mod stack;
 mod tidy;
