@@ -845,24 +845,27 @@ async fn exchange(
                 event: truncate(&text, 300).to_owned(),
             });
         }
-        // Isolation: an event of a run this user did not start is misrouted and never counts.
+        // Isolation: the first run id a message brings is the run it started; an event of a run
+        // this user did not start is misrouted and never counts (a run claimed by two users is
+        // caught when the users are compared).
         let mut misrouted = false;
         if let Some(run) = &run_id {
             outcome.saw_run_ids = true;
-            let starts_run = next == 0 && current_run.is_none() && name == plan.expect[0];
-            if starts_run {
+            if outcome.own_runs.contains(run) {
+                if current_run.as_ref() != Some(run) {
+                    // An event of an earlier run of this user: recorded, not counted.
+                    if let Some(tx) = observer {
+                        let _ = tx.send(seen.clone());
+                    }
+                    outcome.events.push(seen);
+                    continue;
+                }
+            } else if current_run.is_none() {
                 current_run = Some(run.clone());
                 outcome.own_runs.push(run.clone());
-            } else if !outcome.own_runs.contains(run) {
+            } else {
                 outcome.foreign.push((name.clone(), run.clone()));
                 misrouted = true;
-            } else if plan.expect.contains(&name) && current_run.as_ref() != Some(run) {
-                // An event of an earlier run of this user: recorded, not counted.
-                if let Some(tx) = observer {
-                    let _ = tx.send(seen.clone());
-                }
-                outcome.events.push(seen);
-                continue;
             }
         }
         if !misrouted && plan.expect.contains(&name) {
