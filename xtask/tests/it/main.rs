@@ -4,3 +4,4 @@ mod config;
 mod hook;
 mod stack;
 mod tidy;
+mod ws;
