@@ -2,6 +2,7 @@
 
 mod config;
 mod hook;
+mod junit;
 mod stack;
 mod tidy;
 mod ws;
