@@ -389,8 +389,15 @@ impl Drop for Running {
 }
 
 /// Runs a command to completion within `timeout`, capturing its output.
-pub async fn run(cmd: impl Into<Command>, timeout: Duration) -> anyhow::Result<Output> {
-    Running::spawn(cmd.into())?.finish(timeout).await
+///
+/// The command is converted before the future starts, so that the future does not hold an
+/// `xshell::Cmd` (which borrows a `Shell`, which is not `Sync`) and stays `Send`.
+pub fn run(
+    cmd: impl Into<Command>,
+    timeout: Duration,
+) -> impl std::future::Future<Output = anyhow::Result<Output>> + Send {
+    let command = cmd.into();
+    async move { Running::spawn(command)?.finish(timeout).await }
 }
 
 #[cfg(test)]
