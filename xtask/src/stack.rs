@@ -4,6 +4,12 @@ use crate::Ctx;
 
 impl crate::flags::DockerUp {
     pub async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
+        if self.engine_only {
+            let options = crate::engine::EnsureOptions {
+                install: self.install,
+            };
+            return crate::engine::run_engine_only(&_ctx.config()?, &options, self.json).await;
+        }
         anyhow::bail!("`docker-up` is not implemented yet")
     }
 }
