@@ -43,8 +43,13 @@ pub struct EngineInfo {
     pub storage_driver: String,
     /// True when this call started the engine (or state.json says the harness started it).
     pub started_by_harness: bool,
-    /// From the start of `ensure_running` until the engine answered.
+    /// From the start of `ensure_running` until the engine answered (seconds in JSON).
+    #[serde(serialize_with = "secs")]
     pub time_to_answer: Duration,
+}
+
+fn secs<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((duration.as_secs_f64() * 1000.0).round() / 1000.0)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -532,6 +537,29 @@ pub enum PidFile {
 
 /// Reads the pid file and asks `/proc` (`proc_root`, so tests can fake it) whether the pid is a dockerd.
 pub fn inspect_pid_file(path: &Path, proc_root: &Path) -> PidFile {
+    inspect_pid_file_of(path, proc_root, "dockerd")
+}
+
+/// The containerd pid file under dockerd's exec root (`--exec-root`, default `/var/run/docker`).
+/// A killed dockerd leaves it too, and dockerd then waits for a containerd that is gone
+/// ("timeout waiting for containerd to start") when the pid is a zombie.
+pub fn containerd_pid_file(dockerd_args: &[String]) -> PathBuf {
+    let mut exec_root = PathBuf::from("/var/run/docker");
+    let mut args = dockerd_args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--exec-root" {
+            if let Some(value) = args.next() {
+                exec_root = PathBuf::from(value);
+            }
+        } else if let Some(value) = arg.strip_prefix("--exec-root=") {
+            exec_root = PathBuf::from(value);
+        }
+    }
+    exec_root.join("containerd").join("containerd.pid")
+}
+
+/// [`inspect_pid_file`] for a process named `comm`.
+pub fn inspect_pid_file_of(path: &Path, proc_root: &Path, expected: &str) -> PidFile {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PidFile::Absent,
@@ -553,11 +581,11 @@ pub fn inspect_pid_file(path: &Path, proc_root: &Path) -> PidFile {
             pid: Some(pid),
             why: format!("pid {pid} is not running"),
         },
-        Ok(comm) if comm.trim() == "dockerd" => {
+        Ok(comm) if comm.trim() == expected => {
             if process_state(proc_root, pid) == Some('Z') {
                 PidFile::Stale {
                     pid: Some(pid),
-                    why: format!("pid {pid} is a dockerd that has exited (zombie)"),
+                    why: format!("pid {pid} is a {expected} that has exited (zombie)"),
                 }
             } else {
                 PidFile::Live { pid }
@@ -565,7 +593,7 @@ pub fn inspect_pid_file(path: &Path, proc_root: &Path) -> PidFile {
         }
         Ok(comm) => PidFile::Stale {
             pid: Some(pid),
-            why: format!("pid {pid} is `{}`, not dockerd", comm.trim()),
+            why: format!("pid {pid} is `{}`, not {expected}", comm.trim()),
         },
     }
 }
@@ -1361,7 +1389,10 @@ async fn settle_pid_file(
     let mut throttle = Throttle::new();
     loop {
         match inspect_pid_file(pid_file, Path::new("/proc")) {
-            PidFile::Absent => return Ok(None),
+            PidFile::Absent => {
+                settle_containerd_pid_file(config, began, checks)?;
+                return Ok(None);
+            }
             PidFile::Stale { why, .. } => {
                 let message = format!(
                     "stale pid file {}: {why}; removing it so that dockerd can start",
@@ -1382,6 +1413,7 @@ async fn settle_pid_file(
                     began.elapsed(),
                     format!("removed {} ({why})", pid_file.display()),
                 ));
+                settle_containerd_pid_file(config, began, checks)?;
                 return Ok(None);
             }
             PidFile::Live { pid } => {
@@ -1420,6 +1452,34 @@ async fn settle_pid_file(
             }
         }
     }
+}
+
+/// Removes the containerd pid file of a killed dockerd when it names no live containerd; a live
+/// containerd is left for dockerd to adopt.
+fn settle_containerd_pid_file(
+    config: &Config,
+    began: Instant,
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<()> {
+    let path = containerd_pid_file(&config.engine.dockerd_args);
+    if let PidFile::Stale { why, .. } = inspect_pid_file_of(&path, Path::new("/proc"), "containerd")
+    {
+        ui::say(format!(
+            "stale containerd pid file {}: {why}; removing it",
+            path.display()
+        ));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+        checks.push(Check::passed(
+            "stale containerd pid file",
+            began.elapsed(),
+            format!("removed {} ({why})", path.display()),
+        ));
+    }
+    Ok(())
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
@@ -1738,17 +1798,18 @@ pub async fn smoke(engine: &Engine, config: &Config) -> Check {
 }
 
 async fn run_to_exit(docker: &Docker, id: &str, deadline: Duration) -> anyhow::Result<()> {
-    // Waiting starts before the container does, so a fast exit is not missed.
-    let mut wait = Box::pin(docker.wait_container(
-        id,
-        Some(bollard::query_parameters::WaitContainerOptions {
-            condition: "next-exit".to_owned(),
-        }),
-    ));
     docker
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
         .await
         .context("cannot start it")?;
+    // bollard sends the wait request only when first polled, so "next-exit" could miss a fast
+    // exit; "not-running" also answers for a container that has already exited.
+    let mut wait = Box::pin(docker.wait_container(
+        id,
+        Some(bollard::query_parameters::WaitContainerOptions {
+            condition: "not-running".to_owned(),
+        }),
+    ));
     match tokio::time::timeout(deadline, wait.next()).await {
         Err(_) => anyhow::bail!("did not exit within {}", ui::duration(deadline)),
         Ok(None) => anyhow::bail!("the engine ended the wait without an exit code"),
@@ -2276,6 +2337,31 @@ mod tests {
             inspect_pid_file(&pid_file, &proc_root),
             PidFile::Stale { pid: None, .. }
         ));
+    }
+
+    #[test]
+    fn containerd_pid_file_follows_the_exec_root() {
+        assert_eq!(
+            containerd_pid_file(&[]),
+            Path::new("/var/run/docker/containerd/containerd.pid")
+        );
+        let args = ["--data-root", "/d", "--exec-root", "/tmp/u/exec"].map(String::from);
+        assert_eq!(
+            containerd_pid_file(&args),
+            Path::new("/tmp/u/exec/containerd/containerd.pid")
+        );
+        assert_eq!(
+            containerd_pid_file(&["--exec-root=/x".to_owned()]),
+            Path::new("/x/containerd/containerd.pid")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("containerd.pid");
+        std::fs::write(&pid_file, "77").unwrap();
+        fake_proc(&dir.path().join("proc"), 77, "containerd", 'S');
+        assert_eq!(
+            inspect_pid_file_of(&pid_file, &dir.path().join("proc"), "containerd"),
+            PidFile::Live { pid: 77 }
+        );
     }
 
     #[test]
