@@ -903,6 +903,26 @@ fn stderr_stdio() -> anyhow::Result<Stdio> {
     }
 }
 
+/// Awaits `work`, saying every [`SAY_EVERY`] that it still waits for `what` (and for how long).
+pub async fn with_progress<T>(
+    what: &str,
+    deadline: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let began = Instant::now();
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = tokio::time::sleep(SAY_EVERY) => ui::say(format!(
+                "still waiting for {what} ({} of {})",
+                ui::duration(began.elapsed()),
+                ui::duration(deadline)
+            )),
+        }
+    }
+}
+
 /// Says what a wait is waiting for: at once, then every [`SAY_EVERY`].
 struct Throttle {
     last: Option<Instant>,
@@ -1027,8 +1047,13 @@ pub async fn restore_with(
     let began = Instant::now();
     let env = env.clone();
     let list = candidates(&env)?;
-    let (mut discovery, found) = discover(&list).await;
     let mut checks = Vec::new();
+    if options.install {
+        if let Some(check) = install_engine_packages(env.platform, began).await? {
+            checks.push(check);
+        }
+    }
+    let (mut discovery, found) = discover(&list).await;
 
     if let Some((index, docker)) = found {
         let candidate = &list[index];
@@ -1066,42 +1091,13 @@ pub async fn restore_with(
         .into());
     }
 
-    let mut facts = HostFacts::detect();
+    let facts = HostFacts::detect();
     if !facts.installed() {
-        if options.install && env.platform == Platform::Linux {
-            ui::say(format!(
-                "no engine installed: installing {}",
-                ENGINE_PACKAGES.join(", ")
-            ));
-            let packages = ENGINE_PACKAGES.to_vec();
-            tokio::task::spawn_blocking(move || install_packages(&packages)).await??;
-            checks.push(Check::passed(
-                "engine installed",
-                began.elapsed(),
-                format!("installed {}", ENGINE_PACKAGES.join(", ")),
-            ));
-            facts = HostFacts::detect();
-        }
-        if !facts.installed() {
-            return Err(Failure::unavailable(
-                format!("no Docker engine is installed ({tried})"),
-                Some(install_remedy(env.platform)),
-            )
-            .into());
-        }
-    } else if options.install && env.platform == Platform::Linux && is_debian_like() {
-        // `--install` also brings the compose package when only the engine is there.
-        let packages = ENGINE_PACKAGES.to_vec();
-        if tokio::task::spawn_blocking(move || install_packages(&packages)).await?? {
-            checks.push(Check::passed(
-                "engine installed",
-                began.elapsed(),
-                format!(
-                    "installed the missing ones of {}",
-                    ENGINE_PACKAGES.join(", ")
-                ),
-            ));
-        }
+        return Err(Failure::unavailable(
+            format!("no Docker engine is installed ({tried})"),
+            Some(install_remedy(env.platform)),
+        )
+        .into());
     }
 
     let deadline = began + config.engine.start_timeout_s.duration();
@@ -1224,6 +1220,35 @@ pub async fn restore_with(
         Some(format!("see {}", log.display())),
     )
     .into())
+}
+
+/// `--install`: puts the engine packages on Debian or Ubuntu when they are missing.
+async fn install_engine_packages(
+    platform: Platform,
+    began: Instant,
+) -> anyhow::Result<Option<Check>> {
+    if platform != Platform::Linux || !is_debian_like() {
+        if HostFacts::detect().installed() {
+            return Ok(None);
+        }
+        return Err(Failure::unavailable(
+            "`--install` installs the engine only on Debian or Ubuntu",
+            Some(install_remedy(platform)),
+        )
+        .into());
+    }
+    let packages = ENGINE_PACKAGES.to_vec();
+    let installed = tokio::task::spawn_blocking(move || install_packages(&packages)).await??;
+    Ok(installed.then(|| {
+        Check::passed(
+            "engine installed",
+            began.elapsed(),
+            format!(
+                "installed the missing ones of {}",
+                ENGINE_PACKAGES.join(", ")
+            ),
+        )
+    }))
 }
 
 /// A launched start: the child when the harness spawned dockerd itself.
@@ -1688,13 +1713,15 @@ pub async fn smoke(engine: &Engine, config: &Config) -> Check {
 
     // The image: smoke_image when present or pullable, else the local fallback with its command.
     let mut why_not = String::new();
+    let mut pull_error = String::new();
     let (image, cmd) = if image_present(docker, &cfg.smoke_image).await {
         (cfg.smoke_image.clone(), None)
     } else {
         match pull(docker, &cfg.smoke_image, PULL_DEADLINE.min(deadline)).await {
             Ok(()) => (cfg.smoke_image.clone(), None),
             Err(e) => {
-                why_not = format!("`{}` cannot be had ({e:#}); ", cfg.smoke_image);
+                pull_error = format!("{e:#}");
+                why_not = format!("`{}` cannot be pulled, local fallback: ", cfg.smoke_image);
                 let fallback = cfg
                     .smoke_fallback_image
                     .clone()
@@ -1707,7 +1734,7 @@ pub async fn smoke(engine: &Engine, config: &Config) -> Check {
                         return Check::failed(
                             "smoke container",
                             began.elapsed(),
-                            format!("{why_not}fallback image `{image}` is not present either"),
+                            format!("`{}` cannot be pulled ({pull_error}) and fallback image `{image}` is not present either", cfg.smoke_image),
                         )
                         .with_remedy(
                             "run `cargo xtask docker-up` to provision the [images] entries, or set `smoke_fallback_image` under [engine] to a local image",
@@ -1717,7 +1744,7 @@ pub async fn smoke(engine: &Engine, config: &Config) -> Check {
                         return Check::failed(
                             "smoke container",
                             began.elapsed(),
-                            format!("{why_not}and no fallback image is configured"),
+                            format!("`{}` cannot be pulled ({pull_error}) and no fallback image is configured", cfg.smoke_image),
                         )
                         .with_remedy(
                             "set `smoke_fallback_image` under [engine] to a local image, or add an [images] entry",
@@ -1780,20 +1807,27 @@ pub async fn smoke(engine: &Engine, config: &Config) -> Check {
         .map(|c| format!(" running `{}`", c.join(" ")))
         .unwrap_or_default();
     match outcome {
-        Ok(()) => Check::passed(
-            "smoke container",
-            began.elapsed(),
-            format!(
-                "{why_not}`{image}`{shown_cmd} exited 0 in {}",
-                ui::duration(began.elapsed())
-            ),
-        ),
+        Ok(()) => {
+            let check = Check::passed(
+                "smoke container",
+                began.elapsed(),
+                format!(
+                    "{why_not}`{image}`{shown_cmd} exited 0 in {}",
+                    ui::duration(began.elapsed())
+                ),
+            );
+            if pull_error.is_empty() {
+                check
+            } else {
+                check.with_output(pull_error)
+            }
+        }
         Err(e) => Check::failed(
             "smoke container",
             began.elapsed(),
             format!("{why_not}`{image}`{shown_cmd}: {e:#}"),
         )
-        .with_output(logs),
+        .with_output(format!("{pull_error}\n{logs}").trim().to_owned()),
     }
 }
 

@@ -294,7 +294,12 @@ async fn build_with_debootstrap(
             argv.join(" "),
             ui::duration(deadline)
         ));
-        let output = engine::run_with_deadline(&argv, &[], deadline, false).await?;
+        let output = engine::with_progress(
+            "debootstrap",
+            deadline,
+            engine::run_with_deadline(&argv, &[], deadline, false),
+        )
+        .await?;
         if !output.success {
             anyhow::bail!(
                 "`{}` exited with {}: {}",
@@ -374,6 +379,8 @@ pub async fn import_rootfs(
         }
         Ok::<String, anyhow::Error>(last)
     };
+    let what = format!("the import of {name}");
+    let importing = engine::with_progress(&what, deadline, importing);
     let imported = tokio::time::timeout(deadline, importing)
         .await
         .map_err(|_| {
