@@ -1208,7 +1208,13 @@ pub async fn restore_with(
                     }
                 }
             }
-            Err(e) => failures.push(format!("`{}`: {e:#}", plan.method())),
+            Err(e) => {
+                ui::say(format!(
+                    "`{}` did not start the engine ({e:#}); trying the next way",
+                    plan.method()
+                ));
+                failures.push(format!("`{}`: {e:#}", plan.method()));
+            }
         }
     }
     Err(Failure::unavailable(
