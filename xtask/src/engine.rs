@@ -1453,6 +1453,31 @@ async fn settle_pid_file(
                 {
                     return Ok(Some(docker));
                 }
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                let serves = dockerd_hosts(&args);
+                if !serves
+                    .iter()
+                    .any(|h| Host::parse(h).ok().as_ref() == Some(host))
+                {
+                    // Not a daemon of ours shutting down: another one, serving elsewhere.
+                    return Err(Failure::unavailable(
+                        format!(
+                            "dockerd pid {pid} holds {} but serves {}, not {host}; it was left alone",
+                            pid_file.display(),
+                            serves.join(", ")
+                        ),
+                        Some(format!(
+                            "a second daemon needs its own `pid_file` and `dockerd_args` (--data-root, --exec-root) under [engine] in {}",
+                            config.path.display()
+                        )),
+                    )
+                    .into());
+                }
                 if Instant::now() >= deadline {
                     return Err(Failure::unavailable(
                         format!(
@@ -1483,6 +1508,26 @@ async fn settle_pid_file(
             }
         }
     }
+}
+
+/// The addresses a dockerd command line serves (`-H`/`--host`; the default socket when none).
+pub fn dockerd_hosts(args: &[String]) -> Vec<String> {
+    let mut hosts = Vec::new();
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        if arg == "-H" || arg == "--host" {
+            hosts.extend(iter.next().cloned());
+        } else if let Some(value) = arg
+            .strip_prefix("--host=")
+            .or_else(|| arg.strip_prefix("-H="))
+        {
+            hosts.push(value.to_owned());
+        }
+    }
+    if hosts.is_empty() {
+        hosts.push(format!("unix://{DEFAULT_SOCKET}"));
+    }
+    hosts
 }
 
 /// Removes the containerd pid file of a killed dockerd when it names no live containerd; a live
@@ -2377,6 +2422,26 @@ mod tests {
             inspect_pid_file(&pid_file, &proc_root),
             PidFile::Stale { pid: None, .. }
         ));
+    }
+
+    #[test]
+    fn dockerd_command_lines_name_what_they_serve() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            dockerd_hosts(&args(&["dockerd"])),
+            vec!["unix:///var/run/docker.sock"]
+        );
+        assert_eq!(
+            dockerd_hosts(&args(&[
+                "/usr/sbin/dockerd",
+                "--host",
+                "unix:///tmp/u/d.sock",
+                "-H=tcp://127.0.0.1:2375",
+                "--pidfile",
+                "/tmp/u/p"
+            ])),
+            vec!["unix:///tmp/u/d.sock", "tcp://127.0.0.1:2375"]
+        );
     }
 
     #[test]
