@@ -2251,7 +2251,10 @@ fn print_up(report: &UpReport) {
 impl crate::flags::DockerUp {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
-        // (the engine work adds its `--engine-only` branch here)
+        if self.engine_only {
+            let options = engine::EnsureOptions { install: self.install };
+            return engine::run_engine_only(&config, &options, self.json).await;
+        }
         let began = Instant::now();
 
         // Pre-flight.
