@@ -1,3 +1,8 @@
-//! Integration tests of the harness: one binary, one module per area.
+//! Integration tests, one binary: one module per area. Tests that need the engine use the real one.
 
+mod config;
+mod hook;
+mod junit;
+mod stack;
+mod tidy;
 mod ws;
