@@ -73,6 +73,7 @@ for line in open(stats_path):
         samples.setdefault(parts[0], []).append(float(parts[1][:-1]))
 print(f"ws-check --users {result.get('users')} --messages {result.get('messages')}: exit {status}, passed {result.get('passed')}")
 print(f"  connections  {s.get('connections_succeeded')}/{s.get('connections_attempted')} ({s.get('success_rate_percent')}%)")
+print(f"  messages     {s.get('messages_completed')}/{s.get('messages_sent')} complete within timeout_s")
 print(f"  events       {s.get('events_received')} received, {s.get('events_misrouted')} misrouted")
 for key in ("connect", "first_event", "last_event"):
     p = s.get(key, {})
