@@ -735,6 +735,17 @@ async fn connect(plan: &WsPlan, token: Option<&str>) -> Result<Socket, WsFailure
                     ),
                 })
             }
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                // What a proxy in front of a stopped or starting service (docker-proxy) does.
+                Err(fail(format!(
+                    "the connection was closed during the handshake ({e}): is the service starting or stopping?"
+                )))
+            }
             Err(e) => Err(fail(format!("handshake failed: {e}"))),
         }
     };

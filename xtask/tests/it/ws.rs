@@ -530,3 +530,37 @@ async fn the_other_service_rejects_a_missing_key_with_its_403() {
         "{failure}"
     );
 }
+
+#[tokio::test]
+async fn an_event_of_a_run_the_user_did_not_start_is_misrouted() {
+    let python = python_or_skip!();
+    let other = Other::start(python);
+    let mut plan = other_plan(other.port);
+    plan.send = r#"{"op": "leak"}"#.to_owned();
+    plan.users = 2;
+    let result = ws::run(&plan).await;
+    assert!(!result.passed);
+    assert_eq!(result.stats.events_misrouted, 2);
+    assert_eq!(result.stats.messages_completed, 2, "own events still count");
+    let failure = result.failure.unwrap();
+    assert!(
+        failure.starts_with("websocket isolation: 2 events misrouted; user ")
+            && failure.ends_with(
+                "received `working` of a run no user started (run_id run-of-a-stranger)"
+            ),
+        "{failure}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_claimed_by_two_users_is_misrouted() {
+    let python = python_or_skip!();
+    let other = Other::start(python);
+    let mut plan = other_plan(other.port);
+    plan.send = r#"{"op": "shared"}"#.to_owned();
+    plan.users = 2;
+    let result = ws::run(&plan).await;
+    assert!(!result.passed);
+    assert_eq!(result.stats.events_misrouted, 1);
+    assert_eq!(result.misrouted[0].run_id, "run-shared");
+}
