@@ -946,6 +946,8 @@ async fn nextest_list(
         "json".into(),
     ];
     args.extend(suite.args.iter().cloned());
+    args.push("--run-ignored".into());
+    args.push("all".into());
     if let Some(shard) = shard {
         args.push("--partition".into());
         args.push(format!("hash:{}/{}", shard.index, shard.count));
@@ -992,13 +994,9 @@ async fn nextest_list(
     let mut tests = Vec::new();
     for (binary_id, binary) in &summary.rust_suites {
         for (name, case) in &binary.test_cases {
-            use nextest_metadata::{FilterMatch, MismatchReason};
-            // Ignored tests are listed too: the report shows them skipped, not missing.
-            let selected = match &case.filter_match {
-                FilterMatch::Matches => true,
-                FilterMatch::Mismatch { reason } => *reason == MismatchReason::Ignored,
-            };
-            if selected {
+            // Listed with `--run-ignored all`, so that ignored tests (of this shard) are known
+            // and reported skipped rather than missing.
+            if case.filter_match.is_match() {
                 tests.push(Listed {
                     binary_id: binary_id.as_str().to_owned(),
                     name: name.as_str().to_owned(),

@@ -608,5 +608,66 @@ async fn nextest_suite_merges_nextest_junit() {
         everything.contains("NEXTEST-OUTPUT-MARKER") || everything.contains("arithmetic is broken"),
         "the failure's output is kept: {failed:#?}"
     );
+    assert_eq!(
+        case(&result, "tests::ignored_one").status,
+        Status::Skipped {
+            reason: "ignored (#[ignore])".into()
+        }
+    );
     assert_reportable(&result);
+
+    // Shards (nextest's own hash partition): every test in exactly one shard.
+    let mut seen = Vec::new();
+    for index in 1..=2 {
+        let shard = Shard { index, count: 2 };
+        let result = suites::run_suite(
+            &project.config,
+            &suite,
+            &env(TargetKind::Docker),
+            None,
+            Some(shard),
+        )
+        .await;
+        assert_eq!(result.error, None, "shard {index}: {result:#?}");
+        seen.extend(result.cases.iter().map(|c| c.name.clone()));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "tests::adds",
+            "tests::fails_on_purpose",
+            "tests::ignored_one"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reference_suites_are_listed_when_skipped() {
+    // The repository's own harness.toml and tests/: what the gate reports when a suite is skipped.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut config = config::load(Some(&root.join("harness.toml"))).unwrap();
+    config.python.venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reference-venv");
+    let py = suites::python_env(&config).await.unwrap();
+    let mut staging = env(TargetKind::Staging);
+    staging.skip_markers = vec!["docker".into(), "destructive".into()];
+    for suite in config
+        .suites
+        .iter()
+        .filter(|s| s.runner == config::Runner::Pytest)
+    {
+        let listed =
+            suites::collect_skipped(&config, suite, &staging, Some(&py), "engine down", None).await;
+        assert!(
+            listed.cases.len() > 1,
+            "suite {} lists its tests: {listed:#?}",
+            suite.name
+        );
+        assert!(listed.cases.iter().all(|c| c.status
+            == Status::Skipped {
+                reason: "engine down".into()
+            }
+            && !c.classname.is_empty()));
+        eprintln!("{}: {} tests listed", suite.name, listed.cases.len());
+    }
 }
