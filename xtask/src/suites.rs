@@ -17,6 +17,7 @@
 //! pub async fn run_suite(config, suite, env, py: Option<&PythonEnv>, shard: Option<Shard>) -> SuiteResult
 //! pub async fn collect_skipped(config, suite, env, py, reason: &str, shard: Option<Shard>) -> SuiteResult
 //! pub fn shard_of(test_id: &str, count: u32) -> u32                      // 1-based, stable (FNV-1a)
+//! pub fn finish_pending_kills()       // before exiting after Ctrl-C: the dropped suites' SIGKILLs
 //! ```
 //!
 //! `run_suite` never returns an error: whatever went wrong is in the [`SuiteResult`] (an `error`
@@ -81,8 +82,8 @@ pub async fn python_env(config: &Config) -> anyhow::Result<PythonEnv> {
 }
 
 /// Creates or reuses the venv at `[python] venv` and installs the requirement files with pip. The
-/// venv is reused while the interpreter and the files' contents are unchanged (a digest is kept
-/// in `<venv>/.xtask-requirements.sha`). Concurrent callers wait on a lock file beside the venv.
+/// venv is reused while the interpreter and the files' contents are unchanged (one digest per
+/// file installed is kept in `<venv>/.xtask-requirements.sha`). Concurrent callers wait on a lock file beside the venv.
 /// Files a requirement file includes (`-r other.txt`) are not part of the digest.
 pub async fn python_env_with(
     config: &Config,
@@ -103,10 +104,16 @@ pub async fn python_env_with(
             files.extend(local.requirements.iter().map(|r| config.resolve(r)));
         }
     }
-    let digest = requirements_digest(&config.python.interpreter, &files)?;
+    // One digest per requirement file; the stamp holds the digests of everything installed, so
+    // that a venv set up for the local target (more files) also serves the others.
+    let digests = requirements_digests(&config.python.interpreter, &files)?;
     let stamp = venv.join(REQUIREMENTS_STAMP);
-    let up_to_date =
-        || python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == digest);
+    let installed = || -> BTreeSet<String> {
+        std::fs::read_to_string(&stamp)
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let up_to_date = || python.is_file() && digests.is_subset(&installed());
     let ready = |reused| PythonEnv {
         venv: venv.clone(),
         python: python.clone(),
@@ -126,7 +133,9 @@ pub async fn python_env_with(
     std::fs::create_dir_all(config.work_dir())
         .with_context(|| format!("cannot create {}", config.work_dir().display()))?;
     let mut transcript = String::new();
+    let mut already = installed();
     if !python.is_file() {
+        already.clear();
         let mut create = Command::new(&config.python.interpreter);
         create.arg("-m").arg("venv");
         if venv.exists() {
@@ -187,21 +196,26 @@ pub async fn python_env_with(
             );
         }
     }
-    std::fs::write(&stamp, &digest).with_context(|| format!("cannot write {}", stamp.display()))?;
+    already.extend(digests);
+    let lines: Vec<String> = already.into_iter().collect();
+    std::fs::write(&stamp, lines.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(ready(false))
 }
 
-fn requirements_digest(interpreter: &str, files: &[PathBuf]) -> anyhow::Result<String> {
-    let mut hash = Fnv::new();
-    hash.write(interpreter.as_bytes());
+fn requirements_digests(interpreter: &str, files: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> {
+    let mut digests = BTreeSet::new();
     for file in files {
         let bytes = std::fs::read(file)
             .with_context(|| format!("cannot read requirements {}", file.display()))?;
         // Contents only: the same files elsewhere (a copy of the repository) need no reinstall.
+        let mut hash = Fnv::new();
+        hash.write(interpreter.as_bytes());
         hash.write(b"\0");
         hash.write(&bytes);
+        digests.insert(format!("{:016x}", hash.0));
     }
-    Ok(format!("{:016x}", hash.0))
+    Ok(digests)
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms, and easy to repeat in Python.
@@ -276,21 +290,26 @@ impl Drop for FileLock {
 /// Kills a process group when dropped (SIGTERM now, SIGKILL after [`KILL_GRACE`] from a thread),
 /// unless [`GroupGuard::finish`] already did.
 pub struct GroupGuard {
-    pgid: libc::pid_t,
+    /// None when the child had no pid: never signal group 0 (that is our own group).
+    pgid: Option<libc::pid_t>,
     done: bool,
 }
 
 impl GroupGuard {
-    fn new(pgid: u32) -> GroupGuard {
+    fn new(pid: Option<u32>) -> GroupGuard {
         GroupGuard {
-            pgid: pgid as libc::pid_t,
+            pgid: pid
+                .and_then(|pid| libc::pid_t::try_from(pid).ok())
+                .filter(|pid| *pid > 1),
             done: false,
         }
     }
 
     fn signal(&self, signal: libc::c_int) {
-        // SAFETY: killpg on the group this guard's child leads; ESRCH (gone) is fine.
-        unsafe { libc::killpg(self.pgid, signal) };
+        if let Some(pgid) = self.pgid {
+            // SAFETY: killpg on the group this guard's child leads; ESRCH (gone) is fine.
+            unsafe { libc::killpg(pgid, signal) };
+        }
     }
 
     /// After the leader exited: kills what it left behind in its group.
@@ -306,12 +325,31 @@ impl Drop for GroupGuard {
             return;
         }
         self.signal(libc::SIGTERM);
-        let pgid = self.pgid;
-        std::thread::spawn(move || {
+        let Some(pgid) = self.pgid else {
+            return;
+        };
+        let killer = std::thread::spawn(move || {
             std::thread::sleep(KILL_GRACE);
             // SAFETY: as above; the group is ours and, if already gone, this is ESRCH.
             unsafe { libc::killpg(pgid, libc::SIGKILL) };
         });
+        PENDING_KILLS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(killer);
+    }
+}
+
+/// The SIGKILLs that dropped guards still have to send.
+static PENDING_KILLS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Waits (at most [`KILL_GRACE`]) until every dropped suite's group got its SIGKILL. The gate
+/// calls this before exiting after an interruption, so that a suite ignoring SIGTERM does not
+/// outlive the harness.
+pub fn finish_pending_kills() {
+    let pending = std::mem::take(&mut *PENDING_KILLS.lock().unwrap_or_else(|e| e.into_inner()));
+    for killer in pending {
+        let _ = killer.join();
     }
 }
 
@@ -388,7 +426,7 @@ async fn run_captured(
         .stderr(std::process::Stdio::piped())
         .process_group(0);
     let mut child = command.spawn()?;
-    let mut guard = GroupGuard::new(child.id().unwrap_or(0));
+    let mut guard = GroupGuard::new(child.id());
     let tail = Arc::new(Mutex::new(Tail::default()));
     let log_file = log.and_then(|path| std::fs::File::create(path).ok());
     let log_file = Arc::new(Mutex::new(log_file));
@@ -965,7 +1003,7 @@ async fn nextest_list(
     let child = command
         .spawn()
         .map_err(|e| (format!("cannot run `{line}`: {e}"), String::new()))?;
-    let mut guard = GroupGuard::new(child.id().unwrap_or(0));
+    let mut guard = GroupGuard::new(child.id());
     let output = match tokio::time::timeout(deadline, child.wait_with_output()).await {
         Ok(Ok(output)) => output,
         Ok(Err(e)) => return Err((format!("cannot run `{line}`: {e}"), String::new())),
