@@ -750,7 +750,9 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Counts> {
 
 impl crate::flags::JunitMerge {
     pub async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
-        let counts = merge(&self.inputs, &self.output)?;
+        // An input that cannot be read or is not JUnit is a usage error (exit 2).
+        let counts = merge(&self.inputs, &self.output)
+            .map_err(|e| crate::error::Failure::config(format!("junit-merge: {e:#}")))?;
         crate::ui::say(format!(
             "merged {} files into {}: {} tests, {} failures, {} errors, {} skipped",
             self.inputs.len(),
@@ -820,6 +822,29 @@ mod tests {
         assert_eq!(cases.len(), 1);
         assert_eq!(cases[0].name, "ok");
         assert_eq!(cases[0].system_out.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn interrupted_suite_has_a_property_and_an_error_case() {
+        let mut suite = SuiteResult::new("e2e");
+        suite.interrupted = true;
+        suite.cases = vec![Case::new("m", "t", Status::Passed)];
+        assert!(!suite.passed());
+        assert_eq!(suite.counts().errors, 1);
+        let report = Report {
+            name: "r".into(),
+            suites: vec![suite],
+            ..Report::default()
+        };
+        let xml = render(&report).unwrap();
+        assert!(
+            xml.contains(r#"<property name="interrupted" value="true"/>"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<error message="interrupted before the suite finished"/>"#),
+            "{xml}"
+        );
     }
 
     #[test]

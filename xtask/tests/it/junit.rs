@@ -399,6 +399,23 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
         .unwrap();
     assert_eq!(status.code(), Some(1));
     assert_eq!(python_counts(&merged), (2, 6, 1, 0, 0));
+
+    // An input that is missing or not JUnit is a usage error, and names the file.
+    let not_junit = dir.path().join("not-junit.xml");
+    std::fs::write(&not_junit, "<html></html>").unwrap();
+    for bad in [dir.path().join("missing.xml"), not_junit] {
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["junit-merge", "-o"])
+            .arg(dir.path().join("never.xml"))
+            .arg(&first)
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&*bad.to_string_lossy()), "{stderr}");
+        assert!(!dir.path().join("never.xml").exists());
+    }
 }
 
 #[test]
