@@ -1132,7 +1132,7 @@ async fn run_nextest(
             continue;
         }
         let reason = if test.ignored {
-            "ignored (#[ignore])".to_owned()
+            "ignored (the test is marked `ignore`)".to_owned()
         } else if run.timed_out {
             format!(
                 "not finished: the suite timed out after {}s",

@@ -613,7 +613,7 @@ async fn nextest_suite_merges_nextest_junit() {
     assert_eq!(
         case(&result, "tests::ignored_one").status,
         Status::Skipped {
-            reason: "ignored (#[ignore])".into()
+            reason: "ignored (the test is marked `ignore`)".into()
         }
     );
     assert_reportable(&result);
