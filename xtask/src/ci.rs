@@ -1,9 +1,150 @@
-//! `ci`: the project's own checks, as `.ci/run` calls them.
+//! `cargo xtask ci`: the project's own checks, exactly what `.ci/run` calls. On a fresh Debian
+//! machine it installs what is missing, starts the engine through the same restoration code users
+//! get, then runs fmt, clippy, every test, and the gate against the reference stack.
 
-use crate::Ctx;
+use std::time::Instant;
+
+use anyhow::Context;
+use xshell::{cmd, Shell};
+
+use crate::error::Failure;
+use crate::report::{Check, Outcome};
+use crate::{ui, Ctx};
+
+/// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
+/// base image, xmllint to validate JUnit against the XSD.
+const PACKAGES: &[&str] = &[
+    "docker.io",
+    "docker-compose",
+    "debootstrap",
+    "libxml2-utils",
+];
+
+/// Set for the tests when this `ci` run started the engine itself: only then may a test stop it.
+pub const OWNS_ENGINE_ENV: &str = "XTASK_OWNS_ENGINE";
 
 impl crate::flags::Ci {
-    pub async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
-        anyhow::bail!("`ci` is not implemented yet")
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let config = ctx.config()?;
+        let sh = Shell::new()?;
+        sh.change_dir(&config.root);
+        let mut steps: Vec<Check> = Vec::new();
+
+        if self.no_install {
+            steps.push(Check::skipped("install packages", "--no-install"));
+        } else {
+            let started = Instant::now();
+            let installed = crate::engine::install_packages(PACKAGES)
+                .context("installing the project's packages")?;
+            let detail = if installed {
+                "installed missing packages"
+            } else {
+                "all present"
+            };
+            steps.push(Check::passed(
+                "install packages",
+                started.elapsed(),
+                format!("{detail}: {}", PACKAGES.join(", ")),
+            ));
+        }
+
+        let started = Instant::now();
+        let (engine, engine_checks) =
+            crate::engine::ensure_running(&config, &Default::default()).await?;
+        let owns_engine = engine.info.started_by_harness;
+        steps.push(Check::passed(
+            "engine",
+            started.elapsed(),
+            format!(
+                "{} {} ({}){}",
+                engine.info.host,
+                engine.info.server_version,
+                engine.info.api_version,
+                if owns_engine {
+                    ", started by the harness"
+                } else {
+                    ""
+                }
+            ),
+        ));
+        steps.extend(
+            engine_checks
+                .into_iter()
+                .filter(|c| c.outcome == Outcome::Failed),
+        );
+        steps.extend(crate::images::provision(&engine, &config).await?);
+
+        let owned = if owns_engine { "1" } else { "0" };
+        let _owns = sh.push_env(OWNS_ENGINE_ENV, owned);
+        let gate_config = config.path.clone();
+        let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+        let mut cargo_steps: Vec<(&str, xshell::Cmd<'_>)> = vec![
+            ("cargo fmt", cmd!(sh, "cargo fmt --all -- --check")),
+            ("cargo clippy", cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings")),
+            (
+                "tests",
+                cmd!(sh, "cargo nextest run --workspace --exclude stack-load-tests --locked --no-fail-fast -E 'not test(/owned_engine_/)'"),
+            ),
+        ];
+        if owns_engine {
+            cargo_steps.push((
+                "engine restoration tests",
+                cmd!(sh, "cargo nextest run -p xtask --locked --no-fail-fast --test-threads 1 -E 'test(/owned_engine_/)'"),
+            ));
+        } else {
+            steps.push(Check::skipped(
+                "engine restoration tests",
+                "the engine was already running when ci started, so ci does not own it and will not stop it",
+            ));
+        }
+        if !self.no_gate {
+            cargo_steps.push((
+                "gate (mission-critical)",
+                cmd!(sh, "{exe} --config {gate_config} mission-critical"),
+            ));
+        }
+        for (name, command) in cargo_steps {
+            ui::say(format!("ci: {name}"));
+            let started = Instant::now();
+            let result = command.run();
+            steps.push(match result {
+                Ok(()) => Check::passed(name, started.elapsed(), "ok"),
+                Err(e) => Check::failed(name, started.elapsed(), e.to_string()),
+            });
+        }
+
+        let rows: Vec<Vec<String>> = steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.outcome.label().to_owned(),
+                    ui::duration(s.duration),
+                    s.detail.clone(),
+                ]
+            })
+            .collect();
+        eprint!(
+            "\n{}",
+            ui::table(&["step", "status", "time", "detail"], &rows)
+        );
+        let failed = steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Failed)
+            .count();
+        let passed = steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Passed)
+            .count();
+        let skipped = steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Skipped)
+            .count();
+        // A plain closing line that CI systems read.
+        println!("ci: {passed} passed, {failed} failed, {skipped} skipped");
+        if failed > 0 {
+            return Err(Failure::check(format!("{failed} ci step(s) failed")).into());
+        }
+        Ok(())
     }
 }

@@ -616,6 +616,33 @@ impl Locator<'_> {
         (line, col)
     }
 
+    /// For a syntax error, where serde has no key path: the key (or table) written at that line.
+    fn key_near(&self, offset: usize) -> Option<String> {
+        let start = self.text[..offset.min(self.text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line = self.text[start..].lines().next()?.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            return Some(
+                header
+                    .trim_matches(|c| c == '[' || c == ']' || c == ' ')
+                    .to_owned(),
+            );
+        }
+        let key = line.split('=').next()?.trim();
+        let table = self.text[..start].lines().rev().find_map(|l| {
+            l.trim().strip_prefix('[').map(|h| {
+                h.trim_matches(|c| c == '[' || c == ']' || c == ' ')
+                    .to_owned()
+            })
+        });
+        match (table, key.is_empty()) {
+            (_, true) => None,
+            (Some(table), false) => Some(format!("{table}.{key}")),
+            (None, false) => Some(key.to_owned()),
+        }
+    }
+
     fn at(&self, span: std::ops::Range<usize>, key: &str, message: impl fmt::Display) -> Failure {
         let (line, col) = self.line_col(span.start);
         Failure::config(format!(
@@ -629,7 +656,12 @@ impl Locator<'_> {
             .span()
             .map_or((1, 1), |span| self.line_col(span.start));
         let message = error.message().trim().replace('\n', " ");
-        match key.filter(|k| !k.is_empty() && *k != ".") {
+        let guessed = error.span().and_then(|span| self.key_near(span.start));
+        match key
+            .filter(|k| !k.is_empty() && *k != ".")
+            .map(str::to_owned)
+            .or(guessed)
+        {
             Some(key) => Failure::config(format!(
                 "{}:{line}:{col}: key `{key}`: {message}",
                 self.path.display()

@@ -287,14 +287,14 @@ mod tests {
             "ws://127.0.0.1:49153/ws?v=1"
         );
 
+        assert!(resolve_all(&templates, &NoPorts)
+            .unwrap_err()
+            .contains("publishes no host port"));
         templates.insert("a".to_owned(), "{b}".to_owned());
         templates.insert("b".to_owned(), "{a}".to_owned());
         assert!(resolve_all(&templates, &ports)
             .unwrap_err()
             .contains("refers to itself"));
-        assert!(resolve_all(&templates, &NoPorts)
-            .unwrap_err()
-            .contains("publishes no host port"));
     }
 
     #[test]

@@ -88,3 +88,8 @@ pub async fn run_engine_only(
 ) -> anyhow::Result<()> {
     anyhow::bail!("docker-up --engine-only is not implemented yet")
 }
+
+/// Installs Debian packages that are missing (as root); returns whether it installed anything.
+pub fn install_packages(_packages: &[&str]) -> anyhow::Result<bool> {
+    anyhow::bail!("engine::install_packages is not implemented yet")
+}

@@ -139,9 +139,6 @@ pub struct MissionCritical {
     /// Run only shard K of N of the suites' cases, e.g. 1/3
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
-    /// Use a compose project name and host ports of this run's own
-    #[arg(long)]
-    pub isolated: bool,
     /// Install the engine packages when missing (as docker-up --install)
     #[arg(long)]
     pub install: bool,

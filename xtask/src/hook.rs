@@ -1,9 +1,44 @@
-//! `install-hook`: installs ci/pre-push into this clone.
+//! `install-hook`: installs `ci/pre-push` (the gate before every push) into this clone's hooks.
 
-use crate::Ctx;
+use anyhow::Context;
+use xshell::{cmd, Shell};
+
+use crate::error::Failure;
+use crate::{ui, Ctx};
+
+/// The line that marks a hook as ours, so that re-installing may replace it.
+const MARKER: &str = "installed by cargo xtask install-hook";
 
 impl crate::flags::InstallHook {
-    pub async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
-        anyhow::bail!("`install-hook` is not implemented yet")
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let config = ctx.config()?;
+        let source = config.root.join("ci").join("pre-push");
+        let hook = std::fs::read_to_string(&source)
+            .with_context(|| format!("cannot read the hook {}", source.display()))?;
+        let sh = Shell::new()?;
+        sh.change_dir(&config.root);
+        let hooks_dir = cmd!(sh, "git rev-parse --git-path hooks")
+            .read()
+            .context("not a git clone")?;
+        let target = config.root.join(hooks_dir.trim()).join("pre-push");
+        if let Ok(existing) = std::fs::read_to_string(&target) {
+            if !existing.contains(MARKER) && !self.force {
+                return Err(Failure::config(format!(
+                    "{} exists and was not written by the harness",
+                    target.display()
+                ))
+                .with_hint("move it away, or pass --force to replace it")
+                .into());
+            }
+        }
+        std::fs::create_dir_all(target.parent().unwrap_or(&config.root))?;
+        std::fs::write(&target, hook)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        ui::say(format!(
+            "installed {} (skip once with XTASK_SKIP_GATE=1 git push)",
+            target.display()
+        ));
+        Ok(())
     }
 }

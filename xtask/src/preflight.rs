@@ -1,9 +1,452 @@
-//! Pre-flight checks (`doctor`): memory, disk, CPU, ports, other runtimes, engine socket, compose, Python.
+//! Pre-flight checks (`doctor`, seed phase 1): memory, disk, CPU load, free ports (and who holds
+//! them), other container runtimes, the engine socket, the compose flavour, Python. It only reads:
+//! it never kills, stops or changes anything.
+//!
+//! CONTRACT: `run_checks(&Config) -> Vec<Check>` is what docker-up and the gate call.
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, OnShortfall};
+use crate::error::Failure;
+use crate::report::{Check, Outcome};
+use crate::ui;
 use crate::Ctx;
 
 impl crate::flags::Doctor {
-    pub async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
-        anyhow::bail!("`doctor` is not implemented yet")
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let config = ctx.config()?;
+        let checks = run_checks(&config).await;
+        if self.json {
+            let failed = checks.iter().any(|c| c.outcome == Outcome::Failed);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "ok": !failed, "checks": checks })
+                )?
+            );
+        }
+        eprint!("{}", render(&checks));
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Failed)
+            .map(|c| c.name.as_str())
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure::check(format!("pre-flight failed: {}", failed.join(", "))).into())
+        }
     }
+}
+
+/// The table `doctor` prints.
+pub fn render(checks: &[Check]) -> String {
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.outcome.label().to_owned(),
+                c.detail.clone(),
+                c.remedy.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    ui::table(&["check", "status", "value", "remedy"], &rows)
+}
+
+/// Every pre-flight check. The CPU sample (about a second) runs while the others run.
+pub async fn run_checks(config: &Config) -> Vec<Check> {
+    let sample = config.preflight.cpu_sample_ms.duration();
+    let cpu = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        (cpu_busy_percent(sample), started.elapsed())
+    });
+    let mut checks = vec![memory(config), disk(config)];
+    let ports_started = Instant::now();
+    for port in &config.preflight.free_ports {
+        checks.push(port_check(config, port.0, ports_started));
+    }
+    checks.push(runtimes());
+    checks.push(engine_socket());
+    checks.push(compose_flavour().await);
+    checks.push(python(config).await);
+    let (busy, elapsed) = cpu.await.unwrap_or((None, Duration::ZERO));
+    checks.insert(2, cpu_check(config, busy, elapsed));
+    checks
+}
+
+fn shortfall(config: &Config) -> Outcome {
+    match config.preflight.on_shortfall {
+        OnShortfall::Warn => Outcome::Warned,
+        OnShortfall::Fail => Outcome::Failed,
+    }
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+fn memory(config: &Config) -> Check {
+    let started = Instant::now();
+    let Some((total, available)) = meminfo() else {
+        return Check::skipped("memory", "not readable on this platform (no /proc/meminfo)");
+    };
+    let (total, available) = (total as f64 / GIB, available as f64 / GIB);
+    let min = config.preflight.min_memory_gib.0;
+    let detail = format!("{available:.1} GiB available of {total:.1} GiB (need {min} GiB)");
+    if available >= min {
+        Check::passed("memory", started.elapsed(), detail)
+    } else {
+        Check::new("memory", shortfall(config), started.elapsed(), detail)
+            .with_remedy("close memory-hungry programs or lower preflight.min_memory_gib")
+    }
+}
+
+/// `(MemTotal, MemAvailable)` in bytes.
+fn meminfo() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+fn disk(config: &Config) -> Check {
+    let started = Instant::now();
+    let (path, why) = docker_data_root();
+    let path = match path {
+        Some(path) => path,
+        None => config.root.clone(),
+    };
+    let Some(free) = free_bytes(&path) else {
+        return Check::skipped("disk", format!("cannot stat {}", path.display()));
+    };
+    let free = free as f64 / GIB;
+    let min = config.preflight.min_disk_gib.0;
+    let detail = format!(
+        "{free:.1} GiB free on {} ({why}; need {min} GiB)",
+        path.display()
+    );
+    if free >= min {
+        Check::passed("disk", started.elapsed(), detail)
+    } else {
+        Check::new("disk", shortfall(config), started.elapsed(), detail)
+            .with_remedy("free space (docker system prune removes unused images) or lower preflight.min_disk_gib")
+    }
+}
+
+/// The engine's data root: `data-root` of /etc/docker/daemon.json, else /var/lib/docker when it exists.
+fn docker_data_root() -> (Option<PathBuf>, &'static str) {
+    if let Ok(text) = std::fs::read_to_string("/etc/docker/daemon.json") {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) {
+            if let Some(root) = json.get("data-root").and_then(|v| v.as_str()) {
+                return (
+                    Some(PathBuf::from(root)),
+                    "docker data root from daemon.json",
+                );
+            }
+        }
+    }
+    let default = Path::new("/var/lib/docker");
+    if default.is_dir() {
+        (Some(default.to_path_buf()), "docker data root")
+    } else {
+        (None, "working directory; docker data root unknown")
+    }
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
+    (rc == 0).then(|| stats.f_bavail as u64 * stats.f_frsize as u64)
+}
+
+/// Busy share of all CPUs over `sample`, from two readings of /proc/stat.
+fn cpu_busy_percent(sample: Duration) -> Option<f64> {
+    fn read() -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = text
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
+        Some((fields.iter().sum(), idle))
+    }
+    let (total_a, idle_a) = read()?;
+    std::thread::sleep(sample);
+    let (total_b, idle_b) = read()?;
+    let total = total_b.saturating_sub(total_a) as f64;
+    (total > 0.0).then(|| 100.0 * (1.0 - idle_b.saturating_sub(idle_a) as f64 / total))
+}
+
+fn cpu_check(config: &Config, busy: Option<f64>, elapsed: Duration) -> Check {
+    let Some(busy) = busy else {
+        return Check::skipped("cpu load", "not readable on this platform (no /proc/stat)");
+    };
+    let max = config.preflight.max_cpu_percent.0;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let detail = format!(
+        "{busy:.0}% busy over {} on {cores} cores (max {max}%)",
+        ui::duration(elapsed)
+    );
+    if busy <= max {
+        Check::passed("cpu load", elapsed, detail)
+    } else {
+        Check::new("cpu load", shortfall(config), elapsed, detail)
+            .with_remedy("wait for other jobs to finish or raise preflight.max_cpu_percent")
+    }
+}
+
+fn port_check(config: &Config, port: u16, started: Instant) -> Check {
+    let name = format!("port {port} free");
+    match port_holder(port) {
+        None => Check::passed(name, started.elapsed(), "free"),
+        Some(holder) => Check::new(name, shortfall(config), started.elapsed(), format!("in use by {holder}"))
+            .with_remedy("stop that program yourself (the harness never does), or remove the port from preflight.free_ports"),
+    }
+}
+
+/// Who listens on `port`, when someone does: `pid 1234 (nginx)`, or a description when the
+/// owner cannot be read.
+pub fn port_holder(port: u16) -> Option<String> {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        // Not in /proc (another platform, or another namespace): try to bind it.
+        let taken = std::net::TcpListener::bind(("0.0.0.0", port)).is_err()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_err();
+        return taken.then(|| "an unknown process (cannot read its owner)".to_owned());
+    }
+    for (pid, comm) in processes() {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let link = link.to_string_lossy();
+            if inodes
+                .iter()
+                .any(|inode| link == format!("socket:[{inode}]"))
+            {
+                return Some(format!("pid {pid} ({comm})"));
+            }
+        }
+    }
+    Some("a process this user cannot inspect".to_owned())
+}
+
+/// Socket inodes listening on `port`, from /proc/net/tcp and tcp6.
+fn listening_inodes(port: u16) -> Vec<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            if *state == "0A" && local_port == Some(port) && *inode != "0" {
+                inodes.push((*inode).to_owned());
+            }
+        }
+    }
+    inodes
+}
+
+/// Every process's pid and command name.
+pub fn processes() -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            Some((pid, comm.trim().to_owned()))
+        })
+        .collect()
+}
+
+const RUNTIMES: &[&str] = &[
+    "dockerd",
+    "containerd",
+    "podman",
+    "colima",
+    "limactl",
+    "com.docker.backend",
+    "com.docker.service",
+    "Docker Desktop",
+];
+
+fn runtimes() -> Check {
+    let started = Instant::now();
+    if !Path::new("/proc").is_dir() {
+        return Check::skipped(
+            "container runtimes",
+            "process list not readable on this platform",
+        );
+    }
+    let running: Vec<String> = processes()
+        .into_iter()
+        .filter(|(_, comm)| RUNTIMES.contains(&comm.as_str()))
+        .map(|(pid, comm)| format!("{comm} (pid {pid})"))
+        .collect();
+    let has = |name: &str| running.iter().any(|r| r.starts_with(name));
+    if has("podman") && has("dockerd") {
+        return Check::new(
+            "container runtimes",
+            Outcome::Warned,
+            started.elapsed(),
+            format!("several engines running: {}", running.join(", ")),
+        )
+        .with_remedy("make sure DOCKER_HOST points at the one the stack should use");
+    }
+    let detail = if running.is_empty() {
+        "none running".to_owned()
+    } else {
+        running.join(", ")
+    };
+    Check::passed("container runtimes", started.elapsed(), detail)
+}
+
+fn engine_socket() -> Check {
+    let started = Instant::now();
+    match describe_endpoint() {
+        Ok(description) => Check::passed("engine socket", started.elapsed(), description),
+        Err(problem) => Check::new("engine socket", Outcome::Warned, started.elapsed(), problem)
+            .with_remedy("`cargo xtask docker-up` starts the engine, `--install` installs it"),
+    }
+}
+
+async fn compose_flavour() -> Check {
+    let started = Instant::now();
+    match detect_compose().await {
+        Ok(flavour) => Check::passed("compose", started.elapsed(), flavour),
+        Err(problem) => Check::new(
+            "compose",
+            Outcome::Warned,
+            started.elapsed(),
+            format!("{problem:#}"),
+        )
+        .with_remedy(
+            "install docker-compose (Debian: apt-get install docker-compose) or the compose plugin",
+        ),
+    }
+}
+
+async fn python(config: &Config) -> Check {
+    let started = Instant::now();
+    let interpreter = &config.python.interpreter;
+    let needed = config
+        .suites
+        .iter()
+        .any(|s| s.runner == crate::config::Runner::Pytest);
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(interpreter)
+            .arg("--version")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await;
+    match output {
+        Ok(Ok(out)) if out.status.success() => {
+            let version = String::from_utf8_lossy(if out.stdout.is_empty() {
+                &out.stderr
+            } else {
+                &out.stdout
+            });
+            Check::passed(
+                "python",
+                started.elapsed(),
+                format!("{} ({interpreter})", version.trim()),
+            )
+        }
+        _ if needed => Check::failed(
+            "python",
+            started.elapsed(),
+            format!("`{interpreter}` does not run"),
+        )
+        .with_remedy("install Python 3 or set python.interpreter in harness.toml"),
+        _ => Check::new(
+            "python",
+            Outcome::Warned,
+            started.elapsed(),
+            format!("`{interpreter}` does not run; no pytest suite needs it"),
+        ),
+    }
+}
+
+/// Which engine endpoint a client would use: `DOCKER_HOST`, else the first known socket present.
+fn describe_endpoint() -> Result<String, String> {
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        if let Some(path) = host.strip_prefix("unix://") {
+            return if Path::new(path).exists() {
+                Ok(format!("{host} (from DOCKER_HOST)"))
+            } else {
+                Err(format!("{host} (from DOCKER_HOST) does not exist"))
+            };
+        }
+        return Ok(format!("{host} (from DOCKER_HOST)"));
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let runtime = std::env::var("XDG_RUNTIME_DIR").unwrap_or_default();
+    let candidates = [
+        "/var/run/docker.sock".to_owned(),
+        format!("{home}/.docker/run/docker.sock"),
+        format!("{home}/.colima/default/docker.sock"),
+        format!("{runtime}/docker.sock"),
+        format!("{runtime}/podman/podman.sock"),
+        "/run/podman/podman.sock".to_owned(),
+    ];
+    candidates
+        .iter()
+        .find(|c| Path::new(c).exists())
+        .map(|c| format!("unix://{c}"))
+        .ok_or_else(|| "no engine socket found (engine stopped or not installed)".to_owned())
+}
+
+/// `docker compose` (v2) when it answers, else `docker-compose` (v1), with its version.
+async fn detect_compose() -> anyhow::Result<String> {
+    for argv in [
+        &["docker", "compose", "version", "--short"][..],
+        &["docker-compose", "version", "--short"][..],
+    ] {
+        let output = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::process::Command::new(argv[0])
+                .args(&argv[1..])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        if let Ok(Ok(out)) = output {
+            if out.status.success() {
+                let name = argv[..argv.len() - 2].join(" ");
+                return Ok(format!(
+                    "{name} {}",
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ));
+            }
+        }
+    }
+    anyhow::bail!("neither `docker compose` nor `docker-compose` is installed")
 }

@@ -1,4 +1,8 @@
 //! Integration tests, one binary: one module per area. Tests that need the engine use the real one.
 
+mod config;
+mod hook;
 mod junit;
-mod suites;
+mod stack;
+mod tidy;
+mod ws;
