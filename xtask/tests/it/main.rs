@@ -4,5 +4,6 @@ mod config;
 mod hook;
 mod junit;
 mod stack;
+mod suites;
 mod tidy;
 mod ws;
