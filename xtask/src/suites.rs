@@ -15,7 +15,9 @@
 //! pub fn child_env(suite: &SuiteCfg, env: &SuiteEnv, py: Option<&PythonEnv>) -> Vec<(String, String)>
 //!
 //! pub async fn run_suite(config, suite, env, py: Option<&PythonEnv>, shard: Option<Shard>) -> SuiteResult
-//! pub async fn collect_skipped(config, suite, env, py, reason: &str, shard: Option<Shard>) -> SuiteResult
+//! pub async fn collect_skipped(config, suite, env, py, reason: &str) -> SuiteResult
+//! pub async fn collect_skipped_shard(config, suite, env, py, reason: &str, shard: Option<Shard>) -> SuiteResult
+//! pub async fn ensure_requirements(config, py: &PythonEnv, files: &[PathBuf]) -> anyhow::Result<PathBuf>
 //! pub fn shard_of(test_id: &str, count: u32) -> u32                      // 1-based, stable (FNV-1a)
 //! pub fn finish_pending_kills()       // before exiting after Ctrl-C: the dropped suites' SIGKILLs
 //! ```
@@ -89,10 +91,6 @@ pub async fn python_env_with(
     config: &Config,
     requirements: Requirements,
 ) -> anyhow::Result<PythonEnv> {
-    let started = Instant::now();
-    let venv = config.resolve(&config.python.venv);
-    let python = venv.join("bin").join("python");
-    let log = config.work_dir().join("pip.log");
     let mut files: Vec<PathBuf> = config
         .python
         .requirements
@@ -104,6 +102,34 @@ pub async fn python_env_with(
             files.extend(local.requirements.iter().map(|r| config.resolve(r)));
         }
     }
+    prepare(config, files).await
+}
+
+/// Installs more requirement files (relative to the root, e.g. `[targets.local] requirements`)
+/// into the venv of `py`, with the same reuse rule, and returns its interpreter.
+pub async fn ensure_requirements(
+    config: &Config,
+    py: &PythonEnv,
+    files: &[PathBuf],
+) -> anyhow::Result<PathBuf> {
+    let mut all: Vec<PathBuf> = config
+        .python
+        .requirements
+        .iter()
+        .chain(files)
+        .map(|r| config.resolve(r))
+        .collect();
+    all.dedup();
+    let ready = prepare(config, all).await?;
+    debug_assert_eq!(ready.venv, py.venv);
+    Ok(ready.python)
+}
+
+async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonEnv> {
+    let started = Instant::now();
+    let venv = config.resolve(&config.python.venv);
+    let python = venv.join("bin").join("python");
+    let log = config.work_dir().join("pip.log");
     // One digest per requirement file; the stamp holds the digests of everything installed, so
     // that a venv set up for the local target (more files) also serves the others.
     let digests = requirements_digests(&config.python.interpreter, &files)?;
@@ -582,6 +608,18 @@ pub async fn run_suite(
 /// `pytest --collect-only` or `cargo nextest list`); when they cannot be found, one skipped case
 /// named after the suite.
 pub async fn collect_skipped(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+    reason: &str,
+) -> SuiteResult {
+    collect_skipped_shard(config, suite, env, py, reason, None).await
+}
+
+/// [`collect_skipped`] for one shard: only the tests that shard would have run, so that the
+/// merged reports of all shards list each skipped test once.
+pub async fn collect_skipped_shard(
     config: &Config,
     suite: &SuiteCfg,
     env: &SuiteEnv,

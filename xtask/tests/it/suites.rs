@@ -170,6 +170,16 @@ async fn venv_is_created_then_reused_until_requirements_change() {
         third.log
     );
     assert!(suites::python_env(&config).await.unwrap().reused);
+
+    // The local target's requirements go into the same venv, which then still serves the suites.
+    std::fs::write(config.root.join("local.txt"), "# local\npytest==9.2.0\n").unwrap();
+    let python = suites::ensure_requirements(&config, &third, &[PathBuf::from("local.txt")])
+        .await
+        .unwrap();
+    assert_eq!(python, third.python);
+    let stamp = std::fs::read_to_string(third.venv.join(suites::REQUIREMENTS_STAMP)).unwrap();
+    assert_eq!(stamp.lines().count(), 3, "{stamp}");
+    assert!(suites::python_env(&config).await.unwrap().reused);
 }
 
 #[tokio::test]
@@ -467,8 +477,7 @@ async fn shards_cover_every_test_exactly_once() {
     let mut docker = env(TargetKind::Local);
     docker.skip_markers = vec!["docker".into()];
 
-    let all =
-        suites::collect_skipped(&project.config, &suite, &docker, Some(&py), "why", None).await;
+    let all = suites::collect_skipped(&project.config, &suite, &docker, Some(&py), "why").await;
     assert_eq!(all.cases.len(), 24, "{all:#?}");
     assert!(all.cases.iter().all(|c| c.status
         == Status::Skipped {
@@ -506,7 +515,7 @@ async fn shards_cover_every_test_exactly_once() {
                 .iter()
                 .map(|c| (c.classname.clone(), c.name.clone())),
         );
-        let listed = suites::collect_skipped(
+        let listed = suites::collect_skipped_shard(
             &project.config,
             &suite,
             &docker,
@@ -533,7 +542,6 @@ async fn skipped_suite_lists_its_tests_or_names_itself() {
         &env(TargetKind::Local),
         Some(&py),
         reason,
-        None,
     )
     .await;
     let names: BTreeSet<&str> = listed.cases.iter().map(|c| c.name.as_str()).collect();
@@ -554,7 +562,6 @@ async fn skipped_suite_lists_its_tests_or_names_itself() {
         &env(TargetKind::Local),
         Some(&py),
         reason,
-        None,
     )
     .await;
     assert_eq!(
@@ -567,7 +574,6 @@ async fn skipped_suite_lists_its_tests_or_names_itself() {
         &env(TargetKind::Local),
         None,
         reason,
-        None,
     )
     .await;
     assert_eq!(without_python.cases.len(), 1);
@@ -583,7 +589,6 @@ async fn nextest_suite_merges_nextest_junit() {
         &env(TargetKind::Docker),
         None,
         "not now",
-        None,
     )
     .await;
     let names: BTreeSet<&str> = listed.cases.iter().map(|c| c.name.as_str()).collect();
@@ -659,7 +664,7 @@ async fn reference_suites_are_listed_when_skipped() {
         .filter(|s| s.runner == config::Runner::Pytest)
     {
         let listed =
-            suites::collect_skipped(&config, suite, &staging, Some(&py), "engine down", None).await;
+            suites::collect_skipped(&config, suite, &staging, Some(&py), "engine down").await;
         assert!(
             listed.cases.len() > 1,
             "suite {} lists its tests: {listed:#?}",
