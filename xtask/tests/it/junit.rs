@@ -111,7 +111,6 @@ fn every_kind() -> Report {
         ],
         suites: vec![suite, empty],
         secrets: vec![],
-        duration: Some(Duration::from_secs(70)),
     }
 }
 
@@ -174,7 +173,6 @@ fn rendered_xml_of_a_small_report() {
             ..SuiteResult::default()
         }],
         secrets: vec![],
-        duration: None,
     };
     let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="gate" tests="2" failures="0" errors="0">
@@ -241,7 +239,6 @@ fn hostile_output_stays_valid() {
         harness: vec![Check::failed("step", Duration::ZERO, hostile.clone()).with_output(huge)],
         suites: vec![suite],
         secrets: vec!["s3cr3t-TOKEN".into()],
-        duration: None,
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -330,7 +327,6 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
             ..SuiteResult::default()
         }],
         secrets: vec![],
-        duration: Some(Duration::from_secs(1)),
     };
     let first = dir.path().join("one.xml");
     let second = dir.path().join("two.xml");
@@ -399,6 +395,23 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
         .unwrap();
     assert_eq!(status.code(), Some(1));
     assert_eq!(python_counts(&merged), (2, 6, 1, 0, 0));
+
+    // An input that is missing or not JUnit is a usage error, and names the file.
+    let not_junit = dir.path().join("not-junit.xml");
+    std::fs::write(&not_junit, "<html></html>").unwrap();
+    for bad in [dir.path().join("missing.xml"), not_junit] {
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["junit-merge", "-o"])
+            .arg(dir.path().join("never.xml"))
+            .arg(&first)
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&*bad.to_string_lossy()), "{stderr}");
+        assert!(!dir.path().join("never.xml").exists());
+    }
 }
 
 #[test]
