@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import time
 import uuid
 
@@ -168,6 +169,10 @@ class PostgresStore:
     def __init__(self, dsn=None, timeout_s=3.0):
         self.dsn = dsn  # None: asyncpg reads PGHOST, PGUSER, ... itself
         self.timeout_s = timeout_s
+        # Connecting fails fast (timeout_s) so that an outage shows at once; waiting for a busy
+        # pool's free connection may take longer under a burst of hundreds of messages.
+        self.pool_size = int(os.environ.get("PG_POOL_SIZE", "20"))
+        self.acquire_timeout_s = float(os.environ.get("PG_ACQUIRE_TIMEOUT_S", "10"))
         self._pool = None
         self._schema_ready = False
         self._lock = asyncio.Lock()
@@ -194,7 +199,7 @@ class PostgresStore:
                     self._pool = await asyncpg.create_pool(
                         dsn=self.dsn,
                         min_size=1,
-                        max_size=10,
+                        max_size=self.pool_size,
                         timeout=self.timeout_s,
                         command_timeout=self.timeout_s,
                         max_inactive_connection_lifetime=60,
@@ -220,7 +225,7 @@ class PostgresStore:
         for attempt in range(3):
             pool = await self._ensure()
             try:
-                async with pool.acquire(timeout=self.timeout_s) as con:
+                async with pool.acquire(timeout=self.acquire_timeout_s) as con:
                     return await fn(con)
             except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
                     asyncpg.InterfaceError, asyncpg.CannotConnectNowError,

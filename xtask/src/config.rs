@@ -96,6 +96,8 @@ pub struct EngineCfg {
     pub smoke_fallback_cmd: Vec<String>,
     /// Deadline for the smoke container to exit.
     pub smoke_timeout_s: Secs,
+    /// The program spawned when the harness starts dockerd itself (default: `dockerd` on PATH).
+    pub dockerd: Option<PathBuf>,
     /// Extra arguments for `dockerd` when the harness spawns it itself.
     pub dockerd_args: Vec<String>,
     /// The pid file a crashed dockerd leaves behind.
@@ -112,6 +114,7 @@ impl Default for EngineCfg {
             smoke_fallback_image: None,
             smoke_fallback_cmd: vec!["true".to_owned()],
             smoke_timeout_s: Secs(60),
+            dockerd: None,
             dockerd_args: Vec::new(),
             pid_file: PathBuf::from("/var/run/docker.pid"),
         }

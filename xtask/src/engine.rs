@@ -1091,7 +1091,11 @@ pub async fn restore_with(
         .into());
     }
 
-    let facts = HostFacts::detect();
+    let mut facts = HostFacts::detect();
+    if let Some(program) = &config.engine.dockerd {
+        // `[engine] dockerd`: the program spawned instead of the dockerd found on PATH.
+        facts.dockerd = Some(config.resolve(program));
+    }
     if !facts.installed() {
         return Err(Failure::unavailable(
             format!("no Docker engine is installed ({tried})"),
@@ -2676,9 +2680,4 @@ mod tests {
             "{slow}"
         );
     }
-}
-
-/// Installs Debian packages that are missing (as root); returns whether it installed anything.
-pub fn install_packages(_packages: &[&str]) -> anyhow::Result<bool> {
-    anyhow::bail!("engine::install_packages is not implemented yet")
 }

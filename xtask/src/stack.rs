@@ -2252,7 +2252,9 @@ impl crate::flags::DockerUp {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
         if self.engine_only {
-            let options = engine::EnsureOptions { install: self.install };
+            let options = engine::EnsureOptions {
+                install: self.install,
+            };
             return engine::run_engine_only(&config, &options, self.json).await;
         }
         let began = Instant::now();

@@ -1,6 +1,7 @@
-"""A tiny HTTP service: /health, and / that says hello."""
+"""A tiny HTTP service: /health, and / that echoes the path. PORT from the environment."""
 import http.server
 import json
+import os
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -16,4 +17,4 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Handler).serve_forever()

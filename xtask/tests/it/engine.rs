@@ -61,12 +61,22 @@ impl PrivateDaemon {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("docker.sock");
         let pid_file = dir.join("docker.pid");
+        // In a network namespace of its own: a second dockerd in the host's namespace would fight
+        // the machine's daemon over docker0 (and with `--bridge none` it deletes docker0).
+        let wrapper = dir.join("dockerd-netns");
+        std::fs::write(&wrapper, "#!/bin/sh\nexec unshare --net dockerd \"$@\"\n").unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let engine = format!(
             "start_if_stopped = true\nstart_timeout_s = 120\nrespond_within_s = 30\n\
              smoke_image = \"hello-world\"\nsmoke_fallback_image = \"debian:bookworm-slim\"\n\
              smoke_timeout_s = 60\npid_file = \"{pid}\"\n\
              dockerd_args = [\"--data-root\", \"{d}/data\", \"--exec-root\", \"{d}/exec\", \
-             \"--bridge\", \"none\", \"--iptables=false\", \"--ip-masq=false\"]\n",
+             \"--iptables=false\", \"--ip-masq=false\"]\ndockerd = \"{wrapper}\"\n",
+            wrapper = wrapper.display(),
             pid = pid_file.display(),
             d = dir.display()
         );

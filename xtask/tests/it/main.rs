@@ -2,6 +2,7 @@
 
 mod config;
 mod engine;
+mod gate;
 mod hook;
 mod images;
 mod junit;

@@ -1,0 +1,252 @@
+//! The gate end to end, against the real engine, on a stack written by someone else
+//! (`fixtures/gate`): docker, the local fallback, a failing test, forced targets, Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate")
+}
+
+/// A JUnit path of the test's own, removed afterwards.
+struct Report(tempfile::TempDir);
+
+impl Report {
+    fn new() -> Report {
+        Report(tempfile::tempdir().unwrap())
+    }
+    fn path(&self) -> PathBuf {
+        self.0.path().join("junit.xml")
+    }
+    fn text(&self) -> String {
+        std::fs::read_to_string(self.path())
+            .unwrap_or_else(|e| panic!("no report at {}: {e}", self.path().display()))
+    }
+}
+
+fn gate(report: &Report, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
+        .arg("--config")
+        .arg(fixture().join("harness.toml"))
+        .arg("mission-critical")
+        .arg("--junit")
+        .arg(report.path());
+    command.args(args).env_remove("GITHUB_STEP_SUMMARY");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+fn explain(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    )
+}
+
+fn engine_available() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Containers, networks and volumes still carrying a run's label.
+fn leftovers(run_id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for kind in [
+        &["ps", "-a", "--format", "{{.Names}}"][..],
+        &["network", "ls", "--format", "{{.Name}}"],
+        &["volume", "ls", "--format", "{{.Name}}"],
+    ] {
+        let mut args: Vec<&str> = kind.to_vec();
+        let filter = format!("label=io.xtask.run-id={run_id}");
+        args.extend(["--filter", &filter]);
+        let out = Command::new("docker").args(&args).output().unwrap();
+        found.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    found
+}
+
+fn run_id_of(report: &str) -> String {
+    let start = report
+        .find("name=\"run id\" value=\"")
+        .expect("run id property")
+        + "name=\"run id\" value=\"".len();
+    report[start..].split('"').next().unwrap().to_owned()
+}
+
+fn xmllint_valid(path: &Path) {
+    let xsd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/junit/junit-10.xsd");
+    if !xsd.exists() || Command::new("xmllint").arg("--version").output().is_err() {
+        eprintln!("xmllint or the XSD is missing here: schema validation not run");
+        return;
+    }
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&xsd)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "report does not validate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn docker_target_passes_and_reports_every_step() {
+    if !engine_available() {
+        eprintln!("no engine answers here: the docker gate test did not run");
+        return;
+    }
+    let report = Report::new();
+    let output = gate(&report, &[], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+    let xml = report.text();
+    xmllint_valid(&report.path());
+    for expected in [
+        "preflight: port 2375 free",
+        "smoke container",
+        "service cache healthy",
+        "service web healthy",
+        "test_health",
+        "test_web_container_runs_under_the_run_project",
+        "name=\"target\" value=\"docker\"",
+    ] {
+        assert!(xml.contains(expected), "report lacks {expected}:\n{xml}");
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("mission-critical: PASSED"), "{stderr}");
+    assert!(
+        leftovers(&run_id_of(&xml)).is_empty(),
+        "teardown left resources behind"
+    );
+}
+
+#[test]
+fn a_failing_test_fails_the_gate_and_is_named_with_its_output() {
+    if !engine_available() {
+        eprintln!("no engine answers here: the failing-test gate test did not run");
+        return;
+    }
+    let report = Report::new();
+    let output = gate(&report, &[], &[("FIXTURE_FAIL", "1")]);
+    assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
+    let xml = report.text();
+    assert!(xml.contains("test_fails_when_asked"), "{xml}");
+    assert!(
+        xml.contains("failing on purpose"),
+        "the failure's output must be in the report:\n{xml}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("mission-critical: FAILED"));
+    assert!(
+        leftovers(&run_id_of(&xml)).is_empty(),
+        "teardown left resources behind"
+    );
+}
+
+#[test]
+fn without_an_engine_it_falls_back_to_local() {
+    let report = Report::new();
+    let output = gate(
+        &report,
+        &[],
+        &[("DOCKER_HOST", "unix:///nonexistent/xtask-test/docker.sock")],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+    let xml = report.text();
+    xmllint_valid(&report.path());
+    assert!(xml.contains("name=\"target\" value=\"local\""), "{xml}");
+    assert!(xml.contains("test_health"), "{xml}");
+    // The docker-marked test is listed as skipped with the reason, not silently dropped.
+    let docker_case = xml
+        .find("test_web_container_runs_under_the_run_project")
+        .expect("docker test listed");
+    assert!(
+        xml[docker_case..]
+            .split("</testcase>")
+            .next()
+            .unwrap()
+            .contains("skipped"),
+        "{xml}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("target: local"), "{stderr}");
+    // The local process is gone.
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:18480").is_err(),
+        "the local web process still listens"
+    );
+}
+
+#[test]
+fn forced_docker_without_an_engine_exits_3() {
+    let report = Report::new();
+    let output = gate(
+        &report,
+        &["--target", "docker"],
+        &[("DOCKER_HOST", "unix:///nonexistent/xtask-test/docker.sock")],
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", explain(&output));
+    // The report exists on this path too, and lists the suite's tests as skipped.
+    let xml = report.text();
+    assert!(xml.contains("test_health"), "{xml}");
+}
+
+#[test]
+fn ctrl_c_tears_down_and_reports_interrupted() {
+    if !engine_available() {
+        eprintln!("no engine answers here: the interruption test did not run");
+        return;
+    }
+    let report = Report::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--config")
+        .arg(fixture().join("harness.toml"))
+        .args(["mission-critical", "--junit"])
+        .arg(report.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the stack stage has begun (its containers exist).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut saw_stack = false;
+    while Instant::now() < deadline {
+        let out = Command::new("docker")
+            .args(["ps", "-q", "--filter", "label=io.xtask.project=gatefix"])
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            saw_stack = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(saw_stack, "the stack never started: {}", explain(&output));
+    assert_eq!(output.status.code(), Some(130), "{}", explain(&output));
+    let xml = report.text();
+    assert!(xml.contains("name=\"interrupted\" value=\"true\""), "{xml}");
+    assert!(
+        leftovers(&run_id_of(&xml)).is_empty(),
+        "interrupted run left resources behind"
+    );
+}
