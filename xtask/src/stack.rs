@@ -544,6 +544,11 @@ impl Watch {
         self.ready.get(service)
     }
 
+    /// Whether a container is known to have a healthcheck (`None`: not known yet).
+    pub fn healthcheck_of(&self, service: &str, container: &str) -> Option<bool> {
+        self.services.get(service)?.get(container)?.healthcheck
+    }
+
     /// Services not ready yet, each with how long its newest container has run.
     pub fn pending(&self, now: SystemTime) -> Vec<(String, Option<Duration>)> {
         self.services
@@ -637,7 +642,10 @@ impl Watch {
             tracked.name.clone()
         };
         match action {
-            "create" => Vec::new(),
+            "create" => {
+                tracked.healthcheck = event.healthcheck.or(tracked.healthcheck);
+                Vec::new()
+            }
             "start" | "restart" => {
                 let restarted = tracked.started.is_some() || action == "restart";
                 if restarted && !tracked.stopping {
@@ -797,6 +805,14 @@ impl Watch {
             .iter()
             .max_by_key(|(_, t)| t.started)
             .map(|(id, _)| id.clone())
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -1097,8 +1113,32 @@ pub fn recorded_project(config: &Config, stack: &StackState, compose: Compose) -
     }
 }
 
+/// A run that is ready to start: the compose program, the project, the labels override written.
+/// Made without the engine, so that it can overlap the engine stage.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub run_id: String,
+    pub owner_pid: u32,
+    pub keep: bool,
+    pub isolated: bool,
+    pub compose: Compose,
+    /// With the labels override as its last file.
+    pub project: Project,
+    /// Every service of the compose file (`config --services`).
+    pub all_services: Vec<String>,
+    /// When preparation began (the report's total counts from here).
+    pub began: Instant,
+}
+
 /// Brings the stack up and waits until every service is healthy. See the CONTRACT at the top.
 pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow::Result<UpReport> {
+    let prepared = prepare(config, options).await?;
+    start(config, engine, prepared, options).await
+}
+
+/// The part of [`up`] that needs no engine: finds compose, reads the services and volumes, checks
+/// `[stack] services` against the file, writes the labels override under the run's directory.
+pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Prepared> {
     let began = Instant::now();
     let stack = stack_cfg(config)?;
     let run_id = options.run_id.clone().unwrap_or_else(state::new_run_id);
@@ -1115,7 +1155,7 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
         compose: compose.clone(),
         name: project_name.clone(),
         files: vec![stack.compose_file.clone()],
-        env: env.clone(),
+        env,
         dir: config.root.clone(),
     };
     let (services, volumes) = project
@@ -1131,24 +1171,59 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
         ))
         .into());
     }
-
-    // The labels, and the record, before anything is created: a run killed halfway is found.
-    let dir = run_dir(config, &run_id);
     let base_text = std::fs::read_to_string(&stack.compose_file)
         .with_context(|| format!("cannot read {}", stack.compose_file.display()))?;
     let labels = run_labels(config, &run_id, owner_pid);
-    let override_path = dir.join("labels.json");
+    let override_path = run_dir(config, &run_id).join("labels.json");
     state::write_atomic(
         &override_path,
         serde_json::to_string_pretty(&labels_override(&base_text, &services, &volumes, &labels))?
             .as_bytes(),
     )?;
     project.files.push(override_path);
+    Ok(Prepared {
+        run_id,
+        owner_pid,
+        keep: options.keep,
+        isolated: options.isolated,
+        compose,
+        project,
+        all_services: services,
+        began,
+    })
+}
+
+/// Drops a prepared run that will not start (the engine stage failed): its files go.
+pub fn abandon(config: &Config, prepared: &Prepared) {
+    let _ = forget(config, &prepared.run_id);
+}
+
+/// The part of [`up`] that needs the engine: records the run, follows the engine's events,
+/// runs `compose up -d`, waits, resolves the endpoints.
+pub async fn start(
+    config: &Config,
+    engine: &Engine,
+    prepared: Prepared,
+    options: &UpOptions,
+) -> anyhow::Result<UpReport> {
+    let stack = stack_cfg(config)?;
+    let Prepared {
+        run_id,
+        owner_pid,
+        keep,
+        isolated,
+        compose,
+        project,
+        began,
+        ..
+    } = prepared;
+    let project_name = project.name.clone();
+    // The record before anything is created: a run killed halfway is found.
     let mut record = RunRecord {
         run_id: run_id.clone(),
         project: project_name.clone(),
         pid: owner_pid,
-        kept: options.keep,
+        kept: keep,
         compose: compose.to_string(),
         services: BTreeMap::new(),
     };
@@ -1160,8 +1235,8 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
         compose_flavour: compose.flavour.command().to_owned(),
         services: stack.services.clone(),
         endpoints: BTreeMap::new(),
-        isolated: options.isolated,
-        compose_env: env.clone(),
+        isolated,
+        compose_env: project.env.clone(),
         started_unix_ms: state::unix_ms(),
     };
     record_state(config, &stack_state)?;
@@ -1242,7 +1317,11 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
                 };
                 let message = message.context("the engine's event stream failed")?;
                 let Some(mut event) = ContainerEvent::from_message(&message) else { continue };
-                if event.action == "start" {
+                // Whether it has a healthcheck is known from its creation; learning it then keeps
+                // the inspection off the path from `start` to ready.
+                let learn = event.action == "create"
+                    || (event.action == "start" && watch.healthcheck_of(&event.service, &event.container).is_none());
+                if learn {
                     event.healthcheck = docker
                         .inspect_container(&event.container, None::<InspectContainerOptions>)
                         .await
@@ -1444,7 +1523,7 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
     Ok(UpReport {
         run_id,
         project: project_name,
-        isolated: options.isolated,
+        isolated,
         compose,
         up: up_check,
         services: services_up,
@@ -1720,11 +1799,11 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
     }
     forget(config, &stack.run_id)?;
     let mut detail = format!(
-        "project {}: removed {} containers, {} networks, {} volumes",
+        "project {}: removed {}, {}, {}",
         stack.project,
-        before.containers.len(),
-        before.networks.len(),
-        before.volumes.len()
+        plural(before.containers.len(), "container"),
+        plural(before.networks.len(), "network"),
+        plural(before.volumes.len(), "volume")
     );
     if removed == 0 {
         detail = format!("project {}: nothing was up", stack.project);
@@ -2178,60 +2257,27 @@ impl crate::flags::DockerUp {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
         // (the engine work adds its `--engine-only` branch here)
-        let began = Instant::now();
-
-        // Pre-flight.
-        if !self.skip_preflight {
-            let checks = crate::preflight::run_checks(&config).await;
-            for check in &checks {
-                if check.outcome != Outcome::Passed {
-                    ui::say(format!(
-                        "pre-flight {}: {} {}",
-                        check.name,
-                        check.outcome.label(),
-                        check.detail
-                    ));
-                }
-            }
-            if let Some(failed) = checks.iter().find(|c| c.outcome == Outcome::Failed) {
-                return Err(Failure::check(format!(
-                    "pre-flight check `{}` failed: {}",
-                    failed.name, failed.detail
-                ))
-                .into());
-            }
-            ui::say(format!("pre-flight: {} checks passed", checks.len()));
-        }
-
-        // The engine, then images.
-        let options = engine::EnsureOptions {
-            install: self.install,
+        let options = UpOptions {
+            isolated: self.isolated,
+            keep: true,
+            progress: Some(terminal_progress()),
+            ..UpOptions::default()
         };
-        let (engine, engine_checks) = engine::ensure_running(&config, &options).await?;
-        if let Some(failed) = engine_checks.iter().find(|c| c.outcome == Outcome::Failed) {
-            return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
-        }
-        ui::say(format!(
-            "engine {} (API {}) at {}",
-            engine.info.server_version, engine.info.api_version, engine.info.host
-        ));
-        let images = crate::images::provision(&engine, &config).await?;
-        if let Some(failed) = images.iter().find(|c| c.outcome == Outcome::Failed) {
-            return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
-        }
-
-        // The stack.
-        let report = up(
-            &config,
-            &engine,
-            &UpOptions {
-                isolated: self.isolated,
-                keep: true,
-                progress: Some(terminal_progress()),
-                ..UpOptions::default()
-            },
-        )
-        .await?;
+        // Reading the compose file needs no engine: it overlaps pre-flight, engine and images.
+        let (engine, prepared) = tokio::join!(
+            engine_stage(&config, self.skip_preflight, self.install),
+            prepare(&config, &options)
+        );
+        let engine = match engine {
+            Ok(engine) => engine,
+            Err(e) => {
+                if let Ok(prepared) = &prepared {
+                    abandon(&config, prepared);
+                }
+                return Err(e);
+            }
+        };
+        let report = start(&config, &engine, prepared?, &options).await?;
         print_up(&report);
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -2241,16 +2287,59 @@ impl crate::flags::DockerUp {
                 eprintln!("{}", output.trim_end());
             }
             return Err(Failure::check(format!("{}: {}", failed.name, failed.detail))
-                .with_hint("the stack is left as it is for inspection; `cargo xtask docker-down` removes it")
+                .with_hint(
+                    "the stack is left as it is for inspection; `cargo xtask docker-down` removes it",
+                )
                 .into());
         }
         ui::say(format!(
-            "stack up in {} (all {} services healthy)",
-            ui::duration(began.elapsed()),
-            report.services.len()
+            "stack up: all {} services healthy, {} after docker-up started",
+            report.services.len(),
+            ui::duration(report.total)
         ));
         Ok(())
     }
+}
+
+/// Pre-flight, the engine, then images: what `docker-up` needs before the stack.
+async fn engine_stage(
+    config: &Config,
+    skip_preflight: bool,
+    install: bool,
+) -> anyhow::Result<Engine> {
+    if !skip_preflight {
+        let checks = crate::preflight::run_checks(config).await;
+        for check in checks.iter().filter(|c| c.outcome != Outcome::Passed) {
+            ui::say(format!(
+                "pre-flight {}: {} {}",
+                check.name,
+                check.outcome.label(),
+                check.detail
+            ));
+        }
+        if let Some(failed) = checks.iter().find(|c| c.outcome == Outcome::Failed) {
+            return Err(Failure::check(format!(
+                "pre-flight check `{}` failed: {}",
+                failed.name, failed.detail
+            ))
+            .into());
+        }
+        ui::say(format!("pre-flight: {} checks done", checks.len()));
+    }
+    let options = engine::EnsureOptions { install };
+    let (engine, engine_checks) = engine::ensure_running(config, &options).await?;
+    if let Some(failed) = engine_checks.iter().find(|c| c.outcome == Outcome::Failed) {
+        return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
+    }
+    ui::say(format!(
+        "engine {} (API {}) at {}",
+        engine.info.server_version, engine.info.api_version, engine.info.host
+    ));
+    let images = crate::images::provision(&engine, config).await?;
+    if let Some(failed) = images.iter().find(|c| c.outcome == Outcome::Failed) {
+        return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
+    }
+    Ok(engine)
 }
 
 impl crate::flags::Health {
@@ -2428,6 +2517,22 @@ mod tests {
         assert!(changes
             .iter()
             .any(|c| matches!(c, Change::Ready { service, ready } if service == "web" && !ready.healthcheck)));
+        assert!(watch.all_ready());
+    }
+
+    #[test]
+    fn a_container_without_healthcheck_is_ready_at_its_start() {
+        let mut watch = Watch::new(&services(&["worker"]), Duration::from_secs(60));
+        let mut create = event("create", "c1", "worker", 0);
+        create.healthcheck = Some(false);
+        watch.on_event(&create, at(1));
+        assert_eq!(watch.healthcheck_of("worker", "c1"), Some(false));
+        let changes = watch.on_event(&event("start", "c1", "worker", 100), at(102));
+        let Some(Change::Ready { ready, .. }) = changes.last() else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(ready.after, Duration::ZERO);
+        assert_eq!(ready.noticed, Some(Duration::from_millis(2)));
         assert!(watch.all_ready());
     }
 
