@@ -97,11 +97,14 @@ pub fn parse_version(output: &str) -> Option<String> {
 /// `docker-compose`. Both probes run at once, so that the fallback costs no extra time.
 pub async fn detect() -> anyhow::Result<Compose> {
     let probe = |flavour: Flavour| async move {
-        let sh = Shell::new()?;
         let argv = version_argv(flavour);
-        let (program, args) = (&argv[0], &argv[1..]);
-        let cmd = cmd!(sh, "{program} {args...}");
-        let output = run(cmd, Duration::from_secs(20)).await?;
+        // Built (and the shell dropped) before the wait, so the future can move between threads.
+        let command = {
+            let sh = Shell::new()?;
+            let (program, args) = (&argv[0], &argv[1..]);
+            Command::from(cmd!(sh, "{program} {args...}"))
+        };
+        let output = run(command, Duration::from_secs(20)).await?;
         if !output.success() {
             anyhow::bail!("`{}` failed: {}", argv.join(" "), output.stderr_tail(3));
         }
@@ -389,8 +392,8 @@ impl Drop for Running {
 }
 
 /// Runs a command to completion within `timeout`, capturing its output.
-pub async fn run(cmd: impl Into<Command>, timeout: Duration) -> anyhow::Result<Output> {
-    Running::spawn(cmd.into())?.finish(timeout).await
+pub async fn run(cmd: Command, timeout: Duration) -> anyhow::Result<Output> {
+    Running::spawn(cmd)?.finish(timeout).await
 }
 
 #[cfg(test)]
@@ -525,7 +528,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_past_its_deadline_is_killed_and_named() {
         let sh = Shell::new().unwrap();
-        let error = run(cmd!(sh, "sleep 30"), Duration::from_millis(200))
+        let error = run(cmd!(sh, "sleep 30").into(), Duration::from_millis(200))
             .await
             .unwrap_err();
         assert!(
@@ -542,7 +545,7 @@ mod tests {
     async fn a_failed_call_names_the_command_and_stderr() {
         let sh = Shell::new().unwrap();
         let output = run(
-            cmd!(sh, "sh -c 'echo boom >&2; exit 3'"),
+            cmd!(sh, "sh -c 'echo boom >&2; exit 3'").into(),
             Duration::from_secs(10),
         )
         .await

@@ -1194,8 +1194,8 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
 }
 
 /// Drops a prepared run that will not start (the engine stage failed): its files go.
-pub fn abandon(config: &Config, prepared: &Prepared) {
-    let _ = forget(config, &prepared.run_id);
+pub fn abandon(config: &Config, run_id: &str) {
+    let _ = forget(config, run_id);
 }
 
 /// The part of [`up`] that needs the engine: records the run, follows the engine's events,
@@ -2257,27 +2257,30 @@ impl crate::flags::DockerUp {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
         // (the engine work adds its `--engine-only` branch here)
+        let run_id = state::new_run_id();
         let options = UpOptions {
             isolated: self.isolated,
+            run_id: Some(run_id.clone()),
             keep: true,
             progress: Some(terminal_progress()),
             ..UpOptions::default()
         };
-        // Reading the compose file needs no engine: it overlaps pre-flight, engine and images.
-        let (engine, prepared) = tokio::join!(
-            engine_stage(&config, self.skip_preflight, self.install),
-            prepare(&config, &options)
-        );
-        let engine = match engine {
+        // Reading the compose file needs no engine: it overlaps pre-flight, engine and images,
+        // on a task of its own so that nothing in those stages can hold it up.
+        let preparing = tokio::spawn({
+            let (config, options) = (config.clone(), options.clone());
+            async move { prepare(&config, &options).await }
+        });
+        let engine = match engine_stage(&config, self.skip_preflight, self.install).await {
             Ok(engine) => engine,
             Err(e) => {
-                if let Ok(prepared) = &prepared {
-                    abandon(&config, prepared);
-                }
+                preparing.abort();
+                abandon(&config, &run_id);
                 return Err(e);
             }
         };
-        let report = start(&config, &engine, prepared?, &options).await?;
+        let prepared = preparing.await.context("preparing the stack panicked")??;
+        let report = start(&config, &engine, prepared, &options).await?;
         print_up(&report);
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -2332,12 +2335,37 @@ async fn engine_stage(
         return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
     }
     ui::say(format!(
-        "engine {} (API {}) at {}",
-        engine.info.server_version, engine.info.api_version, engine.info.host
+        "engine {} (API {}) at {}, answered in {}",
+        engine.info.server_version,
+        engine.info.api_version,
+        engine.info.host,
+        ui::duration(engine.info.time_to_answer)
     ));
-    let images = crate::images::provision(&engine, config).await?;
-    if let Some(failed) = images.iter().find(|c| c.outcome == Outcome::Failed) {
-        return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
+    // The smoke container and the image provisioning do not depend on each other.
+    let (smoke, networks, images) = tokio::join!(
+        engine::smoke(&engine, config),
+        engine::list_networks(&engine),
+        crate::images::provision(&engine, config)
+    );
+    ui::say(format!(
+        "{}: {} {} ({})",
+        smoke.name,
+        smoke.outcome.label(),
+        smoke.detail,
+        ui::duration(smoke.duration)
+    ));
+    if smoke.outcome == Outcome::Failed {
+        return Err(Failure::check(format!("{}: {}", smoke.name, smoke.detail)).into());
+    }
+    ui::say(format!("engine networks: {}", networks?.join(", ")));
+    let images = images?;
+    for image in &images {
+        ui::say(format!(
+            "{}: {} {}",
+            image.name,
+            image.outcome.label(),
+            image.detail
+        ));
     }
     Ok(engine)
 }
