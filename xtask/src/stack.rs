@@ -105,8 +105,8 @@ pub struct ServiceUp {
     pub service: String,
     /// `service <name> healthy`, duration = time to healthy from its container's start.
     pub check: Check,
-    /// From the engine's health event to the harness noticing it.
-    #[serde(serialize_with = "opt_secs")]
+    /// From the engine's health event to the harness noticing it (seconds, to the microsecond).
+    #[serde(serialize_with = "opt_secs_micro")]
     pub noticed_after: Option<Duration>,
     /// Readiness came from a healthcheck (else: running, no healthcheck).
     pub healthcheck: bool,
@@ -153,6 +153,13 @@ impl UpReport {
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+fn opt_secs_micro<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e6),
+        None => s.serialize_none(),
+    }
 }
 
 fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -1145,9 +1152,10 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
     let owner_pid = options.owner_pid.unwrap_or_else(std::process::id);
     let project_name = project_name(config, &run_id, options.isolated);
     let env = compose_env(stack, options.isolated);
+    let work_dir = config.work_dir();
     let compose = match &options.compose {
         Some(compose) => compose.clone(),
-        None => compose::detect().await?,
+        None => compose::detect_cached(&work_dir).await?,
     };
     emit(&options.progress, UpEvent::Compose(compose.clone()));
 
@@ -1159,7 +1167,7 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
         dir: config.root.clone(),
     };
     let (services, volumes) = project
-        .services_and_volumes()
+        .services_and_volumes_cached(&work_dir)
         .await
         .with_context(|| format!("cannot read {}", stack.compose_file.display()))?;
     if let Some(missing) = stack.services.iter().find(|s| !services.contains(s)) {
