@@ -161,6 +161,9 @@ impl Cache {
 
     /// Best effort: a cache that cannot be written only costs time next run.
     pub fn save(&self, work_dir: &std::path::Path) {
+        // Concurrent runs in one process share the temporary file of the atomic write.
+        static ONE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_writer = ONE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(text) = serde_json::to_string_pretty(self) {
             let _ = crate::state::write_atomic(&Cache::path(work_dir), text.as_bytes());
         }

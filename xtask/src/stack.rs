@@ -1573,8 +1573,13 @@ fn report_change(progress: &Option<Progress>, change: &Change, failed: &mut Opti
     }
 }
 
+/// Runs in one process (the gate, tests) share state.json and its temporary file: one writer at
+/// a time.
+static STATE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Records the run: state.json holds the latest; an isolated run also has its own copy.
 fn record_state(config: &Config, stack: &StackState) -> anyhow::Result<()> {
+    let _one_writer = STATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let work_dir = config.work_dir();
     state::update(&work_dir, |s| s.stack = Some(stack.clone()))?;
     if stack.isolated {
@@ -1592,6 +1597,7 @@ fn record_state(config: &Config, stack: &StackState) -> anyhow::Result<()> {
 
 /// Forgets a run: its state.json entry (when it is the recorded one) and its run files.
 fn forget(config: &Config, run_id: &str) -> anyhow::Result<()> {
+    let _one_writer = STATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let work_dir = config.work_dir();
     let current = state::load(&work_dir)?;
     if current.stack.as_ref().is_some_and(|s| s.run_id == run_id) {
