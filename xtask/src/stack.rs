@@ -1135,6 +1135,8 @@ pub struct Prepared {
     pub all_services: Vec<String>,
     /// When preparation began (the report's total counts from here).
     pub began: Instant,
+    /// It continues the recorded run of the same (not isolated) project.
+    pub continued: bool,
 }
 
 /// Brings the stack up and waits until every service is healthy. See the CONTRACT at the top.
@@ -1148,11 +1150,27 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
 pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Prepared> {
     let began = Instant::now();
     let stack = stack_cfg(config)?;
-    let run_id = options.run_id.clone().unwrap_or_else(state::new_run_id);
-    let owner_pid = options.owner_pid.unwrap_or_else(std::process::id);
+    let work_dir = config.work_dir();
+    // A plain run of a project that is already up under a recorded run continues that run (same
+    // labels), so that compose keeps the unchanged containers: a second `docker-up` is quick.
+    let continued = match (&options.run_id, options.isolated) {
+        (None, false) => state::load(&work_dir)
+            .ok()
+            .and_then(|s| s.stack)
+            .filter(|s| !s.isolated && s.project == config.project.name.0)
+            .and_then(|s| load_record(config, &s.run_id))
+            .filter(|r| r.pid == std::process::id() || !state::pid_alive(r.pid) || r.kept),
+        _ => None,
+    };
+    let (run_id, owner_pid) = match &continued {
+        Some(record) if options.owner_pid.is_none() => (record.run_id.clone(), record.pid),
+        _ => (
+            options.run_id.clone().unwrap_or_else(state::new_run_id),
+            options.owner_pid.unwrap_or_else(std::process::id),
+        ),
+    };
     let project_name = project_name(config, &run_id, options.isolated);
     let env = compose_env(stack, options.isolated);
-    let work_dir = config.work_dir();
     let compose = match &options.compose {
         Some(compose) => compose.clone(),
         None => compose::detect_cached(&work_dir).await?,
@@ -1189,6 +1207,7 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
             .as_bytes(),
     )?;
     project.files.push(override_path);
+    let continued = continued.is_some_and(|r| r.run_id == run_id);
     Ok(Prepared {
         run_id,
         owner_pid,
@@ -1198,6 +1217,7 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
         project,
         all_services: services,
         began,
+        continued,
     })
 }
 
@@ -1728,9 +1748,20 @@ pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> V
             }
         }
     }
+    // A network or volume still in use (409) belongs, by now, to a later run of the same compose
+    // project that took it over: it stays, and is that run's to remove.
+    let in_use = |e: &bollard::errors::Error| {
+        matches!(
+            e,
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                ..
+            }
+        )
+    };
     for (id, name, _) in &labelled.networks {
         if let Err(e) = docker.remove_network(id).await {
-            if !not_found(&e) {
+            if !not_found(&e) && !in_use(&e) {
                 problems.push(format!("network {name}: {e}"));
             }
         }
@@ -1738,7 +1769,7 @@ pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> V
     for (name, _) in &labelled.volumes {
         let options = RemoveVolumeOptionsBuilder::new().force(true).build();
         if let Err(e) = docker.remove_volume(name, Some(options)).await {
-            if !not_found(&e) {
+            if !not_found(&e) && !in_use(&e) {
                 problems.push(format!("volume {name}: {e}"));
             }
         }
@@ -2271,10 +2302,8 @@ impl crate::flags::DockerUp {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
         // (the engine work adds its `--engine-only` branch here)
-        let run_id = state::new_run_id();
         let options = UpOptions {
             isolated: self.isolated,
-            run_id: Some(run_id.clone()),
             keep: true,
             progress: Some(terminal_progress()),
             ..UpOptions::default()
@@ -2288,8 +2317,11 @@ impl crate::flags::DockerUp {
         let engine = match engine_stage(&config, self.skip_preflight, self.install).await {
             Ok(engine) => engine,
             Err(e) => {
-                preparing.abort();
-                abandon(&config, &run_id);
+                if let Ok(Ok(prepared)) = preparing.await {
+                    if !prepared.continued {
+                        abandon(&config, &prepared.run_id);
+                    }
+                }
                 return Err(e);
             }
         };
