@@ -129,6 +129,9 @@ pub struct UpReport {
     /// From the start of [`up`] to the last service healthy.
     #[serde(serialize_with = "secs")]
     pub total: Duration,
+    /// From `compose up` starting to the last service healthy: the stack part of `total`.
+    #[serde(serialize_with = "secs")]
+    pub waited: Duration,
     /// What is recorded in state.json (also on failure, so that `docker-down` finds the stack).
     pub state: StackState,
 }
@@ -1406,6 +1409,7 @@ pub async fn start(
     }
     // Dropping `up_call` here kills a compose call that is still running (its process group).
     let up_elapsed = up_started.elapsed();
+    let waited = up_elapsed;
     if interrupted {
         return Err(Failure::Interrupted { signal: "SIGINT" }.into());
     }
@@ -1558,6 +1562,7 @@ pub async fn start(
         endpoints_check,
         endpoints,
         total: began.elapsed(),
+        waited,
         state: stack_state,
     })
 }
@@ -2287,10 +2292,11 @@ fn print_up(report: &UpReport) {
         }
     }
     eprintln!(
-        "project {} (run {}), {}; total {}",
+        "project {} (run {}), {}; compose up to all healthy {}, total {}",
         report.project,
         report.run_id,
         report.compose,
+        ui::duration(report.waited),
         ui::duration(report.total)
     );
 }
