@@ -7,6 +7,7 @@ AUTH_URL); nothing here knows a port.
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -58,9 +59,17 @@ def new_user_id(tag="u"):
     return f"{tag}-{run}-{uuid.uuid4().hex[:16]}"
 
 
-def http_client(**kw):
-    # trust_env=False: loopback traffic must never go through a proxy
-    return httpx.Client(timeout=10.0, trust_env=False, **kw)
+_shared_http = None
+
+
+def http_client():
+    """The process-wide HTTP client (connection reuse, one SSL context), as a
+    context manager that leaves it open. trust_env=False: loopback traffic
+    must never go through a proxy."""
+    global _shared_http
+    if _shared_http is None:
+        _shared_http = httpx.Client(timeout=10.0, trust_env=False)
+    return contextlib.nullcontext(_shared_http)
 
 
 def async_http_client(**kw):
@@ -132,10 +141,10 @@ def ws_url(token=None):
 async def open_ws(token, via="header"):
     """Open an authenticated WebSocket (token in the header, or ?token=)."""
     if via == "query":
-        return await ws_connect(ws_url(token), proxy=None, max_size=8 * 1024 * 1024, open_timeout=10)
+        return await ws_connect(ws_url(token), proxy=None, max_size=8 * 1024 * 1024, open_timeout=10, compression=None)
     return await ws_connect(
         ws_url(), additional_headers={"Authorization": f"Bearer {token}"},
-        proxy=None, max_size=8 * 1024 * 1024, open_timeout=10,
+        proxy=None, max_size=8 * 1024 * 1024, open_timeout=10, compression=None,
     )
 
 

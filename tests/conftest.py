@@ -85,14 +85,16 @@ def compose():
 
 @pytest.fixture(scope="session")
 def jwt_secret():
-    """The shared JWT secret, for minting wrong-issuer tokens: JWT_SECRET from
-    the environment, else (docker target) read from the backend container."""
-    secret = os.environ.get("JWT_SECRET", "").strip()
-    if secret:
-        return secret
+    """The shared JWT secret, for minting wrong-issuer tokens: JWT_SECRET (or
+    XTASK_RUN_SECRET, the secret the harness gives local processes) from the
+    environment, else (docker target) read from the backend container."""
+    for name in ("JWT_SECRET", "XTASK_RUN_SECRET"):
+        secret = os.environ.get(name, "").strip()
+        if secret:
+            return secret
     if os.environ.get("XTASK_COMPOSE_PROJECT") and os.environ.get("XTASK_COMPOSE_FILE"):
         project = chatlib.ComposeProject(os.environ["XTASK_COMPOSE_PROJECT"], os.environ["XTASK_COMPOSE_FILE"])
         for item in project.inspect("backend")["Config"]["Env"]:
             if item.startswith("JWT_SECRET="):
                 return item.split("=", 1)[1]
-    pytest.skip("JWT_SECRET not set (and not on the docker target), cannot mint a correctly signed token")
+    pytest.skip("neither JWT_SECRET nor XTASK_RUN_SECRET is set (and not on the docker target): cannot mint a correctly signed token")

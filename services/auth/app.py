@@ -5,7 +5,7 @@ POST /token  {"user_id": "...", "expires_in": seconds (optional, -3600..86400)}
 GET  /health -> {"status": "ok"}
 
 Environment: JWT_SECRET (required), JWT_ISSUER (default "chat-auth"),
-PORT (default 8001), HOST (default 0.0.0.0).
+PORT (default 8001), HOST (default 127.0.0.1; the image sets 0.0.0.0).
 Tokens and secrets are never logged.
 """
 
@@ -95,7 +95,7 @@ def main() -> None:
         sys.exit(2)
     issuer = os.environ.get("JWT_ISSUER", "chat-auth")
     port = int(os.environ.get("PORT", "8001"))
-    host = os.environ.get("HOST", "0.0.0.0")
+    host = os.environ.get("HOST", "127.0.0.1")
     log.info("auth listening on %s:%d issuer=%s", host, port, issuer)
     web.run_app(make_app(secret, issuer), host=host, port=port, access_log=None,
                 print=None, handle_signals=True)

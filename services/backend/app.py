@@ -506,7 +506,7 @@ def load_config(env=os.environ):
         raise SystemExit(f"backend: STORE must be 'postgres' or 'memory', not {store!r}")
     return {
         "port": int(env.get("PORT", "8000")),
-        "host": env.get("HOST", "0.0.0.0"),
+        "host": env.get("HOST", "127.0.0.1"),
         "store": store,
         "database_url": env.get("DATABASE_URL") or None,
         "redis_url": env.get("REDIS_URL", "redis://localhost:6379/0"),

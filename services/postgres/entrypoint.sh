@@ -1,6 +1,9 @@
 #!/bin/sh
-# Initialise a PostgreSQL 15 cluster in $PGDATA on first start, then run the
-# server in the foreground as the postgres user (PID 1 via exec).
+# First start: copy the template cluster (initialised at build time) into
+# $PGDATA and set up the role and database from POSTGRES_USER,
+# POSTGRES_PASSWORD, POSTGRES_DB in single-user mode (no TCP listener, so the
+# health check cannot pass early). Then run the server in the foreground as
+# the postgres user, listening on all interfaces of the container.
 set -eu
 
 : "${POSTGRES_USER:=chat}"
@@ -11,6 +14,8 @@ if [ -z "${POSTGRES_PASSWORD:-}" ]; then
 fi
 
 as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+ident() { printf '"%s"' "$(printf '%s' "$1" | sed 's/"/""/g')"; }
+literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
 
 mkdir -p "$PGDATA" /run/postgresql
 chown postgres:postgres "$PGDATA" /run/postgresql
@@ -18,24 +23,21 @@ chmod 0700 "$PGDATA"
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "pg-entrypoint: initialising cluster in $PGDATA"
-    pwfile=$(mktemp)
-    printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
-    chown postgres "$pwfile"
-    as_pg initdb -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pwfile" \
-        --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C >/dev/null
-    rm -f "$pwfile"
+    cp -a /var/lib/postgresql/template/. "$PGDATA"/
+    user=$(ident "$POSTGRES_USER")
+    pass=$(literal "$POSTGRES_PASSWORD")
     {
-        echo "host all all 0.0.0.0/0 scram-sha-256"
-        echo "host all all ::/0 scram-sha-256"
-    } >> "$PGDATA/pg_hba.conf"
-    # Temporary server on the unix socket only, so health checks over TCP
-    # do not pass before the database exists.
-    as_pg pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-    if [ "$POSTGRES_DB" != "postgres" ]; then
-        as_pg psql -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres -q \
-            -c "CREATE DATABASE \"$POSTGRES_DB\" OWNER \"$POSTGRES_USER\";"
-    fi
-    as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+        # the template has the roles postgres and chat and the database chat
+        case "$POSTGRES_USER" in
+            postgres|chat) echo "ALTER ROLE $user PASSWORD $pass;" ;;
+            *) echo "CREATE ROLE $user LOGIN SUPERUSER PASSWORD $pass;" ;;
+        esac
+        case "$POSTGRES_DB" in
+            postgres) ;;
+            chat) [ "$POSTGRES_USER" = chat ] || echo "ALTER DATABASE chat OWNER TO $user;" ;;
+            *) echo "CREATE DATABASE $(ident "$POSTGRES_DB") OWNER $user;" ;;
+        esac
+    } | as_pg postgres --single -D "$PGDATA" postgres >/dev/null
     echo "pg-entrypoint: cluster initialised (db=$POSTGRES_DB user=$POSTGRES_USER)"
 fi
 

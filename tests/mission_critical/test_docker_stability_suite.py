@@ -120,6 +120,34 @@ def test_resume_works_after_redis_restart(compose, baseline, make_user):
     assert replay == events[2:]
 
 
+@pytest.mark.destructive
+def test_ready_names_the_missing_dependency_and_recovers(compose, baseline):
+    """With redis stopped /ready is 503 and names redis; after a start it is 200 again."""
+    import time
+
+    compose.docker("stop", "-t", "5", compose.container("redis"), timeout=60)
+    try:
+        deadline = time.monotonic() + 20
+        last = None
+        with chatlib.http_client() as c:
+            while time.monotonic() < deadline:
+                r = c.get(f"{chatlib.backend_url()}/ready", timeout=10)
+                last = r
+                if r.status_code == 503:
+                    break
+                time.sleep(0.2)
+        assert last is not None and last.status_code == 503, f"/ready still {last.status_code if last else None} with redis stopped"
+        body = last.json()
+        assert body["status"] == "not_ready" and "redis" in body["reasons"], body
+        assert "postgres" not in body["reasons"], body
+        with chatlib.http_client() as c:
+            assert c.get(f"{chatlib.backend_url()}/health").status_code == 200, "liveness must not depend on redis"
+    finally:
+        compose.docker("start", compose.container("redis"), timeout=60)
+    compose.wait_healthy("redis", RECOVERY_DEADLINE_S)
+    wait_ready(RECOVERY_DEADLINE_S)
+
+
 def test_no_container_restarted_unexpectedly(compose, baseline):
     """Only the services this module restarted on purpose may have a new start
     time; no container may have been restarted by its restart policy."""

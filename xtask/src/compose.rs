@@ -541,8 +541,15 @@ impl Drop for Running {
 }
 
 /// Runs a command to completion within `timeout`, capturing its output.
-pub async fn run(cmd: Command, timeout: Duration) -> anyhow::Result<Output> {
-    Running::spawn(cmd)?.finish(timeout).await
+///
+/// The command is converted before the future starts, so that the future does not hold an
+/// `xshell::Cmd` (which borrows a `Shell`, which is not `Sync`) and stays `Send`.
+pub fn run(
+    cmd: impl Into<Command>,
+    timeout: Duration,
+) -> impl std::future::Future<Output = anyhow::Result<Output>> + Send {
+    let command = cmd.into();
+    async move { Running::spawn(command)?.finish(timeout).await }
 }
 
 #[cfg(test)]
@@ -718,7 +725,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_past_its_deadline_is_killed_and_named() {
         let sh = Shell::new().unwrap();
-        let error = run(cmd!(sh, "sleep 30").into(), Duration::from_millis(200))
+        let error = run(cmd!(sh, "sleep 30"), Duration::from_millis(200))
             .await
             .unwrap_err();
         assert!(
@@ -735,7 +742,7 @@ mod tests {
     async fn a_failed_call_names_the_command_and_stderr() {
         let sh = Shell::new().unwrap();
         let output = run(
-            cmd!(sh, "sh -c 'echo boom >&2; exit 3'").into(),
+            cmd!(sh, "sh -c 'echo boom >&2; exit 3'"),
             Duration::from_secs(10),
         )
         .await

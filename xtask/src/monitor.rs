@@ -1,9 +1,457 @@
 //! `monitor`: health and a one-user ws-check on a schedule; uptime, outages, latency percentiles.
+//!
+//! A round is up when both the health snapshot and the WebSocket check pass. Each round is one
+//! JSON line in `target/xtask/monitor-<start>.jsonl`; the summary (and its outage arithmetic, a
+//! pure function) is computed from the rounds alone.
 
-use crate::Ctx;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Failure;
+use crate::ws::{self, Percentiles};
+use crate::{stack, state, ui, Ctx};
+
+/// One round, as logged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub round: usize,
+    /// When the round started, ms since the epoch.
+    pub at_unix_ms: u64,
+    pub up: bool,
+    pub health_ok: bool,
+    /// Why health failed (problems, or the error of the snapshot itself).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub health_problems: Vec<String>,
+    pub ws_ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_failure: Option<String>,
+    /// Send to the last expected event, when the check passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    pub duration_ms: f64,
+}
+
+/// A stretch of consecutive failed rounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outage {
+    /// Start of the first failed round, ms since the epoch.
+    pub start_unix_ms: u64,
+    /// Until the start of the next up round (or the end of the watch when none followed).
+    pub length_ms: u64,
+    pub rounds: usize,
+}
+
+/// The outages in `rounds` (`(start ms, up)`, in time order); `end_ms` closes an outage that
+/// lasts until the end.
+pub fn outages(rounds: &[(u64, bool)], end_ms: u64) -> Vec<Outage> {
+    let mut found = Vec::new();
+    let mut open: Option<(u64, usize)> = None;
+    for &(at, up) in rounds {
+        match (up, open) {
+            (false, None) => open = Some((at, 1)),
+            (false, Some((start, count))) => open = Some((start, count + 1)),
+            (true, Some((start, count))) => {
+                found.push(Outage {
+                    start_unix_ms: start,
+                    length_ms: at.saturating_sub(start),
+                    rounds: count,
+                });
+                open = None;
+            }
+            (true, None) => {}
+        }
+    }
+    if let Some((start, count)) = open {
+        found.push(Outage {
+            start_unix_ms: start,
+            length_ms: end_ms.saturating_sub(start),
+            rounds: count,
+        });
+    }
+    found
+}
+
+/// What a watch found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: u64,
+    pub rounds: usize,
+    pub failures: usize,
+    pub uptime_percent: f64,
+    pub outages: Vec<Outage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longest_outage: Option<Outage>,
+    /// Send to last expected event, over the rounds whose WebSocket check passed.
+    pub latency: Percentiles,
+    pub interrupted: bool,
+    pub log: String,
+}
+
+/// Summarises rounds (pure).
+pub fn summarise(
+    rounds: &[Round],
+    started_unix_ms: u64,
+    ended_unix_ms: u64,
+    interrupted: bool,
+    log: String,
+) -> Summary {
+    let failures = rounds.iter().filter(|r| !r.up).count();
+    let marks: Vec<(u64, bool)> = rounds.iter().map(|r| (r.at_unix_ms, r.up)).collect();
+    let outages = outages(&marks, ended_unix_ms);
+    let longest_outage = outages.iter().max_by_key(|o| o.length_ms).cloned();
+    let latencies: Vec<f64> = rounds.iter().filter_map(|r| r.latency_ms).collect();
+    Summary {
+        started_unix_ms,
+        ended_unix_ms,
+        rounds: rounds.len(),
+        failures,
+        uptime_percent: uptime(rounds.len(), failures),
+        outages,
+        longest_outage,
+        latency: Percentiles::of(&latencies),
+        interrupted,
+        log,
+    }
+}
+
+fn uptime(rounds: usize, failures: usize) -> f64 {
+    if rounds == 0 {
+        return 0.0;
+    }
+    (((rounds - failures) as f64 * 100.0 / rounds as f64) * 10.0).round() / 10.0
+}
+
+/// `2026-11-27T08:17:38Z` from ms since the epoch (UTC, proleptic Gregorian).
+pub fn utc_stamp(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// One round: health and a one-user ws-check at the same time.
+async fn one_round(config: &Config, round: usize) -> Round {
+    let at_unix_ms = state::unix_ms();
+    let started = Instant::now();
+    let health = async {
+        match tokio::time::timeout(Duration::from_secs(30), stack::health_snapshot(config)).await {
+            Ok(Ok(snapshot)) => {
+                let ok = snapshot.engine_ok && snapshot.all_healthy;
+                let mut problems = snapshot.problems;
+                if !ok && problems.is_empty() {
+                    problems.push(if snapshot.engine_ok {
+                        "a service is not healthy".to_owned()
+                    } else {
+                        "the engine does not answer".to_owned()
+                    });
+                }
+                (ok, problems)
+            }
+            Ok(Err(e)) => (false, vec![format!("health: {}", ws_error_text(&e))]),
+            Err(_) => (false, vec!["health: no snapshot within 30s".to_owned()]),
+        }
+    };
+    let websocket = async {
+        // Re-planned every round: a restarted stack may have new ports.
+        let plan = ws::recorded_endpoints(config).and_then(|endpoints| {
+            ws::plan_from_config(config, &endpoints, &ws::Overrides::default())
+        });
+        match plan {
+            Err(e) => (false, Some(ws_error_text(&e)), None),
+            Ok(plan) => {
+                let result = ws::run(&plan).await;
+                let latency = result
+                    .passed
+                    .then_some(result.stats.last_event.max_ms)
+                    .filter(|_| result.stats.last_event.count > 0);
+                (result.passed, result.failure, latency)
+            }
+        }
+    };
+    let ((health_ok, health_problems), (ws_ok, ws_failure, latency_ms)) =
+        tokio::join!(health, websocket);
+    Round {
+        round,
+        at_unix_ms,
+        up: health_ok && ws_ok,
+        health_ok,
+        health_problems,
+        ws_ok,
+        ws_failure,
+        latency_ms,
+        duration_ms: (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
+    }
+}
+
+fn ws_error_text(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn rolling_line(round: &Round, rounds: usize, failures: usize) -> String {
+    let state = if round.up {
+        "up".to_owned()
+    } else {
+        let why: Vec<String> = round
+            .health_problems
+            .iter()
+            .cloned()
+            .chain(round.ws_failure.clone())
+            .collect();
+        format!("DOWN ({})", why.join("; "))
+    };
+    let latency = round
+        .latency_ms
+        .map_or("-".to_owned(), |l| format!("{l:.1} ms"));
+    format!(
+        "round {}: {state}  |  rounds {rounds}, failures {failures}, uptime {:.1}%, last latency {latency}",
+        round.round,
+        uptime(rounds, failures)
+    )
+}
 
 impl crate::flags::Monitor {
-    pub async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
-        anyhow::bail!("`monitor` is not implemented yet")
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let config = ctx.config()?;
+        if config.ws_check.is_none() {
+            return Err(Failure::config(format!(
+                "{}: monitor needs a [ws_check] table",
+                config.path.display()
+            ))
+            .into());
+        }
+        // Fail early (exit 2) when there is nothing to watch.
+        ws::recorded_endpoints(&config)?;
+        let started_unix_ms = state::unix_ms();
+        let log_path = config.work_dir().join(format!(
+            "monitor-{}.jsonl",
+            utc_stamp(started_unix_ms).replace([':', '-'], "")
+        ));
+        std::fs::create_dir_all(config.work_dir())?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", log_path.display()))?;
+        ui::say(format!(
+            "monitor: a round every {} for {}; log {}",
+            ui::duration(self.every),
+            ui::duration(self.period),
+            log_path.display()
+        ));
+
+        let start = tokio::time::Instant::now();
+        let end = start + self.period;
+        let mut rounds: Vec<Round> = Vec::new();
+        let mut interrupted = false;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut next = start;
+        while next < end {
+            tokio::select! {
+                _ = &mut ctrl_c => { interrupted = true; break; }
+                () = tokio::time::sleep_until(next) => {}
+            }
+            let round = tokio::select! {
+                _ = &mut ctrl_c => { interrupted = true; break; }
+                round = one_round(&config, rounds.len() + 1) => round,
+            };
+            writeln!(log, "{}", serde_json::to_string(&round)?)?;
+            rounds.push(round);
+            let failures = rounds.iter().filter(|r| !r.up).count();
+            ui::say(rolling_line(
+                rounds.last().expect("just pushed"),
+                rounds.len(),
+                failures,
+            ));
+            next += self.every;
+            let now = tokio::time::Instant::now();
+            if next < now {
+                // A round longer than the interval: the next one starts now, not in a burst.
+                next = now;
+            }
+        }
+        let summary = summarise(
+            &rounds,
+            started_unix_ms,
+            state::unix_ms(),
+            interrupted,
+            log_path.display().to_string(),
+        );
+        print_summary(&summary);
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        if summary.rounds > 0 && summary.failures == 0 {
+            Ok(())
+        } else {
+            Err(Failure::check(format!(
+                "monitor: uptime {:.1}% ({} of {} rounds failed)",
+                summary.uptime_percent, summary.failures, summary.rounds
+            ))
+            .into())
+        }
+    }
+}
+
+fn print_summary(summary: &Summary) {
+    let mut rows = vec![
+        vec![
+            "period".to_owned(),
+            format!(
+                "{} .. {}{}",
+                utc_stamp(summary.started_unix_ms),
+                utc_stamp(summary.ended_unix_ms),
+                if summary.interrupted {
+                    " (interrupted)"
+                } else {
+                    ""
+                }
+            ),
+        ],
+        vec![
+            "rounds".to_owned(),
+            format!("{} ({} failed)", summary.rounds, summary.failures),
+        ],
+        vec![
+            "uptime".to_owned(),
+            format!("{:.1}%", summary.uptime_percent),
+        ],
+        vec![
+            "latency".to_owned(),
+            if summary.latency.count == 0 {
+                "-".to_owned()
+            } else {
+                summary.latency.line()
+            },
+        ],
+    ];
+    for outage in &summary.outages {
+        let longest = summary.longest_outage.as_ref() == Some(outage) && summary.outages.len() > 1;
+        rows.push(vec![
+            if longest {
+                "outage (longest)".to_owned()
+            } else {
+                "outage".to_owned()
+            },
+            format!(
+                "from {} for {} ({} rounds)",
+                utc_stamp(outage.start_unix_ms),
+                ui::duration(Duration::from_millis(outage.length_ms)),
+                outage.rounds
+            ),
+        ]);
+    }
+    rows.push(vec!["log".to_owned(), summary.log.clone()]);
+    eprint!("{}", ui::table(&["monitor", "summary"], &rows));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_outage_when_every_round_is_up() {
+        assert!(outages(&[(0, true), (1000, true)], 2000).is_empty());
+        assert!(outages(&[], 2000).is_empty());
+    }
+
+    #[test]
+    fn an_outage_lasts_until_the_next_up_round() {
+        let rounds = [
+            (0, true),
+            (1000, false),
+            (2000, false),
+            (3000, true),
+            (4000, false),
+            (5000, true),
+        ];
+        assert_eq!(
+            outages(&rounds, 6000),
+            vec![
+                Outage {
+                    start_unix_ms: 1000,
+                    length_ms: 2000,
+                    rounds: 2
+                },
+                Outage {
+                    start_unix_ms: 4000,
+                    length_ms: 1000,
+                    rounds: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_outage_at_the_end_lasts_until_the_end() {
+        assert_eq!(
+            outages(&[(0, true), (1000, false), (2000, false)], 2500),
+            vec![Outage {
+                start_unix_ms: 1000,
+                length_ms: 1500,
+                rounds: 2
+            }]
+        );
+    }
+
+    fn round(at: u64, up: bool, latency: Option<f64>) -> Round {
+        Round {
+            round: 0,
+            at_unix_ms: at,
+            up,
+            health_ok: up,
+            health_problems: Vec::new(),
+            ws_ok: up,
+            ws_failure: None,
+            latency_ms: latency,
+            duration_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn summary_counts_uptime_longest_outage_and_latency() {
+        let rounds: Vec<Round> = (0..20)
+            .map(|i| {
+                let up = !(5..10).contains(&i) && i != 15;
+                round(i * 1000, up, up.then_some(100.0 + i as f64))
+            })
+            .collect();
+        let summary = summarise(&rounds, 0, 20_000, false, "log".into());
+        assert_eq!(summary.failures, 6);
+        assert_eq!(summary.uptime_percent, 70.0);
+        assert_eq!(summary.outages.len(), 2);
+        let longest = summary.longest_outage.unwrap();
+        assert_eq!((longest.start_unix_ms, longest.length_ms), (5000, 5000));
+        assert_eq!(summary.latency.count, 14);
+        assert_eq!(summary.latency.max_ms, 119.0);
+    }
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_stamp(1_795_763_858_000), "2026-11-27T07:17:38Z");
+        assert_eq!(utc_stamp(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 }

@@ -360,6 +360,76 @@ pub fn labels_override(
     Value::Object(out)
 }
 
+/// The services of a block-style compose file that `build:` without naming an `image:`.
+pub fn built_without_image(text: &str) -> Vec<String> {
+    let mut found: Vec<(String, bool, bool)> = Vec::new();
+    let mut inside = false;
+    let mut service_indent = None;
+    for line in text.lines() {
+        let content = line.split(" #").next().unwrap_or("").trim_end();
+        if content.trim().is_empty() || content.trim_start().starts_with('#') {
+            continue;
+        }
+        let indent = content.len() - content.trim_start().len();
+        if indent == 0 {
+            inside = content.trim() == "services:";
+            service_indent = None;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let key = content.trim_start();
+        let service_level = *service_indent.get_or_insert(indent);
+        if indent == service_level {
+            if let Some((name, _)) = key.split_once(':') {
+                found.push((
+                    name.trim()
+                        .trim_matches(|c| c == '"' || c == '\'')
+                        .to_owned(),
+                    false,
+                    false,
+                ));
+            }
+        } else if let Some(last) = found.last_mut() {
+            let child_level = indent > service_level && !key.starts_with('-');
+            if child_level && key.starts_with("build:") {
+                last.1 = true;
+            }
+            if child_level && key.starts_with("image:") {
+                last.2 = true;
+            }
+        }
+    }
+    found
+        .into_iter()
+        .filter(|(_, build, image)| *build && !*image)
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
+/// Names the images compose builds `<project>-<service>:xtask`, whatever the run's project name,
+/// so that isolated runs share (and reuse) one image per service instead of leaving one per run.
+pub fn with_stable_images(
+    mut value: serde_json::Value,
+    base_text: &str,
+    project: &str,
+) -> serde_json::Value {
+    for service in built_without_image(base_text) {
+        if let Some(entry) = value
+            .get_mut("services")
+            .and_then(|s| s.get_mut(&service))
+            .and_then(|e| e.as_object_mut())
+        {
+            entry.insert(
+                "image".into(),
+                serde_json::Value::String(format!("{project}-{service}:xtask")),
+            );
+        }
+    }
+    value
+}
+
 // ---------------------------------------------------------------------------------------------
 // Following the engine: what a service is doing, from events and inspections. No I/O here.
 
@@ -1206,8 +1276,12 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
     let override_path = run_dir(config, &run_id).join("labels.json");
     state::write_atomic(
         &override_path,
-        serde_json::to_string_pretty(&labels_override(&base_text, &services, &volumes, &labels))?
-            .as_bytes(),
+        serde_json::to_string_pretty(&with_stable_images(
+            labels_override(&base_text, &services, &volumes, &labels),
+            &base_text,
+            &config.project.name.0,
+        ))?
+        .as_bytes(),
     )?;
     project.files.push(override_path);
     let continued = continued.is_some_and(|r| r.run_id == run_id);
@@ -2307,7 +2381,12 @@ fn print_up(report: &UpReport) {
 impl crate::flags::DockerUp {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
-        // (the engine work adds its `--engine-only` branch here)
+        if self.engine_only {
+            let options = engine::EnsureOptions {
+                install: self.install,
+            };
+            return engine::run_engine_only(&config, &options, self.json).await;
+        }
         let options = UpOptions {
             isolated: self.isolated,
             keep: true,
@@ -2547,6 +2626,20 @@ impl crate::flags::DockerDown {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn services_that_build_get_a_stable_image_name() {
+        let text = "version: \"2.4\"\nservices:\n  web:\n    build: .\n  db:\n    image: postgres\n  both:\n    build: { context: . }\n    image: mine\nvolumes:\n  data: {}\n";
+        assert_eq!(built_without_image(text), vec!["web"]);
+        let value = with_stable_images(
+            serde_json::json!({"services": {"web": {}, "db": {}, "both": {}}}),
+            text,
+            "chat",
+        );
+        assert_eq!(value["services"]["web"]["image"], "chat-web:xtask");
+        assert!(value["services"]["db"].get("image").is_none());
+        assert!(value["services"]["both"].get("image").is_none());
+    }
+
     use super::*;
 
     fn event(action: &str, container: &str, service: &str, at_ms: u64) -> ContainerEvent {

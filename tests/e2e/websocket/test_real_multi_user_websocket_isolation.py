@@ -10,11 +10,12 @@ N_USERS = 24
 
 
 def test_many_users_concurrently_receive_only_their_own_events(run_async):
-    async def one_user(client, i, start):
+    async def one_user(client, i, connected, start):
         uid = chatlib.new_user_id(f"iso{i}")
         token = await chatlib.aget_token(client, uid)
         ws = await open_ws(token)
         try:
+            connected.release()
             await start.wait()
             msgs = [f"What is {i} * 1000 + {k}?" for k in range(2)]
             # two messages back to back, then everything this socket receives
@@ -28,9 +29,11 @@ def test_many_users_concurrently_receive_only_their_own_events(run_async):
 
     async def scenario():
         start = asyncio.Event()
+        connected = asyncio.Semaphore(0)
         async with chatlib.async_http_client() as client:
-            tasks = [asyncio.ensure_future(one_user(client, i, start)) for i in range(N_USERS)]
-            await asyncio.sleep(0.5)
+            tasks = [asyncio.ensure_future(one_user(client, i, connected, start)) for i in range(N_USERS)]
+            for _ in range(N_USERS):  # everybody is connected before anybody sends
+                await asyncio.wait_for(connected.acquire(), 20)
             start.set()
             return await asyncio.gather(*tasks)
 
