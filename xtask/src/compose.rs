@@ -17,7 +17,7 @@ use xshell::{cmd, Shell};
 use crate::error::Failure;
 
 /// Which compose program runs the stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Flavour {
     /// `docker compose`: the v2 CLI plugin.
     #[serde(rename = "docker compose")]
@@ -46,7 +46,7 @@ impl Flavour {
 }
 
 /// The compose program that was found, and its version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Compose {
     pub flavour: Flavour,
     /// `2.24.5`, `1.29.2`.
@@ -97,11 +97,14 @@ pub fn parse_version(output: &str) -> Option<String> {
 /// `docker-compose`. Both probes run at once, so that the fallback costs no extra time.
 pub async fn detect() -> anyhow::Result<Compose> {
     let probe = |flavour: Flavour| async move {
-        let sh = Shell::new()?;
         let argv = version_argv(flavour);
-        let (program, args) = (&argv[0], &argv[1..]);
-        let cmd = cmd!(sh, "{program} {args...}");
-        let output = run(cmd, Duration::from_secs(20)).await?;
+        // Built (and the shell dropped) before the wait, so the future can move between threads.
+        let command = {
+            let sh = Shell::new()?;
+            let (program, args) = (&argv[0], &argv[1..]);
+            Command::from(cmd!(sh, "{program} {args...}"))
+        };
+        let output = run(command, Duration::from_secs(20)).await?;
         if !output.success() {
             anyhow::bail!("`{}` failed: {}", argv.join(" "), output.stderr_tail(3));
         }
@@ -127,6 +130,97 @@ pub async fn detect() -> anyhow::Result<Compose> {
         )
         .into()),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A cache of what compose said, so that a warm `docker-up` starts no compose process before
+// `up` itself (each costs a Python start with v1). Keyed by what decides the answer: the
+// programs' paths, sizes and modification times; the compose file's bytes, its `.env` and the
+// environment of the call. A stale or unreadable cache is ignored.
+
+/// `target/xtask/compose-cache.json`.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub struct Cache {
+    #[serde(default)]
+    detected: Option<(String, Compose)>,
+    #[serde(default)]
+    names: BTreeMap<String, (Vec<String>, Vec<String>)>,
+}
+
+impl Cache {
+    fn path(work_dir: &std::path::Path) -> PathBuf {
+        work_dir.join("compose-cache.json")
+    }
+
+    pub fn load(work_dir: &std::path::Path) -> Cache {
+        std::fs::read_to_string(Cache::path(work_dir))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    /// Best effort: a cache that cannot be written only costs time next run.
+    pub fn save(&self, work_dir: &std::path::Path) {
+        // Concurrent runs in one process share the temporary file of the atomic write.
+        static ONE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_writer = ONE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(text) = serde_json::to_string_pretty(self) {
+            let _ = crate::state::write_atomic(&Cache::path(work_dir), text.as_bytes());
+        }
+    }
+}
+
+/// Identity of the installed compose programs: the `docker` and `docker-compose` on PATH and
+/// the compose CLI plugins, each by path, size and modification time.
+pub fn programs_key() -> String {
+    let mut files: Vec<PathBuf> = ["docker", "docker-compose"]
+        .iter()
+        .filter_map(|p| which::which(p).ok())
+        .collect();
+    let mut plugin_dirs: Vec<PathBuf> = Vec::new();
+    if let Some(config) = std::env::var_os("DOCKER_CONFIG") {
+        plugin_dirs.push(PathBuf::from(config).join("cli-plugins"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        plugin_dirs.push(PathBuf::from(home).join(".docker/cli-plugins"));
+    }
+    for dir in [
+        "/usr/local/lib/docker/cli-plugins",
+        "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins",
+        "/usr/libexec/docker/cli-plugins",
+    ] {
+        plugin_dirs.push(PathBuf::from(dir));
+    }
+    files.extend(plugin_dirs.into_iter().map(|d| d.join("docker-compose")));
+    files
+        .iter()
+        .map(|file| match std::fs::metadata(file) {
+            Ok(meta) => format!(
+                "{}:{}:{:?}",
+                file.display(),
+                meta.len(),
+                meta.modified().ok()
+            ),
+            Err(_) => format!("{}:-", file.display()),
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// [`detect`], remembered in `work_dir` while the installed programs stay the same.
+pub async fn detect_cached(work_dir: &std::path::Path) -> anyhow::Result<Compose> {
+    let key = programs_key();
+    let mut cache = Cache::load(work_dir);
+    if let Some((cached_key, compose)) = &cache.detected {
+        if *cached_key == key {
+            return Ok(compose.clone());
+        }
+    }
+    let compose = detect().await?;
+    cache.detected = Some((key, compose.clone()));
+    cache.save(work_dir);
+    Ok(compose)
 }
 
 /// A compose project: the name, the files, the environment, and the compose program.
@@ -234,6 +328,64 @@ impl Project {
             self.run_checked(&volumes_argv, QUICK_TIMEOUT)
         );
         Ok((names(&services?.stdout), names(&volumes?.stdout)))
+    }
+
+    /// What decides the service and volume names: the program, the files' bytes (and the `.env`
+    /// beside the first), the call's environment and compose's own variables.
+    pub fn names_key(&self) -> String {
+        let mut hash: u64 = 0xcbf29ce484222325;
+        let mut feed = |bytes: &[u8]| {
+            for byte in bytes.iter().chain(b"\0") {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x100000001b3);
+            }
+        };
+        feed(self.compose.to_string().as_bytes());
+        for file in &self.files {
+            feed(file.to_string_lossy().as_bytes());
+            feed(&std::fs::read(file).unwrap_or_default());
+        }
+        if let Some(dir) = self.files.first().and_then(|f| f.parent()) {
+            feed(&std::fs::read(dir.join(".env")).unwrap_or_default());
+        }
+        feed(&std::fs::read(self.dir.join(".env")).unwrap_or_default());
+        for (key, value) in &self.env {
+            feed(key.as_bytes());
+            feed(value.as_bytes());
+        }
+        let mut compose_vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("COMPOSE_"))
+            .collect();
+        compose_vars.sort();
+        for (key, value) in compose_vars {
+            feed(key.as_bytes());
+            feed(value.as_bytes());
+        }
+        format!("{hash:016x}")
+    }
+
+    /// [`Project::services_and_volumes`], remembered in `work_dir` while [`Project::names_key`]
+    /// stays the same.
+    pub async fn services_and_volumes_cached(
+        &self,
+        work_dir: &std::path::Path,
+    ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let key = self.names_key();
+        if let Some(found) = Cache::load(work_dir).names.get(&key) {
+            return Ok(found.clone());
+        }
+        let found = self.services_and_volumes().await?;
+        // Re-read: another run may have written its own entries meanwhile.
+        let mut cache = Cache::load(work_dir);
+        cache.names.insert(key, found.clone());
+        if cache.names.len() > 32 {
+            let oldest = cache.names.keys().next().cloned();
+            if let Some(oldest) = oldest.filter(|k| *k != self.names_key()) {
+                cache.names.remove(&oldest);
+            }
+        }
+        cache.save(work_dir);
+        Ok(found)
     }
 }
 
@@ -522,6 +674,47 @@ mod tests {
             std_cmd.get_current_dir(),
             Some(std::path::Path::new("/repo"))
         );
+    }
+
+    #[test]
+    fn names_key_follows_file_content_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, "services:\n  a:\n    image: x\n").unwrap();
+        let mut p = project(Flavour::Standalone);
+        p.files = vec![file.clone()];
+        p.dir = dir.path().to_path_buf();
+        let first = p.names_key();
+        assert_eq!(first, p.names_key());
+        p.env.insert("PORT".into(), String::new());
+        let with_env = p.names_key();
+        assert_ne!(first, with_env);
+        std::fs::write(&file, "services:\n  b:\n    image: x\n").unwrap();
+        assert_ne!(with_env, p.names_key());
+        std::fs::write(dir.path().join(".env"), "X=1\n").unwrap();
+        let with_dotenv = p.names_key();
+        std::fs::write(dir.path().join(".env"), "X=2\n").unwrap();
+        assert_ne!(with_dotenv, p.names_key());
+    }
+
+    #[tokio::test]
+    async fn cached_names_are_served_without_running_compose() {
+        let work = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yaml");
+        std::fs::write(&file, "services: {}\n").unwrap();
+        // For this file compose would list no services: only the cache says `web`.
+        let mut p = project(Flavour::Standalone);
+        p.files = vec![file];
+        p.dir = dir.path().to_path_buf();
+        let mut cache = Cache::load(work.path());
+        cache
+            .names
+            .insert(p.names_key(), (vec!["web".into()], vec!["data".into()]));
+        cache.save(work.path());
+        let (services, volumes) = p.services_and_volumes_cached(work.path()).await.unwrap();
+        assert_eq!(services, ["web"]);
+        assert_eq!(volumes, ["data"]);
     }
 
     #[test]

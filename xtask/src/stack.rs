@@ -105,8 +105,8 @@ pub struct ServiceUp {
     pub service: String,
     /// `service <name> healthy`, duration = time to healthy from its container's start.
     pub check: Check,
-    /// From the engine's health event to the harness noticing it.
-    #[serde(serialize_with = "opt_secs")]
+    /// From the engine's health event to the harness noticing it (seconds, to the microsecond).
+    #[serde(serialize_with = "opt_secs_micro")]
     pub noticed_after: Option<Duration>,
     /// Readiness came from a healthcheck (else: running, no healthcheck).
     pub healthcheck: bool,
@@ -129,6 +129,9 @@ pub struct UpReport {
     /// From the start of [`up`] to the last service healthy.
     #[serde(serialize_with = "secs")]
     pub total: Duration,
+    /// From `compose up` starting to the last service healthy: the stack part of `total`.
+    #[serde(serialize_with = "secs")]
+    pub waited: Duration,
     /// What is recorded in state.json (also on failure, so that `docker-down` finds the stack).
     pub state: StackState,
 }
@@ -153,6 +156,13 @@ impl UpReport {
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+fn opt_secs_micro<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e6),
+        None => s.serialize_none(),
+    }
 }
 
 fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -614,6 +624,11 @@ impl Watch {
         self.ready.get(service)
     }
 
+    /// Whether a container is known to have a healthcheck (`None`: not known yet).
+    pub fn healthcheck_of(&self, service: &str, container: &str) -> Option<bool> {
+        self.services.get(service)?.get(container)?.healthcheck
+    }
+
     /// Services not ready yet, each with how long its newest container has run.
     pub fn pending(&self, now: SystemTime) -> Vec<(String, Option<Duration>)> {
         self.services
@@ -707,7 +722,10 @@ impl Watch {
             tracked.name.clone()
         };
         match action {
-            "create" => Vec::new(),
+            "create" => {
+                tracked.healthcheck = event.healthcheck.or(tracked.healthcheck);
+                Vec::new()
+            }
             "start" | "restart" => {
                 let restarted = tracked.started.is_some() || action == "restart";
                 if restarted && !tracked.stopping {
@@ -867,6 +885,14 @@ impl Watch {
             .iter()
             .max_by_key(|(_, t)| t.started)
             .map(|(id, _)| id.clone())
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -1167,17 +1193,60 @@ pub fn recorded_project(config: &Config, stack: &StackState, compose: Compose) -
     }
 }
 
+/// A run that is ready to start: the compose program, the project, the labels override written.
+/// Made without the engine, so that it can overlap the engine stage.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub run_id: String,
+    pub owner_pid: u32,
+    pub keep: bool,
+    pub isolated: bool,
+    pub compose: Compose,
+    /// With the labels override as its last file.
+    pub project: Project,
+    /// Every service of the compose file (`config --services`).
+    pub all_services: Vec<String>,
+    /// When preparation began (the report's total counts from here).
+    pub began: Instant,
+    /// It continues the recorded run of the same (not isolated) project.
+    pub continued: bool,
+}
+
 /// Brings the stack up and waits until every service is healthy. See the CONTRACT at the top.
 pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow::Result<UpReport> {
+    let prepared = prepare(config, options).await?;
+    start(config, engine, prepared, options).await
+}
+
+/// The part of [`up`] that needs no engine: finds compose, reads the services and volumes, checks
+/// `[stack] services` against the file, writes the labels override under the run's directory.
+pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Prepared> {
     let began = Instant::now();
     let stack = stack_cfg(config)?;
-    let run_id = options.run_id.clone().unwrap_or_else(state::new_run_id);
-    let owner_pid = options.owner_pid.unwrap_or_else(std::process::id);
+    let work_dir = config.work_dir();
+    // A plain run of a project that is already up under a recorded run continues that run (same
+    // labels), so that compose keeps the unchanged containers: a second `docker-up` is quick.
+    let continued = match (&options.run_id, options.isolated) {
+        (None, false) => state::load(&work_dir)
+            .ok()
+            .and_then(|s| s.stack)
+            .filter(|s| !s.isolated && s.project == config.project.name.0)
+            .and_then(|s| load_record(config, &s.run_id))
+            .filter(|r| r.pid == std::process::id() || !state::pid_alive(r.pid) || r.kept),
+        _ => None,
+    };
+    let (run_id, owner_pid) = match &continued {
+        Some(record) if options.owner_pid.is_none() => (record.run_id.clone(), record.pid),
+        _ => (
+            options.run_id.clone().unwrap_or_else(state::new_run_id),
+            options.owner_pid.unwrap_or_else(std::process::id),
+        ),
+    };
     let project_name = project_name(config, &run_id, options.isolated);
     let env = compose_env(stack, options.isolated);
     let compose = match &options.compose {
         Some(compose) => compose.clone(),
-        None => compose::detect().await?,
+        None => compose::detect_cached(&work_dir).await?,
     };
     emit(&options.progress, UpEvent::Compose(compose.clone()));
 
@@ -1185,11 +1254,11 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
         compose: compose.clone(),
         name: project_name.clone(),
         files: vec![stack.compose_file.clone()],
-        env: env.clone(),
+        env,
         dir: config.root.clone(),
     };
     let (services, volumes) = project
-        .services_and_volumes()
+        .services_and_volumes_cached(&work_dir)
         .await
         .with_context(|| format!("cannot read {}", stack.compose_file.display()))?;
     if let Some(missing) = stack.services.iter().find(|s| !services.contains(s)) {
@@ -1201,13 +1270,10 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
         ))
         .into());
     }
-
-    // The labels, and the record, before anything is created: a run killed halfway is found.
-    let dir = run_dir(config, &run_id);
     let base_text = std::fs::read_to_string(&stack.compose_file)
         .with_context(|| format!("cannot read {}", stack.compose_file.display()))?;
     let labels = run_labels(config, &run_id, owner_pid);
-    let override_path = dir.join("labels.json");
+    let override_path = run_dir(config, &run_id).join("labels.json");
     state::write_atomic(
         &override_path,
         serde_json::to_string_pretty(&with_stable_images(
@@ -1218,11 +1284,51 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
         .as_bytes(),
     )?;
     project.files.push(override_path);
+    let continued = continued.is_some_and(|r| r.run_id == run_id);
+    Ok(Prepared {
+        run_id,
+        owner_pid,
+        keep: options.keep,
+        isolated: options.isolated,
+        compose,
+        project,
+        all_services: services,
+        began,
+        continued,
+    })
+}
+
+/// Drops a prepared run that will not start (the engine stage failed): its files go.
+pub fn abandon(config: &Config, run_id: &str) {
+    let _ = forget(config, run_id);
+}
+
+/// The part of [`up`] that needs the engine: records the run, follows the engine's events,
+/// runs `compose up -d`, waits, resolves the endpoints.
+pub async fn start(
+    config: &Config,
+    engine: &Engine,
+    prepared: Prepared,
+    options: &UpOptions,
+) -> anyhow::Result<UpReport> {
+    let stack = stack_cfg(config)?;
+    let Prepared {
+        run_id,
+        owner_pid,
+        keep,
+        isolated,
+        compose,
+        project,
+        began,
+        ..
+    } = prepared;
+    let project_name = project.name.clone();
+    // The record before anything is created: a run killed halfway is found.
     let mut record = RunRecord {
         run_id: run_id.clone(),
         project: project_name.clone(),
         pid: owner_pid,
-        kept: options.keep,
+        kept: keep,
         compose: compose.to_string(),
         services: BTreeMap::new(),
     };
@@ -1234,8 +1340,8 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
         compose_flavour: compose.flavour.command().to_owned(),
         services: stack.services.clone(),
         endpoints: BTreeMap::new(),
-        isolated: options.isolated,
-        compose_env: env.clone(),
+        isolated,
+        compose_env: project.env.clone(),
         started_unix_ms: state::unix_ms(),
     };
     record_state(config, &stack_state)?;
@@ -1316,7 +1422,11 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
                 };
                 let message = message.context("the engine's event stream failed")?;
                 let Some(mut event) = ContainerEvent::from_message(&message) else { continue };
-                if event.action == "start" {
+                // Whether it has a healthcheck is known from its creation; learning it then keeps
+                // the inspection off the path from `start` to ready.
+                let learn = event.action == "create"
+                    || (event.action == "start" && watch.healthcheck_of(&event.service, &event.container).is_none());
+                if learn {
                     event.healthcheck = docker
                         .inspect_container(&event.container, None::<InspectContainerOptions>)
                         .await
@@ -1373,6 +1483,7 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
     }
     // Dropping `up_call` here kills a compose call that is still running (its process group).
     let up_elapsed = up_started.elapsed();
+    let waited = up_elapsed;
     if interrupted {
         return Err(Failure::Interrupted { signal: "SIGINT" }.into());
     }
@@ -1518,13 +1629,14 @@ pub async fn up(config: &Config, engine: &Engine, options: &UpOptions) -> anyhow
     Ok(UpReport {
         run_id,
         project: project_name,
-        isolated: options.isolated,
+        isolated,
         compose,
         up: up_check,
         services: services_up,
         endpoints_check,
         endpoints,
         total: began.elapsed(),
+        waited,
         state: stack_state,
     })
 }
@@ -1560,8 +1672,13 @@ fn report_change(progress: &Option<Progress>, change: &Change, failed: &mut Opti
     }
 }
 
+/// Runs in one process (the gate, tests) share state.json and its temporary file: one writer at
+/// a time.
+static STATE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Records the run: state.json holds the latest; an isolated run also has its own copy.
 fn record_state(config: &Config, stack: &StackState) -> anyhow::Result<()> {
+    let _one_writer = STATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let work_dir = config.work_dir();
     state::update(&work_dir, |s| s.stack = Some(stack.clone()))?;
     if stack.isolated {
@@ -1579,6 +1696,7 @@ fn record_state(config: &Config, stack: &StackState) -> anyhow::Result<()> {
 
 /// Forgets a run: its state.json entry (when it is the recorded one) and its run files.
 fn forget(config: &Config, run_id: &str) -> anyhow::Result<()> {
+    let _one_writer = STATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let work_dir = config.work_dir();
     let current = state::load(&work_dir)?;
     if current.stack.as_ref().is_some_and(|s| s.run_id == run_id) {
@@ -1709,9 +1827,20 @@ pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> V
             }
         }
     }
+    // A network or volume still in use (409) belongs, by now, to a later run of the same compose
+    // project that took it over: it stays, and is that run's to remove.
+    let in_use = |e: &bollard::errors::Error| {
+        matches!(
+            e,
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                ..
+            }
+        )
+    };
     for (id, name, _) in &labelled.networks {
         if let Err(e) = docker.remove_network(id).await {
-            if !not_found(&e) {
+            if !not_found(&e) && !in_use(&e) {
                 problems.push(format!("network {name}: {e}"));
             }
         }
@@ -1719,7 +1848,7 @@ pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> V
     for (name, _) in &labelled.volumes {
         let options = RemoveVolumeOptionsBuilder::new().force(true).build();
         if let Err(e) = docker.remove_volume(name, Some(options)).await {
-            if !not_found(&e) {
+            if !not_found(&e) && !in_use(&e) {
                 problems.push(format!("volume {name}: {e}"));
             }
         }
@@ -1794,11 +1923,11 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
     }
     forget(config, &stack.run_id)?;
     let mut detail = format!(
-        "project {}: removed {} containers, {} networks, {} volumes",
+        "project {}: removed {}, {}, {}",
         stack.project,
-        before.containers.len(),
-        before.networks.len(),
-        before.volumes.len()
+        plural(before.containers.len(), "container"),
+        plural(before.networks.len(), "network"),
+        plural(before.volumes.len(), "volume")
     );
     if removed == 0 {
         detail = format!("project {}: nothing was up", stack.project);
@@ -2237,10 +2366,11 @@ fn print_up(report: &UpReport) {
         }
     }
     eprintln!(
-        "project {} (run {}), {}; total {}",
+        "project {} (run {}), {}; compose up to all healthy {}, total {}",
         report.project,
         report.run_id,
         report.compose,
+        ui::duration(report.waited),
         ui::duration(report.total)
     );
 }
@@ -2257,60 +2387,31 @@ impl crate::flags::DockerUp {
             };
             return engine::run_engine_only(&config, &options, self.json).await;
         }
-        let began = Instant::now();
-
-        // Pre-flight.
-        if !self.skip_preflight {
-            let checks = crate::preflight::run_checks(&config).await;
-            for check in &checks {
-                if check.outcome != Outcome::Passed {
-                    ui::say(format!(
-                        "pre-flight {}: {} {}",
-                        check.name,
-                        check.outcome.label(),
-                        check.detail
-                    ));
-                }
-            }
-            if let Some(failed) = checks.iter().find(|c| c.outcome == Outcome::Failed) {
-                return Err(Failure::check(format!(
-                    "pre-flight check `{}` failed: {}",
-                    failed.name, failed.detail
-                ))
-                .into());
-            }
-            ui::say(format!("pre-flight: {} checks passed", checks.len()));
-        }
-
-        // The engine, then images.
-        let options = engine::EnsureOptions {
-            install: self.install,
+        let options = UpOptions {
+            isolated: self.isolated,
+            keep: true,
+            progress: Some(terminal_progress()),
+            ..UpOptions::default()
         };
-        let (engine, engine_checks) = engine::ensure_running(&config, &options).await?;
-        if let Some(failed) = engine_checks.iter().find(|c| c.outcome == Outcome::Failed) {
-            return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
-        }
-        ui::say(format!(
-            "engine {} (API {}) at {}",
-            engine.info.server_version, engine.info.api_version, engine.info.host
-        ));
-        let images = crate::images::provision(&engine, &config).await?;
-        if let Some(failed) = images.iter().find(|c| c.outcome == Outcome::Failed) {
-            return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
-        }
-
-        // The stack.
-        let report = up(
-            &config,
-            &engine,
-            &UpOptions {
-                isolated: self.isolated,
-                keep: true,
-                progress: Some(terminal_progress()),
-                ..UpOptions::default()
-            },
-        )
-        .await?;
+        // Reading the compose file needs no engine: it overlaps pre-flight, engine and images,
+        // on a task of its own so that nothing in those stages can hold it up.
+        let preparing = tokio::spawn({
+            let (config, options) = (config.clone(), options.clone());
+            async move { prepare(&config, &options).await }
+        });
+        let engine = match engine_stage(&config, self.skip_preflight, self.install).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                if let Ok(Ok(prepared)) = preparing.await {
+                    if !prepared.continued {
+                        abandon(&config, &prepared.run_id);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let prepared = preparing.await.context("preparing the stack panicked")??;
+        let report = start(&config, &engine, prepared, &options).await?;
         print_up(&report);
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -2320,16 +2421,84 @@ impl crate::flags::DockerUp {
                 eprintln!("{}", output.trim_end());
             }
             return Err(Failure::check(format!("{}: {}", failed.name, failed.detail))
-                .with_hint("the stack is left as it is for inspection; `cargo xtask docker-down` removes it")
+                .with_hint(
+                    "the stack is left as it is for inspection; `cargo xtask docker-down` removes it",
+                )
                 .into());
         }
         ui::say(format!(
-            "stack up in {} (all {} services healthy)",
-            ui::duration(began.elapsed()),
-            report.services.len()
+            "stack up: all {} services healthy, {} after docker-up started",
+            report.services.len(),
+            ui::duration(report.total)
         ));
         Ok(())
     }
+}
+
+/// Pre-flight, the engine, then images: what `docker-up` needs before the stack.
+async fn engine_stage(
+    config: &Config,
+    skip_preflight: bool,
+    install: bool,
+) -> anyhow::Result<Engine> {
+    if !skip_preflight {
+        let checks = crate::preflight::run_checks(config).await;
+        for check in checks.iter().filter(|c| c.outcome != Outcome::Passed) {
+            ui::say(format!(
+                "pre-flight {}: {} {}",
+                check.name,
+                check.outcome.label(),
+                check.detail
+            ));
+        }
+        if let Some(failed) = checks.iter().find(|c| c.outcome == Outcome::Failed) {
+            return Err(Failure::check(format!(
+                "pre-flight check `{}` failed: {}",
+                failed.name, failed.detail
+            ))
+            .into());
+        }
+        ui::say(format!("pre-flight: {} checks done", checks.len()));
+    }
+    let options = engine::EnsureOptions { install };
+    let (engine, engine_checks) = engine::ensure_running(config, &options).await?;
+    if let Some(failed) = engine_checks.iter().find(|c| c.outcome == Outcome::Failed) {
+        return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
+    }
+    ui::say(format!(
+        "engine {} (API {}) at {}, answered in {}",
+        engine.info.server_version,
+        engine.info.api_version,
+        engine.info.host,
+        ui::duration(engine.info.time_to_answer)
+    ));
+    // The smoke container and the image provisioning do not depend on each other.
+    let (smoke, networks, images) = tokio::join!(
+        engine::smoke(&engine, config),
+        engine::list_networks(&engine),
+        crate::images::provision(&engine, config)
+    );
+    ui::say(format!(
+        "{}: {} {} ({})",
+        smoke.name,
+        smoke.outcome.label(),
+        smoke.detail,
+        ui::duration(smoke.duration)
+    ));
+    if smoke.outcome == Outcome::Failed {
+        return Err(Failure::check(format!("{}: {}", smoke.name, smoke.detail)).into());
+    }
+    ui::say(format!("engine networks: {}", networks?.join(", ")));
+    let images = images?;
+    for image in &images {
+        ui::say(format!(
+            "{}: {} {}",
+            image.name,
+            image.outcome.label(),
+            image.detail
+        ));
+    }
+    Ok(engine)
 }
 
 impl crate::flags::Health {
@@ -2521,6 +2690,22 @@ mod tests {
         assert!(changes
             .iter()
             .any(|c| matches!(c, Change::Ready { service, ready } if service == "web" && !ready.healthcheck)));
+        assert!(watch.all_ready());
+    }
+
+    #[test]
+    fn a_container_without_healthcheck_is_ready_at_its_start() {
+        let mut watch = Watch::new(&services(&["worker"]), Duration::from_secs(60));
+        let mut create = event("create", "c1", "worker", 0);
+        create.healthcheck = Some(false);
+        watch.on_event(&create, at(1));
+        assert_eq!(watch.healthcheck_of("worker", "c1"), Some(false));
+        let changes = watch.on_event(&event("start", "c1", "worker", 100), at(102));
+        let Some(Change::Ready { ready, .. }) = changes.last() else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(ready.after, Duration::ZERO);
+        assert_eq!(ready.noticed, Some(Duration::from_millis(2)));
         assert!(watch.all_ready());
     }
 

@@ -198,6 +198,24 @@ async fn another_stack_comes_up_from_its_own_config_and_down_leaves_nothing() {
         [format!("127.0.0.1:{port}->7000")]
     );
 
+    // A second plain up continues the recorded run: same labels, so compose keeps the
+    // containers, which are already healthy.
+    let again = fixture.up(UpOptions::default()).await;
+    assert!(again.passed(), "{}", describe(&again));
+    assert_eq!(again.run_id, report.run_id);
+    let ids = |l: &stack::Labelled| {
+        let mut ids: Vec<String> = l.containers.iter().map(|c| c.0.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&fixture.labelled(&run_label).await), ids(&labelled));
+    // Seen healthy by inspection, not by a new health event.
+    assert!(
+        again.services.iter().all(|s| s.noticed_after.is_none()),
+        "{}",
+        describe(&again)
+    );
+
     let check = stack::down(&fixture.config, &recorded).await.unwrap();
     assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
     assert!(fixture.labelled(&run_label).await.is_empty());
