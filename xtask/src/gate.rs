@@ -579,11 +579,20 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
                 e.downcast_ref::<Failure>(),
                 Some(Failure::Unavailable { .. })
             );
+            let falls_back = unavailable && run.flags.target == TargetChoice::Auto;
             reporter.step(
                 Stage::Engine,
-                Check::failed("engine available", Duration::ZERO, format!("{e:#}")),
+                if falls_back {
+                    // Not a failure of the gate: the fallback targets exist for exactly this.
+                    Check::skipped(
+                        "engine available",
+                        format!("no engine ({e:#}); trying [fallback] order"),
+                    )
+                } else {
+                    Check::failed("engine available", Duration::ZERO, format!("{e:#}"))
+                },
             );
-            if run.flags.target == TargetChoice::Docker || !unavailable {
+            if !falls_back {
                 if unavailable {
                     skip_rest(
                         &run,

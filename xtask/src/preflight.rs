@@ -70,7 +70,7 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
     }
     checks.push(runtimes());
     checks.push(engine_socket());
-    checks.push(compose_flavour().await);
+    checks.push(compose_flavour(config).await);
     checks.push(python(config).await);
     let (busy, elapsed) = cpu.await.unwrap_or((None, Duration::ZERO));
     checks.insert(2, cpu_check(config, busy, elapsed));
@@ -336,10 +336,10 @@ fn engine_socket() -> Check {
     }
 }
 
-async fn compose_flavour() -> Check {
+async fn compose_flavour(config: &Config) -> Check {
     let started = Instant::now();
-    match detect_compose().await {
-        Ok(flavour) => Check::passed("compose", started.elapsed(), flavour),
+    match crate::compose::detect_cached(&config.work_dir()).await {
+        Ok(compose) => Check::passed("compose", started.elapsed(), compose.to_string()),
         Err(problem) => Check::new(
             "compose",
             Outcome::Warned,
@@ -395,58 +395,19 @@ async fn python(config: &Config) -> Check {
     }
 }
 
-/// Which engine endpoint a client would use: `DOCKER_HOST`, else the first known socket present.
+/// Which engine endpoint a client would use, found the way the engine module finds it.
 fn describe_endpoint() -> Result<String, String> {
-    if let Ok(host) = std::env::var("DOCKER_HOST") {
-        if let Some(path) = host.strip_prefix("unix://") {
-            return if Path::new(path).exists() {
-                Ok(format!("{host} (from DOCKER_HOST)"))
-            } else {
-                Err(format!("{host} (from DOCKER_HOST) does not exist"))
-            };
-        }
-        return Ok(format!("{host} (from DOCKER_HOST)"));
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let runtime = std::env::var("XDG_RUNTIME_DIR").unwrap_or_default();
-    let candidates = [
-        "/var/run/docker.sock".to_owned(),
-        format!("{home}/.docker/run/docker.sock"),
-        format!("{home}/.colima/default/docker.sock"),
-        format!("{runtime}/docker.sock"),
-        format!("{runtime}/podman/podman.sock"),
-        "/run/podman/podman.sock".to_owned(),
-    ];
-    candidates
+    use crate::engine::{candidates, DiscoveryEnv, Source};
+    let list = candidates(&DiscoveryEnv::from_process()).map_err(|e| e.to_string())?;
+    let exists = |c: &&crate::engine::Candidate| c.host.socket().is_none_or(Path::exists);
+    // DOCKER_HOST or a context is what the client uses, present or not; else the first known socket.
+    let chosen = list
         .iter()
-        .find(|c| Path::new(c).exists())
-        .map(|c| format!("unix://{c}"))
-        .ok_or_else(|| "no engine socket found (engine stopped or not installed)".to_owned())
-}
-
-/// `docker compose` (v2) when it answers, else `docker-compose` (v1), with its version.
-async fn detect_compose() -> anyhow::Result<String> {
-    for argv in [
-        &["docker", "compose", "version", "--short"][..],
-        &["docker-compose", "version", "--short"][..],
-    ] {
-        let output = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::process::Command::new(argv[0])
-                .args(&argv[1..])
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await;
-        if let Ok(Ok(out)) = output {
-            if out.status.success() {
-                let name = argv[..argv.len() - 2].join(" ");
-                return Ok(format!(
-                    "{name} {}",
-                    String::from_utf8_lossy(&out.stdout).trim()
-                ));
-            }
-        }
+        .find(|c| !matches!(c.source, Source::Known(_)))
+        .or_else(|| list.iter().find(exists));
+    match chosen {
+        Some(c) if exists(&c) => Ok(format!("{} ({})", c.host, c.source)),
+        Some(c) => Err(format!("{} ({}) does not exist", c.host, c.source)),
+        None => Err("no engine socket found (engine stopped or not installed)".to_owned()),
     }
-    anyhow::bail!("neither `docker compose` nor `docker-compose` is installed")
 }
