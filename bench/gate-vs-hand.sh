@@ -6,22 +6,27 @@
 #   gate:          cargo xtask mission-critical (which also checks the engine, smoke container,
 #                  pre-flight, endpoints, and writes a JUnit report)
 # Usage: bench/gate-vs-hand.sh [RUNS]   (default 5). Needs a running engine and docker-compose.
+#        bench/gate-vs-hand.sh --leg by_hand|with_pytest_docker|gate   runs one leg once (for other timers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-RUNS=${1:-5}
+RUNS=5
+LEG=
+if [ "${1:-}" = "--leg" ]; then LEG=$2; else RUNS=${1:-5}; fi
 STACK=bench/two-service
 VENV=target/bench-venv
 XTASK=target/debug/xtask
 
-cargo build -q -p xtask
+[ -z "$LEG" ] && cargo build -q -p xtask
 if [ ! -x "$VENV/bin/pytest" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q pytest==8.3.4 pytest-docker==3.2.6
 fi
-# Warm the images once, outside the timings.
-docker-compose -p benchwarm -f "$STACK/compose.yaml" build -q
-docker-compose -p benchwarm -f "$STACK/compose.yaml" down -v >/dev/null 2>&1 || true
+# Warm the images once, outside the timings (a single leg assumes a full run warmed them).
+if [ -z "$LEG" ]; then
+    docker-compose -p benchwarm -f "$STACK/compose.yaml" build -q
+    docker-compose -p benchwarm -f "$STACK/compose.yaml" down -v >/dev/null 2>&1 || true
+fi
 
 now() { date +%s.%N; }
 
@@ -51,6 +56,8 @@ with_pytest_docker() {
 gate() {
     "$XTASK" --config "$STACK/harness.toml" mission-critical --junit target/xtask/bench-junit.xml 2>target/xtask/bench-gate.log
 }
+
+if [ -n "$LEG" ]; then "$LEG"; exit; fi
 
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f", m}'; }
 

@@ -1246,7 +1246,7 @@ fn summary(run: &Run, ending: &Ending, report_error: Option<&anyhow::Error>) {
         .filter(|(s, _)| *s == Stage::Stack)
         .map(|(_, c)| c)
         .collect();
-    services.sort_by(|a, b| b.duration.cmp(&a.duration));
+    services.sort_by_key(|c| std::cmp::Reverse(c.duration));
     if !services.is_empty() {
         let slowest: Vec<String> = services
             .iter()
@@ -1260,7 +1260,7 @@ fn summary(run: &Run, ending: &Ending, report_error: Option<&anyhow::Error>) {
         .iter()
         .flat_map(|s| s.cases.iter().map(move |c| (s.name.as_str(), c)))
         .collect();
-    cases.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+    cases.sort_by_key(|c| std::cmp::Reverse(c.1.time));
     if !cases.is_empty() {
         let slowest: Vec<String> = cases
             .iter()

@@ -2441,8 +2441,18 @@ async fn engine_stage(
     skip_preflight: bool,
     install: bool,
 ) -> anyhow::Result<Engine> {
-    if !skip_preflight {
-        let checks = crate::preflight::run_checks(config).await;
+    // Pre-flight (its CPU sample lasts about a second) and the engine run at the same time; a
+    // failed pre-flight still stops docker-up before the stack.
+    let preflight = async {
+        if skip_preflight {
+            None
+        } else {
+            Some(crate::preflight::run_checks(config).await)
+        }
+    };
+    let options = engine::EnsureOptions { install };
+    let (preflight, ensured) = tokio::join!(preflight, engine::ensure_running(config, &options));
+    if let Some(checks) = preflight {
         for check in checks.iter().filter(|c| c.outcome != Outcome::Passed) {
             ui::say(format!(
                 "pre-flight {}: {} {}",
@@ -2460,8 +2470,7 @@ async fn engine_stage(
         }
         ui::say(format!("pre-flight: {} checks done", checks.len()));
     }
-    let options = engine::EnsureOptions { install };
-    let (engine, engine_checks) = engine::ensure_running(config, &options).await?;
+    let (engine, engine_checks) = ensured?;
     if let Some(failed) = engine_checks.iter().find(|c| c.outcome == Outcome::Failed) {
         return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
     }
