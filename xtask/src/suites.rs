@@ -802,7 +802,12 @@ async fn run_pytest(
         Mode::Run => suite.timeout_s.duration(),
         Mode::Collect => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
     };
-    let dir = config.work_dir().join("suites");
+    // Per run: two gates on one machine (isolated stacks) must not overwrite each other's results.
+    let dir = config
+        .work_dir()
+        .join("runs")
+        .join(&env.run_id)
+        .join("suites");
     let plugin_dir = config.work_dir().join("pytest");
     let stem = file_stem(suite, shard);
     let junit_path = dir.join(format!("{stem}.xml"));
@@ -1092,7 +1097,12 @@ async fn run_nextest(
 ) -> SuiteResult {
     let started = Instant::now();
     let deadline = suite.timeout_s.duration();
-    let dir = config.work_dir().join("suites");
+    // Per run: two gates on one machine (isolated stacks) must not overwrite each other's results.
+    let dir = config
+        .work_dir()
+        .join("runs")
+        .join(&env.run_id)
+        .join("suites");
     let stem = file_stem(suite, shard);
     let junit_path = std::path::absolute(dir.join(format!("{stem}.xml")))
         .unwrap_or_else(|_| dir.join(format!("{stem}.xml")));
