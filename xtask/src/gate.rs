@@ -304,6 +304,25 @@ impl MissionCritical {
         }
 
         let ending = supervise(run.clone()).await;
+        // From here a signal no longer reaches the pipeline: a second one ends the harness at once.
+        let _second_signal = AbortOnDrop(tokio::spawn(async {
+            let mut sigterm =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match sigterm.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            eprintln!("second interrupt: exiting before teardown and the report are finished");
+            std::process::exit(130);
+        }));
         teardown(&run, &ending).await;
         // Suites dropped by an interruption get their SIGKILL before the harness exits.
         tokio::task::spawn_blocking(crate::suites::finish_pending_kills)
@@ -434,6 +453,15 @@ impl Drop for PythonSlot {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
         }
+    }
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
