@@ -892,8 +892,8 @@ async fn ws_stage(run: &Run, chosen: &Chosen) -> Vec<Check> {
 
 /// Runs the suites: in order, consecutive `parallel = true` suites at the same time.
 async fn run_suites(run: &Run, chosen: &Chosen, python: &PythonSlot) {
-    let python = python.get(&run.reporter).await;
     run.reporter.emit(Event::StageStarted(Stage::Suites));
+    let python = python.get(&run.reporter).await;
     let env = SuiteEnv {
         target: chosen.kind,
         run_id: run.run_id.clone(),
