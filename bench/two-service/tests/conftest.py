@@ -11,6 +11,11 @@ if os.environ.get("BENCH_PYTEST_DOCKER") == "1":
         return "docker-compose"
 
     @pytest.fixture(scope="session")
+    def docker_setup():
+        # compose v1 has no `up --wait`: start detached and let wait_until_responsive poll.
+        return ["up -d"]
+
+    @pytest.fixture(scope="session")
     def docker_compose_file():
         return os.path.join(os.path.dirname(__file__), "..", "compose.yaml")
 

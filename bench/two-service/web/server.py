@@ -2,6 +2,8 @@
 import http.server
 import json
 import os
+import signal
+import sys
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -17,4 +19,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# As PID 1 in its container a process gets no default SIGTERM handling: exit at once on `docker stop`.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Handler).serve_forever()
