@@ -304,26 +304,47 @@ impl MissionCritical {
         }
 
         let ending = supervise(run.clone()).await;
-        // From here a signal no longer reaches the pipeline: a second one ends the harness at once.
-        let _second_signal = AbortOnDrop(tokio::spawn(async {
-            let mut sigterm =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let terminated = async {
-                match sigterm.as_mut() {
-                    Some(signal) => {
-                        signal.recv().await;
+        // From here a signal no longer reaches the pipeline. During teardown, a first signal lets
+        // teardown finish (the run then counts as interrupted); a second one, or one after the run
+        // was already interrupted, ends the harness at once.
+        let teardown_signals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let already_interrupted = matches!(ending, Ending::Interrupted(_));
+        let _second_signal = AbortOnDrop(tokio::spawn({
+            let teardown_signals = teardown_signals.clone();
+            async move {
+                let mut sigterm =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                loop {
+                    let terminated = async {
+                        match sigterm.as_mut() {
+                            Some(signal) => {
+                                signal.recv().await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = terminated => {}
                     }
-                    None => std::future::pending::<()>().await,
+                    let seen =
+                        teardown_signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if already_interrupted || seen >= 2 {
+                        eprintln!("interrupted again: exiting before teardown and the report are finished");
+                        std::process::exit(130);
+                    }
+                    ui::say("interrupted during teardown: finishing it (interrupt again to exit at once)");
                 }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminated => {}
             }
-            eprintln!("second interrupt: exiting before teardown and the report are finished");
-            std::process::exit(130);
         }));
         teardown(&run, &ending).await;
+        let ending = if teardown_signals.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && !already_interrupted
+        {
+            Ending::Interrupted("SIGINT during teardown")
+        } else {
+            ending
+        };
         // Suites dropped by an interruption get their SIGKILL before the harness exits.
         tokio::task::spawn_blocking(crate::suites::finish_pending_kills)
             .await
