@@ -312,21 +312,9 @@ impl MissionCritical {
         let _second_signal = AbortOnDrop(tokio::spawn({
             let teardown_signals = teardown_signals.clone();
             async move {
-                let mut sigterm =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                let mut signals = Signals::new();
                 loop {
-                    let terminated = async {
-                        match sigterm.as_mut() {
-                            Some(signal) => {
-                                signal.recv().await;
-                            }
-                            None => std::future::pending::<()>().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = terminated => {}
-                    }
+                    signals.next().await;
                     let seen =
                         teardown_signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                     if already_interrupted || seen >= 2 {
@@ -377,16 +365,7 @@ impl MissionCritical {
 /// Runs the pipeline in its own task so that a signal or a panic can end it, then returns how it ended.
 async fn supervise(run: Arc<Run>) -> Ending {
     let mut pipeline = tokio::spawn(pipeline(run.clone()));
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match sigterm.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
+    let mut signals = Signals::new();
     tokio::select! {
         joined = &mut pipeline => match joined {
             Ok(Ok(())) => Ending::Completed,
@@ -408,17 +387,11 @@ async fn supervise(run: Arc<Run>) -> Ending {
             }
             Err(_) => Ending::Interrupted("cancellation"),
         },
-        _ = tokio::signal::ctrl_c() => {
-            ui::say("interrupted (SIGINT): stopping suites, tearing down");
+        signal = signals.next() => {
+            ui::say(format!("interrupted ({signal}): stopping suites, tearing down"));
             pipeline.abort();
             let _ = pipeline.await;
-            Ending::Interrupted("SIGINT")
-        }
-        _ = terminated => {
-            ui::say("interrupted (SIGTERM): stopping suites, tearing down");
-            pipeline.abort();
-            let _ = pipeline.await;
-            Ending::Interrupted("SIGTERM")
+            Ending::Interrupted(signal)
         }
     }
 }
@@ -473,6 +446,35 @@ impl Drop for PythonSlot {
         // An interrupted run must not leave pip running.
         if let Some(task) = lock(&self.task).take() {
             task.abort();
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, as one stream.
+struct Signals {
+    sigterm: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            sigterm: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Waits for the next signal and names it.
+    async fn next(&mut self) -> &'static str {
+        let terminated = async {
+            match self.sigterm.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = terminated => "SIGTERM",
         }
     }
 }
