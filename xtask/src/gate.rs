@@ -230,6 +230,8 @@ struct Run {
     resources: Mutex<Resources>,
     /// Values that must never appear in output or the report.
     secrets: Mutex<Vec<String>>,
+    /// The pre-flight checks while they run (their CPU sample takes about a second).
+    preflight: Mutex<Option<tokio::task::JoinHandle<Vec<Check>>>>,
 }
 
 /// The flags, turned into options once, at the edge.
@@ -286,6 +288,7 @@ impl MissionCritical {
             reporter: Reporter::new(),
             resources: Mutex::new(Resources::default()),
             secrets: Mutex::new(Vec::new()),
+            preflight: Mutex::new(None),
         });
         ui::say(format!(
             "mission-critical: run {} ({})",
@@ -505,7 +508,10 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
 
     // Overlap what does not depend on anything: the pre-flight sample, the engine, the Python env.
     reporter.emit(Event::StageStarted(Stage::Preflight));
-    let preflight = crate::preflight::run_checks(config);
+    *lock(&run.preflight) = Some(tokio::spawn({
+        let config = config.clone();
+        async move { crate::preflight::run_checks(&config).await }
+    }));
     let engine = async {
         if !wants_docker {
             return None;
@@ -552,9 +558,11 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
                 .map_err(|e| format!("{e:#}"))
         }
     }));
-    let (preflight, engine) = tokio::join!(preflight, engine);
-    for check in preflight {
-        reporter.step(Stage::Preflight, check);
+    let engine = engine.await;
+    // With `on_shortfall = "fail"` a shortfall stops the run, so the stack waits for the verdict;
+    // with "warn" nothing in pre-flight can stop it, and the CPU sample overlaps the stack.
+    if config.preflight.on_shortfall == crate::config::OnShortfall::Fail {
+        finish_preflight(&run).await;
     }
     if reporter.stage_failed(Stage::Preflight) {
         return skip_rest(&run, Stage::Engine, "pre-flight failed", &python, None).await;
@@ -673,6 +681,10 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
     };
     let Some(chosen) = chosen else { return Ok(()) };
 
+    finish_preflight(&run).await;
+    if reporter.stage_failed(Stage::Preflight) {
+        return skip_rest(&run, Stage::Ws, "pre-flight failed", &python, Some(&chosen)).await;
+    }
     reporter.emit(Event::StageStarted(Stage::Ws));
     match &config.ws_check {
         None => reporter.emit(Event::StageSkipped {
@@ -706,6 +718,22 @@ struct EngineWork {
     leftovers: Option<anyhow::Result<Vec<String>>>,
     smoke: Option<Check>,
     images: Option<anyhow::Result<Vec<Check>>>,
+}
+
+/// Waits for the pre-flight checks (once) and reports them.
+async fn finish_preflight(run: &Run) {
+    let task = lock(&run.preflight).take();
+    if let Some(task) = task {
+        match task.await {
+            Ok(checks) => checks
+                .into_iter()
+                .for_each(|c| run.reporter.step(Stage::Preflight, c)),
+            Err(e) => run.reporter.step(
+                Stage::Preflight,
+                Check::failed("pre-flight", Duration::ZERO, e.to_string()),
+            ),
+        }
+    }
 }
 
 /// Docker: the stack, after the engine, smoke container and images are proven.
@@ -1001,6 +1029,7 @@ async fn skip_rest(
     python: &PythonSlot,
     chosen: Option<&Chosen>,
 ) -> anyhow::Result<()> {
+    finish_preflight(run).await;
     let python = python.get(&run.reporter).await;
     for stage in Stage::ALL
         .into_iter()
@@ -1040,6 +1069,7 @@ async fn teardown(run: &Run, ending: &Ending) {
     let failed = reporter.failed() || !matches!(ending, Ending::Completed);
     let keep = run.flags.keep
         || (run.flags.keep_on_failure && failed && !matches!(ending, Ending::Interrupted(_)));
+    finish_preflight(run).await;
     reporter.emit(Event::StageStarted(Stage::Teardown));
     let (stack, stack_run_id, local) = {
         let mut resources = lock(&run.resources);
@@ -1165,6 +1195,12 @@ fn write_report(run: &Run, interrupted: bool) -> anyhow::Result<PathBuf> {
             check
         })
         .collect();
+    // Stages overlap (pre-flight finishes while the stack starts): the report lists them in order.
+    harness.sort_by_key(|check| {
+        Stage::ALL
+            .iter()
+            .position(|s| check.name.starts_with(&format!("{}: ", s.name())))
+    });
     for (stage, reason) in &recorded.skipped {
         harness.push(Check::skipped(
             format!("{}: stage", stage.name()),
