@@ -1139,7 +1139,9 @@ pub async fn restore_with(
     }
 
     let mut failures = Vec::new();
-    for plan in plans {
+    let mut plans: std::collections::VecDeque<(StartPlan, bool)> =
+        plans.into_iter().map(|plan| (plan, false)).collect();
+    while let Some((plan, retried)) = plans.pop_front() {
         let started_at = Instant::now();
         match launch(&plan, &target.host, deadline).await {
             Ok(mut launched) => {
@@ -1208,6 +1210,22 @@ pub async fn restore_with(
                         failures.push(format!("`{}`: {e:#}", plan.method()));
                         if Instant::now() >= deadline || alive {
                             break;
+                        }
+                        if !retried && matches!(plan, StartPlan::Dockerd { .. }) {
+                            // After a kill -9 the old dockerd's containerd may still be shutting
+                            // down, and the first start times out waiting for it: settle the pid
+                            // files again and try once more.
+                            ui::say(format!(
+                                "`{}` exited before answering; trying it once more",
+                                plan.method()
+                            ));
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            if facts.platform == Platform::Linux {
+                                let _ =
+                                    settle_pid_file(config, &target.host, deadline, &mut checks)
+                                        .await;
+                            }
+                            plans.push_front((plan.clone(), true));
                         }
                     }
                 }
