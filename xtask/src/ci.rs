@@ -113,21 +113,7 @@ impl crate::flags::Ci {
             });
         }
 
-        let rows: Vec<Vec<String>> = steps
-            .iter()
-            .map(|s| {
-                vec![
-                    s.name.clone(),
-                    s.outcome.label().to_owned(),
-                    ui::duration(s.duration),
-                    s.detail.clone(),
-                ]
-            })
-            .collect();
-        eprint!(
-            "\n{}",
-            ui::table(&["step", "status", "time", "detail"], &rows)
-        );
+        eprint!("\n{}", crate::report::table(&steps));
         let failed = steps
             .iter()
             .filter(|s| s.outcome == Outcome::Failed)

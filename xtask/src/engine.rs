@@ -2126,18 +2126,7 @@ pub async fn run_engine_only(
         .map(|c| c.name.clone())
         .collect();
 
-    let rows: Vec<Vec<String>> = checks
-        .iter()
-        .map(|c| {
-            vec![
-                c.name.clone(),
-                c.outcome.label().to_owned(),
-                ui::duration(c.duration),
-                c.detail.clone(),
-            ]
-        })
-        .collect();
-    let mut text = ui::table(&["check", "status", "time", "detail"], &rows);
+    let mut text = crate::report::table(&checks);
     for check in checks.iter().filter(|c| c.outcome == Outcome::Failed) {
         if let Some(output) = check.output.as_deref().filter(|o| !o.trim().is_empty()) {
             text.push_str(&format!("\n{} output:\n{output}\n", check.name));

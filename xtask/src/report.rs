@@ -78,6 +78,22 @@ impl Check {
     }
 }
 
+/// The table of checks commands print: name, status, time, detail.
+pub fn table(checks: &[Check]) -> String {
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.outcome.label().to_owned(),
+                crate::ui::duration(c.duration),
+                c.detail.clone(),
+            ]
+        })
+        .collect();
+    crate::ui::table(&["check", "status", "time", "detail"], &rows)
+}
+
 fn as_secs<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_f64((duration.as_secs_f64() * 1000.0).round() / 1000.0)
 }

@@ -272,10 +272,10 @@ pub fn compose_file_version(text: &str) -> Option<String> {
     })
 }
 
-/// The entries of a top-level section (`networks:`, `volumes:`) of a block-style compose file,
-/// each with whether it says `external`. Compose refuses labels on external resources.
-pub fn section_entries(text: &str, section: &str) -> Vec<(String, bool)> {
-    let mut entries: Vec<(String, bool)> = Vec::new();
+/// The entries of a top-level section (`services:`, `networks:`, `volumes:`) of a block-style
+/// compose file, each with the trimmed lines nested under it.
+fn section_blocks(text: &str, section: &str) -> Vec<(String, Vec<String>)> {
+    let mut entries: Vec<(String, Vec<String>)> = Vec::new();
     let mut inside = false;
     let mut entry_indent = None;
     for line in text.lines() {
@@ -299,17 +299,31 @@ pub fn section_entries(text: &str, section: &str) -> Vec<(String, bool)> {
         if indent == indent_of_entries {
             if let Some((name, _)) = key.split_once(':') {
                 let name = name.trim().trim_matches(|c| c == '"' || c == '\'');
-                entries.push((name.to_owned(), false));
+                entries.push((name.to_owned(), Vec::new()));
             }
-        } else if indent > indent_of_entries && key.starts_with("external:") {
-            let value = key["external:".len()..].trim();
+        } else if indent > indent_of_entries {
             if let Some(last) = entries.last_mut() {
-                // `external: false` is the one spelling that is not external.
-                last.1 = value != "false";
+                last.1.push(key.to_owned());
             }
         }
     }
     entries
+}
+
+/// The entries of a top-level section (`networks:`, `volumes:`) of a block-style compose file,
+/// each with whether it says `external`. Compose refuses labels on external resources.
+pub fn section_entries(text: &str, section: &str) -> Vec<(String, bool)> {
+    section_blocks(text, section)
+        .into_iter()
+        .map(|(name, lines)| {
+            // `external: false` is the one spelling that is not external.
+            let external = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("external:"))
+                .any(|value| value.trim() != "false");
+            (name, external)
+        })
+        .collect()
 }
 
 /// The override that puts the run's labels on every service, the default network, every
@@ -362,49 +376,13 @@ pub fn labels_override(
 
 /// The services of a block-style compose file that `build:` without naming an `image:`.
 pub fn built_without_image(text: &str) -> Vec<String> {
-    let mut found: Vec<(String, bool, bool)> = Vec::new();
-    let mut inside = false;
-    let mut service_indent = None;
-    for line in text.lines() {
-        let content = line.split(" #").next().unwrap_or("").trim_end();
-        if content.trim().is_empty() || content.trim_start().starts_with('#') {
-            continue;
-        }
-        let indent = content.len() - content.trim_start().len();
-        if indent == 0 {
-            inside = content.trim() == "services:";
-            service_indent = None;
-            continue;
-        }
-        if !inside {
-            continue;
-        }
-        let key = content.trim_start();
-        let service_level = *service_indent.get_or_insert(indent);
-        if indent == service_level {
-            if let Some((name, _)) = key.split_once(':') {
-                found.push((
-                    name.trim()
-                        .trim_matches(|c| c == '"' || c == '\'')
-                        .to_owned(),
-                    false,
-                    false,
-                ));
-            }
-        } else if let Some(last) = found.last_mut() {
-            let child_level = indent > service_level && !key.starts_with('-');
-            if child_level && key.starts_with("build:") {
-                last.1 = true;
-            }
-            if child_level && key.starts_with("image:") {
-                last.2 = true;
-            }
-        }
-    }
-    found
+    section_blocks(text, "services")
         .into_iter()
-        .filter(|(_, build, image)| *build && !*image)
-        .map(|(name, _, _)| name)
+        .filter(|(_, lines)| {
+            let has = |key: &str| lines.iter().any(|l| l.starts_with(key));
+            has("build:") && !has("image:")
+        })
+        .map(|(name, _)| name)
         .collect()
 }
 

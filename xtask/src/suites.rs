@@ -992,13 +992,18 @@ async fn run_pytest(
             .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
     });
     if let Some(problem) = problem {
-        result.error = Some(match result.error.take() {
-            Some(earlier) => format!("{problem}; {earlier}"),
-            None => problem,
-        });
+        add_error(&mut result, problem);
     }
     result.output = Some(output);
     result
+}
+
+/// Puts `problem` in front of any error the suite already has.
+fn add_error(result: &mut SuiteResult, problem: String) {
+    result.error = Some(match result.error.take() {
+        Some(earlier) => format!("{problem}; {earlier}"),
+        None => problem,
+    });
 }
 
 /// A test nextest listed.
@@ -1214,10 +1219,7 @@ async fn run_nextest(
         }
     };
     if let Some(problem) = problem {
-        result.error = Some(match result.error.take() {
-            Some(earlier) => format!("{problem}; {earlier}"),
-            None => problem,
-        });
+        add_error(&mut result, problem);
     }
     result.output = Some(output);
     result

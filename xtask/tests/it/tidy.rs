@@ -7,7 +7,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            if !path.ends_with("target") && !path.ends_with("fixtures") {
+            if !path.ends_with("target") {
                 rust_files(&path, out);
             }
         } else if path.extension().is_some_and(|e| e == "rs") {
