@@ -4,6 +4,7 @@
 //! JSON line in `target/xtask/monitor-<start>.jsonl`; the summary (and its outage arithmetic, a
 //! pure function) is computed from the rounds alone.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -147,11 +148,12 @@ pub fn utc_stamp(unix_ms: u64) -> String {
     )
 }
 
-/// One round: health and a one-user ws-check at the same time.
+/// One round: health, then a one-user ws-check against the ports the health check found published
+/// (a restarted container of an `--isolated` run has new ones).
 async fn one_round(config: &Config, round: usize) -> Round {
     let at_unix_ms = state::unix_ms();
     let started = Instant::now();
-    let health = async {
+    let (health_ok, health_problems, live_endpoints) =
         match tokio::time::timeout(Duration::from_secs(30), stack::health_snapshot(config)).await {
             Ok(Ok(snapshot)) => {
                 let ok = snapshot.engine_ok && snapshot.all_healthy;
@@ -163,31 +165,37 @@ async fn one_round(config: &Config, round: usize) -> Round {
                         "the engine does not answer".to_owned()
                     });
                 }
-                (ok, problems)
+                (ok, problems, snapshot.endpoints)
             }
-            Ok(Err(e)) => (false, vec![format!("health: {}", ws_error_text(&e))]),
-            Err(_) => (false, vec!["health: no snapshot within 30s".to_owned()]),
+            Ok(Err(e)) => (
+                false,
+                vec![format!("health: {}", ws_error_text(&e))],
+                BTreeMap::new(),
+            ),
+            Err(_) => (
+                false,
+                vec!["health: no snapshot within 30s".to_owned()],
+                BTreeMap::new(),
+            ),
+        };
+    let endpoints = if live_endpoints.is_empty() {
+        ws::recorded_endpoints(config)
+    } else {
+        Ok(live_endpoints)
+    };
+    let plan = endpoints
+        .and_then(|endpoints| ws::plan_from_config(config, &endpoints, &ws::Overrides::default()));
+    let (ws_ok, ws_failure, latency_ms) = match plan {
+        Err(e) => (false, Some(ws_error_text(&e)), None),
+        Ok(plan) => {
+            let result = ws::run(&plan).await;
+            let latency = result
+                .passed
+                .then_some(result.stats.last_event.max_ms)
+                .filter(|_| result.stats.last_event.count > 0);
+            (result.passed, result.failure, latency)
         }
     };
-    let websocket = async {
-        // Re-planned every round: a restarted stack may have new ports.
-        let plan = ws::recorded_endpoints(config).and_then(|endpoints| {
-            ws::plan_from_config(config, &endpoints, &ws::Overrides::default())
-        });
-        match plan {
-            Err(e) => (false, Some(ws_error_text(&e)), None),
-            Ok(plan) => {
-                let result = ws::run(&plan).await;
-                let latency = result
-                    .passed
-                    .then_some(result.stats.last_event.max_ms)
-                    .filter(|_| result.stats.last_event.count > 0);
-                (result.passed, result.failure, latency)
-            }
-        }
-    };
-    let ((health_ok, health_problems), (ws_ok, ws_failure, latency_ms)) =
-        tokio::join!(health, websocket);
     Round {
         round,
         at_unix_ms,

@@ -2077,6 +2077,10 @@ pub struct HealthReport {
     /// One line per problem, naming the service.
     pub problems: Vec<String>,
     pub healthy: bool,
+    /// `[endpoints]` resolved from the ports published now: a restarted container of an
+    /// `--isolated` run gets new ephemeral ports. The recorded endpoints when the engine does not
+    /// answer or a port is not published (a stopped container).
+    pub endpoints: BTreeMap<String, String>,
 }
 
 /// Inspects the engine and the recorded run (or `stack`, when given).
@@ -2124,6 +2128,7 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
             services: Vec::new(),
             problems,
             healthy: false,
+            endpoints: BTreeMap::new(),
         });
     };
     let Ok(engine) = engine else {
@@ -2132,12 +2137,14 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
             services: Vec::new(),
             healthy: false,
             problems,
+            endpoints: stack.endpoints.clone(),
             stack: Some(stack),
         });
     };
     let record = load_record(config, &stack.run_id);
     let containers = inspect_project(&engine.docker, &stack.project).await?;
     let mut services = Vec::new();
+    let mut published = PublishedPorts::default();
     for service in &stack.services {
         let mut mine: Vec<&(Inspected, ContainerInspectResponse)> = containers
             .iter()
@@ -2191,6 +2198,9 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
             .or_else(|| (!inspected.healthcheck && inspected.running).then_some(Duration::ZERO));
         let mut ports = PublishedPorts::default();
         ports.add(service, response);
+        if inspected.running {
+            published.add(service, response);
+        }
         services.push(ServiceHealth {
             service: service.clone(),
             state: state_text,
@@ -2203,12 +2213,15 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
         });
     }
     let healthy = problems.is_empty();
+    let endpoints = endpoints::resolve_all(&config.endpoints, &published)
+        .unwrap_or_else(|_| stack.endpoints.clone());
     Ok(HealthReport {
         engine: engine_health,
-        stack: Some(stack),
         services,
         problems,
         healthy,
+        endpoints,
+        stack: Some(stack),
     })
 }
 
@@ -2227,6 +2240,8 @@ pub struct HealthSnapshot {
     pub all_healthy: bool,
     /// One line per problem, naming the service.
     pub problems: Vec<String>,
+    /// `[endpoints]` as published now (see [`HealthReport::endpoints`]).
+    pub endpoints: BTreeMap<String, String>,
 }
 
 /// Takes one health snapshot of the recorded run.
@@ -2236,6 +2251,7 @@ pub async fn health_snapshot(config: &crate::config::Config) -> anyhow::Result<H
         engine_ok: report.engine.ok,
         all_healthy: report.healthy,
         problems: report.problems,
+        endpoints: report.endpoints,
     })
 }
 

@@ -195,6 +195,20 @@ pub fn recorded_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, St
     })
 }
 
+/// The endpoints of the recorded run as the engine publishes them now (a restarted container of
+/// an `--isolated` run has new ports), or as recorded when the engine does not answer.
+pub async fn current_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, String>> {
+    let recorded = recorded_endpoints(config)?;
+    let Some(stack) = state::load(&config.work_dir())?.stack else {
+        return Ok(recorded);
+    };
+    let deadline = config.engine.respond_within_s.duration();
+    match tokio::time::timeout(deadline, crate::stack::health_of(config, Some(stack))).await {
+        Ok(Ok(report)) if !report.endpoints.is_empty() => Ok(report.endpoints),
+        _ => Ok(recorded),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Results.
 
@@ -1270,9 +1284,9 @@ impl crate::flags::WsCheck {
         };
         let endpoints = if self.url.is_some() {
             // Any endpoint will do; the recorded ones only fill a configured token_url.
-            recorded_endpoints(&config).unwrap_or_default()
+            current_endpoints(&config).await.unwrap_or_default()
         } else {
-            recorded_endpoints(&config)?
+            current_endpoints(&config).await?
         };
         let plan = plan_from_config(&config, &endpoints, &overrides)
             .context("cannot plan the websocket check")?;

@@ -422,3 +422,71 @@ async fn leftovers_of_a_dead_run_are_removed_and_live_or_kept_runs_are_not() {
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert!(fixture.labelled(&fixture.root_label()).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_container_of_an_isolated_run_is_found_at_the_port_it_publishes_now() {
+    let fixture = Fixture::new("other-stack", |text| text).await;
+    let report = fixture
+        .up(UpOptions {
+            isolated: true,
+            ..UpOptions::default()
+        })
+        .await;
+    assert!(report.passed(), "{}", describe(&report));
+    let docker = &fixture.engine.docker;
+    let api = stack::inspect_project(docker, &report.project)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(i, _)| i.service == "api")
+        .expect("an api container")
+        .0
+        .container;
+    // Stopped, the api publishes nothing: health falls back to the recorded endpoints.
+    docker
+        .stop_container(
+            &api,
+            None::<bollard::query_parameters::StopContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let stopped = stack::health_of(&fixture.config, Some(report.state.clone()))
+        .await
+        .unwrap();
+    assert!(!stopped.healthy);
+    assert_eq!(stopped.endpoints, report.endpoints);
+
+    docker
+        .start_container(
+            &api,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let response = docker
+        .inspect_container(
+            &api,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let (_, host_port) = stack::container_ports(&response)
+        .into_iter()
+        .find(|(container, _)| *container == 7000)
+        .expect("7000 published again");
+    let started = stack::health_of(&fixture.config, Some(report.state.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        started.endpoints["api"],
+        format!("http://127.0.0.1:{host_port}/v1"),
+        "recorded at up: {}",
+        report.endpoints["api"]
+    );
+    assert_eq!(
+        started.endpoints["api_health"],
+        format!("http://127.0.0.1:{host_port}/v1/health")
+    );
+    let check = stack::down(&fixture.config, &report.state).await.unwrap();
+    assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
+}
