@@ -1781,8 +1781,8 @@ pub async fn find_labelled(docker: &bollard::Docker, label: &str) -> anyhow::Res
     })
 }
 
-/// Removes what `labelled` lists: containers first (with their anonymous volumes), then networks
-/// and volumes. Errors name what could not be removed.
+/// Removes what `labelled` lists: containers first, all at once (killed if still running, with
+/// their anonymous volumes), then networks and volumes. Errors name what could not be removed.
 pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> Vec<String> {
     let mut problems = Vec::new();
     let not_found = |e: &bollard::errors::Error| {
@@ -1794,17 +1794,22 @@ pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> V
             }
         )
     };
-    for (id, name, _) in &labelled.containers {
+    let removals = labelled.containers.iter().map(|(id, name, _)| async move {
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(true)
             .build();
-        if let Err(e) = docker.remove_container(id, Some(options)).await {
-            if !not_found(&e) {
-                problems.push(format!("container {name}: {e}"));
-            }
+        match docker.remove_container(id, Some(options)).await {
+            Err(e) if !not_found(&e) => Some(format!("container {name}: {e}")),
+            _ => None,
         }
-    }
+    });
+    problems.extend(
+        futures_util::future::join_all(removals)
+            .await
+            .into_iter()
+            .flatten(),
+    );
     // A network or volume still in use (409) belongs, by now, to a later run of the same compose
     // project that took it over: it stays, and is that run's to remove.
     let in_use = |e: &bollard::errors::Error| {
@@ -1834,9 +1839,23 @@ pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> V
     problems
 }
 
-/// Removes a run's containers, networks and volumes: `compose down -v --remove-orphans` with the
-/// recorded project, files and environment, then anything still carrying its run id. Clears its
-/// record. Idempotent.
+/// Stops running containers all at once, each with its own stop timeout (SIGTERM, then SIGKILL
+/// after `StopTimeout`, 10 s by default), as `compose down` would one service at a time.
+pub async fn stop_gracefully(docker: &bollard::Docker, labelled: &Labelled) {
+    let stops = labelled.containers.iter().map(|(id, _, _)| async move {
+        // 304 (already stopped) and 404 (gone) are what we want; anything else shows at removal.
+        let _ = docker
+            .stop_container(id, None::<bollard::query_parameters::StopContainerOptions>)
+            .await;
+    });
+    futures_util::future::join_all(stops).await;
+}
+
+/// Removes a run's containers, networks and volumes through the engine: everything carrying its
+/// run id (the labels override puts it on every container, network and volume compose creates) is
+/// stopped at once, then removed. `compose down -v --remove-orphans` runs only when the project
+/// still holds something without the run id (a container of an earlier run of a shared project
+/// name). Clears its record. Idempotent.
 pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> {
     let began = Instant::now();
     let engine = engine::connect(config).await.map_err(|e| {
@@ -1848,38 +1867,48 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
     let docker = &engine.docker;
     let run_label = format!("{LABEL_RUN_ID}={}", stack.run_id);
     let before = find_labelled(docker, &run_label).await?;
+    stop_gracefully(docker, &before).await;
+    let mut problems = remove_labelled(docker, &before).await;
 
     let mut notes = Vec::new();
-    if stack.compose_file.is_file() {
-        let compose = match Flavour::from_command(&stack.compose_flavour) {
-            Some(flavour) => Compose {
-                flavour,
-                version: String::new(),
-            },
-            None => compose::detect().await?,
-        };
-        let project = recorded_project(config, stack, compose);
-        if let Err(e) = project
-            .run_checked(&project.down_argv(), Duration::from_secs(180))
-            .await
-        {
-            // The label sweep below still removes what compose left.
+    let project_label = format!("{COMPOSE_PROJECT}={}", stack.project);
+    let unlabelled = find_labelled(docker, &project_label).await?;
+    let mut removed_by_compose = 0;
+    if !unlabelled.is_empty() {
+        if stack.compose_file.is_file() {
+            let compose = match Flavour::from_command(&stack.compose_flavour) {
+                Some(flavour) => Compose {
+                    flavour,
+                    version: String::new(),
+                },
+                None => compose::detect().await?,
+            };
+            let project = recorded_project(config, stack, compose);
+            match project
+                .run_checked(&project.down_argv(), Duration::from_secs(180))
+                .await
+            {
+                Ok(_) => removed_by_compose = unlabelled.count(),
+                Err(e) => notes.push(format!(
+                    "compose down failed ({e:#}) for {}",
+                    unlabelled.names().join(", ")
+                )),
+            }
+        } else {
             notes.push(format!(
-                "compose down failed ({e:#}); removed by label instead"
+                "{} is gone; left to compose project {}: {}",
+                stack.compose_file.display(),
+                stack.project,
+                unlabelled.names().join(", ")
             ));
         }
-    } else {
-        notes.push(format!(
-            "{} is gone; removed by label",
-            stack.compose_file.display()
-        ));
     }
+    // Whatever still carries the run id (created while we were removing) goes the same way.
     let rest = find_labelled(docker, &run_label).await?;
-    let problems = remove_labelled(docker, &rest).await;
+    if !rest.is_empty() {
+        problems.extend(remove_labelled(docker, &rest).await);
+    }
     let left = find_labelled(docker, &run_label).await?;
-    let removed = before
-        .count()
-        .max(before.count() + rest.count() - rest.count());
     if !left.is_empty() || !problems.is_empty() {
         return Ok(Check::failed(
             "stack down",
@@ -1900,15 +1929,21 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
         ));
     }
     forget(config, &stack.run_id)?;
-    let mut detail = format!(
-        "project {}: removed {}, {}, {}",
-        stack.project,
-        plural(before.containers.len(), "container"),
-        plural(before.networks.len(), "network"),
-        plural(before.volumes.len(), "volume")
-    );
-    if removed == 0 {
-        detail = format!("project {}: nothing was up", stack.project);
+    let mut detail = if before.count() + removed_by_compose == 0 {
+        format!("project {}: nothing was up", stack.project)
+    } else {
+        format!(
+            "project {}: removed {}, {}, {}",
+            stack.project,
+            plural(before.containers.len(), "container"),
+            plural(before.networks.len(), "network"),
+            plural(before.volumes.len(), "volume")
+        )
+    };
+    if removed_by_compose > 0 {
+        detail.push_str(&format!(
+            "; compose down removed {removed_by_compose} more of earlier runs"
+        ));
     }
     for note in notes {
         detail.push_str("; ");

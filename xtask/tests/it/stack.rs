@@ -216,9 +216,58 @@ async fn another_stack_comes_up_from_its_own_config_and_down_leaves_nothing() {
         describe(&again)
     );
 
+    // A container an earlier run left in the same project, without this run's id: the engine
+    // removal does not know it, so down hands the project to `compose down`.
+    let earlier = fixture
+        .engine
+        .docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some("debian:bookworm-slim".to_owned()),
+                cmd: Some(vec!["true".to_owned()]),
+                labels: Some(
+                    [
+                        ("com.docker.compose.project", report.project.as_str()),
+                        ("com.docker.compose.service", "worker"),
+                        ("com.docker.compose.oneoff", "False"),
+                        ("com.docker.compose.container-number", "7"),
+                        (LABEL_ROOT, fixture.root_label().split_once('=').unwrap().1),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                ),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+
     let check = stack::down(&fixture.config, &recorded).await.unwrap();
     assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
+    assert!(
+        check
+            .detail
+            .contains("removed 2 containers, 1 network, 1 volume")
+            && check.detail.contains("compose down removed 1 more"),
+        "{}",
+        check.detail
+    );
     assert!(fixture.labelled(&run_label).await.is_empty());
+    assert!(
+        fixture
+            .engine
+            .docker
+            .inspect_container(
+                &earlier,
+                None::<bollard::query_parameters::InspectContainerOptions>
+            )
+            .await
+            .is_err(),
+        "compose down removes the earlier run's container"
+    );
     assert!(state::load(&fixture.config.work_dir())
         .unwrap()
         .stack
