@@ -115,9 +115,15 @@ impl Reporter {
         // Terminal sink first, then the record the report and summary are made from.
         match &event {
             Event::StageStarted(stage) => ui::say(format!("── {} ", stage.name())),
-            Event::Step { check, .. } => ui::say(format!(
-                "  {:<4} {} ({}){}",
+            Event::Step { stage, check } => ui::say(format!(
+                "  {:<4} {}{} ({}){}",
                 check.outcome.label(),
+                // A step finishing after a later stage began (the smoke container beside the
+                // stack) names its stage.
+                match recorded.stages_started.last() {
+                    Some((current, _)) if current != stage => format!("{}: ", stage.name()),
+                    _ => String::new(),
+                },
                 check.name,
                 ui::duration(check.duration),
                 if check.detail.is_empty() {
@@ -524,19 +530,15 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
                 Err(e) => EngineWork {
                     engine: Err(e),
                     leftovers: None,
-                    smoke: None,
                     images: None,
                 },
                 Ok((engine, checks)) => {
+                    // The smoke container runs beside the stack (docker_target).
                     let leftovers = crate::stack::remove_leftovers(config, &engine).await;
-                    let (smoke, images) = tokio::join!(
-                        crate::engine::smoke(&engine, config),
-                        crate::images::provision(&engine, config)
-                    );
+                    let images = crate::images::provision(&engine, config).await;
                     EngineWork {
                         engine: Ok((engine, checks)),
                         leftovers: Some(leftovers),
-                        smoke: Some(smoke),
                         images: Some(images),
                     }
                 }
@@ -573,10 +575,9 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
         Some(EngineWork {
             engine: Ok((engine, checks)),
             leftovers,
-            smoke,
             images,
         }) => {
-            for check in checks.into_iter().chain(smoke) {
+            for check in checks {
                 reporter.step(Stage::Engine, check);
             }
             match leftovers {
@@ -716,7 +717,6 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
 struct EngineWork {
     engine: anyhow::Result<(crate::engine::Engine, Vec<Check>)>,
     leftovers: Option<anyhow::Result<Vec<String>>>,
-    smoke: Option<Check>,
     images: Option<anyhow::Result<Vec<Check>>>,
 }
 
@@ -736,7 +736,9 @@ async fn finish_preflight(run: &Run) {
     }
 }
 
-/// Docker: the stack, after the engine, smoke container and images are proven.
+/// Docker: the stack, after the engine answered and the images are there. The smoke container runs
+/// beside the stack (it proves the engine runs containers; so does the stack, and neither needs the
+/// other), and a failed smoke container fails the gate once the stack is recorded for teardown.
 async fn docker_target(
     run: &Run,
     engine: &crate::engine::Engine,
@@ -744,8 +746,24 @@ async fn docker_target(
 ) -> anyhow::Result<Option<Chosen>> {
     let config = &run.config;
     let reporter = &run.reporter;
-    reporter.emit(Event::StageStarted(Stage::Stack));
+    let smoke = async {
+        let check = crate::engine::smoke(engine, config).await;
+        reporter.step(Stage::Engine, check);
+    };
     if config.stack.is_none() {
+        smoke.await;
+        if reporter.stage_failed(Stage::Engine) {
+            skip_rest(
+                run,
+                Stage::Stack,
+                "the smoke container failed",
+                python,
+                None,
+            )
+            .await?;
+            return Ok(None);
+        }
+        reporter.emit(Event::StageStarted(Stage::Stack));
         reporter.emit(Event::StageSkipped {
             stage: Stage::Stack,
             reason: "no [stack] in harness.toml".into(),
@@ -763,7 +781,9 @@ async fn docker_target(
         run_id: Some(run.run_id.clone()),
         ..Default::default()
     };
-    match crate::stack::up(config, engine, &options).await {
+    reporter.emit(Event::StageStarted(Stage::Stack));
+    let (up, ()) = tokio::join!(crate::stack::up(config, engine, &options), smoke);
+    match up {
         Ok(report) => {
             reporter.emit(Event::Property {
                 name: "compose flavour".into(),
@@ -772,6 +792,10 @@ async fn docker_target(
             lock(&run.resources).stack = Some(report.state.clone());
             for check in report.checks() {
                 reporter.step(Stage::Stack, check.clone());
+            }
+            if reporter.stage_failed(Stage::Engine) {
+                skip_rest(run, Stage::Ws, "the smoke container failed", python, None).await?;
+                return Ok(None);
             }
             if !report.passed() {
                 skip_rest(

@@ -250,3 +250,82 @@ fn ctrl_c_tears_down_and_reports_interrupted() {
         "interrupted run left resources behind"
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_name() == "target" {
+            continue;
+        }
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_failed_smoke_container_fails_the_gate_after_the_stack_it_overlapped_is_down() {
+    if !engine_available() {
+        eprintln!("no engine answers here: the smoke-failure gate test did not run");
+        return;
+    }
+    // The fixture with a smoke image that exists nowhere; the Python environment is shared.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), dir.path());
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/xtask/fixture-venv");
+    let text = std::fs::read_to_string(dir.path().join("harness.toml"))
+        .unwrap()
+        .replace(
+            "smoke_fallback_image = \"debian:bookworm-slim\"",
+            "smoke_image = \"xtask-no-such-image:smoke\"\nsmoke_fallback_image = \"xtask-no-such-image:fallback\"",
+        )
+        // Its own project: the Ctrl-C test watches for containers of `gatefix`.
+        .replace("name = \"gatefix\"", "name = \"gatesmoke\"")
+        .replace(
+            "venv = \"../../../../target/xtask/fixture-venv\"",
+            &format!("venv = {:?}", venv.display().to_string()),
+        );
+    let config = dir.path().join("harness.toml");
+    std::fs::write(&config, text).unwrap();
+    let report = Report::new();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--config")
+        .arg(&config)
+        .args(["mission-critical", "--junit"])
+        .arg(report.path())
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
+    let xml = report.text();
+    xmllint_valid(&report.path());
+    let smoke = xml
+        .find("name=\"engine: smoke container\"")
+        .expect("smoke container case");
+    assert!(
+        xml[smoke..]
+            .split("</testcase>")
+            .next()
+            .unwrap()
+            .contains("<failure"),
+        "{xml}"
+    );
+    // The stack came up beside it, was reported, and is gone; the suite is listed as skipped.
+    assert!(xml.contains("service web healthy"), "{xml}");
+    let case = xml.find("test_health").expect("suite cases listed");
+    assert!(
+        xml[case..]
+            .split("</testcase>")
+            .next()
+            .unwrap()
+            .contains("the smoke container failed"),
+        "{xml}"
+    );
+    assert!(
+        leftovers(&run_id_of(&xml)).is_empty(),
+        "teardown left resources behind"
+    );
+}
