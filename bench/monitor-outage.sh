@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Benchmark: what `cargo xtask monitor` reports about a known outage. Against the stack recorded by
 # `cargo xtask docker-up` (plain or --isolated), it runs `monitor --every 1s --for 20s` and, from
-# second STOP_AT (7), stops the backend container for OUTAGE seconds (5) with `docker stop` /
-# `docker start`. It prints the monitor's summary and, beside it, what was done and when, so the
-# reported outage (start, length) can be read against the real one.
+# second STOP_AT (7.5: between two rounds, not in step with them), stops the backend container
+# for OUTAGE seconds (5) with `docker stop` / `docker start`. It prints the monitor's summary and,
+# beside it, what was done and when, so the reported outage (start, length) can be read against the
+# real one.
 #
 #   cargo xtask docker-up [--isolated] && bench/monitor-outage.sh
 #
-# Environment: SERVICE (backend), STOP_AT (7), OUTAGE (5), EVERY (1s), FOR (20s).
+# Environment: SERVICE (backend), STOP_AT (7.5), OUTAGE (5), EVERY (1s), FOR (20s).
 # The ideal uptime for the defaults is 15 of 20 rounds (75 %); the monitor also counts the time the
 # engine takes to stop and start the container and the first passing healthcheck after it.
 set -euo pipefail
 
 service=${SERVICE:-backend}
-stop_at=${STOP_AT:-7}
+stop_at=${STOP_AT:-7.5}
 outage=${OUTAGE:-5}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
