@@ -312,68 +312,77 @@ impl MissionCritical {
             });
         }
 
-        let ending = supervise(run.clone()).await;
-        // From here a signal no longer reaches the pipeline. During teardown, a first signal lets
-        // teardown finish (the run then counts as interrupted); a second one, or one after the run
-        // was already interrupted, ends the harness at once.
-        let teardown_signals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let already_interrupted = matches!(ending, Ending::Interrupted(_));
-        let _second_signal = AbortOnDrop(tokio::spawn({
-            let teardown_signals = teardown_signals.clone();
-            async move {
-                let mut signals = Signals::new();
-                loop {
-                    signals.next().await;
-                    let seen =
-                        teardown_signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    if already_interrupted || seen >= 2 {
-                        eprintln!("interrupted again: exiting before teardown and the report are finished");
-                        std::process::exit(130);
-                    }
-                    ui::say("interrupted during teardown: finishing it (interrupt again to exit at once)");
+        let ending = supervise(run.clone(), pipeline(run.clone())).await;
+        finish(&run, ending).await
+    }
+}
+
+/// Teardown, the report and the summary, whatever the ending; the command's result.
+async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
+    // From here a signal no longer reaches the pipeline. During teardown, a first signal lets
+    // teardown finish (the run then counts as interrupted); a second one, or one after the run
+    // was already interrupted, ends the harness at once.
+    let teardown_signals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let already_interrupted = matches!(ending, Ending::Interrupted(_));
+    let _second_signal = AbortOnDrop(tokio::spawn({
+        let teardown_signals = teardown_signals.clone();
+        async move {
+            let mut signals = Signals::new();
+            loop {
+                signals.next().await;
+                let seen = teardown_signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                if already_interrupted || seen >= 2 {
+                    eprintln!(
+                        "interrupted again: exiting before teardown and the report are finished"
+                    );
+                    std::process::exit(130);
                 }
+                ui::say(
+                    "interrupted during teardown: finishing it (interrupt again to exit at once)",
+                );
             }
-        }));
-        teardown(&run, &ending).await;
-        let ending = if teardown_signals.load(std::sync::atomic::Ordering::SeqCst) > 0
-            && !already_interrupted
-        {
+        }
+    }));
+    teardown(run, &ending).await;
+    let ending =
+        if teardown_signals.load(std::sync::atomic::Ordering::SeqCst) > 0 && !already_interrupted {
             Ending::Interrupted("SIGINT during teardown")
         } else {
             ending
         };
-        // Suites dropped by an interruption get their SIGKILL before the harness exits.
-        tokio::task::spawn_blocking(crate::suites::finish_pending_kills)
-            .await
-            .ok();
-        let interrupted = matches!(ending, Ending::Interrupted(_));
-        if let Ending::Panicked(message) = &ending {
-            run.reporter.step(
-                Stage::Teardown,
-                Check::failed("harness panic", Duration::ZERO, message.clone()),
-            );
-        }
-        let written = write_report(&run, interrupted);
-        summary(&run, &ending, written.as_ref().err());
+    // Suites dropped by an interruption get their SIGKILL before the harness exits.
+    tokio::task::spawn_blocking(crate::suites::finish_pending_kills)
+        .await
+        .ok();
+    let interrupted = matches!(ending, Ending::Interrupted(_));
+    if let Ending::Panicked(message) = &ending {
+        run.reporter.step(
+            Stage::Teardown,
+            Check::failed("harness panic", Duration::ZERO, message.clone()),
+        );
+    }
+    let written = write_report(run, interrupted);
+    summary(run, &ending, written.as_ref().err());
 
-        match ending {
-            Ending::Interrupted(signal) => Err(Failure::Interrupted { signal }.into()),
-            Ending::Unavailable(message) => Err(Failure::unavailable(message, None).into()),
-            Ending::Panicked(message) => {
-                Err(Failure::check(format!("the harness panicked: {message}")).into())
-            }
-            Ending::Completed if written.is_err() => Err(written.unwrap_err()),
-            Ending::Completed if run.reporter.failed() => {
-                Err(Failure::check("the gate failed").into())
-            }
-            Ending::Completed => Ok(()),
+    match ending {
+        Ending::Interrupted(signal) => Err(Failure::Interrupted { signal }.into()),
+        Ending::Unavailable(message) => Err(Failure::unavailable(message, None).into()),
+        Ending::Panicked(message) => {
+            Err(Failure::check(format!("the harness panicked: {message}")).into())
         }
+        Ending::Completed if written.is_err() => Err(written.unwrap_err()),
+        Ending::Completed if run.reporter.failed() => Err(Failure::check("the gate failed").into()),
+        Ending::Completed => Ok(()),
     }
 }
 
-/// Runs the pipeline in its own task so that a signal or a panic can end it, then returns how it ended.
-async fn supervise(run: Arc<Run>) -> Ending {
-    let mut pipeline = tokio::spawn(pipeline(run.clone()));
+/// Runs the pipeline (`work`) in its own task so that a signal or a panic can end it, then returns
+/// how it ended.
+async fn supervise<F>(run: Arc<Run>, work: F) -> Ending
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut pipeline = tokio::spawn(work);
     let mut signals = Signals::new();
     tokio::select! {
         joined = &mut pipeline => match joined {
@@ -1483,4 +1492,71 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stage that panics after it started a process: teardown still stops the process, the
+    /// report is written and names the panic, and the command fails (exit 1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_a_stage_still_tears_down_and_writes_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("harness.toml");
+        std::fs::write(
+            &path,
+            "[project]\nname = \"panicky\"\n\n[targets.local]\nendpoints = {}\n\
+             processes = [{ name = \"sleeper\", cmd = [\"sleep\", \"300\"] }]\n",
+        )
+        .unwrap();
+        let config = crate::config::load(Some(&path)).unwrap();
+        let junit = dir.path().join("junit.xml");
+        let run = Arc::new(Run {
+            run_id: crate::state::new_run_id(),
+            flags: GateOptions {
+                target: TargetChoice::Local,
+                keep: false,
+                keep_on_failure: false,
+                junit: junit.clone(),
+                shard: None,
+                install: false,
+                only_suites: Vec::new(),
+            },
+            config,
+            reporter: Reporter::new(),
+            resources: Mutex::new(Resources::default()),
+            secrets: Mutex::new(Vec::new()),
+            preflight: Mutex::new(None),
+        });
+        let (pid_sender, pid_receiver) = std::sync::mpsc::channel();
+        let work = {
+            let run = run.clone();
+            async move {
+                let local =
+                    crate::target::start_local(&run.config, None, &BTreeMap::new()).await?;
+                pid_sender.send(local.processes[0].pid().unwrap()).unwrap();
+                lock(&run.resources).local = Some(local);
+                panic!("a bug in a stage");
+            }
+        };
+        let ending = supervise(run.clone(), work).await;
+        assert_eq!(ending, Ending::Panicked("a bug in a stage".to_owned()));
+        let pid = pid_receiver.recv().unwrap() as libc::pid_t;
+
+        let result = finish(&run, ending).await;
+        let error = result.expect_err("a panic fails the gate");
+        assert!(
+            matches!(error.downcast_ref::<Failure>(), Some(Failure::Check { .. })),
+            "{error:#}"
+        );
+        assert!(format!("{error:#}").contains("the harness panicked: a bug in a stage"));
+        // SAFETY: signal 0 only asks whether the pid exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "the local process {pid} outlived the panic");
+        let xml = std::fs::read_to_string(&junit).expect("the report is written");
+        assert!(xml.contains("harness panic"), "{xml}");
+        assert!(xml.contains("a bug in a stage"), "{xml}");
+        assert!(xml.contains("stop local processes"), "{xml}");
+    }
 }
