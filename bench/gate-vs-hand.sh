@@ -33,7 +33,11 @@ now() { date +%s.%N; }
 by_hand() {
     local project=benchhand$$
     export WEB_PORT=18181
-    docker-compose -p "$project" -f "$STACK/compose.yaml" up -d >/dev/null 2>&1
+    if ! docker-compose -p "$project" -f "$STACK/compose.yaml" up -d >/dev/null 2>&1; then
+        docker-compose -p "$project" -f "$STACK/compose.yaml" down -v >/dev/null 2>&1
+        echo "by hand: docker-compose up -d failed" >&2
+        return 1
+    fi
     local deadline=$((SECONDS + 60))
     while :; do
         local unhealthy=0
@@ -44,9 +48,11 @@ by_hand() {
         [ $SECONDS -gt $deadline ] && { echo "by hand: not healthy in 60 s" >&2; break; }
         sleep 1
     done
-    WEB_URL=http://127.0.0.1:18181 "$VENV/bin/pytest" -q -p no:cacheprovider "$STACK/tests" >/dev/null
+    local status=0
+    WEB_URL=http://127.0.0.1:18181 "$VENV/bin/pytest" -q -p no:cacheprovider "$STACK/tests" >/dev/null || status=$?
     docker-compose -p "$project" -f "$STACK/compose.yaml" down -v >/dev/null 2>&1
     unset WEB_PORT
+    return $status
 }
 
 with_pytest_docker() {
