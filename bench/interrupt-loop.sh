@@ -15,7 +15,7 @@ for i in $(seq "$RUNS"); do
     report="$OUT/junit-$i.xml"
     "$XTASK" --config "$CONFIG" mission-critical --junit "$report" 2>"$OUT/gate-$i.log" &
     pid=$!
-    delay=$(awk -v s="$RANDOM" 'BEGIN {srand(s); printf "%.1f", 0.3 + rand() * 7}')
+    delay=$(awk -v s="$RANDOM" 'BEGIN {srand(s); printf "%.1f", 0.3 + rand() * 5}')
     sleep "$delay"
     kill -INT "$pid" 2>/dev/null
     wait "$pid"
