@@ -1533,8 +1533,7 @@ mod tests {
         let work = {
             let run = run.clone();
             async move {
-                let local =
-                    crate::target::start_local(&run.config, None, &BTreeMap::new()).await?;
+                let local = crate::target::start_local(&run.config, None, &BTreeMap::new()).await?;
                 pid_sender.send(local.processes[0].pid().unwrap()).unwrap();
                 lock(&run.resources).local = Some(local);
                 panic!("a bug in a stage");

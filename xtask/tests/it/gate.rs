@@ -251,21 +251,6 @@ fn ctrl_c_tears_down_and_reports_interrupted() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_name() == "target" {
-            continue;
-        }
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_failed_smoke_container_fails_the_gate_after_the_stack_it_overlapped_is_down() {
     if !engine_available() {
@@ -274,7 +259,7 @@ fn a_failed_smoke_container_fails_the_gate_after_the_stack_it_overlapped_is_down
     }
     // The fixture with a smoke image that exists nowhere; the Python environment is shared.
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    crate::copy_dir(&fixture(), dir.path());
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/xtask/fixture-venv");
     let text = std::fs::read_to_string(dir.path().join("harness.toml"))
         .unwrap()

@@ -19,18 +19,6 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// A fixture stack in its own root, with a project name of its own; removes what it created.
 struct Fixture {
     config: Config,
@@ -41,7 +29,7 @@ struct Fixture {
 impl Fixture {
     async fn new(name: &str, edit: impl Fn(String) -> String) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(&fixtures().join(name), dir.path());
+        crate::copy_dir(&fixtures().join(name), dir.path());
         let path = dir.path().join("harness.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         // A project name of this test's own, so that concurrent tests never share one.

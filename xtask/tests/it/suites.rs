@@ -16,21 +16,6 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() != "target" && entry.file_name() != "__pycache__" {
-                copy_dir(&entry.path(), &target);
-            }
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// A copy of a fixture project in its own temporary directory (so that `target/xtask` is the
 /// test's own), its config loaded, the venv shared by every test of this binary.
 struct Project {
@@ -45,7 +30,7 @@ fn shared_venv() -> PathBuf {
 fn project(name: &str) -> Project {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join(name);
-    copy_dir(&fixture(name), &root);
+    crate::copy_dir(&fixture(name), &root);
     let mut config = config::load(Some(&root.join("harness.toml"))).unwrap();
     config.python.venv = shared_venv();
     Project { _dir: dir, config }
