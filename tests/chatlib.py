@@ -356,7 +356,7 @@ def docker_project():
     if not project or not compose_file:
         pytest.skip("docker target only: XTASK_COMPOSE_PROJECT and XTASK_COMPOSE_FILE are not set")
     if shutil.which("docker") is None:
-        pytest.skip("docker CLI not found on PATH")
+        pytest.skip("docker CLI not found on PATH: this test acts on the stack's containers with `docker`")
     return ComposeProject(project, compose_file)
 
 

@@ -802,12 +802,7 @@ async fn run_pytest(
         Mode::Run => suite.timeout_s.duration(),
         Mode::Collect => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
     };
-    // Per run: two gates on one machine (isolated stacks) must not overwrite each other's results.
-    let dir = config
-        .work_dir()
-        .join("runs")
-        .join(&env.run_id)
-        .join("suites");
+    let dir = results_dir(config, env);
     let plugin_dir = config.work_dir().join("pytest");
     let stem = file_stem(suite, shard);
     let junit_path = dir.join(format!("{stem}.xml"));
@@ -1094,6 +1089,12 @@ async fn nextest_list(
     Ok(tests)
 }
 
+/// Where a suite's results go: per run, so that two gates on one machine (isolated stacks) do not
+/// overwrite each other's.
+fn results_dir(config: &Config, env: &SuiteEnv) -> PathBuf {
+    crate::stack::run_dir(config, &env.run_id).join("suites")
+}
+
 async fn run_nextest(
     config: &Config,
     suite: &SuiteCfg,
@@ -1102,12 +1103,7 @@ async fn run_nextest(
 ) -> SuiteResult {
     let started = Instant::now();
     let deadline = suite.timeout_s.duration();
-    // Per run: two gates on one machine (isolated stacks) must not overwrite each other's results.
-    let dir = config
-        .work_dir()
-        .join("runs")
-        .join(&env.run_id)
-        .join("suites");
+    let dir = results_dir(config, env);
     let stem = file_stem(suite, shard);
     let junit_path = std::path::absolute(dir.join(format!("{stem}.xml")))
         .unwrap_or_else(|_| dir.join(format!("{stem}.xml")));

@@ -198,13 +198,14 @@ pub fn recorded_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, St
 /// The endpoints of the recorded run as the engine publishes them now (a restarted container of
 /// an `--isolated` run has new ports), or as recorded when the engine does not answer.
 pub async fn current_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, String>> {
-    let recorded = recorded_endpoints(config)?;
     let Some(stack) = state::load(&config.work_dir())?.stack else {
-        return Ok(recorded);
+        return recorded_endpoints(config);
     };
+    let recorded = stack.endpoints.clone();
     let deadline = config.engine.respond_within_s.duration();
+    // health_of itself falls back to the recorded endpoints for what is not published now.
     match tokio::time::timeout(deadline, crate::stack::health_of(config, Some(stack))).await {
-        Ok(Ok(report)) if !report.endpoints.is_empty() => Ok(report.endpoints),
+        Ok(Ok(report)) => Ok(report.endpoints),
         _ => Ok(recorded),
     }
 }
