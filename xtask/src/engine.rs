@@ -933,7 +933,7 @@ impl Throttle {
         Throttle { last: None }
     }
     fn say(&mut self, message: impl FnOnce() -> String) {
-        if self.last.map_or(true, |last| last.elapsed() >= SAY_EVERY) {
+        if self.last.is_none_or(|last| last.elapsed() >= SAY_EVERY) {
             self.last = Some(Instant::now());
             ui::say(message());
         }
@@ -1145,7 +1145,7 @@ pub async fn restore_with(
         let started_at = Instant::now();
         match launch(&plan, &target.host, deadline).await {
             Ok(mut launched) => {
-                state::update(&config.work_dir(), |s| {
+                state::Store::of(config).update(|s| {
                     s.engine = Some(EngineState {
                         host: target.host.url(),
                         started_by_harness: true,
@@ -1159,7 +1159,7 @@ pub async fn restore_with(
                         let since_launch = started_at.elapsed();
                         let pid = launched.pid.or_else(|| read_pid(&config.engine.pid_file));
                         if launched.pid.is_none() && pid.is_some() {
-                            state::update(&config.work_dir(), |s| {
+                            state::Store::of(config).update(|s| {
                                 if let Some(engine) = &mut s.engine {
                                     engine.pid = pid;
                                 }
@@ -1205,7 +1205,7 @@ pub async fn restore_with(
                         // Nothing answers: the record would make --stop-engine act on nothing.
                         let alive = launched.pid.is_some_and(|p| !process_gone(p));
                         if !alive {
-                            state::update(&config.work_dir(), |s| s.engine = None)?;
+                            state::Store::of(config).update(|s| s.engine = None)?;
                         }
                         failures.push(format!("`{}`: {e:#}", plan.method()));
                         if Instant::now() >= deadline || alive {
@@ -1399,7 +1399,7 @@ async fn wait_for_answer(
                 anyhow::bail!("dockerd exited with {status} before answering: {tail}");
             }
         }
-        let ready = host.socket().map_or(true, Path::exists);
+        let ready = host.socket().is_none_or(Path::exists);
         if ready {
             if client.is_none() {
                 client = client_for(host).ok();
@@ -1608,7 +1608,7 @@ fn describe_candidates(discovery: &Discovery) -> String {
 /// Whether state.json says the harness started the engine at this host (and it is still that one).
 fn harness_started(config: &Config, host: &Host) -> bool {
     let work_dir = config.work_dir();
-    let Ok(state) = state::load(&work_dir) else {
+    let Ok(state) = state::Store::new(&work_dir).read() else {
         return false;
     };
     match state.engine {
@@ -1616,7 +1616,7 @@ fn harness_started(config: &Config, host: &Host) -> bool {
             match engine.pid {
                 Some(pid) if process_gone(pid) => {
                     // Someone else restarted it since: the record no longer applies.
-                    let _ = state::update(&work_dir, |s| s.engine = None);
+                    let _ = state::Store::new(&work_dir).update(|s| s.engine = None);
                     false
                 }
                 _ => true,
@@ -1974,13 +1974,13 @@ pub async fn list_networks(engine: &Engine) -> anyhow::Result<Vec<String>> {
 pub async fn stop_started_engine(config: &Config) -> anyhow::Result<Check> {
     let began = Instant::now();
     let work_dir = config.work_dir();
-    let recorded = state::load(&work_dir)?.engine;
+    let recorded = state::Store::new(&work_dir).read()?.engine;
     let Some(recorded) = recorded.filter(|e| e.started_by_harness) else {
         return Ok(Check::skipped(
             "engine stop",
             format!(
                 "the engine was not started by the harness (no record in {}); it was left alone",
-                state::path(&work_dir).display()
+                state::Store::new(&work_dir).path().display()
             ),
         ));
     };
@@ -1996,7 +1996,7 @@ pub async fn stop_started_engine(config: &Config) -> anyhow::Result<Check> {
     };
     match result {
         Ok(detail) => {
-            state::update(&work_dir, |s| s.engine = None)?;
+            state::Store::new(&work_dir).update(|s| s.engine = None)?;
             Ok(Check::passed(
                 "engine stop",
                 began.elapsed(),

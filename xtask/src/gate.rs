@@ -1114,8 +1114,10 @@ async fn teardown(run: &Run, ending: &Ending) {
     };
     if keep {
         if let Some(stack) = &stack {
-            let _ = crate::state::update(&run.config.work_dir(), |state| {
-                state.stack = Some(stack.clone())
+            let _ = crate::state::Store::of(&run.config).update(|state| {
+                if let Some(record) = state.stacks.get_mut(&stack.run_id) {
+                    record.kept = true;
+                }
             });
             reporter.emit(Event::Note(format!(
                 "kept the stack up: project {} ({}); remove it with cargo xtask docker-down",

@@ -17,6 +17,8 @@ pub mod images;
 pub mod junit;
 pub mod monitor;
 pub mod preflight;
+pub mod process;
+pub mod progress;
 pub mod report;
 pub mod stack;
 pub mod state;

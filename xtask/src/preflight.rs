@@ -399,7 +399,7 @@ async fn python(config: &Config) -> Check {
 fn describe_endpoint() -> Result<String, String> {
     use crate::engine::{candidates, DiscoveryEnv, Source};
     let list = candidates(&DiscoveryEnv::from_process()).map_err(|e| e.to_string())?;
-    let exists = |c: &&crate::engine::Candidate| c.host.socket().map_or(true, Path::exists);
+    let exists = |c: &&crate::engine::Candidate| c.host.socket().is_none_or(Path::exists);
     // DOCKER_HOST or a context is what the client uses, present or not; else the first known socket.
     let chosen = list
         .iter()

@@ -579,7 +579,7 @@ fn first_healthy(
     }
     let first = log.iter().find(|r| r.exit_code == Some(0))?;
     let end = first.end.as_deref().and_then(parse_rfc3339)?;
-    (started.map_or(true, |s| end >= s)).then_some(end)
+    started.is_none_or(|s| end >= s).then_some(end)
 }
 
 impl Watch {
@@ -1205,9 +1205,10 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
     // A plain run of a project that is already up under a recorded run continues that run (same
     // labels), so that compose keeps the unchanged containers: a second `docker-up` is quick.
     let continued = match (&options.run_id, options.isolated) {
-        (None, false) => state::load(&work_dir)
+        (None, false) => state::Store::new(&work_dir)
+            .read()
             .ok()
-            .and_then(|s| s.stack)
+            .and_then(|s| s.chosen(None).map(|r| r.stack.clone()))
             .filter(|s| !s.isolated && s.project == config.project.name.0)
             .and_then(|s| load_record(config, &s.run_id))
             .filter(|r| r.pid == std::process::id() || !state::pid_alive(r.pid) || r.kept),
@@ -1650,36 +1651,28 @@ fn report_change(progress: &Option<Progress>, change: &Change, failed: &mut Opti
     }
 }
 
-/// Runs in one process (the gate, tests) share state.json and its temporary file: one writer at
-/// a time.
-static STATE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Records the run: state.json holds the latest; an isolated run also has its own copy.
+/// Records the run in the store (kept or not, as its run record says).
 fn record_state(config: &Config, stack: &StackState) -> anyhow::Result<()> {
-    let _one_writer = STATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let work_dir = config.work_dir();
-    state::update(&work_dir, |s| s.stack = Some(stack.clone()))?;
-    if stack.isolated {
-        let own = state::State {
-            engine: None,
-            stack: Some(stack.clone()),
-        };
-        state::write_atomic(
-            &run_dir(config, &stack.run_id).join("state.json"),
-            serde_json::to_string_pretty(&own)?.as_bytes(),
-        )?;
-    }
-    Ok(())
+    let record = load_record(config, &stack.run_id);
+    state::Store::of(config).update(|s| {
+        let entry = s
+            .stacks
+            .entry(stack.run_id.clone())
+            .or_insert_with(|| state::StackRecord {
+                stack: stack.clone(),
+                owner: state::Owner {
+                    pid: record.as_ref().map_or(std::process::id(), |r| r.pid),
+                },
+                kept: record.as_ref().is_some_and(|r| r.kept),
+                services: BTreeMap::new(),
+            });
+        entry.stack = stack.clone();
+    })
 }
 
-/// Forgets a run: its state.json entry (when it is the recorded one) and its run files.
+/// Forgets a run: its record in the store and its run files.
 fn forget(config: &Config, run_id: &str) -> anyhow::Result<()> {
-    let _one_writer = STATE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let work_dir = config.work_dir();
-    let current = state::load(&work_dir)?;
-    if current.stack.as_ref().is_some_and(|s| s.run_id == run_id) {
-        state::update(&work_dir, |s| s.stack = None)?;
-    }
+    state::Store::of(config).remove_stack(run_id)?;
     let dir = run_dir(config, run_id);
     for file in ["labels.json", "state.json", "run.json"] {
         let _ = std::fs::remove_file(dir.join(file));
@@ -2262,7 +2255,10 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
 
 /// The engine and every service of the run recorded in state.json.
 pub async fn health_report(config: &Config) -> anyhow::Result<HealthReport> {
-    let stack = state::load(&config.work_dir())?.stack;
+    let stack = state::Store::of(config)
+        .read()?
+        .chosen(None)
+        .map(|r| r.stack.clone());
     health_of(config, stack).await
 }
 
@@ -2606,7 +2602,10 @@ impl crate::flags::Health {
 impl crate::flags::DockerDown {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
-        let recorded = state::load(&config.work_dir())?.stack;
+        let recorded = state::Store::of(&config)
+            .read()?
+            .chosen(None)
+            .map(|r| r.stack.clone());
         let mut failed = Vec::new();
         match &recorded {
             Some(stack) => {

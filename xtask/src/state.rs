@@ -1,8 +1,14 @@
-//! `target/xtask/state.json`: what a run left for later commands (the engine the harness started,
-//! the stack it brought up, its endpoints), and the labels that find a run's resources.
+//! The one run store, `target/xtask/state.json`: the engine the harness started, and every stack
+//! the harness keeps or is running, keyed by run id (a kept `docker-up` stack, a gate's own run
+//! while it lives, stacks kept by `--keep`). Every change goes through [`Store::update`], which
+//! holds one lock (in this process and across processes) around read, change and write.
+//! Also here: run ids, the labels that find a run's resources, atomic writes.
+//!
+//! Not here: what a stack is made of or how it is removed ([crate::stack]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -16,12 +22,19 @@ pub const LABEL_ROOT: &str = "io.xtask.root";
 /// Label: pid of the harness process that owns the run, to tell dead runs from live ones.
 pub const LABEL_PID: &str = "io.xtask.pid";
 
+/// How long a writer waits for another process's lock on the store before giving up.
+const LOCK_DEADLINE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct State {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineState>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stack: Option<StackState>,
+    /// Every stack the harness keeps or is running, by run id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stacks: BTreeMap<String, StackRecord>,
+    /// The one-slot record of earlier versions; moved into `stacks` when read.
+    #[serde(default, rename = "stack", skip_serializing)]
+    legacy_stack: Option<StackState>,
 }
 
 /// The engine, as far as the harness is concerned.
@@ -37,7 +50,50 @@ pub struct EngineState {
     pub pid: Option<u32>,
 }
 
-/// The stack the last `docker-up` brought up.
+/// One stack in the store: what it is, who owns it, whether it outlives its owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackRecord {
+    pub stack: StackState,
+    /// The process that brought it up.
+    pub owner: Owner,
+    /// Kept on purpose (`docker-up`, `--keep`, `--keep-on-failure`): never swept as a dead run;
+    /// only `docker-down` removes it.
+    #[serde(default)]
+    pub kept: bool,
+    /// What the stack's `up` measured per service, which `health` reports later.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceRecord>,
+}
+
+/// The process that owns a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: u32,
+}
+
+impl Owner {
+    /// This process.
+    pub fn me() -> Owner {
+        Owner {
+            pid: std::process::id(),
+        }
+    }
+
+    /// Whether the owner still runs (on this host).
+    pub fn alive(&self) -> bool {
+        self.pid == std::process::id() || pid_alive(self.pid)
+    }
+}
+
+/// What `up` measured for one service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub container: String,
+    pub time_to_healthy_s: f64,
+    pub noticed_ms: Option<f64>,
+}
+
+/// A stack the harness brought up.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackState {
     pub run_id: String,
@@ -56,43 +112,142 @@ pub struct StackState {
     pub started_unix_ms: u64,
 }
 
-pub fn path(work_dir: &Path) -> PathBuf {
-    work_dir.join("state.json")
-}
+impl State {
+    /// The kept stacks, newest first.
+    pub fn kept(&self) -> Vec<&StackRecord> {
+        let mut kept: Vec<&StackRecord> = self.stacks.values().filter(|r| r.kept).collect();
+        kept.sort_by_key(|r| std::cmp::Reverse(r.stack.started_unix_ms));
+        kept
+    }
 
-/// Reads the state; a missing file is an empty state.
-pub fn load(work_dir: &Path) -> anyhow::Result<State> {
-    let path = path(work_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid state", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    /// The stack a command acts on: the one named by `run_id`, else the newest kept one.
+    pub fn chosen(&self, run_id: Option<&str>) -> Option<&StackRecord> {
+        match run_id {
+            Some(id) => self.stacks.get(id),
+            None => self.kept().into_iter().next(),
+        }
     }
 }
 
-/// Writes the state atomically.
-pub fn save(work_dir: &Path, state: &State) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(state)?;
-    write_atomic(&path(work_dir), text.as_bytes())
+/// The store of one checkout: `<work dir>/state.json`, beside the runs' own directories.
+#[derive(Debug, Clone)]
+pub struct Store {
+    work_dir: PathBuf,
 }
 
-/// Reads, changes and writes the state.
-pub fn update(work_dir: &Path, change: impl FnOnce(&mut State)) -> anyhow::Result<State> {
-    let mut state = load(work_dir)?;
-    change(&mut state);
-    save(work_dir, &state)?;
-    Ok(state)
+/// One writer at a time within this process (the file lock covers other processes; a second
+/// lock of the same file from this process would not wait on some platforms).
+static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Store {
+    pub fn new(work_dir: impl Into<PathBuf>) -> Store {
+        Store {
+            work_dir: work_dir.into(),
+        }
+    }
+
+    /// `target/xtask` of this configuration.
+    pub fn of(config: &crate::config::Config) -> Store {
+        Store::new(config.work_dir())
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.work_dir.join("state.json")
+    }
+
+    /// `<work dir>/runs/<run id>`: a run's own files (its compose override, logs, results).
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.work_dir.join("runs").join(run_id)
+    }
+
+    /// Reads the state; a missing file is an empty state. Writes are atomic, so a read never
+    /// sees a torn file and needs no lock.
+    pub fn read(&self) -> anyhow::Result<State> {
+        let path = self.path();
+        let mut state: State = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid state", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        if let Some(stack) = state.legacy_stack.take() {
+            // An earlier version recorded one stack, kept by `docker-up`, with no owner.
+            state
+                .stacks
+                .entry(stack.run_id.clone())
+                .or_insert(StackRecord {
+                    stack,
+                    owner: Owner::default(),
+                    kept: true,
+                    services: BTreeMap::new(),
+                });
+        }
+        Ok(state)
+    }
+
+    /// Reads, changes and writes the state under the store's lock; returns what `change` did.
+    pub fn update<T>(&self, change: impl FnOnce(&mut State) -> T) -> anyhow::Result<T> {
+        let _in_process = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+        let _across_processes = self.lock_file()?;
+        let mut state = self.read()?;
+        let result = change(&mut state);
+        let text = serde_json::to_string_pretty(&state)?;
+        write_atomic(&self.path(), text.as_bytes())?;
+        Ok(result)
+    }
+
+    /// Records a stack (a new one, or new facts about one).
+    pub fn put_stack(&self, record: StackRecord) -> anyhow::Result<()> {
+        self.update(|state| {
+            state.stacks.insert(record.stack.run_id.clone(), record);
+        })
+    }
+
+    /// Forgets a stack; returns its record when there was one.
+    pub fn remove_stack(&self, run_id: &str) -> anyhow::Result<Option<StackRecord>> {
+        self.update(|state| state.stacks.remove(run_id))
+    }
+
+    fn lock_file(&self) -> anyhow::Result<std::fs::File> {
+        std::fs::create_dir_all(&self.work_dir)
+            .with_context(|| format!("cannot create {}", self.work_dir.display()))?;
+        let path = self.work_dir.join("state.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let began = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) if began.elapsed() < LOCK_DEADLINE => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                    "{} is held by another harness process for over {}s",
+                    path.display(),
+                    LOCK_DEADLINE.as_secs()
+                ),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            }
+        }
+    }
 }
 
 /// Writes a file so that readers see the old or the new content, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let temp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::write(&temp, bytes).with_context(|| format!("cannot write {}", temp.display()))?;
     std::fs::rename(&temp, path)
@@ -112,9 +267,16 @@ pub fn unix_ms() -> u64 {
 
 /// Whether a process with this pid is alive (signal 0).
 pub fn pid_alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
-    let result = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    #[cfg(unix)]
+    {
+        // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
+        let result = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        pid == std::process::id()
+    }
 }
 
 /// A short stable digest of the repository root, for the `io.xtask.root` label.
@@ -128,25 +290,109 @@ pub fn root_digest(root: &Path) -> String {
     format!("{hash:016x}")
 }
 
+/// The labels every container, network and volume of a run carries, the smoke container's
+/// included.
+pub fn run_labels(
+    config: &crate::config::Config,
+    run_id: &str,
+    owner: &Owner,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_RUN_ID.to_owned(), run_id.to_owned()),
+        (LABEL_PROJECT.to_owned(), config.project.name.0.clone()),
+        (LABEL_ROOT.to_owned(), root_digest(&config.root)),
+        (LABEL_PID.to_owned(), owner.pid.to_string()),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn stack(run_id: &str, started_unix_ms: u64) -> StackState {
+        StackState {
+            run_id: run_id.into(),
+            project: format!("p-{run_id}"),
+            compose_file: "compose.yaml".into(),
+            compose_flavour: "docker compose".into(),
+            services: vec!["web".into()],
+            endpoints: BTreeMap::new(),
+            isolated: true,
+            compose_env: BTreeMap::new(),
+            started_unix_ms,
+        }
+    }
+
     #[test]
-    fn state_round_trips_and_missing_is_empty() {
+    fn the_store_holds_every_stack_and_chooses_the_newest_kept() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(dir.path()).unwrap().stack.is_none());
-        update(dir.path(), |state| {
-            state.engine = Some(EngineState {
-                host: "unix:///var/run/docker.sock".into(),
-                started_by_harness: true,
-                start_method: Some("dockerd".into()),
-                pid: Some(42),
+        let store = Store::new(dir.path());
+        assert!(store.read().unwrap().stacks.is_empty());
+        for (id, at, kept) in [("a", 1, true), ("b", 3, false), ("c", 2, true)] {
+            store
+                .put_stack(StackRecord {
+                    stack: stack(id, at),
+                    owner: Owner::me(),
+                    kept,
+                    services: BTreeMap::new(),
+                })
+                .unwrap();
+        }
+        let state = store.read().unwrap();
+        assert_eq!(state.stacks.len(), 3);
+        assert_eq!(state.chosen(None).unwrap().stack.run_id, "c");
+        assert_eq!(state.chosen(Some("b")).unwrap().stack.run_id, "b");
+        assert!(state.chosen(Some("zz")).is_none());
+        assert_eq!(store.remove_stack("c").unwrap().unwrap().stack.run_id, "c");
+        assert_eq!(
+            store.read().unwrap().chosen(None).unwrap().stack.run_id,
+            "a"
+        );
+    }
+
+    #[test]
+    fn a_one_slot_state_of_an_earlier_version_is_read_as_a_kept_stack() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let legacy = serde_json::json!({
+            "engine": {"host": "unix:///var/run/docker.sock", "started_by_harness": true,
+                       "start_method": "dockerd", "pid": 42},
+            "stack": stack("old", 5),
+        });
+        std::fs::write(store.path(), legacy.to_string()).unwrap();
+        let state = store.read().unwrap();
+        assert_eq!(state.engine.unwrap().pid, Some(42));
+        assert!(state.stacks["old"].kept);
+        // Written back in the new shape.
+        store.update(|_| ()).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(store.path()).unwrap()).unwrap();
+        assert!(written.get("stack").is_none(), "{written}");
+        assert_eq!(written["stacks"]["old"]["stack"]["run_id"], "old");
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let store = Store::new(dir.path());
+                std::thread::spawn(move || {
+                    store
+                        .put_stack(StackRecord {
+                            stack: stack(&format!("r{i}"), i),
+                            owner: Owner::me(),
+                            kept: false,
+                            services: BTreeMap::new(),
+                        })
+                        .unwrap()
+                })
             })
-        })
-        .unwrap();
-        let loaded = load(dir.path()).unwrap();
-        assert_eq!(loaded.engine.unwrap().pid, Some(42));
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(Store::new(dir.path()).read().unwrap().stacks.len(), 8);
     }
 
     #[test]

@@ -894,7 +894,7 @@ async fn run_pytest(
                 .collect()
         })
         .unwrap_or_default();
-    let in_shard = |nodeid: &str| shard.map_or(true, |s| shard_of(nodeid, s.count) == s.index);
+    let in_shard = |nodeid: &str| shard.is_none_or(|s| shard_of(nodeid, s.count) == s.index);
     let marked = |item: &Collected| {
         env.skip_markers
             .iter()

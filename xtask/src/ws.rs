@@ -181,14 +181,15 @@ pub fn plan_from_config(
 /// recorded, else the configured `[endpoints]` when they resolve without a stack (literal URLs
 /// or `${VAR}`s).
 pub fn recorded_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, String>> {
-    let state = state::load(&config.work_dir())?;
-    if let Some(stack) = state.stack {
-        return Ok(stack.endpoints);
+    let store = state::Store::of(config);
+    if let Some(record) = store.read()?.chosen(None) {
+        let stack = &record.stack;
+        return Ok(stack.endpoints.clone());
     }
     endpoints::resolve_all(&config.endpoints, &endpoints::NoPorts).map_err(|e| {
         Failure::config(format!(
             "no run is recorded in {} ({e})",
-            state::path(&config.work_dir()).display()
+            store.path().display()
         ))
         .with_hint("run `cargo xtask docker-up` first, or pass --url (and --token-url or --token)")
         .into()
@@ -198,7 +199,11 @@ pub fn recorded_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, St
 /// The endpoints of the recorded run as the engine publishes them now (a restarted container of
 /// an `--isolated` run has new ports), or as recorded when the engine does not answer.
 pub async fn current_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, String>> {
-    let Some(stack) = state::load(&config.work_dir())?.stack else {
+    let Some(stack) = state::Store::of(config)
+        .read()?
+        .chosen(None)
+        .map(|r| r.stack.clone())
+    else {
         return recorded_endpoints(config);
     };
     let recorded = stack.endpoints.clone();

@@ -16,8 +16,7 @@ use xtask::state;
 
 /// Why a test that needs root and an installed dockerd cannot run here, if it cannot.
 pub fn cannot_run_dockerd() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::require::root().is_none() {
         return Some("not root: a private dockerd needs root".into());
     }
     if engine::HostFacts::detect().dockerd.is_none() {
@@ -26,8 +25,9 @@ pub fn cannot_run_dockerd() -> Option<String> {
     None
 }
 
+#[track_caller]
 pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
+    crate::require::skip(&format!("{test}: {why}"));
 }
 
 /// A harness.toml in `dir` (so target/xtask is under it) with `engine` as its [engine] table body.
@@ -219,7 +219,8 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
             .trim(),
         "dockerd"
     );
-    let recorded = state::load(&daemon.config.work_dir())
+    let recorded = state::Store::of(&daemon.config)
+        .read()
         .unwrap()
         .engine
         .unwrap();
@@ -272,7 +273,8 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
         engine::process_gone(pid),
         "dockerd {pid} still runs after stop"
     );
-    assert!(state::load(&daemon.config.work_dir())
+    assert!(state::Store::of(&daemon.config)
+        .read()
         .unwrap()
         .engine
         .is_none());
@@ -371,7 +373,7 @@ async fn dead_docker_host_without_start_is_unavailable_and_names_the_socket() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains(&socket.display().to_string()), "{stderr}");
-    assert!(state::load(&config.work_dir()).unwrap().engine.is_none());
+    assert!(state::Store::of(&config).read().unwrap().engine.is_none());
 }
 
 /// `XTASK_OWNS_ENGINE=1` (set by `cargo xtask ci`, which runs these last and alone): stops the

@@ -6,6 +6,7 @@ mod gate;
 mod hook;
 mod images;
 mod junit;
+mod require;
 mod stack;
 mod suites;
 mod tidy;

@@ -150,10 +150,9 @@ async fn another_stack_comes_up_from_its_own_config_and_down_leaves_nothing() {
     assert_eq!(report.endpoints["api_health"], format!("{url}/health"));
 
     // Recorded for health and docker-down.
-    let recorded = state::load(&fixture.config.work_dir())
-        .unwrap()
+    let recorded = state::Store::of(&fixture.config).read().unwrap().stacks[&report.run_id]
         .stack
-        .unwrap();
+        .clone();
     assert_eq!(recorded.run_id, report.run_id);
     assert_eq!(recorded.endpoints, report.endpoints);
     assert_eq!(recorded.compose_env["API_PORT"], "");
@@ -256,10 +255,11 @@ async fn another_stack_comes_up_from_its_own_config_and_down_leaves_nothing() {
             .is_err(),
         "compose down removes the earlier run's container"
     );
-    assert!(state::load(&fixture.config.work_dir())
+    assert!(state::Store::of(&fixture.config)
+        .read()
         .unwrap()
-        .stack
-        .is_none());
+        .stacks
+        .is_empty());
     // Idempotent, and health now says the stack is absent.
     let again = stack::down(&fixture.config, &recorded).await.unwrap();
     assert_eq!(again.outcome, Outcome::Passed, "{again:?}");
@@ -295,10 +295,9 @@ async fn a_service_that_exits_at_start_fails_the_wait_at_once_with_its_logs() {
     assert_eq!(report.endpoints_check.outcome, Outcome::Skipped);
 
     // The stack is left, recorded, for docker-down.
-    let recorded = state::load(&fixture.config.work_dir())
-        .unwrap()
+    let recorded = state::Store::of(&fixture.config).read().unwrap().stacks[&report.run_id]
         .stack
-        .unwrap();
+        .clone();
     assert_eq!(recorded.run_id, report.run_id);
     let check = stack::down(&fixture.config, &recorded).await.unwrap();
     assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
@@ -329,10 +328,9 @@ async fn a_service_that_never_turns_healthy_fails_at_its_budget() {
         "{output}"
     );
     assert!(output.contains("last healthcheck: exit 1"), "{output}");
-    let recorded = state::load(&fixture.config.work_dir())
-        .unwrap()
+    let recorded = state::Store::of(&fixture.config).read().unwrap().stacks[&report.run_id]
         .stack
-        .unwrap();
+        .clone();
     let check = stack::down(&fixture.config, &recorded).await.unwrap();
     assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
 }
@@ -359,14 +357,10 @@ async fn two_isolated_runs_at_once_get_their_own_projects_and_ports() {
     assert_ne!(first.endpoints["api"], second.endpoints["api"]);
     assert!(!first.endpoints["api"].contains(":17231/"));
 
-    // Each isolated run has its own record; state.json holds the latest.
+    // Each isolated run has its own record in the store.
+    let store = state::Store::of(&fixture.config).read().unwrap();
     for report in [&first, &second] {
-        let own = std::fs::read_to_string(
-            stack::run_dir(&fixture.config, &report.run_id).join("state.json"),
-        )
-        .unwrap();
-        let own: state::State = serde_json::from_str(&own).unwrap();
-        assert_eq!(own.stack.unwrap().project, report.project);
+        assert_eq!(store.stacks[&report.run_id].stack.project, report.project);
     }
     for report in [&first, &second] {
         let check = stack::down(&fixture.config, &report.state).await.unwrap();

@@ -79,7 +79,7 @@ macro_rules! python_or_skip {
         match python() {
             Ok(python) => python,
             Err(why) => {
-                eprintln!("skipped: no Python with aiohttp and PyJWT: {why}");
+                crate::require::skip(&format!("no Python with aiohttp and PyJWT: {why}"));
                 return;
             }
         }

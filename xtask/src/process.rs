@@ -1,0 +1,900 @@
+//! The one process runner: every program the harness starts (compose, dockerd, pip, pytest,
+//! nextest, the local target's services) runs through [`Cmd`] and [`Process`]. A process gets its
+//! own process group (a Job object on Windows), a deadline, captured output with a bounded tail
+//! (optionally copied to a log file and handed out line by line), and is stopped with its whole
+//! group when it times out or is dropped. Process groups are created and signalled here only.
+//!
+//! Not here: what a program's output means (compose, suites), or when to run it.
+//!
+//! Why `tokio::process` and not `duct` (named in the project's first package list): the harness
+//! waits on children together with engine events, signals and deadlines in one `select!`, which
+//! needs an async child; and a deadline or Ctrl-C must end a runner's whole tree (pytest workers,
+//! compose's helpers), which needs a process group we create and signal ourselves. `duct` gives
+//! neither without a thread per child and its own kill that reaches only the direct child.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::io::AsyncReadExt;
+
+/// After a terminate request, before the kill (a deadline passed, the run was dropped).
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Output kept per stream when the caller does not say: the tail, where errors usually are.
+pub const DEFAULT_TAIL: usize = 4 * 1024 * 1024;
+
+/// What the harness asks a process group to do. Mapped to signals on Unix; on Windows an
+/// interrupt is a Ctrl-Break to the group and terminate/kill end the Job object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT: runners write their reports and exit.
+    Interrupt,
+    /// SIGTERM: please exit now.
+    Terminate,
+    /// SIGKILL: gone.
+    Kill,
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Receives each complete line a process prints, as it prints it (live progress).
+pub type LineSink = Arc<dyn Fn(Stream, &str) + Send + Sync>;
+
+/// Where a stream goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// Read by the harness: kept (its tail), logged, handed to the line sink.
+    Capture,
+    /// Written to the harness's stderr, for people (an install, a build the user watches).
+    ToStderr,
+    /// Dropped.
+    Null,
+}
+
+/// A program to run, described before it starts. Arguments are arguments: nothing goes through
+/// a shell.
+#[derive(Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    env_remove: Vec<OsString>,
+    dir: Option<PathBuf>,
+    stdout: Output,
+    stderr: Output,
+    tail: usize,
+    log: Option<PathBuf>,
+    lines: Option<LineSink>,
+    /// What a deadline sends, in order, each followed by its grace; a kill always ends it.
+    on_deadline: Vec<(Signal, Duration)>,
+    /// What stopping (drop, [`Process::stop`]) sends before the kill, and how long it waits.
+    stop_grace: Duration,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Cmd {
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            dir: None,
+            stdout: Output::Capture,
+            stderr: Output::Capture,
+            tail: DEFAULT_TAIL,
+            log: None,
+            lines: None,
+            on_deadline: vec![(Signal::Terminate, KILL_GRACE)],
+            stop_grace: KILL_GRACE,
+        }
+    }
+
+    /// `argv[0]` with the rest as arguments; an empty argv is an error naming what it was for.
+    pub fn from_argv<S: AsRef<OsStr>>(argv: &[S]) -> anyhow::Result<Cmd> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| anyhow::anyhow!("empty command"))?;
+        Ok(Cmd::new(program).args(args))
+    }
+
+    /// Takes over a `std::process::Command` (as `xshell::Cmd` converts into): program,
+    /// arguments, environment changes and directory.
+    pub fn from_std(command: &std::process::Command) -> Cmd {
+        let mut cmd = Cmd::new(command.get_program()).args(command.get_args());
+        for (key, value) in command.get_envs() {
+            cmd = match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            cmd = cmd.current_dir(dir);
+        }
+        cmd
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Cmd {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Cmd {
+        for (key, value) in vars {
+            self = self.env(key, value);
+        }
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Cmd {
+        self.env_remove.push(key.as_ref().to_owned());
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.dir = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Its stdout and stderr go to the harness's stderr instead of being captured.
+    pub fn show_output(mut self) -> Cmd {
+        self.stdout = Output::ToStderr;
+        self.stderr = Output::ToStderr;
+        self
+    }
+
+    /// Its stdout is dropped (a chatty program whose stderr is what matters).
+    pub fn quiet_stdout(mut self) -> Cmd {
+        self.stdout = Output::Null;
+        self
+    }
+
+    /// Keep at most `bytes` of each stream (and of the combined output): the tail.
+    pub fn keep_tail(mut self, bytes: usize) -> Cmd {
+        self.tail = bytes.max(1);
+        self
+    }
+
+    /// Copy everything it prints (both streams, as they come) to this file, created afresh.
+    pub fn log_to(mut self, path: impl AsRef<Path>) -> Cmd {
+        self.log = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Hand every complete line to `sink` as it is printed.
+    pub fn on_line(mut self, sink: LineSink) -> Cmd {
+        self.lines = Some(sink);
+        self
+    }
+
+    /// At the deadline, send these in order, each followed by its grace, then kill.
+    /// The default is terminate, [`KILL_GRACE`], kill.
+    pub fn on_deadline(mut self, steps: &[(Signal, Duration)]) -> Cmd {
+        self.on_deadline = steps.to_vec();
+        self
+    }
+
+    /// How long a stopped (or dropped) process gets between terminate and kill.
+    pub fn stop_grace(mut self, grace: Duration) -> Cmd {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// The command as a person would type it (for messages; never run through a shell).
+    pub fn display(&self) -> String {
+        let mut words = vec![quote(&self.program)];
+        words.extend(self.args.iter().map(|a| quote(a)));
+        words.join(" ")
+    }
+
+    pub fn program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// Starts it. The error names the command and why it could not start.
+    pub fn spawn(self) -> anyhow::Result<Process> {
+        Process::spawn(self)
+    }
+
+    /// Runs it to its end within `deadline` and returns what it left, whatever its status.
+    pub async fn output(self, deadline: Duration) -> anyhow::Result<Finished> {
+        self.spawn()?.wait(deadline).await
+    }
+
+    /// Runs it to its end within `deadline`; a non-zero status is an error that names the
+    /// command, its status and the last lines it printed.
+    pub async fn run(self, deadline: Duration) -> anyhow::Result<Finished> {
+        self.output(deadline).await?.checked()
+    }
+}
+
+fn quote(word: &OsStr) -> String {
+    let text = word.to_string_lossy();
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
+    {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// The end of a process: its status and what it printed (tails, when it printed a lot).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The command as a person would type it.
+    pub command: String,
+    /// `None` when it could not be waited for after the kill.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Both streams, interleaved as they came (its tail).
+    pub combined: String,
+    /// Bytes dropped from the front of `combined` to keep it within the tail.
+    pub dropped: usize,
+    pub elapsed: Duration,
+    /// It was stopped at its deadline.
+    pub timed_out: bool,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    /// `exit code 3`, `killed by signal 9`, `timed out after 5.00s`.
+    pub fn describe(&self) -> String {
+        if self.timed_out {
+            return format!("timed out after {}", crate::ui::duration(self.elapsed));
+        }
+        match self.status {
+            Some(status) => sys::describe(status),
+            None => "did not end".to_owned(),
+        }
+    }
+
+    /// The last `lines` non-blank lines of its combined output.
+    pub fn tail(&self, lines: usize) -> String {
+        last_lines(&self.combined, lines)
+    }
+
+    /// The last `lines` non-blank lines of its stderr.
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        last_lines(&self.stderr, lines)
+    }
+
+    /// The error for a failed run: the command, how it ended, what it printed last.
+    pub fn failure(&self) -> anyhow::Error {
+        let tail = self.tail(20);
+        if tail.is_empty() {
+            anyhow::anyhow!("`{}` {}", self.command, self.describe())
+        } else {
+            anyhow::anyhow!("`{}` {}:\n{tail}", self.command, self.describe())
+        }
+    }
+
+    /// Itself when it succeeded, else [`Finished::failure`].
+    pub fn checked(self) -> anyhow::Result<Finished> {
+        if self.success() {
+            Ok(self)
+        } else {
+            Err(self.failure())
+        }
+    }
+}
+
+/// The last `count` non-blank lines of `text`.
+pub fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
+/// Keeps the last bytes written to it.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: VecDeque<u8>,
+    limit: usize,
+    dropped: usize,
+}
+
+impl Tail {
+    fn new(limit: usize) -> Tail {
+        Tail {
+            bytes: VecDeque::new(),
+            limit,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend(chunk);
+        if self.bytes.len() > self.limit {
+            let cut = self.bytes.len() - self.limit;
+            self.bytes.drain(..cut);
+            self.dropped += cut;
+        }
+    }
+
+    fn text(&self) -> String {
+        let (front, back) = self.bytes.as_slices();
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        bytes.extend_from_slice(front);
+        bytes.extend_from_slice(back);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// What the readers of a process collect.
+struct Collected {
+    stdout: Tail,
+    stderr: Tail,
+    combined: Tail,
+    log: Option<std::fs::File>,
+}
+
+/// A running process and its group. Dropping it stops the group: terminate now, kill after the
+/// grace (sent from a thread, so that a dropped future in a cancelled run still ends it; see
+/// [`finish_pending_kills`]).
+pub struct Process {
+    command: String,
+    child: tokio::process::Child,
+    group: sys::Group,
+    started: Instant,
+    collected: Arc<Mutex<Collected>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    on_deadline: Vec<(Signal, Duration)>,
+    stop_grace: Duration,
+    /// The leader has been reaped; only leftovers in its group may remain.
+    reaped: bool,
+}
+
+impl Process {
+    fn spawn(cmd: Cmd) -> anyhow::Result<Process> {
+        let command = cmd.display();
+        let mut std_cmd = std::process::Command::new(&cmd.program);
+        std_cmd.args(&cmd.args);
+        for key in &cmd.env_remove {
+            std_cmd.env_remove(key);
+        }
+        std_cmd.envs(cmd.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &cmd.dir {
+            std_cmd.current_dir(dir);
+        }
+        std_cmd.stdin(Stdio::null());
+        std_cmd.stdout(stdio(cmd.stdout)?);
+        std_cmd.stderr(stdio(cmd.stderr)?);
+        sys::before_spawn(&mut std_cmd);
+        let mut tokio_cmd = tokio::process::Command::from(std_cmd);
+        tokio_cmd.kill_on_drop(true);
+        let mut child = tokio_cmd.spawn().with_context(|| {
+            format!(
+                "cannot run `{command}`{}",
+                cmd.dir
+                    .as_ref()
+                    .map(|d| format!(" in {}", d.display()))
+                    .unwrap_or_default()
+            )
+        })?;
+        let group = sys::Group::adopt(&child);
+        let log = match &cmd.log {
+            Some(path) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).ok();
+                }
+                Some(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        let collected = Arc::new(Mutex::new(Collected {
+            stdout: Tail::new(cmd.tail),
+            stderr: Tail::new(cmd.tail),
+            combined: Tail::new(cmd.tail),
+            log,
+        }));
+        let mut readers = Vec::new();
+        let stdout = child.stdout.take().map(|s| {
+            (
+                Stream::Stdout,
+                Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+            )
+        });
+        let stderr = child.stderr.take().map(|s| {
+            (
+                Stream::Stderr,
+                Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+            )
+        });
+        for (stream, reader) in [stdout, stderr].into_iter().flatten() {
+            readers.push(tokio::spawn(read_stream(
+                stream,
+                reader,
+                collected.clone(),
+                cmd.lines.clone(),
+            )));
+        }
+        Ok(Process {
+            command,
+            child,
+            group,
+            started: Instant::now(),
+            collected,
+            readers,
+            on_deadline: cmd.on_deadline,
+            stop_grace: cmd.stop_grace,
+            reaped: false,
+        })
+    }
+
+    /// The command as a person would type it.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Its status, when it has exited (without waiting).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The combined output so far (its tail).
+    pub fn output_so_far(&self) -> String {
+        lock(&self.collected).combined.text()
+    }
+
+    /// Sends `signal` to its whole group.
+    pub fn signal(&self, signal: Signal) {
+        self.group.signal(signal);
+    }
+
+    /// Waits until it exits; past `deadline` it gets the deadline's signals, then the kill.
+    pub async fn wait(mut self, deadline: Duration) -> anyhow::Result<Finished> {
+        let mut timed_out = false;
+        let status = match tokio::time::timeout(deadline, self.child.wait()).await {
+            Ok(status) => {
+                Some(status.with_context(|| format!("cannot wait for `{}`", self.command))?)
+            }
+            Err(_) => {
+                timed_out = true;
+                let steps = self.on_deadline.clone();
+                self.escalate(&steps).await
+            }
+        };
+        Ok(self.finish(status, timed_out).await)
+    }
+
+    /// Stops it now: terminate, its stop grace, kill. Returns what it left.
+    pub async fn stop(mut self) -> Finished {
+        if let Some(status) = self.try_status() {
+            return self.finish(Some(status), false).await;
+        }
+        let steps = [(Signal::Terminate, self.stop_grace)];
+        let status = self.escalate(&steps).await;
+        self.finish(status, false).await
+    }
+
+    /// Sends each step's signal and waits its grace; kills at the end. The leader's status.
+    async fn escalate(&mut self, steps: &[(Signal, Duration)]) -> Option<ExitStatus> {
+        for (signal, grace) in steps {
+            self.group.signal(*signal);
+            if let Ok(Ok(status)) = tokio::time::timeout(*grace, self.child.wait()).await {
+                return Some(status);
+            }
+        }
+        self.group.signal(Signal::Kill);
+        match tokio::time::timeout(KILL_GRACE, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => None,
+        }
+    }
+
+    async fn finish(&mut self, status: Option<ExitStatus>, timed_out: bool) -> Finished {
+        // The leader is gone: helpers it left in its group must not outlive it.
+        self.group.signal(Signal::Kill);
+        self.reaped = true;
+        // A grandchild that escaped the group may still hold the pipes: do not wait forever.
+        for reader in self.readers.drain(..) {
+            let abort = reader.abort_handle();
+            if tokio::time::timeout(KILL_GRACE, reader).await.is_err() {
+                abort.abort();
+            }
+        }
+        let collected = lock(&self.collected);
+        Finished {
+            command: self.command.clone(),
+            status,
+            stdout: collected.stdout.text(),
+            stderr: collected.stderr.text(),
+            combined: collected.combined.text(),
+            dropped: collected.combined.dropped,
+            elapsed: self.started.elapsed(),
+            timed_out,
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        if let Ok(Some(_)) = self.child.try_wait() {
+            self.group.signal(Signal::Kill);
+            return;
+        }
+        self.group.signal(Signal::Terminate);
+        let group = self.group.clone();
+        let grace = self.stop_grace;
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            group.signal(Signal::Kill);
+        });
+        lock(&PENDING_KILLS).push(killer);
+    }
+}
+
+/// The kills that dropped processes still have to send.
+static PENDING_KILLS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Waits (at most the longest stop grace) until every dropped process's group got its kill.
+/// Call before exiting after an interruption, so that a child ignoring terminate does not
+/// outlive the harness.
+pub fn finish_pending_kills() {
+    let pending = std::mem::take(&mut *lock(&PENDING_KILLS));
+    for killer in pending {
+        let _ = killer.join();
+    }
+}
+
+async fn read_stream(
+    stream: Stream,
+    mut reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    collected: Arc<Mutex<Collected>>,
+    lines: Option<LineSink>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let n = match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buffer[..n];
+        {
+            let mut collected = lock(&collected);
+            match stream {
+                Stream::Stdout => collected.stdout.push(chunk),
+                Stream::Stderr => collected.stderr.push(chunk),
+            }
+            collected.combined.push(chunk);
+            if let Some(file) = collected.log.as_mut() {
+                use std::io::Write;
+                let _ = file.write_all(chunk);
+            }
+        }
+        if let Some(sink) = &lines {
+            partial.extend_from_slice(chunk);
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line);
+                sink(stream, text.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+    if let (Some(sink), false) = (&lines, partial.is_empty()) {
+        sink(stream, String::from_utf8_lossy(&partial).trim_end());
+    }
+}
+
+fn stdio(output: Output) -> anyhow::Result<Stdio> {
+    Ok(match output {
+        Output::Capture => Stdio::piped(),
+        Output::Null => Stdio::null(),
+        Output::ToStderr => sys::stderr_stdio()?,
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The platform's process groups.
+#[cfg(unix)]
+mod sys {
+    use super::Signal;
+    use std::process::{ExitStatus, Stdio};
+
+    pub fn before_spawn(command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+
+    /// A process group the harness created (its leader's pid).
+    #[derive(Debug, Clone)]
+    pub struct Group {
+        /// None when the child had no pid: never signal group 0 (that is our own group).
+        pgid: Option<libc::pid_t>,
+    }
+
+    impl Group {
+        pub fn adopt(child: &tokio::process::Child) -> Group {
+            Group {
+                pgid: child
+                    .id()
+                    .and_then(|pid| libc::pid_t::try_from(pid).ok())
+                    .filter(|pid| *pid > 1),
+            }
+        }
+
+        pub fn signal(&self, signal: Signal) {
+            let number = match signal {
+                Signal::Interrupt => libc::SIGINT,
+                Signal::Terminate => libc::SIGTERM,
+                Signal::Kill => libc::SIGKILL,
+            };
+            if let Some(pgid) = self.pgid {
+                // SAFETY: killpg on a group this runner created; ESRCH (already gone) is fine.
+                unsafe { libc::killpg(pgid, number) };
+            }
+        }
+    }
+
+    pub fn describe(status: ExitStatus) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "ended".to_owned(),
+        }
+    }
+
+    pub fn stderr_stdio() -> anyhow::Result<Stdio> {
+        use std::os::fd::AsFd;
+        let fd = std::io::stderr().as_fd().try_clone_to_owned()?;
+        Ok(Stdio::from(fd))
+    }
+}
+
+/// Elsewhere the child alone is signalled until the platform's own groups (Job objects) land.
+#[cfg(not(unix))]
+mod sys {
+    use super::Signal;
+    use std::process::{ExitStatus, Stdio};
+
+    pub fn before_spawn(_command: &mut std::process::Command) {}
+
+    #[derive(Debug, Clone)]
+    pub struct Group {
+        pid: Option<u32>,
+    }
+
+    impl Group {
+        pub fn adopt(child: &tokio::process::Child) -> Group {
+            Group { pid: child.id() }
+        }
+
+        pub fn signal(&self, signal: Signal) {
+            if let (Some(pid), Signal::Terminate | Signal::Kill) = (self.pid, signal) {
+                let _ = std::process::Command::new("taskkill")
+                    .args(["/T", "/F", "/PID", &pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+
+    pub fn describe(status: ExitStatus) -> String {
+        match status.code() {
+            Some(code) => format!("exit code {code}"),
+            None => "ended".to_owned(),
+        }
+    }
+
+    pub fn stderr_stdio() -> anyhow::Result<Stdio> {
+        Ok(Stdio::inherit())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Cmd {
+        Cmd::new("sh").arg("-c").arg(script)
+    }
+
+    /// Live (not zombie) processes whose process group is `pgid`, from /proc.
+    fn live_members(pgid: i32) -> Vec<i32> {
+        let mut live = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.len() > 2 && fields[2] == pgid.to_string() && !["Z", "X"].contains(&fields[0])
+            {
+                live.push(pid);
+            }
+        }
+        live
+    }
+
+    /// Waits (at most 5 s) until no live process is left in the group.
+    fn assert_group_gone(pgid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !live_members(pgid).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "group {pgid} still has live members: {:?}",
+                live_members(pgid)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[tokio::test]
+    async fn captures_both_streams_and_the_status() {
+        let finished = sh("echo out; echo err >&2; exit 3")
+            .output(Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(finished.code(), Some(3));
+        assert_eq!(finished.stdout, "out\n");
+        assert_eq!(finished.stderr, "err\n");
+        assert!(!finished.success());
+        let error = format!("{:#}", finished.failure());
+        assert!(error.contains("exit code 3"), "{error}");
+        assert!(error.contains("err"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_kills_the_whole_group() {
+        let pid_file = tempfile::NamedTempFile::new().unwrap();
+        let script = format!("sleep 300 & echo $! > {}; wait", pid_file.path().display());
+        let finished = sh(&script)
+            .on_deadline(&[(Signal::Terminate, Duration::from_millis(200))])
+            .output(Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(finished.timed_out);
+        assert!(
+            finished.describe().starts_with("timed out"),
+            "{}",
+            finished.describe()
+        );
+        let grandchild: i32 = std::fs::read_to_string(pid_file.path())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild was in the group of the shell, whose pid is the group's id.
+        let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().chars().next());
+        assert!(
+            matches!(state, None | Some(Some('Z' | 'X'))),
+            "the grandchild {grandchild} outlived its group: {stat}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_process_is_stopped_with_its_group() {
+        let process = sh("trap '' TERM; sleep 300")
+            .stop_grace(Duration::from_millis(100))
+            .spawn()
+            .unwrap();
+        let pid = process.pid().unwrap() as i32;
+        drop(process);
+        finish_pending_kills();
+        assert_group_gone(pid);
+    }
+
+    #[tokio::test]
+    async fn lines_arrive_as_printed_and_the_log_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink: LineSink = {
+            let seen = seen.clone();
+            Arc::new(move |stream, line: &str| seen.lock().unwrap().push((stream, line.to_owned())))
+        };
+        let finished = sh("printf 'a\\nb\\n'; printf 'c' >&2")
+            .keep_tail(2)
+            .log_to(&log)
+            .on_line(sink)
+            .run(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.contains(&(Stream::Stdout, "a".to_owned())), "{seen:?}");
+        assert!(seen.contains(&(Stream::Stdout, "b".to_owned())), "{seen:?}");
+        assert!(seen.contains(&(Stream::Stderr, "c".to_owned())), "{seen:?}");
+        // The tail is bounded; the log is not.
+        assert_eq!(finished.stdout.len(), 2);
+        assert!(finished.dropped > 0);
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            logged.contains("a\nb\n") && logged.contains('c'),
+            "{logged}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_names_itself() {
+        let error = Cmd::new("/nonexistent/program")
+            .arg("x y")
+            .output(Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("cannot run `/nonexistent/program 'x y'`"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn from_std_keeps_arguments_env_and_directory() {
+        let mut std_cmd = std::process::Command::new("compose");
+        std_cmd
+            .args(["-p", "x"])
+            .env("A", "1")
+            .env_remove("B")
+            .current_dir("/tmp");
+        let cmd = Cmd::from_std(&std_cmd);
+        assert_eq!(cmd.display(), "compose -p x");
+        assert_eq!(cmd.env, vec![("A".into(), "1".into())]);
+        assert_eq!(cmd.env_remove, vec![OsString::from("B")]);
+        assert_eq!(cmd.dir.as_deref(), Some(Path::new("/tmp")));
+    }
+}

@@ -1,0 +1,140 @@
+//! Prerequisites of the integration tests, said out loud. A test whose prerequisite is missing
+//! skips with a visible reason (stderr, and a line in `target/xtask/skipped-tests.txt`), and under
+//! `XTASK_REQUIRE_ALL=1` (which `cargo xtask ci` sets) it fails instead: CI never passes a test by
+//! not running it.
+//!
+//! Use: `let Some(docker) = require::engine() else { return };`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Set by `cargo xtask ci`: a missing prerequisite fails the test.
+pub const REQUIRE_ALL: &str = "XTASK_REQUIRE_ALL";
+
+/// Whether missing prerequisites fail tests (`XTASK_REQUIRE_ALL=1`).
+pub fn required() -> bool {
+    std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1")
+}
+
+/// Reports that the current test cannot run because `why`: panics under `XTASK_REQUIRE_ALL=1`,
+/// otherwise says so on stderr and in `target/xtask/skipped-tests.txt`. The caller returns.
+#[track_caller]
+pub fn skip(why: &str) {
+    let location = std::panic::Location::caller();
+    let test = std::thread::current()
+        .name()
+        .filter(|name| *name != "main")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{}:{}", location.file(), location.line()));
+    if required() {
+        panic!("{test}: prerequisite missing ({why}), and {REQUIRE_ALL}=1 forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    let log = workspace_target().join("xtask/skipped-tests.txt");
+    if let Some(dir) = log.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+    {
+        use std::io::Write;
+        let _ = writeln!(file, "{test}: {why}");
+    }
+}
+
+/// `Some(value)` when `found` is `Ok`, else [`skip`]s with its reason and gives `None`.
+#[track_caller]
+pub fn or_skip<T>(found: Result<T, String>) -> Option<T> {
+    match found {
+        Ok(value) => Some(value),
+        Err(why) => {
+            skip(&why);
+            None
+        }
+    }
+}
+
+fn workspace_target() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// The machine's Docker engine, answering a ping.
+#[track_caller]
+pub fn engine() -> Option<bollard::Docker> {
+    or_skip(engine_answers())
+}
+
+fn engine_answers() -> Result<bollard::Docker, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| format!("no engine: {e}"))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| format!("no engine answers: {e}"))?;
+        tokio::time::timeout(Duration::from_secs(5), docker.ping())
+            .await
+            .map_err(|_| "the engine does not answer a ping within 5s".to_owned())?
+            .map_err(|e| format!("no engine answers: {e}"))?;
+        Ok(docker)
+    })
+}
+
+/// Running as root (private daemons, network namespaces, debootstrap).
+#[track_caller]
+pub fn root() -> Option<()> {
+    // SAFETY: geteuid has no preconditions.
+    or_skip(if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err("not root".to_owned())
+    })
+}
+
+/// A program on PATH that answers `--version` (or the given arguments) with success.
+#[track_caller]
+pub fn program(name: &str, version_args: &[&str]) -> Option<PathBuf> {
+    or_skip(program_answers(name, version_args))
+}
+
+fn program_answers(name: &str, version_args: &[&str]) -> Result<PathBuf, String> {
+    let path = which(name).ok_or_else(|| format!("`{name}` is not on PATH"))?;
+    let args: &[&str] = if version_args.is_empty() {
+        &["--version"]
+    } else {
+        version_args
+    };
+    let output = Command::new(&path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `{name}`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{name} {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(path)
+}
+
+/// The JUnit schema the reports are validated against (embedded in the crate), with `xmllint`.
+#[track_caller]
+pub fn xmllint() -> Option<PathBuf> {
+    program("xmllint", &["--version"])
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
