@@ -27,7 +27,7 @@ stats() { sort -n | awk '{a[NR]=$1} END {printf "%7.2f %7.2f %7.2f", a[1], (NR%2
 
 echo "gate on $config, $runs runs (seconds: min, median, max)"
 # Stage rows: the first word is a stage name (or "suite NAME"); the last column is the wall time.
-rows=$(grep -hE '^(preflight|engine|images|stack|ws|teardown|suite [^ ]+) ' "$work"/run*.log \
+rows=$(grep -hE '^(preflight|engine|target|images|stack|ws|teardown|suite [^ ]+) ' "$work"/run*.log \
     | awk '{ name=$1; if (name == "suite") name=$1 " " $2; print name }' | awk '!seen[$0]++')
 while IFS= read -r row; do
     [ -n "$row" ] || continue

@@ -20,7 +20,7 @@ for i in $(seq "$RUNS"); do
     kill -INT "$pid" 2>/dev/null
     wait "$pid"
     code=$?
-    run_id=$(sed -n 's/.*name="run id" value="\([^"]*\)".*/\1/p' "$report" 2>/dev/null | head -1)
+    run_id=$(sed -n 's/.*name="run_id" value="\([^"]*\)".*/\1/p' "$report" 2>/dev/null | head -1)
     left=""
     if [ -n "$run_id" ]; then
         left=$( (docker ps -aq --filter "label=io.xtask.run-id=$run_id"; docker network ls -q --filter "label=io.xtask.run-id=$run_id"; docker volume ls -q --filter "label=io.xtask.run-id=$run_id") | wc -l)

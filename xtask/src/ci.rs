@@ -48,9 +48,9 @@ impl crate::flags::Ci {
             ));
         }
 
+        // The engine and the images, made by the gate's own stages.
         let started = Instant::now();
-        let (engine, engine_checks) =
-            crate::engine::ensure_running(&config, &Default::default()).await?;
+        let (engine, engine_steps) = crate::gate::engine_and_images(config.clone(), false).await?;
         let owns_engine = engine.info.started_by_harness;
         steps.push(Check::passed(
             "engine",
@@ -68,14 +68,16 @@ impl crate::flags::Ci {
             ),
         ));
         steps.extend(
-            engine_checks
+            engine_steps
                 .into_iter()
-                .filter(|c| c.outcome == Outcome::Failed),
+                .filter(|c| c.outcome != Outcome::Passed),
         );
-        steps.extend(crate::images::provision(&engine, &config).await?);
-
         let owned = if owns_engine { "1" } else { "0" };
         let _owns = sh.push_env(OWNS_ENGINE_ENV, owned);
+        // A test whose prerequisite is missing fails here instead of passing by skipping.
+        let _require_all = sh.push_env("XTASK_REQUIRE_ALL", "1");
+        // Snapshots are compared, never rewritten, in CI.
+        let _snapshots = sh.push_env("INSTA_UPDATE", "no");
         let gate_config = config.path.clone();
         let exe = std::env::current_exe().context("cannot find the xtask binary")?;
         let mut cargo_steps: Vec<(&str, xshell::Cmd<'_>)> = vec![

@@ -2357,7 +2357,8 @@ pub fn terminal_progress() -> Progress {
     })
 }
 
-fn print_up(report: &UpReport) {
+/// The services' table and the endpoints, as `docker-up` prints them.
+pub fn print_up(report: &UpReport) {
     let rows: Vec<Vec<String>> = report
         .services
         .iter()
@@ -2402,138 +2403,6 @@ fn print_up(report: &UpReport) {
 
 // ---------------------------------------------------------------------------------------------
 // The commands.
-
-impl crate::flags::DockerUp {
-    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let config = ctx.config()?;
-        if self.engine_only {
-            let options = engine::EnsureOptions {
-                install: self.install,
-            };
-            return engine::run_engine_only(&config, &options, self.json).await;
-        }
-        let options = UpOptions {
-            isolated: self.isolated,
-            keep: true,
-            progress: Some(terminal_progress()),
-            ..UpOptions::default()
-        };
-        // Reading the compose file needs no engine: it overlaps pre-flight, engine and images,
-        // on a task of its own so that nothing in those stages can hold it up.
-        let preparing = tokio::spawn({
-            let (config, options) = (config.clone(), options.clone());
-            async move { prepare(&config, &options).await }
-        });
-        let engine = match engine_stage(&config, self.skip_preflight, self.install).await {
-            Ok(engine) => engine,
-            Err(e) => {
-                if let Ok(Ok(prepared)) = preparing.await {
-                    if !prepared.continued {
-                        abandon(&config, &prepared.run_id);
-                    }
-                }
-                return Err(e);
-            }
-        };
-        let prepared = preparing.await.context("preparing the stack panicked")??;
-        let report = start(&config, &engine, prepared, &options).await?;
-        print_up(&report);
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
-        if let Some(failed) = report.failure() {
-            if let Some(output) = &failed.output {
-                eprintln!("{}", output.trim_end());
-            }
-            return Err(Failure::check(format!("{}: {}", failed.name, failed.detail))
-                .with_hint(
-                    "the stack is left as it is for inspection; `cargo xtask docker-down` removes it",
-                )
-                .into());
-        }
-        ui::say(format!(
-            "stack up: all {} services healthy, {} after docker-up started",
-            report.services.len(),
-            ui::duration(report.total)
-        ));
-        Ok(())
-    }
-}
-
-/// Pre-flight, the engine, then images: what `docker-up` needs before the stack.
-async fn engine_stage(
-    config: &Config,
-    skip_preflight: bool,
-    install: bool,
-) -> anyhow::Result<Engine> {
-    // Pre-flight (its CPU sample lasts about a second) and the engine run at the same time; a
-    // failed pre-flight still stops docker-up before the stack.
-    let preflight = async {
-        if skip_preflight {
-            None
-        } else {
-            Some(crate::preflight::run_checks(config).await)
-        }
-    };
-    let options = engine::EnsureOptions { install };
-    let (preflight, ensured) = tokio::join!(preflight, engine::ensure_running(config, &options));
-    if let Some(checks) = preflight {
-        for check in checks.iter().filter(|c| c.outcome != Outcome::Passed) {
-            ui::say(format!(
-                "pre-flight {}: {} {}",
-                check.name,
-                check.outcome.label(),
-                check.detail
-            ));
-        }
-        if let Some(failed) = checks.iter().find(|c| c.outcome == Outcome::Failed) {
-            return Err(Failure::check(format!(
-                "pre-flight check `{}` failed: {}",
-                failed.name, failed.detail
-            ))
-            .into());
-        }
-        ui::say(format!("pre-flight: {} checks done", checks.len()));
-    }
-    let (engine, engine_checks) = ensured?;
-    if let Some(failed) = engine_checks.iter().find(|c| c.outcome == Outcome::Failed) {
-        return Err(Failure::check(format!("{}: {}", failed.name, failed.detail)).into());
-    }
-    ui::say(format!(
-        "engine {} (API {}) at {}, answered in {}",
-        engine.info.server_version,
-        engine.info.api_version,
-        engine.info.host,
-        ui::duration(engine.info.time_to_answer)
-    ));
-    // The smoke container and the image provisioning do not depend on each other.
-    let (smoke, networks, images) = tokio::join!(
-        engine::smoke(&engine, config),
-        engine::list_networks(&engine),
-        crate::images::provision(&engine, config)
-    );
-    ui::say(format!(
-        "{}: {} {} ({})",
-        smoke.name,
-        smoke.outcome.label(),
-        smoke.detail,
-        ui::duration(smoke.duration)
-    ));
-    if smoke.outcome == Outcome::Failed {
-        return Err(Failure::check(format!("{}: {}", smoke.name, smoke.detail)).into());
-    }
-    ui::say(format!("engine networks: {}", networks?.join(", ")));
-    let images = images?;
-    for image in &images {
-        ui::say(format!(
-            "{}: {} {}",
-            image.name,
-            image.outcome.label(),
-            image.detail
-        ));
-    }
-    Ok(engine)
-}
 
 impl crate::flags::Health {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {

@@ -77,9 +77,9 @@ fn leftovers(run_id: &str) -> Vec<String> {
 
 fn run_id_of(report: &str) -> String {
     let start = report
-        .find("name=\"run id\" value=\"")
+        .find("name=\"run_id\" value=\"")
         .expect("run id property")
-        + "name=\"run id\" value=\"".len();
+        + "name=\"run_id\" value=\"".len();
     report[start..].split('"').next().unwrap().to_owned()
 }
 
@@ -221,8 +221,11 @@ fn ctrl_c_tears_down_and_reports_interrupted() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut saw_stack = false;
     while Instant::now() < deadline {
+        // Its own containers: other tests run gates of the same fixture at the same time.
+        let owner = format!("label=io.xtask.pid={}", child.id());
         let out = Command::new("docker")
             .args(["ps", "-q", "--filter", "label=io.xtask.project=gatefix"])
+            .args(["--filter", &owner])
             .output()
             .unwrap();
         if !out.stdout.is_empty() {

@@ -1,0 +1,211 @@
+//! The pipeline every command that brings an environment up runs on, and its reporting:
+//! `mission-critical` runs it to the end, `docker-up` until the stack (kept), `ci` until the
+//! images. Stages emit [`events::Event`]s to one [`reporter::Reporter`], whose sinks render the
+//! terminal, the JSON event stream, the summary, the JUnit report and the GitHub step summary.
+//! Teardown and the report happen on every path: success, failure, a suite past its deadline,
+//! Ctrl-C, SIGTERM, a panic.
+//!
+//! Reading order: the run's options and state (`run`), the events (`events`), the stages in
+//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `teardown`), how
+//! every path ends (`supervise`), then reporting (`reporter`, `sinks`).
+//!
+//! Not here: how each stage does its work (engine, images, stack, ws, suites, target modules).
+
+pub mod events;
+pub mod machine;
+pub mod pipeline;
+pub mod reporter;
+pub mod run;
+pub mod sinks;
+pub mod stack;
+pub mod suites;
+pub mod supervise;
+pub mod target;
+pub mod teardown;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::Failure;
+use crate::flags::{DockerUp, MissionCritical, TargetChoice};
+use crate::report::Outcome;
+use crate::{ui, Ctx};
+
+use events::Stage;
+use reporter::{LiveSink, Reporter};
+use run::{Isolation, Keep, Options, Run, Until};
+
+/// A run of the pipeline, its live sinks (the terminal, the event stream under the run's
+/// directory), with the project's facts recorded (run id, git commit).
+async fn new_run(config: crate::config::Config, options: Options) -> Arc<Run> {
+    let run_id = crate::state::new_run_id();
+    let secrets = run::Secrets::default();
+    let mut live: Vec<Box<dyn LiveSink>> = vec![Box::new(sinks::terminal::Terminal::default())];
+    let events = crate::state::Store::of(&config)
+        .run_dir(&run_id)
+        .join("events.jsonl");
+    match sinks::stream::Stream::create(&events, secrets.clone()) {
+        Ok(stream) => live.push(Box::new(stream)),
+        Err(e) => ui::say(format!("no event stream for this run: {e:#}")),
+    }
+    let run = Arc::new(Run::new(
+        config,
+        options,
+        run_id,
+        Arc::new(Reporter::new(live)),
+        secrets,
+    ));
+    ui::say(format!(
+        "{}: run {} ({})",
+        run.options.command,
+        run.run_id,
+        run.config.path.display()
+    ));
+    run.property("run_id", run.run_id.clone());
+    if let Some(commit) = git_commit(&run.config.root).await {
+        run.property("git_commit", commit);
+    }
+    run
+}
+
+impl MissionCritical {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let config = ctx.config()?;
+        for name in &self.suites {
+            if !config.suites.iter().any(|s| &s.name == name) {
+                return Err(Failure::config(format!(
+                    "--suite {name}: no [[suite]] named `{name}` in {}",
+                    config.path.display()
+                ))
+                .into());
+            }
+        }
+        let junit = if self.junit.is_absolute() {
+            self.junit.clone()
+        } else {
+            config.root.join(&self.junit)
+        };
+        let options = Options {
+            command: "mission-critical",
+            target: self.target,
+            until: Until::Suites,
+            isolation: Isolation::Isolated,
+            keep: match (self.keep, self.keep_on_failure) {
+                (true, _) => Keep::Always,
+                (false, true) => Keep::OnFailure,
+                (false, false) => Keep::Never,
+            },
+            preflight: true,
+            install: self.install,
+            junit: Some(junit),
+            shard: self.shard,
+            only_suites: self.suites,
+        };
+        let (result, _) = pipeline::run(new_run(config, options).await).await;
+        result
+    }
+}
+
+impl DockerUp {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let config = ctx.config()?;
+        if self.engine_only {
+            let options = crate::engine::EnsureOptions {
+                install: self.install,
+            };
+            return crate::engine::run_engine_only(&config, &options, self.json).await;
+        }
+        let options = Options {
+            command: "docker-up",
+            target: TargetChoice::Docker,
+            until: Until::Stack,
+            isolation: if self.isolated {
+                Isolation::Isolated
+            } else {
+                Isolation::Shared
+            },
+            keep: Keep::Always,
+            preflight: !self.skip_preflight,
+            install: self.install,
+            junit: None,
+            shard: None,
+            only_suites: Vec::new(),
+        };
+        let (result, run) = pipeline::run(new_run(config, options).await).await;
+        let up = run::lock(&run.up).take();
+        if let Some(report) = &up {
+            crate::stack::print_up(report);
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(report)?);
+            }
+        }
+        result?;
+        match up {
+            Some(report) => {
+                if let Some(failed) = report.failure() {
+                    return Err(Failure::check(format!("{}: {}", failed.name, failed.detail))
+                        .with_hint(
+                            "the stack is left as it is for inspection; `cargo xtask docker-down` removes it",
+                        )
+                        .into());
+                }
+                ui::say(format!(
+                    "stack up: all {} services healthy, {} after docker-up started",
+                    report.services.len(),
+                    ui::duration(report.total)
+                ));
+                Ok(())
+            }
+            None => Err(Failure::config(format!(
+                "{}: there is no [stack] table, so there is no stack to bring up",
+                run.config.path.display()
+            ))
+            .into()),
+        }
+    }
+}
+
+/// The engine and the images, as the gate's own stages make them: what `ci` goes on with.
+/// Returns the engine and the stages' steps.
+pub async fn engine_and_images(
+    config: crate::config::Config,
+    install: bool,
+) -> anyhow::Result<(crate::engine::Engine, Vec<crate::report::Check>)> {
+    let options = Options {
+        command: "ci",
+        target: TargetChoice::Docker,
+        until: Until::Images,
+        isolation: Isolation::Isolated,
+        keep: Keep::Never,
+        preflight: false,
+        install,
+        junit: None,
+        shard: None,
+        only_suites: Vec::new(),
+    };
+    let (result, run) = pipeline::run(new_run(config, options).await).await;
+    result?;
+    let engine = run::lock(&run.engine)
+        .clone()
+        .ok_or_else(|| Failure::unavailable("no engine answered", None))?;
+    let steps = run
+        .reporter
+        .record()
+        .steps()
+        .filter(|(stage, c)| {
+            matches!(stage, Stage::Engine | Stage::Images) && c.outcome != Outcome::Skipped
+        })
+        .map(|(_, c)| c.clone())
+        .collect();
+    Ok((engine, steps))
+}
+
+async fn git_commit(root: &Path) -> Option<String> {
+    let finished = crate::process::Cmd::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(root)
+        .run(std::time::Duration::from_secs(10))
+        .await
+        .ok()?;
+    Some(finished.stdout.trim().to_owned())
+}

@@ -1,0 +1,279 @@
+//! One run of the pipeline: what it was asked to do ([`Options`]), what it holds while it runs
+//! ([`Run`]: the reporter, what teardown must undo, secrets, each stage's outcome), and
+//! [`StageClock`], which times a stage around its own work and records its outcome.
+//!
+//! Not here: the order of the stages ([super::pipeline]) or what each does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, SuiteCfg};
+use crate::flags::{Shard, TargetChoice};
+use crate::progress::Progress;
+use crate::report::{Check, Outcome};
+use crate::state::StackState;
+use crate::target::LocalTarget;
+
+use super::events::{Event, Stage, StageOutcome};
+use super::reporter::Reporter;
+
+/// Where the pipeline stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Until {
+    /// The engine and the images (`ci`'s own preparation).
+    Images,
+    /// The stack, healthy (`docker-up`).
+    Stack,
+    /// Everything, suites included (the gate).
+    Suites,
+}
+
+/// How the run's stack is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Its own compose project (`<name>-<run>`) and ephemeral host ports.
+    Isolated,
+    /// The project's own name and ports; a recorded run of it is continued (`docker-up`).
+    Shared,
+}
+
+/// What is left up afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Never,
+    Always,
+    /// Only when the run failed (not when it was interrupted).
+    OnFailure,
+}
+
+/// What the command asks of the pipeline, turned into options once, at the edge.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The command's name, for the summary (`mission-critical`, `docker-up`).
+    pub command: &'static str,
+    pub target: TargetChoice,
+    pub until: Until,
+    pub isolation: Isolation,
+    pub keep: Keep,
+    /// Run the pre-flight checks.
+    pub preflight: bool,
+    /// Install the engine's packages when missing.
+    pub install: bool,
+    /// Where the JUnit report goes (none: no report).
+    pub junit: Option<PathBuf>,
+    pub shard: Option<Shard>,
+    /// Only these suites (empty: all).
+    pub only_suites: Vec<String>,
+}
+
+/// What teardown must undo, recorded the moment it exists.
+#[derive(Default)]
+pub struct Resources {
+    pub stack: Option<StackState>,
+    /// The run id of a stack being brought up, so that a half-made stack is found by label.
+    pub stack_run_id: Option<String>,
+    pub local: Option<LocalTarget>,
+}
+
+/// Everything the pipeline needs, shared with the task it runs in.
+pub struct Run {
+    pub config: Config,
+    pub options: Options,
+    pub run_id: String,
+    pub reporter: Arc<Reporter>,
+    pub resources: Mutex<Resources>,
+    /// Values that must never appear in output or the report (shared with the event stream).
+    secrets: Secrets,
+    /// How each stage ended, as the pipeline decided.
+    outcomes: Mutex<BTreeMap<Stage, StageOutcome>>,
+    /// The engine, once it answered (for `ci`, which goes on with it).
+    pub engine: Mutex<Option<crate::engine::Engine>>,
+    /// What the stack's `up` reported (for `docker-up`'s output).
+    pub up: Mutex<Option<crate::stack::UpReport>>,
+}
+
+/// The run's secrets, shared with the sinks that redact them.
+pub type Secrets = Arc<Mutex<Vec<String>>>;
+
+impl Run {
+    pub fn new(
+        config: Config,
+        options: Options,
+        run_id: String,
+        reporter: Arc<Reporter>,
+        secrets: Secrets,
+    ) -> Run {
+        Run {
+            config,
+            options,
+            run_id,
+            reporter,
+            resources: Mutex::new(Resources::default()),
+            secrets,
+            outcomes: Mutex::new(BTreeMap::new()),
+            engine: Mutex::new(None),
+            up: Mutex::new(None),
+        }
+    }
+
+    pub fn emit(&self, event: Event) {
+        if let Event::StageFinished { stage, outcome, .. } = &event {
+            lock(&self.outcomes).insert(*stage, outcome.clone());
+        }
+        self.reporter.emit(event);
+    }
+
+    pub fn note(&self, text: impl Into<String>) {
+        self.emit(Event::Note(text.into()));
+    }
+
+    pub fn property(&self, name: &str, value: impl Into<String>) {
+        self.emit(Event::Property {
+            name: name.to_owned(),
+            value: value.into(),
+        });
+    }
+
+    /// The stage's outcome, once it finished.
+    pub fn outcome(&self, stage: Stage) -> Option<StageOutcome> {
+        lock(&self.outcomes).get(&stage).cloned()
+    }
+
+    pub fn stage_failed(&self, stage: Stage) -> bool {
+        self.outcome(stage) == Some(StageOutcome::Failed)
+    }
+
+    /// Whether anything failed so far: a stage, a step, or a suite.
+    pub fn failed(&self) -> bool {
+        lock(&self.outcomes)
+            .values()
+            .any(|o| *o == StageOutcome::Failed)
+            || self.reporter.record().failed()
+    }
+
+    /// Marks a stage that will not run.
+    pub fn skip(&self, stage: Stage, reason: impl Into<String>) {
+        if self.outcome(stage).is_none() {
+            self.emit(Event::StageFinished {
+                stage,
+                elapsed: Duration::ZERO,
+                outcome: StageOutcome::Skipped(reason.into()),
+            });
+        }
+    }
+
+    /// A progress handle whose messages become the stage's progress events.
+    pub fn progress(self: &Arc<Run>, stage: Stage) -> Progress {
+        let reporter = self.reporter.clone();
+        Progress::to(move |message| {
+            reporter.emit(Event::Progress {
+                stage,
+                message: message.to_owned(),
+            })
+        })
+    }
+
+    pub fn add_secret(&self, secret: String) {
+        lock(&self.secrets).push(secret);
+    }
+
+    pub fn secrets(&self) -> Vec<String> {
+        lock(&self.secrets).clone()
+    }
+
+    /// The suites this run selected (`--suite`), in configuration order.
+    pub fn selected_suites(&self) -> Vec<&SuiteCfg> {
+        self.config
+            .suites
+            .iter()
+            .filter(|s| {
+                self.options.only_suites.is_empty() || self.options.only_suites.contains(&s.name)
+            })
+            .collect()
+    }
+}
+
+/// Times a stage around its own work and decides its outcome from its steps.
+pub struct StageClock<'a> {
+    run: &'a Run,
+    stage: Stage,
+    /// The stage's own work so far (a stage may pause while another works: the engine's smoke
+    /// container runs after the images).
+    worked: Duration,
+    since: Option<Instant>,
+    failed: bool,
+}
+
+impl<'a> StageClock<'a> {
+    /// Emits the stage's start; its clock runs.
+    pub fn start(run: &'a Run, stage: Stage) -> StageClock<'a> {
+        run.emit(Event::StageStarted { stage });
+        StageClock {
+            run,
+            stage,
+            worked: Duration::ZERO,
+            since: Some(Instant::now()),
+            failed: false,
+        }
+    }
+
+    /// Stops the clock while the stage waits on work that is not its own.
+    pub fn pause(&mut self) {
+        if let Some(since) = self.since.take() {
+            self.worked += since.elapsed();
+        }
+    }
+
+    pub fn resume(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Adds time the stage's work took elsewhere (a task measured itself).
+    pub fn add(&mut self, worked: Duration) {
+        self.worked += worked;
+    }
+
+    pub fn step(&mut self, check: Check) {
+        if check.outcome == Outcome::Failed {
+            self.failed = true;
+        }
+        self.run.emit(Event::Step {
+            stage: self.stage,
+            check,
+        });
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Ends the stage: passed, or failed when a step failed.
+    pub fn finish(self) -> StageOutcome {
+        let outcome = if self.failed {
+            StageOutcome::Failed
+        } else {
+            StageOutcome::Passed
+        };
+        self.finish_as(outcome)
+    }
+
+    /// Ends the stage with the outcome the pipeline decided (a stage that found nothing to do
+    /// is skipped, with its own time).
+    pub fn finish_as(mut self, outcome: StageOutcome) -> StageOutcome {
+        self.pause();
+        self.run.emit(Event::StageFinished {
+            stage: self.stage,
+            elapsed: self.worked,
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+}
+
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,344 @@
+//! Recorded runs the sinks' snapshot tests render: a passing docker run, a run with no engine
+//! that fell back to local processes, and a run whose suite failed. Times are fixed so that
+//! renderings are stable.
+
+use std::time::Duration;
+
+use crate::gate::events::{Event, Record, Stage, StageOutcome, Verdict};
+use crate::junit::{Case, Status, SuiteResult};
+use crate::report::{Check, Outcome};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+struct Builder {
+    record: Record,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder {
+            record: Record::default(),
+        }
+    }
+    fn at(mut self, at_ms: u64, event: Event) -> Builder {
+        self.record.events.push((ms(at_ms), event));
+        self
+    }
+    fn started(self, at_ms: u64, stage: Stage) -> Builder {
+        self.at(at_ms, Event::StageStarted { stage })
+    }
+    fn finished(self, at_ms: u64, stage: Stage, elapsed_ms: u64, outcome: StageOutcome) -> Builder {
+        self.at(
+            at_ms,
+            Event::StageFinished {
+                stage,
+                elapsed: ms(elapsed_ms),
+                outcome,
+            },
+        )
+    }
+    fn skipped(self, at_ms: u64, stage: Stage, reason: &str) -> Builder {
+        self.finished(at_ms, stage, 0, StageOutcome::Skipped(reason.into()))
+    }
+    fn step(self, at_ms: u64, stage: Stage, check: Check) -> Builder {
+        self.at(at_ms, Event::Step { stage, check })
+    }
+    fn property(self, at_ms: u64, name: &str, value: &str) -> Builder {
+        self.at(
+            at_ms,
+            Event::Property {
+                name: name.into(),
+                value: value.into(),
+            },
+        )
+    }
+    fn done(self, at_ms: u64, verdict: Verdict, overhead_ms: u64) -> Record {
+        self.at(
+            at_ms,
+            Event::Finished {
+                verdict,
+                total: ms(at_ms),
+                overhead: ms(overhead_ms),
+            },
+        )
+        .record
+    }
+}
+
+fn suite(name: &str, cases: Vec<Case>, duration_ms: u64) -> SuiteResult {
+    SuiteResult {
+        cases,
+        duration: ms(duration_ms),
+        ..SuiteResult::new(name)
+    }
+}
+
+fn passed(classname: &str, name: &str, time_ms: u64) -> Case {
+    Case::new(classname, name, Status::Passed).with_time(ms(time_ms))
+}
+
+fn preflight(b: Builder) -> Builder {
+    b.started(0, Stage::Preflight)
+        .property(1, "run_id", "19a2b3c4d5e-4242")
+        .property(1, "git_commit", "0123456789abcdef")
+        .step(
+            1010,
+            Stage::Preflight,
+            Check::passed("memory", ms(1), "23.1 GiB available (need 8)"),
+        )
+        .step(
+            1010,
+            Stage::Preflight,
+            Check::new("cpu load", Outcome::Warned, ms(1000), "91% busy (max 80)"),
+        )
+        .finished(1011, Stage::Preflight, 1010, StageOutcome::Passed)
+}
+
+pub fn docker_passing() -> Record {
+    let b = preflight(Builder::new())
+        .started(2, Stage::Engine)
+        .step(
+            40,
+            Stage::Engine,
+            Check::passed(
+                "engine available",
+                ms(38),
+                "unix:///var/run/docker.sock 20.10.24",
+            ),
+        )
+        .property(40, "engine_version", "20.10.24 (API 1.41)")
+        .started(41, Stage::Target)
+        .step(
+            41,
+            Stage::Target,
+            Check::passed("target docker", ms(0), "the engine answered"),
+        )
+        .property(41, "target", "docker")
+        .finished(41, Stage::Target, 0, StageOutcome::Passed)
+        .started(41, Stage::Images)
+        .step(
+            44,
+            Stage::Images,
+            Check::passed("image debian:bookworm-slim", ms(3), "present"),
+        )
+        .finished(44, Stage::Images, 3, StageOutcome::Passed)
+        .started(44, Stage::Stack)
+        .step(
+            600,
+            Stage::Engine,
+            Check::passed("smoke container", ms(556), "`hello-world` exited 0"),
+        )
+        .finished(600, Stage::Engine, 598, StageOutcome::Passed)
+        .property(300, "compose_flavour", "docker-compose 1.29.2")
+        .step(
+            4900,
+            Stage::Stack,
+            Check::passed(
+                "compose up",
+                ms(4200),
+                "docker-compose 1.29.2, project chat-4242",
+            ),
+        )
+        .step(
+            5000,
+            Stage::Stack,
+            Check::passed(
+                "service postgres healthy",
+                ms(2100),
+                "healthy 2.10s after start",
+            ),
+        )
+        .step(
+            5000,
+            Stage::Stack,
+            Check::passed(
+                "service backend healthy",
+                ms(3300),
+                "healthy 3.30s after start",
+            ),
+        )
+        .finished(5001, Stage::Stack, 4957, StageOutcome::Passed)
+        .started(5001, Stage::Ws)
+        .step(
+            5110,
+            Stage::Ws,
+            Check::passed("websocket events", ms(101), "5 events in order"),
+        )
+        .finished(5110, Stage::Ws, 109, StageOutcome::Passed)
+        .started(5110, Stage::Suites)
+        .at(
+            9000,
+            Event::Suite(suite(
+                "e2e",
+                vec![
+                    passed("tests.e2e.test_chat", "test_agent_answers", 1200),
+                    passed("tests.e2e.test_chat", "test_two_users", 900),
+                    Case::skipped("tests.e2e.test_chat", "test_restart", "destructive"),
+                ],
+                3890,
+            )),
+        )
+        .finished(9000, Stage::Suites, 3890, StageOutcome::Passed)
+        .started(9000, Stage::Teardown)
+        .step(
+            9500,
+            Stage::Teardown,
+            Check::passed(
+                "stack down",
+                ms(500),
+                "4 containers, 1 network, 1 volume removed",
+            ),
+        )
+        .finished(9500, Stage::Teardown, 500, StageOutcome::Passed);
+    b.done(9500, Verdict::Passed, 153)
+}
+
+pub fn no_engine_local() -> Record {
+    preflight(Builder::new())
+        .started(2, Stage::Engine)
+        .step(
+            20,
+            Stage::Engine,
+            Check::skipped(
+                "engine available",
+                "no engine (nothing answers at unix:///var/run/docker.sock); trying [fallback] order",
+            ),
+        )
+        .finished(
+            20,
+            Stage::Engine,
+            18,
+            StageOutcome::Skipped("no engine: fell back to [fallback] order".into()),
+        )
+        .started(20, Stage::Target)
+        .at(
+            21,
+            Event::Note("target staging not usable: STAGING_BACKEND_URL is not set".into()),
+        )
+        .at(
+            30,
+            Event::Progress {
+                stage: Stage::Target,
+                message: "waiting for local `auth` at http://127.0.0.1:18001/health".into(),
+            },
+        )
+        .step(
+            15900,
+            Stage::Target,
+            Check::passed("local auth ready", ms(15000), "http://127.0.0.1:18001/health answered"),
+        )
+        .step(
+            16200,
+            Stage::Target,
+            Check::passed("local backend ready", ms(300), "http://127.0.0.1:18000/health answered"),
+        )
+        .property(16200, "target", "local")
+        .finished(16200, Stage::Target, 16180, StageOutcome::Passed)
+        .skipped(16200, Stage::Images, "not used on the local target")
+        .skipped(16200, Stage::Stack, "not used on the local target")
+        .started(16200, Stage::Ws)
+        .step(
+            16300,
+            Stage::Ws,
+            Check::passed("websocket events", ms(100), "5 events in order"),
+        )
+        .finished(16300, Stage::Ws, 100, StageOutcome::Passed)
+        .started(16300, Stage::Suites)
+        .at(
+            20000,
+            Event::Suite(suite(
+                "mission_critical",
+                vec![
+                    passed("tests.mc.test_tokens", "test_token_is_a_jwt", 20),
+                    Case::skipped(
+                        "tests.mc.test_stack",
+                        "test_postgres_container",
+                        "marker docker: not run on the local target",
+                    ),
+                ],
+                3700,
+            )),
+        )
+        .finished(20000, Stage::Suites, 3700, StageOutcome::Passed)
+        .started(20000, Stage::Teardown)
+        .step(
+            20100,
+            Stage::Teardown,
+            Check::passed("stop local processes", ms(100), "auth: stopped; backend: stopped"),
+        )
+        .finished(20100, Stage::Teardown, 100, StageOutcome::Passed)
+        .done(20100, Verdict::Passed, 120)
+}
+
+pub fn failing_suite() -> Record {
+    let failure = Status::Failed {
+        message: "AssertionError: expected agent_completed, got error, then: s3cret".into(),
+        output:
+            "def test_agent_answers(ws):\n>       assert events == EXPECTED\nE       AssertionError"
+                .into(),
+    };
+    preflight(Builder::new())
+        .started(2, Stage::Engine)
+        .step(
+            40,
+            Stage::Engine,
+            Check::passed(
+                "engine available",
+                ms(38),
+                "unix:///var/run/docker.sock 20.10.24",
+            ),
+        )
+        .finished(600, Stage::Engine, 598, StageOutcome::Passed)
+        .started(600, Stage::Target)
+        .property(600, "target", "docker")
+        .finished(600, Stage::Target, 0, StageOutcome::Passed)
+        .started(600, Stage::Stack)
+        .step(
+            4000,
+            Stage::Stack,
+            Check::passed(
+                "service backend healthy",
+                ms(3300),
+                "healthy 3.30s after start",
+            ),
+        )
+        .finished(4000, Stage::Stack, 3400, StageOutcome::Passed)
+        .started(4000, Stage::Ws)
+        .step(
+            4100,
+            Stage::Ws,
+            Check::failed(
+                "websocket events",
+                ms(100),
+                "expected agent_completed, got error",
+            ),
+        )
+        .finished(4100, Stage::Ws, 100, StageOutcome::Failed)
+        .skipped(4100, Stage::Suites, "the WebSocket check failed")
+        .at(
+            4200,
+            Event::Suite(suite(
+                "e2e",
+                vec![
+                    Case::new(
+                        "tests.e2e.test_chat",
+                        "test_agent_answers, with commas",
+                        failure,
+                    )
+                    .with_time(ms(800)),
+                    passed("tests.e2e.test_chat", "test_two_users", 900),
+                ],
+                1700,
+            )),
+        )
+        .started(4200, Stage::Teardown)
+        .step(
+            4700,
+            Stage::Teardown,
+            Check::passed("stack down", ms(500), "removed"),
+        )
+        .finished(4700, Stage::Teardown, 500, StageOutcome::Passed)
+        .done(4700, Verdict::Failed, 90)
+}

@@ -1,0 +1,19 @@
+//! The sinks: each turns the run's events into one view. Live sinks see events as they come
+//! (`terminal`, `stream`); the others render the whole [`Record`] at the end (`summary`, `junit`,
+//! `github`). Every sink's rendering is a pure function of events, tested with snapshots against
+//! the runs in [`fixtures`]. Each sink matches every [`Event`] kind explicitly, so a new kind
+//! cannot be dropped by one of them unnoticed.
+//!
+//! Not here: deciding anything about the run (the pipeline does).
+//!
+//! [`Record`]: super::events::Record
+//! [`Event`]: super::events::Event
+
+pub mod github;
+pub mod junit;
+pub mod stream;
+pub mod summary;
+pub mod terminal;
+
+#[cfg(test)]
+pub mod fixtures;

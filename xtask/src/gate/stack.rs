@@ -1,0 +1,183 @@
+//! The stack stage: the compose stack built, started and healthy, with the engine's smoke
+//! container running beside it (it proves the engine runs containers; so does the stack, and
+//! neither needs the other). The smoke container's step belongs to the engine stage, whose
+//! clock runs again for it.
+//!
+//! Not here: bringing the stack up ([crate::stack]) or the smoke container ([crate::engine]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::TargetKind;
+use crate::engine::Engine;
+use crate::report::Check;
+
+use super::events::{Event, Stage};
+use super::run::{lock, Isolation, Keep, Run, StageClock};
+use super::target::Chosen;
+
+/// The stack being prepared (reading the compose file needs no engine, so it overlaps the
+/// engine stage).
+pub type Preparing = tokio::task::JoinHandle<anyhow::Result<crate::stack::Prepared>>;
+
+/// How `up` is asked to run for this pipeline.
+pub fn up_options(run: &Run) -> crate::stack::UpOptions {
+    let isolated = run.options.isolation == Isolation::Isolated;
+    crate::stack::UpOptions {
+        isolated,
+        // A shared (docker-up) run continues the recorded run of its project, with its id.
+        run_id: isolated.then(|| run.run_id.clone()),
+        keep: run.options.keep == Keep::Always,
+        progress: Some(stack_progress(run)),
+        ..Default::default()
+    }
+}
+
+/// Starts preparing the stack, when this run has one.
+pub fn prepare(run: &Arc<Run>) -> Option<Preparing> {
+    run.config.stack.as_ref()?;
+    let config = run.config.clone();
+    let options = up_options(run);
+    Some(tokio::spawn(async move {
+        crate::stack::prepare(&config, &options).await
+    }))
+}
+
+/// Drops a prepared stack that will not start (an earlier stage failed).
+pub async fn abandon(run: &Run, preparing: Option<Preparing>) {
+    if let Some(preparing) = preparing {
+        if let Ok(Ok(prepared)) = preparing.await {
+            if !prepared.continued {
+                crate::stack::abandon(&run.config, &prepared.run_id);
+            }
+        }
+    }
+}
+
+/// The stack stage and the smoke container beside it; finishes the engine stage's clock.
+/// `None` when the suites cannot go on (the stack or the smoke container failed).
+pub async fn stack(
+    run: &Arc<Run>,
+    engine: &Engine,
+    mut engine_clock: StageClock<'_>,
+    preparing: Option<Preparing>,
+) -> Option<Chosen> {
+    let config = &run.config;
+    let smoke = crate::engine::smoke(engine, config);
+    let Some(preparing) = preparing else {
+        let check = smoke.await;
+        engine_clock.add(check.duration);
+        engine_clock.step(check);
+        let engine_failed = engine_clock.failed();
+        engine_clock.finish();
+        run.skip(Stage::Stack, "no [stack] in harness.toml");
+        return (!engine_failed).then(|| Chosen {
+            kind: TargetKind::Docker,
+            endpoints: BTreeMap::new(),
+            extra_env: BTreeMap::new(),
+            skip_markers: config.targets.docker_skip_markers.clone(),
+        });
+    };
+    let mut clock = StageClock::start(run, Stage::Stack);
+    let up = async {
+        let prepared = match preparing.await {
+            Ok(prepared) => prepared?,
+            Err(e) => anyhow::bail!("preparing the stack stopped: {e}"),
+        };
+        lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
+        crate::stack::start(config, engine, prepared, &up_options(run)).await
+    };
+    // The smoke container's step is reported (and the engine stage ended) as soon as it is done.
+    let smoke = async move {
+        let check = smoke.await;
+        engine_clock.add(check.duration);
+        engine_clock.step(check);
+        let failed = engine_clock.failed();
+        engine_clock.finish();
+        failed
+    };
+    let (up, smoke_failed) = tokio::join!(up, smoke);
+    let report = match up {
+        Ok(report) => report,
+        Err(e) => {
+            clock.step(Check::failed("stack up", Duration::ZERO, format!("{e:#}")));
+            clock.finish();
+            return None;
+        }
+    };
+    run.property("compose_flavour", report.compose.to_string());
+    lock(&run.resources).stack = Some(report.state.clone());
+    for check in report.checks() {
+        clock.step(check.clone());
+    }
+    clock.finish();
+    let chosen = Chosen {
+        kind: TargetKind::Docker,
+        endpoints: report.endpoints.clone(),
+        extra_env: BTreeMap::from([
+            (
+                "XTASK_COMPOSE_PROJECT".to_owned(),
+                report.state.project.clone(),
+            ),
+            (
+                "XTASK_COMPOSE_FILE".to_owned(),
+                report.state.compose_file.display().to_string(),
+            ),
+        ]),
+        skip_markers: config.targets.docker_skip_markers.clone(),
+    };
+    let passed = report.passed();
+    *lock(&run.up) = Some(report);
+    (passed && !smoke_failed).then_some(chosen)
+}
+
+/// The stack's progress as the stage's progress events: what changes, and every five seconds
+/// which services it still waits for.
+fn stack_progress(run: &Run) -> crate::stack::Progress {
+    let reporter = run.reporter.clone();
+    let last_waiting = std::sync::Mutex::new(std::time::Instant::now());
+    Arc::new(move |event: &crate::stack::UpEvent| {
+        use crate::stack::UpEvent;
+        let message = match event {
+            UpEvent::Compose(compose) => format!("compose: {compose}"),
+            UpEvent::Starting { project, command } => {
+                format!("starting project {project}: {command}")
+            }
+            UpEvent::ServiceStarted { service } => format!("{service}: started"),
+            UpEvent::ServiceReady { service, after, .. } => format!(
+                "{service}: healthy {} after start",
+                crate::ui::duration(*after)
+            ),
+            UpEvent::ServiceFailed { service, reason } => format!("{service}: FAILED: {reason}"),
+            UpEvent::UpFinished { elapsed, success } => format!(
+                "compose up {} after {}",
+                if *success { "returned" } else { "FAILED" },
+                crate::ui::duration(*elapsed)
+            ),
+            UpEvent::Waiting { elapsed, pending } => {
+                let mut last = lock(&last_waiting);
+                if pending.is_empty() || last.elapsed() < crate::progress::SAY_EVERY {
+                    return;
+                }
+                *last = std::time::Instant::now();
+                let list: Vec<String> = pending
+                    .iter()
+                    .map(|(service, running)| match running {
+                        Some(d) => format!("{service} (starting, {})", crate::ui::duration(*d)),
+                        None => format!("{service} (not started)"),
+                    })
+                    .collect();
+                format!(
+                    "waiting {}: {}",
+                    crate::ui::duration(*elapsed),
+                    list.join(", ")
+                )
+            }
+        };
+        reporter.emit(Event::Progress {
+            stage: Stage::Stack,
+            message,
+        });
+    })
+}

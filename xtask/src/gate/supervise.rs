@@ -1,0 +1,329 @@
+//! Every path ends the same way: [`supervise`] runs the pipeline in its own task so that a
+//! signal (Ctrl-C, SIGTERM) or a panic can end it, and [`finish`] then tears down, decides the
+//! verdict, writes the report and prints the summary, whatever the ending.
+//!
+//! Not here: the stages ([super::pipeline]); the exit code of an error ([crate::error]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{exit_kind_of, ExitKind, Failure};
+
+use super::events::{Event, Stage, Verdict};
+use super::run::Run;
+use super::sinks;
+
+/// How the pipeline ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// It ran its course (its stages decide whether it passed).
+    Completed,
+    /// It stopped with an error; the error's kind is the exit code (no target: exit 3).
+    Error(anyhow::Error),
+    /// A signal ended it.
+    Interrupted(&'static str),
+    /// A stage panicked: the message.
+    Panicked(String),
+}
+
+/// Runs `work` in its own task so that a signal or a panic can end it; how it ended.
+pub async fn supervise<F>(work: F) -> Ending
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut pipeline = tokio::spawn(work);
+    let mut signals = Signals::new();
+    tokio::select! {
+        joined = &mut pipeline => match joined {
+            Ok(Ok(())) => Ending::Completed,
+            Ok(Err(e)) => Ending::Error(e),
+            Err(join_error) if join_error.is_panic() => {
+                let payload = join_error.into_panic();
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                Ending::Panicked(message)
+            }
+            Err(_) => Ending::Interrupted("cancellation"),
+        },
+        signal = signals.next() => {
+            crate::ui::say(format!("interrupted ({signal}): stopping what runs, tearing down"));
+            pipeline.abort();
+            let _ = pipeline.await;
+            Ending::Interrupted(signal)
+        }
+    }
+}
+
+/// Teardown, the verdict, the report and the summary, whatever the ending; the command's result.
+pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
+    // From here a signal no longer reaches the pipeline. During teardown a first signal lets it
+    // finish (the run then counts as interrupted); a second one, or one after the run was
+    // already interrupted, ends the harness at once.
+    let teardown_signals = Arc::new(AtomicUsize::new(0));
+    let already_interrupted = matches!(ending, Ending::Interrupted(_));
+    let _second_signal = AbortOnDrop(tokio::spawn({
+        let teardown_signals = teardown_signals.clone();
+        async move {
+            let mut signals = Signals::new();
+            loop {
+                signals.next().await;
+                let seen = teardown_signals.fetch_add(1, Ordering::SeqCst) + 1;
+                if already_interrupted || seen >= 2 {
+                    eprintln!(
+                        "interrupted again: exiting before teardown and the report are finished"
+                    );
+                    std::process::exit(130);
+                }
+                crate::ui::say(
+                    "interrupted during teardown: finishing it (interrupt again to exit at once)",
+                );
+            }
+        }
+    }));
+    if let Ending::Panicked(message) = &ending {
+        run.emit(Event::Step {
+            stage: Stage::Teardown,
+            check: crate::report::Check::failed("harness panic", Duration::ZERO, message.clone()),
+        });
+    }
+    if let Ending::Error(e) = &ending {
+        if exit_kind_of(e) != ExitKind::Unavailable {
+            run.emit(Event::Step {
+                stage: Stage::Teardown,
+                check: crate::report::Check::failed("gate error", Duration::ZERO, format!("{e:#}")),
+            });
+        }
+    }
+    let failed_before = run.failed() || !matches!(ending, Ending::Completed);
+    super::teardown::teardown(run, failed_before, already_interrupted).await;
+    let ending = match ending {
+        Ending::Completed | Ending::Error(_) | Ending::Panicked(_)
+            if teardown_signals.load(Ordering::SeqCst) > 0 =>
+        {
+            Ending::Interrupted("a signal during teardown")
+        }
+        ending => ending,
+    };
+    // Processes dropped by an interruption get their kill before the harness exits.
+    tokio::task::spawn_blocking(crate::process::finish_pending_kills)
+        .await
+        .ok();
+
+    let verdict = match &ending {
+        Ending::Interrupted(signal) => Verdict::Interrupted((*signal).to_owned()),
+        Ending::Panicked(message) => Verdict::Panicked(message.clone()),
+        Ending::Error(e) if exit_kind_of(e) == ExitKind::Unavailable => Verdict::Unavailable,
+        Ending::Error(_) => Verdict::Failed,
+        Ending::Completed if run.failed() => Verdict::Failed,
+        Ending::Completed => Verdict::Passed,
+    };
+    let total = run.reporter.started().elapsed();
+    run.emit(Event::Finished {
+        verdict: verdict.clone(),
+        total,
+        overhead: overhead(&run.reporter.record(), total),
+    });
+    let record = run.reporter.record();
+    let written = write_report(run, &record);
+    let report = match (&written, &run.options.junit) {
+        (Err(e), _) => sinks::summary::ReportWritten::Failed(format!("{e:#}")),
+        (Ok(()), Some(path)) => sinks::summary::ReportWritten::At(path),
+        (Ok(()), None) => sinks::summary::ReportWritten::None,
+    };
+    let summary = sinks::summary::render(&record, run.options.command, report);
+    eprint!("{}", crate::junit::redact(&summary, &run.secrets()));
+    github(run, &record);
+
+    match ending {
+        Ending::Interrupted(signal) => Err(Failure::Interrupted { signal }.into()),
+        Ending::Error(e) => Err(e),
+        Ending::Panicked(message) => {
+            Err(Failure::check(format!("the harness panicked: {message}")).into())
+        }
+        Ending::Completed => {
+            written?;
+            if verdict == Verdict::Passed {
+                Ok(())
+            } else {
+                Err(Failure::check(format!("{} failed", run.options.command)).into())
+            }
+        }
+    }
+}
+
+/// The harness's own cost: total minus what it waited for (the target's processes, the stack,
+/// the suites and teardown), each as its stage measured itself.
+pub fn overhead(record: &super::events::Record, total: Duration) -> Duration {
+    let spent: Duration = [Stage::Target, Stage::Stack, Stage::Suites, Stage::Teardown]
+        .into_iter()
+        .filter_map(|stage| record.stage(stage).map(|(elapsed, _)| elapsed))
+        .sum();
+    total.saturating_sub(spent)
+}
+
+fn write_report(run: &Run, record: &super::events::Record) -> anyhow::Result<()> {
+    let Some(path) = &run.options.junit else {
+        return Ok(());
+    };
+    let report = sinks::junit::report(
+        record,
+        sinks::junit::ReportMeta {
+            name: format!("{} {}", run.options.command, run.config.project.name.0),
+            secrets: &run.secrets(),
+            shard: run
+                .options
+                .shard
+                .map(|s| format!("{}/{}", s.index, s.count)),
+        },
+    );
+    crate::junit::write(&report, path)
+}
+
+/// The GitHub step summary and annotations, when running under GitHub Actions.
+fn github(run: &Run, record: &super::events::Record) {
+    let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") else {
+        return;
+    };
+    let secrets = run.secrets();
+    let markdown = sinks::github::markdown(record, run.options.junit.as_deref());
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+    {
+        let _ = file.write_all(crate::junit::redact(&markdown, &secrets).as_bytes());
+    }
+    for line in sinks::github::annotations(record) {
+        println!("{}", crate::junit::redact(&line, &secrets));
+    }
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, as one stream.
+pub struct Signals {
+    #[cfg(unix)]
+    sigterm: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn new() -> Signals {
+        Signals {
+            #[cfg(unix)]
+            sigterm: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Waits for the next signal and names it.
+    pub async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        let terminated = async {
+            match self.sigterm.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = terminated => "SIGTERM",
+        }
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::TargetChoice;
+    use crate::gate::reporter::Reporter;
+    use crate::gate::run::{lock, Isolation, Keep, Options, Until};
+
+    /// A stage that panics after it started a process: teardown still stops the process, the
+    /// report is written and names the panic, and the command fails (exit 1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_a_stage_still_tears_down_and_writes_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("harness.toml");
+        std::fs::write(
+            &path,
+            "[project]\nname = \"panicky\"\n\n[targets.local]\nendpoints = {}\n\
+             processes = [{ name = \"sleeper\", cmd = [\"sleep\", \"300\"] }]\n",
+        )
+        .unwrap();
+        let config = crate::config::load(Some(&path)).unwrap();
+        let junit = dir.path().join("junit.xml");
+        let options = Options {
+            command: "mission-critical",
+            target: TargetChoice::Local,
+            until: Until::Suites,
+            isolation: Isolation::Isolated,
+            keep: Keep::Never,
+            preflight: false,
+            install: false,
+            junit: Some(junit.clone()),
+            shard: None,
+            only_suites: Vec::new(),
+        };
+        let run = Arc::new(Run::new(
+            config,
+            options,
+            crate::state::new_run_id(),
+            Arc::new(Reporter::new(Vec::new())),
+            Default::default(),
+        ));
+        let (pid_sender, pid_receiver) = std::sync::mpsc::channel();
+        let work = {
+            let run = run.clone();
+            async move {
+                let local = crate::target::start_local(
+                    &run.config,
+                    None,
+                    &std::collections::BTreeMap::new(),
+                )
+                .await?;
+                pid_sender.send(local.processes[0].pid().unwrap()).unwrap();
+                lock(&run.resources).local = Some(local);
+                panic!("a bug in a stage");
+            }
+        };
+        let ending = supervise(work).await;
+        assert!(
+            matches!(&ending, Ending::Panicked(m) if m == "a bug in a stage"),
+            "{ending:?}"
+        );
+        let pid = pid_receiver.recv().unwrap() as libc::pid_t;
+
+        let result = finish(&run, ending).await;
+        let error = result.expect_err("a panic fails the gate");
+        assert_eq!(exit_kind_of(&error), ExitKind::Failed, "{error:#}");
+        assert!(format!("{error:#}").contains("the harness panicked: a bug in a stage"));
+        // SAFETY: signal 0 only asks whether the pid exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "the local process {pid} outlived the panic");
+        let xml = std::fs::read_to_string(&junit).expect("the report is written");
+        assert!(xml.contains("harness panic"), "{xml}");
+        assert!(xml.contains("a bug in a stage"), "{xml}");
+        assert!(xml.contains("stop local processes"), "{xml}");
+    }
+}

@@ -1,0 +1,140 @@
+//! The teardown stage: on every path, what the run made is undone (the local processes stopped,
+//! the stack removed through the engine), unless the run keeps it (`--keep`, `--keep-on-failure`
+//! when it failed, `docker-up`).
+//!
+//! Not here: how a stack is removed ([crate::stack::down]).
+
+use std::time::{Duration, Instant};
+
+use crate::report::Check;
+use crate::state::StackState;
+
+use super::events::{Stage, StageOutcome};
+use super::run::{lock, Keep, Run, StageClock};
+
+/// Undoes what the run made (or keeps it); `failed` says whether the run failed.
+pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
+    let keep = match run.options.keep {
+        Keep::Always => true,
+        Keep::OnFailure => failed && !interrupted,
+        Keep::Never => false,
+    };
+    let (stack, stack_run_id, local) = {
+        let mut resources = lock(&run.resources);
+        (
+            resources.stack.take(),
+            resources.stack_run_id.take(),
+            resources.local.take(),
+        )
+    };
+    if keep {
+        let mut kept = Vec::new();
+        if let Some(stack) = &stack {
+            if let Err(e) = crate::state::Store::of(&run.config).update(|state| {
+                if let Some(record) = state.stacks.get_mut(&stack.run_id) {
+                    record.kept = true;
+                }
+            }) {
+                run.note(format!("could not record the kept stack: {e:#}"));
+            }
+            kept.push(format!(
+                "the stack (project {}: {}); remove it with cargo xtask docker-down",
+                stack.project,
+                stack
+                    .endpoints
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if let Some(local) = local {
+            // Kept processes are handed over: forget the guards so they keep running.
+            let pids: Vec<String> = local
+                .processes
+                .iter()
+                .filter_map(|p| p.pid())
+                .map(|p| p.to_string())
+                .collect();
+            kept.push(format!("local processes (pids {})", pids.join(", ")));
+            std::mem::forget(local);
+        }
+        if !kept.is_empty() {
+            run.note(format!("kept {}", kept.join(" and ")));
+        }
+        run.skip(
+            Stage::Teardown,
+            match run.options.keep {
+                Keep::Always if run.options.command == "docker-up" => {
+                    "kept: docker-up leaves its stack up"
+                }
+                Keep::Always => "kept (--keep)",
+                _ => "kept (--keep-on-failure)",
+            },
+        );
+        return;
+    }
+    if stack.is_none() && stack_run_id.is_none() && local.is_none() {
+        run.skip(Stage::Teardown, "nothing to undo");
+        return;
+    }
+    let mut clock = StageClock::start(run, Stage::Teardown);
+    if let Some(mut local) = local {
+        let started = Instant::now();
+        let stopped = tokio::task::spawn_blocking(move || local.stop())
+            .await
+            .unwrap_or_default();
+        clock.step(Check::passed(
+            "stop local processes",
+            started.elapsed(),
+            stopped.join("; "),
+        ));
+    }
+    if stack.is_some() || stack_run_id.is_some() {
+        let started = Instant::now();
+        let stack = stack.unwrap_or_else(|| {
+            unfinished_stack(run, stack_run_id.as_deref().unwrap_or(&run.run_id))
+        });
+        let result = tokio::time::timeout(
+            Duration::from_secs(120),
+            crate::stack::down(&run.config, &stack),
+        )
+        .await;
+        clock.step(match result {
+            Ok(Ok(check)) => check,
+            Ok(Err(e)) => Check::failed("stack down", started.elapsed(), format!("{e:#}")),
+            Err(_) => Check::failed(
+                "stack down",
+                started.elapsed(),
+                "did not finish within 120s",
+            ),
+        });
+    }
+    if clock.failed() {
+        clock.finish_as(StageOutcome::Failed);
+    } else {
+        clock.finish();
+    }
+}
+
+/// The record of a stack whose `up` never returned (interrupted): enough for `down` to find it
+/// by its project and its run label.
+fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
+    let stack = run
+        .config
+        .stack
+        .as_ref()
+        .expect("a stack run id is only recorded with a [stack]");
+    let isolated = run.options.isolation == super::run::Isolation::Isolated;
+    StackState {
+        run_id: run_id.to_owned(),
+        project: crate::stack::project_name(&run.config, run_id, isolated),
+        compose_file: stack.compose_file.clone(),
+        compose_flavour: String::new(),
+        services: stack.services.clone(),
+        endpoints: Default::default(),
+        isolated,
+        compose_env: crate::stack::compose_env(stack, isolated),
+        started_unix_ms: crate::state::unix_ms(),
+    }
+}
