@@ -76,9 +76,16 @@ pub async fn stages(run: Arc<Run>) -> anyhow::Result<()> {
                     "engine available",
                     format!("no engine ({e:#}); trying [fallback] order"),
                 ));
+                let order: Vec<String> = run
+                    .config
+                    .fallback
+                    .order
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 clock.finish_as(StageOutcome::Skipped(format!(
-                    "no engine: fell back to [fallback] order {:?}",
-                    run.config.fallback.order
+                    "no engine: fell back to [fallback] order ({})",
+                    order.join(", ")
                 )));
                 (Some(fallback(&run, &background).await?), None)
             }
