@@ -8,6 +8,7 @@ use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use crate::error::Failure;
+use crate::progress::Progress;
 use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
@@ -34,7 +35,8 @@ impl crate::flags::Ci {
             steps.push(Check::skipped("install packages", "--no-install"));
         } else {
             let started = Instant::now();
-            let installed = crate::engine::install_packages(PACKAGES)
+            let installed = crate::engine::install_packages(PACKAGES, &Progress::terminal())
+                .await
                 .context("installing the project's packages")?;
             let detail = if installed {
                 "installed missing packages"
@@ -50,7 +52,8 @@ impl crate::flags::Ci {
 
         let started = Instant::now();
         let (engine, engine_checks) =
-            crate::engine::ensure_running(&config, &Default::default()).await?;
+            crate::engine::ensure_running(&config, &Default::default(), &Progress::terminal())
+                .await?;
         let owns_engine = engine.info.started_by_harness;
         steps.push(Check::passed(
             "engine",
@@ -72,7 +75,7 @@ impl crate::flags::Ci {
                 .into_iter()
                 .filter(|c| c.outcome == Outcome::Failed),
         );
-        steps.extend(crate::images::provision(&engine, &config).await?);
+        steps.extend(crate::images::provision(&engine, &config, &Progress::terminal()).await?);
 
         let owned = if owns_engine { "1" } else { "0" };
         let _owns = sh.push_env(OWNS_ENGINE_ENV, owned);

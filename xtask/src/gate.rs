@@ -534,8 +534,9 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
         let options = crate::engine::EnsureOptions {
             install: run.flags.install,
         };
+        let progress = crate::progress::Progress::terminal();
         Some(
-            match crate::engine::ensure_running(config, &options).await {
+            match crate::engine::ensure_running(config, &options, &progress).await {
                 Err(e) => EngineWork {
                     engine: Err(e),
                     leftovers: None,
@@ -544,7 +545,7 @@ async fn pipeline(run: Arc<Run>) -> anyhow::Result<()> {
                 Ok((engine, checks)) => {
                     // The smoke container runs beside the stack (docker_target).
                     let leftovers = crate::stack::remove_leftovers(config, &engine).await;
-                    let images = crate::images::provision(&engine, config).await;
+                    let images = crate::images::provision(&engine, config, &progress).await;
                     EngineWork {
                         engine: Ok((engine, checks)),
                         leftovers: Some(leftovers),
@@ -756,7 +757,9 @@ async fn docker_target(
     let config = &run.config;
     let reporter = &run.reporter;
     let smoke = async {
-        let check = crate::engine::smoke(engine, config).await;
+        let run_of_gate = crate::engine::SmokeRun::new(run.run_id.clone());
+        let progress = crate::progress::Progress::terminal();
+        let check = crate::engine::smoke(engine, config, &run_of_gate, &progress).await;
         reporter.step(Stage::Engine, check);
     };
     if config.stack.is_none() {

@@ -2420,11 +2420,19 @@ impl crate::flags::DockerUp {
         };
         // Reading the compose file needs no engine: it overlaps pre-flight, engine and images,
         // on a task of its own so that nothing in those stages can hold it up.
+        // The smoke container carries the run id that preparing settles on (a continued run's).
+        let (run_id_known, run_id) = tokio::sync::oneshot::channel();
         let preparing = tokio::spawn({
             let (config, options) = (config.clone(), options.clone());
-            async move { prepare(&config, &options).await }
+            async move {
+                let prepared = prepare(&config, &options).await;
+                if let Ok(prepared) = &prepared {
+                    let _ = run_id_known.send(prepared.run_id.clone());
+                }
+                prepared
+            }
         });
-        let engine = match engine_stage(&config, self.skip_preflight, self.install).await {
+        let engine = match engine_stage(&config, self.skip_preflight, self.install, run_id).await {
             Ok(engine) => engine,
             Err(e) => {
                 if let Ok(Ok(prepared)) = preparing.await {
@@ -2460,11 +2468,13 @@ impl crate::flags::DockerUp {
     }
 }
 
-/// Pre-flight, the engine, then images: what `docker-up` needs before the stack.
+/// Pre-flight, the engine, then images: what `docker-up` needs before the stack. The smoke
+/// container runs under `run_id` once preparing the stack knows it (a new one if that failed).
 async fn engine_stage(
     config: &Config,
     skip_preflight: bool,
     install: bool,
+    run_id: tokio::sync::oneshot::Receiver<String>,
 ) -> anyhow::Result<Engine> {
     // Pre-flight (its CPU sample lasts about a second) and the engine run at the same time; a
     // failed pre-flight still stops docker-up before the stack.
@@ -2476,7 +2486,11 @@ async fn engine_stage(
         }
     };
     let options = engine::EnsureOptions { install };
-    let (preflight, ensured) = tokio::join!(preflight, engine::ensure_running(config, &options));
+    let progress = crate::progress::Progress::terminal();
+    let (preflight, ensured) = tokio::join!(
+        preflight,
+        engine::ensure_running(config, &options, &progress)
+    );
     if let Some(checks) = preflight {
         for check in checks.iter().filter(|c| c.outcome != Outcome::Passed) {
             ui::say(format!(
@@ -2507,10 +2521,14 @@ async fn engine_stage(
         ui::duration(engine.info.time_to_answer)
     ));
     // The smoke container and the image provisioning do not depend on each other.
+    let smoke = async {
+        let run_id = run_id.await.unwrap_or_else(|_| state::new_run_id());
+        engine::smoke(&engine, config, &engine::SmokeRun::new(run_id), &progress).await
+    };
     let (smoke, networks, images) = tokio::join!(
-        engine::smoke(&engine, config),
+        smoke,
         engine::list_networks(&engine),
-        crate::images::provision(&engine, config)
+        crate::images::provision(&engine, config, &progress)
     );
     ui::say(format!(
         "{}: {} {} ({})",
@@ -2642,7 +2660,8 @@ impl crate::flags::DockerDown {
             failed.extend(report.problems);
         }
         if self.stop_engine {
-            let check = engine::stop_started_engine(&config).await?;
+            let progress = crate::progress::Progress::terminal();
+            let check = engine::stop_started_engine(&config, &progress).await?;
             ui::say(format!(
                 "{}: {} {}",
                 check.name,
