@@ -89,6 +89,11 @@ pub fn inspect_pid_file_of(path: &Path, proc_root: &Path, expected: &str) -> Pid
     }
 }
 
+/// [`inspect_pid_file_of`] against this machine's `/proc`.
+pub(super) fn pid_file_now(path: &Path, expected: &str) -> PidFile {
+    inspect_pid_file_of(path, Path::new("/proc"), expected)
+}
+
 /// The state letter of `/proc/<pid>/stat` (R, S, Z, ...).
 fn process_state(proc_root: &Path, pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;

@@ -8,7 +8,6 @@
 //! Not here: how a plan is launched or polled ([`super::start`]), what /proc says
 //! ([`super::os`]), the package install itself ([`super::install`]).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,10 +15,7 @@ use bollard::Docker;
 
 use super::discover::{candidates, describe_candidates, discover, probe, start_target};
 use super::install::{install_engine_packages, install_remedy};
-use super::os::{
-    self, containerd_pid_file, dockerd_hosts, inspect_pid_file, inspect_pid_file_of, process_gone,
-    PidFile,
-};
+use super::os::{self, containerd_pid_file, dockerd_hosts, process_gone, PidFile};
 use super::start::{launch, start_plans, wait_for_answer, HostFacts, StartPlan};
 use super::{
     finish_connect, harness_started, Discovery, DiscoveryEnv, Engine, EnsureOptions, Host,
@@ -290,7 +286,7 @@ async fn settle_pid_file(
     let began = Instant::now();
     let mut throttle = progress.throttled();
     loop {
-        match inspect_pid_file(pid_file, Path::new("/proc")) {
+        match os::pid_file_now(pid_file, "dockerd") {
             PidFile::Absent => {
                 settle_containerd_pid_file(config, began, checks, progress)?;
                 return Ok(None);
@@ -384,8 +380,7 @@ fn settle_containerd_pid_file(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     let path = containerd_pid_file(&config.engine.dockerd_args);
-    if let PidFile::Stale { why, .. } = inspect_pid_file_of(&path, Path::new("/proc"), "containerd")
-    {
+    if let PidFile::Stale { why, .. } = os::pid_file_now(&path, "containerd") {
         progress.say(format!(
             "stale containerd pid file {}: {why}; removing it",
             path.display()
