@@ -8,6 +8,7 @@ use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use crate::error::Failure;
+use crate::progress::Progress;
 use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
@@ -34,7 +35,8 @@ impl crate::flags::Ci {
             steps.push(Check::skipped("install packages", "--no-install"));
         } else {
             let started = Instant::now();
-            let installed = crate::engine::install_packages(PACKAGES)
+            let installed = crate::engine::install_packages(PACKAGES, &Progress::terminal())
+                .await
                 .context("installing the project's packages")?;
             let detail = if installed {
                 "installed missing packages"

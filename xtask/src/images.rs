@@ -1,14 +1,16 @@
-//! Base images: pull, or build locally with debootstrap when no registry answers.
-//!
-//! CONTRACT: `provision` is called by docker-up and the gate after the engine is up.
+//! Base images (`[images]`): present, else pulled, else built locally with debootstrap when no
+//! registry answers. `provision` is called by docker-up, the gate and ci after the engine is up;
+//! it prints nothing (what it waits for goes to the caller's [`Progress`]).
 //!
 //! The recipe (DESIGN.md): `debootstrap --variant=minbase SUITE ROOTFS MIRROR` with the mirror the
 //! host's apt sources name, then the rootfs is streamed as a tar into the engine's import
 //! (`POST /images/create?fromSrc=-`, what `docker import` does). The temporary rootfs is always
-//! removed; no image is ever deleted here. Starting the engine lives in [`crate::engine`].
+//! removed (unmounting what debootstrap left mounted: the Linux-specific part, at the end of this
+//! file); no image is ever deleted here.
+//!
+//! Not here: starting the engine, pulling and the smoke container ([`crate::engine`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,17 +20,26 @@ use tokio::io::AsyncReadExt;
 use crate::config::{Config, ImageCfg, Provision};
 use crate::engine::{self, Engine};
 use crate::error::Failure;
+use crate::process::Cmd;
+use crate::progress::Progress;
 use crate::report::Check;
 use crate::ui;
 
 /// The mirror used when neither the config nor the host's apt sources name one.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
+/// How long tar may take to exit once the import has read all it wrote.
+const TAR_EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Makes every `[images]` entry present; one check per image (idempotent: fast when present).
-pub async fn provision(engine: &Engine, config: &Config) -> anyhow::Result<Vec<Check>> {
+pub async fn provision(
+    engine: &Engine,
+    config: &Config,
+    progress: &Progress,
+) -> anyhow::Result<Vec<Check>> {
     let mut checks = Vec::new();
     for (name, image) in &config.images {
-        checks.push(provision_one(engine, config, name, image).await?);
+        checks.push(provision_one(engine, config, name, image, progress).await?);
     }
     Ok(checks)
 }
@@ -40,6 +51,7 @@ pub async fn provision_one(
     config: &Config,
     name: &str,
     image: &ImageCfg,
+    progress: &Progress,
 ) -> anyhow::Result<Check> {
     let began = Instant::now();
     let check_name = format!("image {name}");
@@ -52,7 +64,10 @@ pub async fn provision_one(
         ));
     }
     let deadline = image.timeout_s.duration();
-    let pull_error = match engine::pull(docker, name, engine::PULL_DEADLINE.min(deadline)).await {
+    let pull_deadline = engine::PULL_DEADLINE.min(deadline);
+    let pulling = engine::pull(docker, name, pull_deadline);
+    let what = format!("the pull of `{name}`");
+    let pull_error = match progress.while_waiting(&what, pull_deadline, pulling).await {
         Ok(()) => {
             return Ok(Check::passed(
                 check_name,
@@ -82,11 +97,12 @@ pub async fn provision_one(
                 .clone()
                 .or_else(|| host_mirror(Path::new("/etc/apt"), &suite))
                 .unwrap_or_else(|| DEFAULT_MIRROR.to_owned());
-            ui::say(format!(
+            progress.say(format!(
                 "image {name} is absent and cannot be pulled ({pull_error}); building it with debootstrap {suite} from {mirror}"
             ));
             let remaining = deadline.saturating_sub(began.elapsed());
-            match build_with_debootstrap(engine, config, name, &suite, &image.variant, &mirror, remaining)
+            let recipe = Recipe { suite: &suite, variant: &image.variant, mirror: &mirror };
+            match build_with_debootstrap(engine, config, name, &recipe, remaining, progress)
                 .await
             {
                 Ok(detail) => Ok(Check::passed(
@@ -244,17 +260,22 @@ pub fn choose_mirror(sources: &[AptSource], suite: &str) -> Option<String> {
         .map(|s| s.uri.trim_end_matches('/').to_owned())
 }
 
+/// What debootstrap builds: `debootstrap --variant=VARIANT SUITE ROOTFS MIRROR`.
+struct Recipe<'a> {
+    suite: &'a str,
+    variant: &'a str,
+    mirror: &'a str,
+}
+
 /// Runs debootstrap into a temporary rootfs under `target/xtask`, imports it as `name`, and
 /// removes the rootfs whatever happened.
-#[allow(clippy::too_many_arguments)]
 async fn build_with_debootstrap(
     engine: &Engine,
     config: &Config,
     name: &str,
-    suite: &str,
-    variant: &str,
-    mirror: &str,
+    recipe: &Recipe<'_>,
     deadline: Duration,
+    progress: &Progress,
 ) -> anyhow::Result<String> {
     let debootstrap = which::which("debootstrap")
         .ok()
@@ -284,33 +305,37 @@ async fn build_with_debootstrap(
         let began = Instant::now();
         let argv = vec![
             debootstrap.to_string_lossy().into_owned(),
-            format!("--variant={variant}"),
-            suite.to_owned(),
+            format!("--variant={}", recipe.variant),
+            recipe.suite.to_owned(),
             rootfs.to_string_lossy().into_owned(),
-            mirror.to_owned(),
+            recipe.mirror.to_owned(),
         ];
-        ui::say(format!(
-            "running `{}` (deadline {})",
-            argv.join(" "),
+        let shown = argv.join(" ");
+        progress.say(format!(
+            "running `{shown}` (deadline {})",
             ui::duration(deadline)
         ));
-        let output = engine::with_progress(
-            "debootstrap",
-            deadline,
-            engine::run_with_deadline(&argv, &[], deadline, false),
-        )
-        .await?;
-        if !output.success {
-            anyhow::bail!(
-                "`{}` exited with {}: {}",
-                argv.join(" "),
-                output.code.map_or("a signal".to_owned(), |c| c.to_string()),
-                output.tail(8)
-            );
-        }
+        // Killed at once at the deadline; whatever it left mounted goes with the rootfs below.
+        let running = Cmd::from_argv(&argv)?.on_deadline(&[]).output(deadline);
+        let finished = progress
+            .while_waiting("debootstrap", deadline, running)
+            .await?;
+        anyhow::ensure!(
+            !finished.timed_out,
+            "`{shown}` did not finish within {}; it was killed",
+            ui::duration(deadline)
+        );
+        anyhow::ensure!(
+            finished.success(),
+            "`{shown}` exited with {}: {}",
+            finished
+                .code()
+                .map_or("a signal".to_owned(), |c| c.to_string()),
+            finished.tail(8)
+        );
         let bootstrapped = began.elapsed();
         let remaining = deadline.saturating_sub(began.elapsed());
-        let id = import_rootfs(engine, &rootfs, name, remaining).await?;
+        let id = import_rootfs(engine, &rootfs, name, remaining, progress).await?;
         Ok(format!(
             "debootstrap {}, import {}, image {}",
             ui::duration(bootstrapped),
@@ -320,7 +345,7 @@ async fn build_with_debootstrap(
     }
     .await;
     if let Err(e) = remove_rootfs(&rootfs) {
-        ui::say(format!("warning: {e:#}"));
+        progress.say(format!("warning: {e:#}"));
     }
     result
 }
@@ -331,20 +356,17 @@ pub async fn import_rootfs(
     rootfs: &Path,
     name: &str,
     deadline: Duration,
+    progress: &Progress,
 ) -> anyhow::Result<String> {
     let (repo, tag) = engine::split_reference(name);
-    let mut tar = tokio::process::Command::new("tar")
+    let mut tar = Cmd::new("tar")
         .arg("--numeric-owner")
         .arg("-C")
         .arg(rootfs)
         .args(["-c", "."])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot run `tar`")?;
-    let stdout = tar.stdout.take().context("tar has no stdout")?;
+        .pipe_stdout()
+        .spawn()?;
+    let stdout = tar.take_stdout().context("tar has no stdout")?;
     let body = futures_util::stream::unfold(stdout, |mut stdout| async move {
         let mut buffer = vec![0u8; 256 * 1024];
         match stdout.read(&mut buffer).await {
@@ -380,7 +402,7 @@ pub async fn import_rootfs(
         Ok::<String, anyhow::Error>(last)
     };
     let what = format!("the import of {name}");
-    let importing = engine::with_progress(&what, deadline, importing);
+    let importing = progress.while_waiting(&what, deadline, importing);
     let imported = tokio::time::timeout(deadline, importing)
         .await
         .map_err(|_| {
@@ -389,12 +411,14 @@ pub async fn import_rootfs(
                 ui::duration(deadline)
             )
         })??;
-    let status = tar.wait_with_output().await.context("waiting for tar")?;
+    // The import read tar's output to its end: tar only has to exit.
+    let finished = tar.wait(TAR_EXIT_DEADLINE).await?;
     anyhow::ensure!(
-        status.status.success(),
-        "`tar -C {} -c .` failed: {}",
+        finished.success(),
+        "`tar -C {} -c .` failed ({}): {}",
         rootfs.display(),
-        String::from_utf8_lossy(&status.stderr).trim()
+        finished.describe(),
+        finished.stderr.trim()
     );
     Ok(imported.trim().to_owned())
 }

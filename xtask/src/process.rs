@@ -56,6 +56,8 @@ enum Output {
     Capture,
     /// Written to the harness's stderr, for people (an install, a build the user watches).
     ToStderr,
+    /// A pipe the caller reads itself ([`Process::take_stdout`]): bytes, not lines.
+    Handed,
     /// Dropped.
     Null,
 }
@@ -172,6 +174,12 @@ impl Cmd {
         self
     }
 
+    /// Its stdout is a pipe the caller reads ([`Process::take_stdout`]; a tar stream).
+    pub fn pipe_stdout(mut self) -> Cmd {
+        self.stdout = Output::Handed;
+        self
+    }
+
     /// Its stdout is dropped (a chatty program whose stderr is what matters).
     pub fn quiet_stdout(mut self) -> Cmd {
         self.stdout = Output::Null;
@@ -223,6 +231,33 @@ impl Cmd {
     /// Starts it. The error names the command and why it could not start.
     pub fn spawn(self) -> anyhow::Result<Process> {
         Process::spawn(self)
+    }
+
+    /// Starts it as a daemon that outlives the harness (dockerd): in a session of its own, so that
+    /// a Ctrl-C on the harness does not reach it, both streams to `log`, never stopped on drop.
+    pub fn spawn_daemon(self, log: std::fs::File) -> anyhow::Result<Daemon> {
+        let mut std_cmd = self.std_command();
+        std_cmd.stdout(log.try_clone()?).stderr(log);
+        sys::before_spawn_daemon(&mut std_cmd);
+        let child = std_cmd
+            .spawn()
+            .with_context(|| format!("cannot run `{}`", self.display()))?;
+        Ok(Daemon(child))
+    }
+
+    /// Program, arguments, environment and directory; stdin from nowhere.
+    fn std_command(&self) -> std::process::Command {
+        let mut std_cmd = std::process::Command::new(&self.program);
+        std_cmd.args(&self.args);
+        for key in &self.env_remove {
+            std_cmd.env_remove(key);
+        }
+        std_cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.dir {
+            std_cmd.current_dir(dir);
+        }
+        std_cmd.stdin(Stdio::null());
+        std_cmd
     }
 
     /// Runs it to its end within `deadline` and returns what it left, whatever its status.
@@ -381,21 +416,14 @@ pub struct Process {
     stop_grace: Duration,
     /// The leader has been reaped; only leftovers in its group may remain.
     reaped: bool,
+    /// Its stdout, for the caller ([`Cmd::pipe_stdout`]).
+    handed: Option<tokio::process::ChildStdout>,
 }
 
 impl Process {
     fn spawn(cmd: Cmd) -> anyhow::Result<Process> {
         let command = cmd.display();
-        let mut std_cmd = std::process::Command::new(&cmd.program);
-        std_cmd.args(&cmd.args);
-        for key in &cmd.env_remove {
-            std_cmd.env_remove(key);
-        }
-        std_cmd.envs(cmd.env.iter().map(|(k, v)| (k, v)));
-        if let Some(dir) = &cmd.dir {
-            std_cmd.current_dir(dir);
-        }
-        std_cmd.stdin(Stdio::null());
+        let mut std_cmd = cmd.std_command();
         std_cmd.stdout(stdio(cmd.stdout)?);
         std_cmd.stderr(stdio(cmd.stderr)?);
         sys::before_spawn(&mut std_cmd);
@@ -430,6 +458,9 @@ impl Process {
             log,
         }));
         let mut readers = Vec::new();
+        let handed = (cmd.stdout == Output::Handed)
+            .then(|| child.stdout.take())
+            .flatten();
         let stdout = child.stdout.take().map(|s| {
             (
                 Stream::Stdout,
@@ -460,7 +491,13 @@ impl Process {
             on_deadline: cmd.on_deadline,
             stop_grace: cmd.stop_grace,
             reaped: false,
+            handed,
         })
+    }
+
+    /// Its stdout pipe, once, when it was started with [`Cmd::pipe_stdout`].
+    pub fn take_stdout(&mut self) -> Option<tokio::process::ChildStdout> {
+        self.handed.take()
     }
 
     /// The command as a person would type it.
@@ -573,6 +610,21 @@ impl Drop for Process {
     }
 }
 
+/// A daemon the harness started and leaves running ([`Cmd::spawn_daemon`]).
+#[derive(Debug)]
+pub struct Daemon(std::process::Child);
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Its status, when it has exited (without waiting).
+    pub fn try_status(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
 /// The kills that dropped processes still have to send.
 static PENDING_KILLS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
@@ -628,7 +680,7 @@ async fn read_stream(
 
 fn stdio(output: Output) -> anyhow::Result<Stdio> {
     Ok(match output {
-        Output::Capture => Stdio::piped(),
+        Output::Capture | Output::Handed => Stdio::piped(),
         Output::Null => Stdio::null(),
         Output::ToStderr => sys::stderr_stdio()?,
     })
@@ -649,6 +701,18 @@ mod sys {
     pub fn before_spawn(command: &mut std::process::Command) {
         use std::os::unix::process::CommandExt;
         command.process_group(0);
+    }
+
+    /// A session (so a group) of its own: neither the terminal's Ctrl-C nor ours reaches it.
+    pub fn before_spawn_daemon(command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+        unsafe {
+            command.pre_exec(|| match libc::setsid() {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            })
+        };
     }
 
     /// A process group the harness created (its leader's pid).
@@ -704,6 +768,8 @@ mod sys {
     use std::process::{ExitStatus, Stdio};
 
     pub fn before_spawn(_command: &mut std::process::Command) {}
+
+    pub fn before_spawn_daemon(_command: &mut std::process::Command) {}
 
     #[derive(Debug, Clone)]
     pub struct Group {
@@ -881,6 +947,24 @@ mod tests {
             format!("{error:#}").contains("cannot run `/nonexistent/program 'x y'`"),
             "{error:#}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_piped_stdout_is_the_callers_and_is_not_kept() {
+        let mut process = sh("printf bytes; printf err >&2")
+            .pipe_stdout()
+            .spawn()
+            .unwrap();
+        let mut read = Vec::new();
+        let mut stdout = process.take_stdout().unwrap();
+        stdout.read_to_end(&mut read).await.unwrap();
+        assert!(process.take_stdout().is_none());
+        let finished = process.wait(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            (read.as_slice(), finished.stdout.as_str()),
+            (&b"bytes"[..], "")
+        );
+        assert_eq!(finished.stderr, "err");
     }
 
     #[test]

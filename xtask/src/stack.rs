@@ -2511,7 +2511,8 @@ impl crate::flags::DockerDown {
             failed.extend(report.problems);
         }
         if self.stop_engine {
-            let check = engine::stop_started_engine(&config).await?;
+            let progress = crate::progress::Progress::terminal();
+            let check = engine::stop_started_engine(&config, &progress).await?;
             ui::say(format!(
                 "{}: {} {}",
                 check.name,

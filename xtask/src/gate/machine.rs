@@ -96,7 +96,8 @@ pub async fn engine(run: &Arc<Run>, clock: &mut StageClock<'_>) -> anyhow::Resul
     let options = crate::engine::EnsureOptions {
         install: run.options.install,
     };
-    let (engine, checks) = crate::engine::ensure_running(&run.config, &options).await?;
+    let (engine, checks) =
+        crate::engine::ensure_running(&run.config, &options, &run.progress(Stage::Engine)).await?;
     for check in checks {
         clock.step(check);
     }
@@ -122,7 +123,7 @@ pub async fn engine(run: &Arc<Run>, clock: &mut StageClock<'_>) -> anyhow::Resul
 /// The images stage: every `[images]` entry present or provisioned.
 pub async fn images(run: &Arc<Run>, engine: &Engine) -> StageOutcome {
     let mut clock = StageClock::start(run, Stage::Images);
-    match crate::images::provision(engine, &run.config).await {
+    match crate::images::provision(engine, &run.config, &run.progress(Stage::Images)).await {
         Ok(checks) => checks.into_iter().for_each(|c| clock.step(c)),
         Err(e) => clock.step(Check::failed("images", Duration::ZERO, format!("{e:#}"))),
     }

@@ -64,9 +64,10 @@ pub async fn stack(
     preparing: Option<Preparing>,
 ) -> Option<Chosen> {
     let config = &run.config;
-    let smoke = crate::engine::smoke(engine, config);
+    let engine_progress = run.progress(Stage::Engine);
     let Some(preparing) = preparing else {
-        let check = smoke.await;
+        let smoke = crate::engine::SmokeRun::new(run.run_id.clone());
+        let check = crate::engine::smoke(engine, config, &smoke, &engine_progress).await;
         engine_clock.add(check.duration);
         engine_clock.step(check);
         let engine_failed = engine_clock.failed();
@@ -80,11 +81,21 @@ pub async fn stack(
         });
     };
     let mut clock = StageClock::start(run, Stage::Stack);
+    // Preparing read the compose file while the engine started; it settles the run id (a
+    // continued docker-up run keeps its own), which the smoke container carries too.
+    let prepared = match preparing.await {
+        Ok(Ok(prepared)) => Ok(prepared),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(anyhow::anyhow!("preparing the stack stopped: {e}")),
+    };
+    let smoke_run = crate::engine::SmokeRun::new(
+        prepared
+            .as_ref()
+            .map_or_else(|_| run.run_id.clone(), |p| p.run_id.clone()),
+    );
+    let smoke = crate::engine::smoke(engine, config, &smoke_run, &engine_progress);
     let up = async {
-        let prepared = match preparing.await {
-            Ok(prepared) => prepared?,
-            Err(e) => anyhow::bail!("preparing the stack stopped: {e}"),
-        };
+        let prepared = prepared?;
         lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
         crate::stack::start(config, engine, prepared, &up_options(run)).await
     };

@@ -5,29 +5,27 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use xtask::config::Config;
-use xtask::engine::{self, DiscoveryEnv, EnsureOptions, Platform};
+use xtask::engine::{self, DiscoveryEnv, EnsureOptions, Platform, SmokeRun};
 use xtask::error::{exit_kind_of, ExitKind};
+use xtask::progress::Progress;
 use xtask::report::Outcome;
 use xtask::state;
 
-/// Why a test that needs root and an installed dockerd cannot run here, if it cannot.
-pub fn cannot_run_dockerd() -> Option<String> {
-    if crate::require::root().is_none() {
-        return Some("not root: a private dockerd needs root".into());
-    }
-    if engine::HostFacts::detect().dockerd.is_none() {
-        return Some("dockerd is not installed".into());
-    }
-    None
-}
+use crate::require;
 
-#[track_caller]
-pub fn skip(test: &str, why: &str) {
-    crate::require::skip(&format!("{test}: {why}"));
+/// A progress handle that keeps what it is told, for asserting what a step said.
+pub fn recording() -> (Progress, Arc<Mutex<Vec<String>>>) {
+    let said = Arc::new(Mutex::new(Vec::new()));
+    let progress = {
+        let said = said.clone();
+        Progress::to(move |message| said.lock().unwrap().push(message.to_owned()))
+    };
+    (progress, said)
 }
 
 /// A harness.toml in `dir` (so target/xtask is under it) with `engine` as its [engine] table body.
@@ -168,28 +166,36 @@ fn outcome_of(checks: &[xtask::report::Check], name: &str) -> Option<Outcome> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
-    if let Some(why) = cannot_run_dockerd() {
-        return skip(
-            "private_daemon_is_started_smoked_stopped_and_restored_after_kill_9",
-            &why,
-        );
-    }
-    let scratch = tempfile::tempdir().unwrap();
-    let Ok(machine) = engine::connect(&config_in(scratch.path(), "", "")).await else {
-        return skip(
-            "private_daemon_is_started_smoked_stopped_and_restored_after_kill_9",
-            "the machine's engine (source of the smoke image) does not answer",
-        );
+    let Some(()) = require::root() else { return };
+    let Some(_) = require::dockerd() else { return };
+    // The source of the smoke image: the private daemon reaches no registry.
+    let Some(machine) = require::engine_async().await else {
+        return;
     };
     let daemon = PrivateDaemon::new();
     let options = EnsureOptions::default();
+    let quiet = Progress::silent();
 
-    // 1. Nothing runs at the private socket: the harness starts dockerd and measures it.
+    // 1. Nothing runs at the private socket: the harness starts dockerd and measures it, and
+    //    says what it does through the progress handle (never on the terminal itself).
     assert!(!daemon.socket.exists());
+    let (progress, said) = recording();
     let began = Instant::now();
-    let restored = engine::restore_with(&daemon.config, &options, &daemon.env())
+    let restored = engine::restore_with(&daemon.config, &options, &daemon.env(), &progress)
         .await
         .unwrap_or_else(|e| panic!("{}", xtask::error::render(&e)));
+    let starting = format!(
+        "starting the engine for unix://{}: `",
+        daemon.socket.display()
+    );
+    assert!(
+        said.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.starts_with(&starting)),
+        "{:?}",
+        said.lock().unwrap()
+    );
     let elapsed = began.elapsed();
     eprintln!(
         "private dockerd answered {:.3}s after ensure_running began ({:.3}s total with connect)",
@@ -230,13 +236,9 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
     assert!(daemon.config.work_dir().join("dockerd.log").is_file());
 
     // 2. The smoke container: hello-world cannot be pulled, the fallback runs `true`; nothing is left.
-    copy_image(
-        &machine.docker,
-        &restored.engine.docker,
-        "debian:bookworm-slim",
-    )
-    .await;
-    let smoke = engine::smoke(&restored.engine, &daemon.config).await;
+    copy_image(&machine, &restored.engine.docker, "debian:bookworm-slim").await;
+    let run = SmokeRun::new(state::new_run_id());
+    let smoke = engine::smoke(&restored.engine, &daemon.config, &run, &quiet).await;
     assert_eq!(smoke.outcome, Outcome::Passed, "{smoke:?}");
     assert!(
         smoke.detail.contains("debian:bookworm-slim"),
@@ -257,7 +259,7 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
     assert!(networks.contains(&"none".to_owned()), "{networks:?}");
 
     // 3. A second call finds it running and does not start another.
-    let again = engine::restore_with(&daemon.config, &options, &daemon.env())
+    let again = engine::restore_with(&daemon.config, &options, &daemon.env(), &quiet)
         .await
         .unwrap();
     assert!(again.start_method.is_none());
@@ -267,7 +269,9 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
     );
 
     // 4. Stop: only what the harness started, and the process is gone.
-    let stop = engine::stop_started_engine(&daemon.config).await.unwrap();
+    let stop = engine::stop_started_engine(&daemon.config, &quiet)
+        .await
+        .unwrap();
     assert_eq!(stop.outcome, Outcome::Passed, "{stop:?}");
     assert!(
         engine::process_gone(pid),
@@ -278,7 +282,9 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
         .unwrap()
         .engine
         .is_none());
-    let not_ours = engine::stop_started_engine(&daemon.config).await.unwrap();
+    let not_ours = engine::stop_started_engine(&daemon.config, &quiet)
+        .await
+        .unwrap();
     assert_eq!(not_ours.outcome, Outcome::Skipped);
     assert!(
         not_ours.detail.contains("not started by the harness"),
@@ -324,9 +330,18 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
         daemon.pid_file.exists(),
         "dockerd killed with -9 leaves its pid file"
     );
-    let restored = engine::restore_with(&daemon.config, &options, &daemon.env())
+    let (progress, said) = recording();
+    let restored = engine::restore_with(&daemon.config, &options, &daemon.env(), &progress)
         .await
         .unwrap_or_else(|e| panic!("{}", xtask::error::render(&e)));
+    assert!(
+        said.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.starts_with("stale pid file")),
+        "{:?}",
+        said.lock().unwrap()
+    );
     let stale = restored
         .checks
         .iter()
@@ -339,7 +354,7 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
     let new_pid = restored.pid.unwrap();
     assert_ne!(new_pid, pid);
     assert_eq!(
-        engine::stop_started_engine(&daemon.config)
+        engine::stop_started_engine(&daemon.config, &quiet)
             .await
             .unwrap()
             .outcome,
@@ -353,9 +368,14 @@ async fn dead_docker_host_without_start_is_unavailable_and_names_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("nothing-here/docker.sock");
     let config = config_in(dir.path(), "start_if_stopped = false\n", "");
-    let error = engine::restore_with(&config, &EnsureOptions::default(), &env_for(&socket))
-        .await
-        .expect_err("no engine can be had");
+    let error = engine::restore_with(
+        &config,
+        &EnsureOptions::default(),
+        &env_for(&socket),
+        &Progress::silent(),
+    )
+    .await
+    .expect_err("no engine can be had");
     assert_eq!(exit_kind_of(&error), ExitKind::Unavailable);
     let text = xtask::error::render(&error);
     assert!(text.contains(&socket.display().to_string()), "{text}");
@@ -381,14 +401,12 @@ async fn dead_docker_host_without_start_is_unavailable_and_names_the_socket() {
 #[test]
 fn owned_engine_machine_daemon_is_restored_by_docker_up() {
     if std::env::var("XTASK_OWNS_ENGINE").as_deref() != Ok("1") {
-        return skip(
-            "owned_engine_machine_daemon_is_restored_by_docker_up",
+        return require::skip(
             "XTASK_OWNS_ENGINE is not 1: the machine's daemon is not ours to stop",
         );
     }
-    if let Some(why) = cannot_run_dockerd() {
-        return skip("owned_engine_machine_daemon_is_restored_by_docker_up", &why);
-    }
+    let Some(()) = require::root() else { return };
+    let Some(_) = require::dockerd() else { return };
     let repo_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness.toml");
     let pid_file = Path::new(engine::DEFAULT_PID_FILE);
     if let Ok(text) = std::fs::read_to_string(pid_file) {
@@ -431,5 +449,25 @@ fn owned_engine_machine_daemon_is_restored_by_docker_up() {
         report["start_method"],
         report["engine"]["time_to_answer"],
         began.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn installed_packages_are_not_installed_again() {
+    let Some(_) = require::program("dpkg-query", &["--version"]) else {
+        return;
+    };
+    assert!(engine::package_installed("dpkg").await);
+    assert!(!engine::package_installed("xtask-no-such-package").await);
+    // Nothing missing: no apt-get, no root needed, nothing said.
+    let (progress, said) = recording();
+    let installed = engine::install_packages(&["dpkg"], &progress)
+        .await
+        .unwrap();
+    assert!(!installed);
+    assert!(
+        said.lock().unwrap().is_empty(),
+        "{:?}",
+        said.lock().unwrap()
     );
 }

@@ -3,11 +3,13 @@
 
 use std::time::Instant;
 
-use xtask::engine;
+use xtask::engine::{self, SmokeRun};
+use xtask::progress::Progress;
 use xtask::report::Outcome;
 use xtask::state;
 
-use crate::engine::{config_in, skip};
+use crate::engine::config_in;
+use crate::require;
 
 /// Removes the image this test created, whatever happened (Drop cannot await: its own runtime).
 struct ImageGuard {
@@ -46,23 +48,17 @@ async fn present_image_is_a_fast_idempotent_check() {
         "",
         "[images.\"debian:bookworm-slim\"]\nprovision = \"debootstrap\"\n",
     );
-    let engine = match engine::connect(&config).await {
-        Ok(engine) => engine,
-        Err(e) => {
-            return skip(
-                "present_image_is_a_fast_idempotent_check",
-                &format!("{e:#}"),
-            )
-        }
+    let Some(_) = require::engine_async().await else {
+        return;
     };
+    let engine = engine::connect(&config).await.unwrap();
     if !engine::image_present(&engine.docker, "debian:bookworm-slim").await {
-        return skip(
-            "present_image_is_a_fast_idempotent_check",
-            "debian:bookworm-slim is not on the machine's engine",
-        );
+        return require::skip("debian:bookworm-slim is not on the machine's engine");
     }
     let began = Instant::now();
-    let checks = xtask::images::provision(&engine, &config).await.unwrap();
+    let checks = xtask::images::provision(&engine, &config, &Progress::silent())
+        .await
+        .unwrap();
     eprintln!(
         "provision with the image present: {:.3}s",
         began.elapsed().as_secs_f64()
@@ -75,15 +71,14 @@ async fn present_image_is_a_fast_idempotent_check() {
 
 #[tokio::test]
 async fn absent_image_is_built_with_debootstrap_imported_and_runs() {
-    const TEST: &str = "absent_image_is_built_with_debootstrap_imported_and_runs";
-    if let Some(why) = crate::engine::cannot_run_dockerd() {
-        return skip(TEST, &why);
-    }
-    if which::which("debootstrap").is_err()
-        && !std::path::Path::new("/usr/sbin/debootstrap").exists()
-    {
-        return skip(TEST, "debootstrap is not installed");
-    }
+    // debootstrap needs root (mounts, chroot); the image goes into the machine's engine.
+    let Some(()) = require::root() else { return };
+    let Some(_) = require::debootstrap() else {
+        return;
+    };
+    let Some(_) = require::engine_async().await else {
+        return;
+    };
     let name = format!("xtask-test-{}:bookworm", state::new_run_id());
     let dir = tempfile::tempdir().unwrap();
     let config = config_in(
@@ -91,15 +86,15 @@ async fn absent_image_is_built_with_debootstrap_imported_and_runs() {
         "",
         &format!("[images.\"{name}\"]\nprovision = \"debootstrap\"\ntimeout_s = 600\n"),
     );
-    let engine = match engine::connect(&config).await {
-        Ok(engine) => engine,
-        Err(e) => return skip(TEST, &format!("{e:#}")),
-    };
+    let engine = engine::connect(&config).await.unwrap();
     let _guard = ImageGuard { name: name.clone() };
     assert!(!engine::image_present(&engine.docker, &name).await);
 
+    let (progress, said) = crate::engine::recording();
     let began = Instant::now();
-    let checks = xtask::images::provision(&engine, &config).await.unwrap();
+    let checks = xtask::images::provision(&engine, &config, &progress)
+        .await
+        .unwrap();
     eprintln!(
         "debootstrap provision: {:.1}s: {}",
         began.elapsed().as_secs_f64(),
@@ -112,6 +107,18 @@ async fn absent_image_is_built_with_debootstrap_imported_and_runs() {
         checks[0].detail
     );
     assert!(engine::image_present(&engine.docker, &name).await);
+    // What it did was said through the progress handle, not printed.
+    let said = said.lock().unwrap().clone();
+    assert!(
+        said.iter()
+            .any(|m| m.contains("building it with debootstrap bookworm")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|m| m.starts_with("running `") && m.contains("--variant=minbase")),
+        "{said:?}"
+    );
     // The temporary rootfs is gone.
     let leftovers: Vec<_> = std::fs::read_dir(config.work_dir())
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -125,12 +132,15 @@ async fn absent_image_is_built_with_debootstrap_imported_and_runs() {
 
     // The image runs: the smoke container with it as the fallback.
     let smoke_config = config_in(dir.path(), &format!("smoke_image = \"{name}\"\n"), "");
-    let smoke = engine::smoke(&engine, &smoke_config).await;
+    let run = SmokeRun::new(state::new_run_id());
+    let smoke = engine::smoke(&engine, &smoke_config, &run, &Progress::silent()).await;
     assert_eq!(smoke.outcome, Outcome::Passed, "{smoke:?}");
 
     // Idempotent: the second run finds it.
     let began = Instant::now();
-    let again = xtask::images::provision(&engine, &config).await.unwrap();
+    let again = xtask::images::provision(&engine, &config, &Progress::silent())
+        .await
+        .unwrap();
     eprintln!("second provision: {:.3}s", began.elapsed().as_secs_f64());
     assert_eq!(again[0].detail, "present");
 }

@@ -67,24 +67,32 @@ pub fn engine() -> Option<bollard::Docker> {
     or_skip(engine_answers())
 }
 
+/// [`engine`] for an async test (which cannot block on a runtime of its own); the client belongs
+/// to the test's runtime.
+pub async fn engine_async() -> Option<bollard::Docker> {
+    or_skip(engine_answers_async().await)
+}
+
 fn engine_answers() -> Result<bollard::Docker, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let docker = bollard::Docker::connect_with_local_defaults()
-            .map_err(|e| format!("no engine: {e}"))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| format!("no engine answers: {e}"))?;
-        tokio::time::timeout(Duration::from_secs(5), docker.ping())
-            .await
-            .map_err(|_| "the engine does not answer a ping within 5s".to_owned())?
-            .map_err(|e| format!("no engine answers: {e}"))?;
-        Ok(docker)
-    })
+    runtime.block_on(engine_answers_async())
+}
+
+async fn engine_answers_async() -> Result<bollard::Docker, String> {
+    let docker =
+        bollard::Docker::connect_with_local_defaults().map_err(|e| format!("no engine: {e}"))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| format!("no engine answers: {e}"))?;
+    tokio::time::timeout(Duration::from_secs(5), docker.ping())
+        .await
+        .map_err(|_| "the engine does not answer a ping within 5s".to_owned())?
+        .map_err(|e| format!("no engine answers: {e}"))?;
+    Ok(docker)
 }
 
 /// Running as root (private daemons, network namespaces, debootstrap).
@@ -96,6 +104,28 @@ pub fn root() -> Option<()> {
     } else {
         Err("not root".to_owned())
     })
+}
+
+/// An installed dockerd, found the way the harness finds it (PATH, then the sbin directories),
+/// for the tests that start a private daemon.
+#[track_caller]
+pub fn dockerd() -> Option<PathBuf> {
+    or_skip(
+        xtask::engine::HostFacts::detect()
+            .dockerd
+            .ok_or_else(|| "dockerd is not installed".to_owned()),
+    )
+}
+
+/// debootstrap, found where the harness looks for it (PATH, then /usr/sbin).
+#[track_caller]
+pub fn debootstrap() -> Option<PathBuf> {
+    let sbin = Path::new("/usr/sbin/debootstrap");
+    or_skip(
+        which("debootstrap")
+            .or_else(|| sbin.is_file().then(|| sbin.to_path_buf()))
+            .ok_or_else(|| "debootstrap is not installed".to_owned()),
+    )
 }
 
 /// A program on PATH that answers `--version` (or the given arguments) with success.

@@ -1,14 +1,22 @@
-//! Pre-flight checks (`doctor`, seed phase 1): memory, disk, CPU load, free ports (and who holds
-//! them), other container runtimes, the engine socket, the compose flavour, Python. It only reads:
-//! it never kills, stops or changes anything.
+//! Pre-flight checks (`doctor`, and the first stage of docker-up and the gate): memory, disk, CPU
+//! load, free ports (and who holds them), other container runtimes, the engine socket, the
+//! compose flavour, Python. It only reads: it never kills, stops or changes anything.
+//! `run_checks(&Config) -> Vec<Check>` is what docker-up and the gate call; `doctor` prints them.
 //!
-//! CONTRACT: `run_checks(&Config) -> Vec<Check>` is what docker-up and the gate call.
+//! Not here: reading the machine itself (`host`, the platform-specific part), starting the engine
+//! ([`crate::engine`]).
 
-use std::path::{Path, PathBuf};
+// What the checks read from the machine: /proc, statvfs.
+mod host;
+
+pub use host::{port_holder, processes};
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, OnShortfall};
 use crate::error::Failure;
+use crate::process::Cmd;
 use crate::report::{Check, Outcome};
 use crate::ui;
 use crate::Ctx;
@@ -61,7 +69,7 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
     let sample = config.preflight.cpu_sample_ms.duration();
     let cpu = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        (cpu_busy_percent(sample), started.elapsed())
+        (host::cpu_busy_percent(sample), started.elapsed())
     });
     let mut checks = vec![memory(config), disk(config)];
     let ports_started = Instant::now();
@@ -88,7 +96,7 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 fn memory(config: &Config) -> Check {
     let started = Instant::now();
-    let Some((total, available)) = meminfo() else {
+    let Some((total, available)) = host::meminfo() else {
         return Check::skipped("memory", "not readable on this platform (no /proc/meminfo)");
     };
     let (total, available) = (total as f64 / GIB, available as f64 / GIB);
@@ -102,25 +110,14 @@ fn memory(config: &Config) -> Check {
     }
 }
 
-/// `(MemTotal, MemAvailable)` in bytes.
-fn meminfo() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = text.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    };
-    Some((field("MemTotal:")?, field("MemAvailable:")?))
-}
-
 fn disk(config: &Config) -> Check {
     let started = Instant::now();
-    let (path, why) = docker_data_root();
+    let (path, why) = host::docker_data_root();
     let path = match path {
         Some(path) => path,
         None => config.root.clone(),
     };
-    let Some(free) = free_bytes(&path) else {
+    let Some(free) = host::free_bytes(&path) else {
         return Check::skipped("disk", format!("cannot stat {}", path.display()));
     };
     let free = free as f64 / GIB;
@@ -135,56 +132,6 @@ fn disk(config: &Config) -> Check {
         Check::new("disk", shortfall(config), started.elapsed(), detail)
             .with_remedy("free space (docker system prune removes unused images) or lower preflight.min_disk_gib")
     }
-}
-
-/// The engine's data root: `data-root` of /etc/docker/daemon.json, else /var/lib/docker when it exists.
-fn docker_data_root() -> (Option<PathBuf>, &'static str) {
-    if let Ok(text) = std::fs::read_to_string("/etc/docker/daemon.json") {
-        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) {
-            if let Some(root) = json.get("data-root").and_then(|v| v.as_str()) {
-                return (
-                    Some(PathBuf::from(root)),
-                    "docker data root from daemon.json",
-                );
-            }
-        }
-    }
-    let default = Path::new("/var/lib/docker");
-    if default.is_dir() {
-        (Some(default.to_path_buf()), "docker data root")
-    } else {
-        (None, "working directory; docker data root unknown")
-    }
-}
-
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
-    (rc == 0).then(|| stats.f_bavail as u64 * stats.f_frsize as u64)
-}
-
-/// Busy share of all CPUs over `sample`, from two readings of /proc/stat.
-fn cpu_busy_percent(sample: Duration) -> Option<f64> {
-    fn read() -> Option<(u64, u64)> {
-        let text = std::fs::read_to_string("/proc/stat").ok()?;
-        let fields: Vec<u64> = text
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
-        Some((fields.iter().sum(), idle))
-    }
-    let (total_a, idle_a) = read()?;
-    std::thread::sleep(sample);
-    let (total_b, idle_b) = read()?;
-    let total = total_b.saturating_sub(total_a) as f64;
-    (total > 0.0).then(|| 100.0 * (1.0 - idle_b.saturating_sub(idle_a) as f64 / total))
 }
 
 fn cpu_check(config: &Config, busy: Option<f64>, elapsed: Duration) -> Check {
@@ -207,82 +154,11 @@ fn cpu_check(config: &Config, busy: Option<f64>, elapsed: Duration) -> Check {
 
 fn port_check(config: &Config, port: u16, started: Instant) -> Check {
     let name = format!("port {port} free");
-    match port_holder(port) {
+    match host::port_holder(port) {
         None => Check::passed(name, started.elapsed(), "free"),
         Some(holder) => Check::new(name, shortfall(config), started.elapsed(), format!("in use by {holder}"))
             .with_remedy("stop that program yourself (the harness never does), or remove the port from preflight.free_ports"),
     }
-}
-
-/// Who listens on `port`, when someone does: `pid 1234 (nginx)`, or a description when the
-/// owner cannot be read.
-pub fn port_holder(port: u16) -> Option<String> {
-    let inodes = listening_inodes(port);
-    if inodes.is_empty() {
-        // Not in /proc (another platform, or another namespace): try to bind it.
-        let taken = std::net::TcpListener::bind(("0.0.0.0", port)).is_err()
-            && std::net::TcpListener::bind(("127.0.0.1", port)).is_err();
-        return taken.then(|| "an unknown process (cannot read its owner)".to_owned());
-    }
-    for (pid, comm) in processes() {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let link = link.to_string_lossy();
-            if inodes
-                .iter()
-                .any(|inode| link == format!("socket:[{inode}]"))
-            {
-                return Some(format!("pid {pid} ({comm})"));
-            }
-        }
-    }
-    Some("a process this user cannot inspect".to_owned())
-}
-
-/// Socket inodes listening on `port`, from /proc/net/tcp and tcp6.
-fn listening_inodes(port: u16) -> Vec<String> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
-            if *state == "0A" && local_port == Some(port) && *inode != "0" {
-                inodes.push((*inode).to_owned());
-            }
-        }
-    }
-    inodes
-}
-
-/// Every process's pid and command name.
-pub fn processes() -> Vec<(u32, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            Some((pid, comm.trim().to_owned()))
-        })
-        .collect()
 }
 
 const RUNTIMES: &[&str] = &[
@@ -298,13 +174,13 @@ const RUNTIMES: &[&str] = &[
 
 fn runtimes() -> Check {
     let started = Instant::now();
-    if !Path::new("/proc").is_dir() {
+    if !host::process_list_readable() {
         return Check::skipped(
             "container runtimes",
             "process list not readable on this platform",
         );
     }
-    let running: Vec<String> = processes()
+    let running: Vec<String> = host::processes()
         .into_iter()
         .filter(|(_, comm)| RUNTIMES.contains(&comm.as_str()))
         .map(|(pid, comm)| format!("{comm} (pid {pid})"))
@@ -331,8 +207,13 @@ fn engine_socket() -> Check {
     let started = Instant::now();
     match describe_endpoint() {
         Ok(description) => Check::passed("engine socket", started.elapsed(), description),
-        Err(problem) => Check::new("engine socket", Outcome::Warned, started.elapsed(), problem)
-            .with_remedy("`cargo xtask docker-up` starts the engine, `--install` installs it"),
+        Err(problem) => Check::new(
+            "engine socket",
+            Outcome::Warned,
+            started.elapsed(),
+            format!("{problem:#}"),
+        )
+        .with_remedy("`cargo xtask docker-up` starts the engine, `--install` installs it"),
     }
 }
 
@@ -359,21 +240,18 @@ async fn python(config: &Config) -> Check {
         .suites
         .iter()
         .any(|s| s.runner == crate::config::Runner::Pytest);
-    let output = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::process::Command::new(interpreter)
-            .arg("--version")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await;
+    let output = Cmd::new(interpreter)
+        .arg("--version")
+        .output(Duration::from_secs(10))
+        .await;
     match output {
-        Ok(Ok(out)) if out.status.success() => {
-            let version = String::from_utf8_lossy(if out.stdout.is_empty() {
+        Ok(out) if out.success() => {
+            // Python 2 printed its version on stderr.
+            let version = if out.stdout.is_empty() {
                 &out.stderr
             } else {
                 &out.stdout
-            });
+            };
             Check::passed(
                 "python",
                 started.elapsed(),
@@ -396,9 +274,9 @@ async fn python(config: &Config) -> Check {
 }
 
 /// Which engine endpoint a client would use, found the way the engine module finds it.
-fn describe_endpoint() -> Result<String, String> {
+fn describe_endpoint() -> anyhow::Result<String> {
     use crate::engine::{candidates, DiscoveryEnv, Source};
-    let list = candidates(&DiscoveryEnv::from_process()).map_err(|e| e.to_string())?;
+    let list = candidates(&DiscoveryEnv::from_process())?;
     let exists = |c: &&crate::engine::Candidate| c.host.socket().is_none_or(Path::exists);
     // DOCKER_HOST or a context is what the client uses, present or not; else the first known socket.
     let chosen = list
@@ -407,7 +285,9 @@ fn describe_endpoint() -> Result<String, String> {
         .or_else(|| list.iter().find(exists));
     match chosen {
         Some(c) if exists(&c) => Ok(format!("{} ({})", c.host, c.source)),
-        Some(c) => Err(format!("{} ({}) does not exist", c.host, c.source)),
-        None => Err("no engine socket found (engine stopped or not installed)".to_owned()),
+        Some(c) => Err(anyhow::anyhow!("{} ({}) does not exist", c.host, c.source)),
+        None => Err(anyhow::anyhow!(
+            "no engine socket found (engine stopped or not installed)"
+        )),
     }
 }
