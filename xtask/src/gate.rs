@@ -1114,11 +1114,7 @@ async fn teardown(run: &Run, ending: &Ending) {
     };
     if keep {
         if let Some(stack) = &stack {
-            let _ = crate::state::Store::of(&run.config).update(|state| {
-                if let Some(record) = state.stacks.get_mut(&stack.run_id) {
-                    record.kept = true;
-                }
-            });
+            let _ = crate::stack::keep(&run.config, &stack.run_id);
             reporter.emit(Event::Note(format!(
                 "kept the stack up: project {} ({}); remove it with cargo xtask docker-down",
                 stack.project,
