@@ -73,6 +73,9 @@ pub struct DockerUp {
 
 #[derive(Debug, Args)]
 pub struct Health {
+    /// Act on this run (its id, as `docker-up` and `health` print it) instead of the newest kept stack
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -95,6 +98,9 @@ pub struct WsCheck {
     /// Messages each user sends
     #[arg(long, default_value_t = 1)]
     pub messages: usize,
+    /// Act on this run (its id, as `docker-up` and `health` print it) instead of the newest kept stack
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -108,6 +114,9 @@ pub struct Monitor {
     /// How long to watch, e.g. 20s, 24h
     #[arg(long = "for", default_value = "24h", value_parser = parse_duration)]
     pub period: std::time::Duration,
+    /// Act on this run (its id, as `docker-up` and `health` print it) instead of the newest kept stack
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
     /// Print the summary as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -156,9 +165,16 @@ pub struct Shard {
 
 #[derive(Debug, Args)]
 pub struct DockerDown {
-    /// Also remove leftovers of earlier runs of this repository, found by label
+    /// Remove every kept stack of this checkout, leftovers of its dead runs (found by label) and its image tags no container uses
     #[arg(long)]
     pub all: bool,
+    /// Remove this project's per-checkout image tags of checkouts that no longer exist
+    #[arg(long)]
+    pub prune_images: bool,
+    /// Remove this run (its id, as `docker-up` and `health` print it) instead of the newest kept stack
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+
     /// Stop the engine too, but only if the harness started it
     #[arg(long)]
     pub stop_engine: bool,

@@ -4,7 +4,6 @@
 //! target, gate), and the project's own tasks (ci, hook).
 
 pub mod ci;
-pub mod compose;
 pub mod config;
 pub mod endpoints;
 pub mod engine;

@@ -150,11 +150,13 @@ pub fn utc_stamp(unix_ms: u64) -> String {
 
 /// One round: health, then a one-user ws-check against the ports the health check found published
 /// (a restarted container of an `--isolated` run has new ones).
-async fn one_round(config: &Config, round: usize) -> Round {
+async fn one_round(config: &Config, run: Option<&str>, round: usize) -> Round {
     let at_unix_ms = state::unix_ms();
     let started = Instant::now();
     let (health_ok, health_problems, live_endpoints) =
-        match tokio::time::timeout(Duration::from_secs(30), stack::health_snapshot(config)).await {
+        match tokio::time::timeout(Duration::from_secs(30), stack::health_snapshot(config, run))
+            .await
+        {
             Ok(Ok(snapshot)) => {
                 let ok = snapshot.engine_ok && snapshot.all_healthy;
                 let mut problems = snapshot.problems;
@@ -179,7 +181,7 @@ async fn one_round(config: &Config, round: usize) -> Round {
             ),
         };
     let endpoints = if live_endpoints.is_empty() {
-        ws::recorded_endpoints(config)
+        ws::recorded_endpoints(config, run)
     } else {
         Ok(live_endpoints)
     };
@@ -249,8 +251,14 @@ impl crate::flags::Monitor {
             ))
             .into());
         }
+        // One stack for the whole watch: the one named, else the newest kept one now.
+        let chosen = stack::choose(&config, self.run.as_deref())?;
+        if let Some(note) = chosen.as_ref().and_then(|c| c.note.as_ref()) {
+            ui::say(note);
+        }
+        let run = chosen.map(|c| c.record.stack.run_id);
         // Fail early (exit 2) when there is nothing to watch.
-        ws::recorded_endpoints(&config)?;
+        ws::recorded_endpoints(&config, run.as_deref())?;
         let started_unix_ms = state::unix_ms();
         let log_path = config.work_dir().join(format!(
             "monitor-{}.jsonl",
@@ -283,7 +291,7 @@ impl crate::flags::Monitor {
             }
             let round = tokio::select! {
                 _ = &mut ctrl_c => { interrupted = true; break; }
-                round = one_round(&config, rounds.len() + 1) => round,
+                round = one_round(&config, run.as_deref(), rounds.len() + 1) => round,
             };
             writeln!(log, "{}", serde_json::to_string(&round)?)?;
             rounds.push(round);

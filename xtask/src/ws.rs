@@ -6,7 +6,8 @@
 //!   secret: its `Debug` is redacted and it never appears in a result or an error message.
 //! - [`plan_from_config`]`(config, endpoints, overrides) -> anyhow::Result<WsPlan>`: renders the
 //!   `[ws_check]` templates against resolved endpoints (name → URL); `overrides` are the flags.
-//! - [`recorded_endpoints`]`(config)`: the endpoints of the run `docker-up` recorded (or the
+//! - [`recorded_endpoints`]`(config, run)`: the endpoints of the stack named with `--run ID`, else
+//!   of the newest kept stack (or the
 //!   configured endpoints when they need no published port); a missing run is an error with the
 //!   hint `cargo xtask docker-up`.
 //! - [`run`]`(plan) -> WsResult` and [`run_observed`]`(plan, sender)`: run the check; never print.
@@ -177,14 +178,16 @@ pub fn plan_from_config(
     })
 }
 
-/// The endpoints to render `[ws_check]` against, when no target gave any: those `docker-up`
-/// recorded, else the configured `[endpoints]` when they resolve without a stack (literal URLs
-/// or `${VAR}`s).
-pub fn recorded_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, String>> {
+/// The endpoints to render `[ws_check]` against, when no target gave any: those recorded for
+/// the stack `run` names, else for the newest kept stack ([`crate::stack::choose`]), else the
+/// configured `[endpoints]` when they resolve without a stack (literal URLs or `${VAR}`s).
+pub fn recorded_endpoints(
+    config: &Config,
+    run: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let store = state::Store::of(config);
-    if let Some(record) = store.read()?.chosen(None) {
-        let stack = &record.stack;
-        return Ok(stack.endpoints.clone());
+    if let Some(chosen) = crate::stack::choose(config, run)? {
+        return Ok(chosen.record.stack.endpoints);
     }
     endpoints::resolve_all(&config.endpoints, &endpoints::NoPorts).map_err(|e| {
         Failure::config(format!(
@@ -196,15 +199,15 @@ pub fn recorded_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, St
     })
 }
 
-/// The endpoints of the recorded run as the engine publishes them now (a restarted container of
-/// an `--isolated` run has new ports), or as recorded when the engine does not answer.
-pub async fn current_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, String>> {
-    let Some(stack) = state::Store::of(config)
-        .read()?
-        .chosen(None)
-        .map(|r| r.stack.clone())
-    else {
-        return recorded_endpoints(config);
+/// The endpoints of the chosen stack (see [`recorded_endpoints`]) as the engine publishes them
+/// now (a restarted container of an `--isolated` run has new ports), or as recorded when the
+/// engine does not answer.
+pub async fn current_endpoints(
+    config: &Config,
+    run: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let Some(stack) = crate::stack::choose(config, run)?.map(|c| c.record.stack) else {
+        return recorded_endpoints(config, run);
     };
     let recorded = stack.endpoints.clone();
     let deadline = config.engine.respond_within_s.duration();
@@ -1288,11 +1291,15 @@ impl crate::flags::WsCheck {
             users: self.users,
             messages: self.messages,
         };
+        let run = self.run.as_deref();
+        if let Ok(Some(note)) = crate::stack::choose(&config, run).map(|c| c.and_then(|c| c.note)) {
+            ui::say(note);
+        }
         let endpoints = if self.url.is_some() {
             // Any endpoint will do; the recorded ones only fill a configured token_url.
-            current_endpoints(&config).await.unwrap_or_default()
+            current_endpoints(&config, run).await.unwrap_or_default()
         } else {
-            current_endpoints(&config).await?
+            current_endpoints(&config, run).await?
         };
         let plan = plan_from_config(&config, &endpoints, &overrides)
             .context("cannot plan the websocket check")?;

@@ -30,11 +30,7 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
     if keep {
         let mut kept = Vec::new();
         if let Some(stack) = &stack {
-            if let Err(e) = crate::state::Store::of(&run.config).update(|state| {
-                if let Some(record) = state.stacks.get_mut(&stack.run_id) {
-                    record.kept = true;
-                }
-            }) {
+            if let Err(e) = crate::stack::keep(&run.config, &stack.run_id) {
                 run.note(format!("could not record the kept stack: {e:#}"));
             }
             kept.push(format!(

@@ -219,7 +219,7 @@ fn engine_socket() -> Check {
 
 async fn compose_flavour(config: &Config) -> Check {
     let started = Instant::now();
-    match crate::compose::detect_cached(&config.work_dir()).await {
+    match crate::stack::compose::detect_cached(&config.work_dir()).await {
         Ok(compose) => Check::passed("compose", started.elapsed(), compose.to_string()),
         Err(problem) => Check::new(
             "compose",

@@ -1,10 +1,12 @@
 //! The stack against the real engine, on small fixture stacks (tests/fixtures) built from
 //! debian:bookworm-slim: a stack written by someone else, a service that exits at start, one that
-//! never becomes healthy, two isolated runs at once, and leftovers of a dead run.
+//! never becomes healthy, two isolated runs at once, leftovers of a dead run, a kept stack beside
+//! a gate's run, an external network declared in flow style through an anchor, and two checkouts
+//! of one project that each run their own build.
 //!
-//! Each test copies its fixture into its own temporary directory (its own repository root, so its
-//! own `io.xtask.root` label and state.json) and removes everything carrying that root's label
-//! when it ends, pass or fail.
+//! Each test copies its fixture into its own temporary directory (its own checkout root, so its
+//! own `io.xtask.root` label and state.json) under a project name of its own, and removes
+//! everything carrying that root's label (and its project's images) when it ends, pass or fail.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,30 +21,41 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// A project name of the test's own, so that concurrent tests never share one.
+fn unique_project(fixture: &str) -> String {
+    let unique = format!(
+        "it{}{}",
+        fixture.replace('-', "").chars().take(8).collect::<String>(),
+        state::new_run_id().replace('-', "")
+    );
+    unique[..unique.len().min(40)].to_owned()
+}
+
 /// A fixture stack in its own root, with a project name of its own; removes what it created.
 struct Fixture {
     config: Config,
     engine: Engine,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    async fn new(name: &str, edit: impl Fn(String) -> String) -> Fixture {
+    /// `None` (the test returns) when there is no engine or no compose program: said through
+    /// `crate::require`, which fails the test under `XTASK_REQUIRE_ALL=1`.
+    async fn new(name: &str, edit: impl Fn(String) -> String) -> Option<Fixture> {
+        Fixture::named(name, &unique_project(name), edit).await
+    }
+
+    /// A copy of fixture `name` under the project name `project`.
+    async fn named(name: &str, project: &str, edit: impl Fn(String) -> String) -> Option<Fixture> {
         let dir = tempfile::tempdir().unwrap();
         crate::copy_dir(&fixtures().join(name), dir.path());
         let path = dir.path().join("harness.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        // A project name of this test's own, so that concurrent tests never share one.
-        let unique = format!(
-            "it{}{}",
-            name.replace('-', "").chars().take(8).collect::<String>(),
-            state::new_run_id().replace('-', "")
-        );
         let text = text
             .lines()
             .map(|line| {
                 if line.starts_with("name = ") {
-                    format!("name = \"{}\"", &unique[..unique.len().min(40)])
+                    format!("name = \"{project}\"")
                 } else {
                     line.to_owned()
                 }
@@ -51,14 +64,29 @@ impl Fixture {
             .join("\n");
         std::fs::write(&path, edit(text)).unwrap();
         let config = xtask::config::load(Some(&path)).unwrap();
-        let engine = engine::connect(&config)
-            .await
-            .expect("these tests need the engine at /var/run/docker.sock");
-        Fixture {
+        let engine = match engine::connect(&config).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                crate::require::skip(&format!("no engine answers: {e:#}"));
+                return None;
+            }
+        };
+        if let Err(e) = stack::compose::detect().await {
+            crate::require::skip(&format!("no compose program: {e:#}"));
+            return None;
+        }
+        Some(Fixture {
             config,
             engine,
-            _dir: dir,
-        }
+            dir,
+        })
+    }
+
+    /// Edits harness.toml and reads it again.
+    fn reconfigure(&mut self, edit: impl Fn(String) -> String) {
+        let text = std::fs::read_to_string(&self.config.path).unwrap();
+        std::fs::write(&self.config.path, edit(text)).unwrap();
+        self.config = xtask::config::load(Some(&self.config.path)).unwrap();
     }
 
     fn root_label(&self) -> String {
@@ -76,14 +104,29 @@ impl Fixture {
             .await
             .unwrap_or_else(|e| panic!("up could not start: {e:#}"))
     }
+
+    /// Runs the harness binary with this fixture's harness.toml.
+    async fn xtask(&self, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command.arg("--config").arg(&self.config.path).args(args);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        // Everything under this root's label, whatever the test did; a thread of its own because
-        // the test's runtime is busy dropping us.
+        // Everything under this root's label, and the images built for this test's project,
+        // whatever the test did; a thread of its own because the test's runtime is busy dropping
+        // us.
         let docker = self.engine.docker.clone();
         let label = self.root_label();
+        let images = format!(
+            "{}={}",
+            stack::labels::LABEL_IMAGE_PROJECT,
+            self.config.project.name.0
+        );
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -93,11 +136,31 @@ impl Drop for Fixture {
                 if let Ok(found) = stack::find_labelled(&docker, &label).await {
                     stack::remove_labelled(&docker, &found).await;
                 }
+                for id in image_ids(&docker, &images).await {
+                    let options = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                        .force(true)
+                        .build();
+                    let _ = docker.remove_image(&id, Some(options), None).await;
+                }
             });
         })
         .join()
         .unwrap();
     }
+}
+
+/// Ids of the images carrying `label` (`key=value`).
+async fn image_ids(docker: &bollard::Docker, label: &str) -> Vec<String> {
+    let filters = std::collections::HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    docker
+        .list_images(Some(
+            bollard::query_parameters::ListImagesOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map(|images| images.into_iter().map(|i| i.id).collect())
+        .unwrap_or_default()
 }
 
 fn describe(report: &UpReport) -> String {
@@ -119,14 +182,23 @@ fn describe(report: &UpReport) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_stack_comes_up_from_its_own_config_and_down_leaves_nothing() {
     // Non-isolated, but with `[stack] env` asking for an ephemeral host port.
-    let fixture = Fixture::new("other-stack", |text| {
+    let Some(fixture) = Fixture::new("other-stack", |text| {
         text.replace(
             "isolated_env = { API_PORT = \"\" }",
             "env = { API_PORT = \"\" }",
         )
     })
-    .await;
-    let report = fixture.up(UpOptions::default()).await;
+    .await
+    else {
+        return;
+    };
+    // As `docker-up` does: kept, so that `health` finds it.
+    let report = fixture
+        .up(UpOptions {
+            keep: true,
+            ..UpOptions::default()
+        })
+        .await;
     assert!(report.passed(), "{}", describe(&report));
 
     let names: Vec<&str> = report.services.iter().map(|s| s.service.as_str()).collect();
@@ -138,6 +210,11 @@ async fn another_stack_comes_up_from_its_own_config_and_down_leaves_nothing() {
     assert!(api.noticed_after.is_some());
     assert!(!report.services[1].healthcheck, "worker has none");
     assert_eq!(report.project, fixture.config.project.name.0);
+    // Each service's running image, as the gate records it.
+    for service in &report.services {
+        let id = service.image_id.as_deref().unwrap_or("none");
+        assert!(id.starts_with("sha256:"), "{}: {id}", service.service);
+    }
 
     // Endpoints from the port the engine picked.
     let url = &report.endpoints["api"];
@@ -171,7 +248,7 @@ async fn another_stack_comes_up_from_its_own_config_and_down_leaves_nothing() {
         );
     }
 
-    let health = stack::health_report(&fixture.config).await.unwrap();
+    let health = stack::health_report(&fixture.config, None).await.unwrap();
     assert!(health.healthy, "{:?}", health.problems);
     assert_eq!(health.services[0].health, "healthy");
     assert_eq!(health.services[1].health, "none");
@@ -263,14 +340,16 @@ async fn another_stack_comes_up_from_its_own_config_and_down_leaves_nothing() {
     // Idempotent, and health now says the stack is absent.
     let again = stack::down(&fixture.config, &recorded).await.unwrap();
     assert_eq!(again.outcome, Outcome::Passed, "{again:?}");
-    let health = stack::health_report(&fixture.config).await.unwrap();
+    let health = stack::health_report(&fixture.config, None).await.unwrap();
     assert!(!health.healthy);
     assert!(health.problems.iter().any(|p| p.contains("no stack")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_exits_at_start_fails_the_wait_at_once_with_its_logs() {
-    let fixture = Fixture::new("exits-at-start", |text| text).await;
+    let Some(fixture) = Fixture::new("exits-at-start", |text| text).await else {
+        return;
+    };
     let report = fixture.up(UpOptions::default()).await;
     assert!(!report.passed());
     let failed = report.failure().unwrap();
@@ -306,7 +385,9 @@ async fn a_service_that_exits_at_start_fails_the_wait_at_once_with_its_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_never_turns_healthy_fails_at_its_budget() {
-    let fixture = Fixture::new("never-healthy", |text| text).await;
+    let Some(fixture) = Fixture::new("never-healthy", |text| text).await else {
+        return;
+    };
     let report = fixture.up(UpOptions::default()).await;
     let failed = report.failure().unwrap();
     assert_eq!(
@@ -337,7 +418,9 @@ async fn a_service_that_never_turns_healthy_fails_at_its_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_isolated_runs_at_once_get_their_own_projects_and_ports() {
-    let fixture = Fixture::new("other-stack", |text| text).await;
+    let Some(fixture) = Fixture::new("other-stack", |text| text).await else {
+        return;
+    };
     let isolated = |run_id: &str| UpOptions {
         isolated: true,
         run_id: Some(run_id.to_owned()),
@@ -371,7 +454,9 @@ async fn two_isolated_runs_at_once_get_their_own_projects_and_ports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftovers_of_a_dead_run_are_removed_and_live_or_kept_runs_are_not() {
-    let fixture = Fixture::new("other-stack", |text| text).await;
+    let Some(fixture) = Fixture::new("other-stack", |text| text).await else {
+        return;
+    };
     let dead_pid = {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
@@ -456,7 +541,9 @@ async fn leftovers_of_a_dead_run_are_removed_and_live_or_kept_runs_are_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_container_of_an_isolated_run_is_found_at_the_port_it_publishes_now() {
-    let fixture = Fixture::new("other-stack", |text| text).await;
+    let Some(fixture) = Fixture::new("other-stack", |text| text).await else {
+        return;
+    };
     let report = fixture
         .up(UpOptions {
             isolated: true,
@@ -520,4 +607,299 @@ async fn a_restarted_container_of_an_isolated_run_is_found_at_the_port_it_publis
     );
     let check = stack::down(&fixture.config, &report.state).await.unwrap();
     assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_stack_survives_a_gate_run_of_the_same_checkout_until_docker_down() {
+    let Some(fixture) = Fixture::new("other-stack", |text| text).await else {
+        return;
+    };
+    // `docker-up --isolated`: kept, owned by a process that has exited since.
+    let gone_pid = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let kept = fixture
+        .up(UpOptions {
+            isolated: true,
+            keep: true,
+            owner_pid: Some(gone_pid),
+            ..UpOptions::default()
+        })
+        .await;
+    assert!(kept.passed(), "{}", describe(&kept));
+
+    // A gate on the same checkout: it sweeps leftovers, brings up its own run, tears it down.
+    let swept = stack::remove_leftovers(&fixture.config, &fixture.engine)
+        .await
+        .unwrap();
+    assert!(
+        swept.is_empty(),
+        "a kept stack is not a dead run: {swept:?}"
+    );
+    let gate = fixture
+        .up(UpOptions {
+            isolated: true,
+            run_id: Some(state::new_run_id()),
+            ..UpOptions::default()
+        })
+        .await;
+    assert!(gate.passed(), "{}", describe(&gate));
+    assert_ne!(gate.project, kept.project);
+    let check = stack::down(&fixture.config, &gate.state).await.unwrap();
+    assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
+    let recorded = state::Store::of(&fixture.config).read().unwrap();
+    assert_eq!(
+        recorded.stacks.keys().collect::<Vec<_>>(),
+        [&kept.run_id],
+        "the gate removed only its own run"
+    );
+
+    // `health` finds the kept stack and passes.
+    let health = fixture.xtask(&["health", "--json"]).await;
+    let stderr = String::from_utf8_lossy(&health.stderr);
+    assert!(health.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("project {} (run {})", kept.project, kept.run_id)),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(json["healthy"], true, "{json}");
+
+    // `docker-down` removes it: nothing labelled is left, nothing is recorded.
+    let down = fixture.xtask(&["docker-down"]).await;
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(down.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("stack down: ok project {}", kept.project)),
+        "{stderr}"
+    );
+    assert!(fixture.labelled(&fixture.root_label()).await.is_empty());
+    assert!(state::Store::of(&fixture.config)
+        .read()
+        .unwrap()
+        .stacks
+        .is_empty());
+    let again = fixture.xtask(&["docker-down"]).await;
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no kept stack is recorded"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_kept_stacks_health_says_which_one_and_docker_down_all_removes_them() {
+    let Some(fixture) = Fixture::new("other-stack", |text| text).await else {
+        return;
+    };
+    let kept = |tag: &str| UpOptions {
+        isolated: true,
+        keep: true,
+        run_id: Some(format!("{}{tag}", state::new_run_id())),
+        ..UpOptions::default()
+    };
+    let first = fixture.up(kept("a")).await;
+    let second = fixture.up(kept("b")).await;
+    assert!(first.passed() && second.passed(), "{}", describe(&first));
+
+    let health = fixture.xtask(&["health"]).await;
+    let stderr = String::from_utf8_lossy(&health.stderr);
+    assert!(health.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "2 stacks are kept; using the newest, run {}",
+            second.run_id
+        )),
+        "{stderr}"
+    );
+    let named = fixture.xtask(&["health", "--run", &first.run_id]).await;
+    let stderr = String::from_utf8_lossy(&named.stderr);
+    assert!(named.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("(run {})", first.run_id)),
+        "{stderr}"
+    );
+    let unknown = fixture.xtask(&["health", "--run", "nope"]).await;
+    assert_eq!(unknown.status.code(), Some(2));
+
+    let down = fixture.xtask(&["docker-down", "--all"]).await;
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(down.status.success(), "{stderr}");
+    for report in [&first, &second] {
+        assert!(
+            stderr.contains(&format!("stack down: ok project {}", report.project)),
+            "{stderr}"
+        );
+    }
+    assert!(fixture.labelled(&fixture.root_label()).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_network_in_flow_style_merged_from_an_anchor_is_joined_not_labelled() {
+    let network = format!("xtask-it-shared-{}", state::new_run_id());
+    let Some(fixture) = Fixture::new("external-network", |text| {
+        text.replace(
+            "build = false",
+            &format!("build = false\nenv = {{ SHARED_NET = \"{network}\" }}"),
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let docker = &fixture.engine.docker;
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let result = async {
+        let report = fixture
+            .up(UpOptions {
+                isolated: true,
+                ..UpOptions::default()
+            })
+            .await;
+        assert!(report.passed(), "{}", describe(&report));
+        let shared = docker
+            .inspect_network(
+                &network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .unwrap();
+        assert!(
+            shared.labels.unwrap_or_default().is_empty(),
+            "the external network is not labelled"
+        );
+        let containers = shared.containers.unwrap_or_default();
+        assert_eq!(containers.len(), 1, "the service joined it");
+        // The project's own network is labelled with the run.
+        let run_label = format!("{LABEL_RUN_ID}={}", report.run_id);
+        let labelled = fixture.labelled(&run_label).await;
+        assert_eq!(labelled.networks.len(), 1, "{:?}", labelled.names());
+        assert!(
+            labelled.networks[0].1.ends_with("_front"),
+            "{:?}",
+            labelled.names()
+        );
+        let check = stack::down(&fixture.config, &report.state).await.unwrap();
+        assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
+        docker
+            .inspect_network(
+                &network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .expect("down leaves the external network");
+    };
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    let _ = stack::remove_labelled(
+        &fixture.engine.docker,
+        &fixture.labelled(&fixture.root_label()).await,
+    )
+    .await;
+    docker.remove_network(&network).await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_checkout_runs_the_images_it_built() {
+    // Two checkouts of one project on one engine, with different sources for `app`.
+    let project = unique_project("own-images");
+    let Some(mut one) = Fixture::named("own-images", &project, |text| text).await else {
+        return;
+    };
+    let Some(mut two) = Fixture::named("own-images", &project, |text| text).await else {
+        return;
+    };
+    std::fs::write(
+        two.dir.path().join("app/version.txt"),
+        "built from checkout two\n",
+    )
+    .unwrap();
+    let isolated = || UpOptions {
+        isolated: true,
+        ..UpOptions::default()
+    };
+    let docker = one.engine.docker.clone();
+    let tag_id = |tag: String| {
+        let docker = docker.clone();
+        async move {
+            docker
+                .inspect_image(&tag)
+                .await
+                .unwrap_or_else(|e| panic!("{tag}: {e}"))
+                .id
+                .unwrap()
+        }
+    };
+    let app_image = |report: &UpReport| report.services[0].image_id.clone().unwrap();
+
+    // Built one after the other: each gets the image its own build produced, under its own tag.
+    let mut built = Vec::new();
+    for fixture in [&one, &two] {
+        let report = fixture.up(isolated()).await;
+        assert!(report.passed(), "{}", describe(&report));
+        let tag = stack::image_tag(&fixture.config, "app");
+        assert_eq!(app_image(&report), tag_id(tag.clone()).await, "{tag}");
+        let check = stack::down(&fixture.config, &report.state).await.unwrap();
+        assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
+        built.push(app_image(&report));
+    }
+    assert_ne!(built[0], built[1]);
+    assert_ne!(
+        stack::image_tag(&one.config, "app"),
+        stack::image_tag(&two.config, "app")
+    );
+
+    // Without building, each runs its own build (its container prints its own sources).
+    for fixture in [&mut one, &mut two] {
+        fixture.reconfigure(|text| text.replace("build = true", "build = false"));
+    }
+    for (fixture, id, says) in [
+        (&one, &built[0], "built from checkout one"),
+        (&two, &built[1], "built from checkout two"),
+    ] {
+        let report = fixture.up(isolated()).await;
+        assert!(report.passed(), "{}", describe(&report));
+        assert_eq!(&app_image(&report), id);
+        let container = stack::inspect_project(&docker, &report.project)
+            .await
+            .unwrap()
+            .remove(0)
+            .0
+            .container;
+        let logs = stack::container_logs(&docker, &container, 5).await;
+        assert!(logs.contains(says), "{logs}");
+        let check = stack::down(&fixture.config, &report.state).await.unwrap();
+        assert_eq!(check.outcome, Outcome::Passed, "{check:?}");
+    }
+
+    // The second checkout goes away: --prune-images removes its tag, and leaves the first's.
+    let two_tag = stack::image_tag(&two.config, "app");
+    let one_tag = stack::image_tag(&one.config, "app");
+    std::fs::remove_dir_all(two.dir.path()).unwrap();
+    let pruned = stack::prune_images(&one.config, &one.engine).await.unwrap();
+    assert_eq!(pruned.removed, std::slice::from_ref(&two_tag), "{pruned:?}");
+    assert!(pruned.problems.is_empty(), "{pruned:?}");
+    assert!(docker.inspect_image(&two_tag).await.is_err());
+    // docker-down --all: this checkout's tags that nothing uses.
+    let removed = stack::remove_checkout_images(&one.config, &one.engine)
+        .await
+        .unwrap();
+    assert_eq!(
+        removed.removed,
+        std::slice::from_ref(&one_tag),
+        "{removed:?}"
+    );
+    assert!(docker.inspect_image(&one_tag).await.is_err());
 }

@@ -1,20 +1,20 @@
-//! docker compose (v2) or docker-compose (v1): detection, the commands we run, parsing what they print.
+//! docker compose (v2) or docker-compose (v1): which one there is (and its cache), and the argv
+//! of every call the stack makes on a compose project. Calls run through [crate::process] (own
+//! process group, a deadline, output tails); a failed call's error names the command and carries
+//! the last 50 lines of its stderr.
 //!
-//! Every compose call is built here as an argv (never a shell string), run through xshell's `Cmd`
-//! with the stack's environment, in its own process group, under a deadline. Waiting for health
-//! and reading container state is not here: that is [crate::stack], through the engine API.
+//! Not here: what `config` prints ([super::model]), waiting for health and reading container
+//! state ([super::up], through the engine API).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Context;
 use serde::Serialize;
-use xshell::{cmd, Shell};
 
 use crate::error::Failure;
+use crate::process::{Cmd, Finished};
 
 /// Which compose program runs the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -51,6 +51,14 @@ pub struct Compose {
     pub flavour: Flavour,
     /// `2.24.5`, `1.29.2`.
     pub version: String,
+}
+
+impl Compose {
+    /// docker-compose 1.x (Python), which prints its config as YAML only. A v2 binary may be
+    /// installed as `docker-compose` too.
+    pub fn is_v1(&self) -> bool {
+        self.version.starts_with("1.")
+    }
 }
 
 impl std::fmt::Display for Compose {
@@ -98,23 +106,14 @@ pub fn parse_version(output: &str) -> Option<String> {
 pub async fn detect() -> anyhow::Result<Compose> {
     let probe = |flavour: Flavour| async move {
         let argv = version_argv(flavour);
-        // Built (and the shell dropped) before the wait, so the future can move between threads.
-        let command = {
-            let sh = Shell::new()?;
-            let (program, args) = (&argv[0], &argv[1..]);
-            Command::from(cmd!(sh, "{program} {args...}"))
-        };
-        let output = run(command, Duration::from_secs(20)).await?;
-        if !output.success() {
-            anyhow::bail!("`{}` failed: {}", argv.join(" "), output.stderr_tail(3));
-        }
-        parse_version(&output.stdout)
+        let finished = run_checked(Cmd::from_argv(&argv)?, Duration::from_secs(20)).await?;
+        parse_version(&finished.stdout)
             .map(|version| Compose { flavour, version })
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "`{}` printed no version: {}",
                     argv.join(" "),
-                    output.stdout.trim()
+                    finished.stdout.trim()
                 )
             })
     };
@@ -132,6 +131,49 @@ pub async fn detect() -> anyhow::Result<Compose> {
     }
 }
 
+/// Lines of a failed call's stderr that its error (and the check's output) carry.
+pub const STDERR_LINES: usize = 50;
+
+/// Runs one call to its end within `deadline`; a non-zero status or the deadline is an error.
+pub async fn run_checked(cmd: Cmd, deadline: Duration) -> anyhow::Result<Finished> {
+    let finished = cmd.output(deadline).await?;
+    if finished.success() {
+        Ok(finished)
+    } else {
+        Err(failure(&finished, deadline))
+    }
+}
+
+/// How a failed call ended, in one line: `` `CMD` exit code 1 `` or
+/// `` `CMD` did not finish within 60s and was stopped ``.
+pub fn describe_failure(finished: &Finished, deadline: Duration) -> String {
+    if finished.timed_out {
+        format!(
+            "`{}` did not finish within {}s and was stopped",
+            finished.command,
+            deadline.as_secs()
+        )
+    } else {
+        format!("`{}` {}", finished.command, finished.describe())
+    }
+}
+
+/// The error for a failed call: [`describe_failure`], then the last [`STDERR_LINES`] lines of
+/// its stderr. A call stopped at its deadline is a failed check (exit 1).
+pub fn failure(finished: &Finished, deadline: Duration) -> anyhow::Error {
+    let mut message = describe_failure(finished, deadline);
+    let tail = finished.stderr_tail(STDERR_LINES);
+    if !tail.is_empty() {
+        message.push('\n');
+        message.push_str(&tail);
+    }
+    if finished.timed_out {
+        Failure::check(message).into()
+    } else {
+        anyhow::anyhow!(message)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A cache of what compose said, so that a warm `docker-up` starts no compose process before
 // `up` itself (each costs a Python start with v1). Keyed by what decides the answer: the
@@ -143,16 +185,17 @@ pub async fn detect() -> anyhow::Result<Compose> {
 pub struct Cache {
     #[serde(default)]
     detected: Option<(String, Compose)>,
+    /// Compose models by [`Project::model_key`].
     #[serde(default)]
-    names: BTreeMap<String, (Vec<String>, Vec<String>)>,
+    pub(super) models: BTreeMap<String, super::model::Model>,
 }
 
 impl Cache {
-    fn path(work_dir: &std::path::Path) -> PathBuf {
+    fn path(work_dir: &Path) -> PathBuf {
         work_dir.join("compose-cache.json")
     }
 
-    pub fn load(work_dir: &std::path::Path) -> Cache {
+    pub fn load(work_dir: &Path) -> Cache {
         std::fs::read_to_string(Cache::path(work_dir))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
@@ -160,7 +203,7 @@ impl Cache {
     }
 
     /// Best effort: a cache that cannot be written only costs time next run.
-    pub fn save(&self, work_dir: &std::path::Path) {
+    pub fn save(&self, work_dir: &Path) {
         // Concurrent runs in one process share the temporary file of the atomic write.
         static ONE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one_writer = ONE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,7 +252,7 @@ pub fn programs_key() -> String {
 }
 
 /// [`detect`], remembered in `work_dir` while the installed programs stay the same.
-pub async fn detect_cached(work_dir: &std::path::Path) -> anyhow::Result<Compose> {
+pub async fn detect_cached(work_dir: &Path) -> anyhow::Result<Compose> {
     let key = programs_key();
     let mut cache = Cache::load(work_dir);
     if let Some((cached_key, compose)) = &cache.detected {
@@ -268,14 +311,13 @@ impl Project {
         }
     }
 
-    /// `config --services`: one service name a line.
-    pub fn services_argv(&self) -> Vec<OsString> {
-        self.with(&["config", "--services"])
-    }
-
-    /// `config --volumes`: one volume name a line.
-    pub fn volumes_argv(&self) -> Vec<OsString> {
-        self.with(&["config", "--volumes"])
+    /// The resolved model: `config --format json` (v2), `config` (v1 prints YAML only).
+    pub fn config_argv(&self) -> Vec<OsString> {
+        if self.compose.is_v1() {
+            self.with(&["config"])
+        } else {
+            self.with(&["config", "--format", "json"])
+        }
     }
 
     /// `down -v --remove-orphans`.
@@ -293,46 +335,25 @@ impl Project {
         self.with(&["ps", "-q"])
     }
 
-    /// The argv as a command (built with xshell's `cmd!`, no shell string), with this project's
+    /// The argv as a command (arguments stay arguments, no shell), with this project's
     /// environment and directory.
-    pub fn command(&self, argv: &[OsString]) -> anyhow::Result<Command> {
-        let sh = Shell::new()?;
-        sh.change_dir(&self.dir);
-        let (program, args) = argv
-            .split_first()
-            .context("a compose call needs a program")?;
-        Ok(Command::from(
-            cmd!(sh, "{program} {args...}").envs(&self.env),
-        ))
+    pub fn command(&self, argv: &[OsString]) -> anyhow::Result<Cmd> {
+        Ok(Cmd::from_argv(argv)?.envs(&self.env).current_dir(&self.dir))
     }
 
-    /// Runs one call to completion (or its deadline); a non-zero exit is an error naming the command.
+    /// Runs one call to its end (or its deadline); a failure is an error naming the command,
+    /// with the last lines of its stderr.
     pub async fn run_checked(
         &self,
         argv: &[OsString],
-        timeout: Duration,
-    ) -> anyhow::Result<Output> {
-        let output = run(self.command(argv)?, timeout).await?;
-        if output.success() {
-            Ok(output)
-        } else {
-            Err(output.failure())
-        }
+        deadline: Duration,
+    ) -> anyhow::Result<Finished> {
+        run_checked(self.command(argv)?, deadline).await
     }
 
-    /// Service names (`config --services`) and volume names (`config --volumes`), read at once.
-    pub async fn services_and_volumes(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-        let (services_argv, volumes_argv) = (self.services_argv(), self.volumes_argv());
-        let (services, volumes) = tokio::join!(
-            self.run_checked(&services_argv, QUICK_TIMEOUT),
-            self.run_checked(&volumes_argv, QUICK_TIMEOUT)
-        );
-        Ok((names(&services?.stdout), names(&volumes?.stdout)))
-    }
-
-    /// What decides the service and volume names: the program, the files' bytes (and the `.env`
-    /// beside the first), the call's environment and compose's own variables.
-    pub fn names_key(&self) -> String {
+    /// What decides the model compose reads from the files: the program, the files' bytes (and
+    /// the `.env` beside the first), the call's environment and compose's own variables.
+    pub fn model_key(&self) -> String {
         let mut hash: u64 = 0xcbf29ce484222325;
         let mut feed = |bytes: &[u8]| {
             for byte in bytes.iter().chain(b"\0") {
@@ -363,193 +384,6 @@ impl Project {
         }
         format!("{hash:016x}")
     }
-
-    /// [`Project::services_and_volumes`], remembered in `work_dir` while [`Project::names_key`]
-    /// stays the same.
-    pub async fn services_and_volumes_cached(
-        &self,
-        work_dir: &std::path::Path,
-    ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-        let key = self.names_key();
-        if let Some(found) = Cache::load(work_dir).names.get(&key) {
-            return Ok(found.clone());
-        }
-        let found = self.services_and_volumes().await?;
-        // Re-read: another run may have written its own entries meanwhile.
-        let mut cache = Cache::load(work_dir);
-        cache.names.insert(key, found.clone());
-        if cache.names.len() > 32 {
-            let oldest = cache.names.keys().next().cloned();
-            if let Some(oldest) = oldest.filter(|k| *k != self.names_key()) {
-                cache.names.remove(&oldest);
-            }
-        }
-        cache.save(work_dir);
-        Ok(found)
-    }
-}
-
-/// A command ready to run, and how it reads to a person.
-pub struct Command {
-    pub display: String,
-    pub command: std::process::Command,
-}
-
-impl From<xshell::Cmd<'_>> for Command {
-    fn from(cmd: xshell::Cmd<'_>) -> Command {
-        Command {
-            display: cmd.to_string(),
-            command: cmd.into(),
-        }
-    }
-}
-
-/// One name a line, blank lines dropped.
-pub fn names(output: &str) -> Vec<String> {
-    output
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// What a finished call printed.
-#[derive(Debug, Clone)]
-pub struct Output {
-    /// The command as a person would type it.
-    pub command: String,
-    pub status: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-impl Output {
-    pub fn success(&self) -> bool {
-        self.status == Some(0)
-    }
-
-    /// The last `n` lines of stderr, joined.
-    pub fn stderr_tail(&self, n: usize) -> String {
-        let lines: Vec<&str> = self.stderr.trim_end().lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// The error for a failed call: the command, its status, and what it printed last.
-    pub fn failure(&self) -> anyhow::Error {
-        let status = self
-            .status
-            .map_or("was killed by a signal".to_owned(), |code| {
-                format!("exited with status {code}")
-            });
-        anyhow::anyhow!(
-            "`{}` {status}\n{}",
-            self.command,
-            self.stderr_tail(20).trim_end()
-        )
-    }
-}
-
-/// A running compose call, killed with its whole process group when dropped or timed out.
-pub struct Running {
-    pub command: String,
-    child: Option<tokio::process::Child>,
-    pgid: Option<i32>,
-    started: Instant,
-}
-
-impl Running {
-    /// Starts `cmd` in its own process group with piped output.
-    pub fn spawn(cmd: Command) -> anyhow::Result<Running> {
-        let Command {
-            display: command,
-            command: mut std_cmd,
-        } = cmd;
-        std_cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            std_cmd.process_group(0);
-        }
-        let mut tokio_cmd = tokio::process::Command::from(std_cmd);
-        tokio_cmd.kill_on_drop(true);
-        let child = tokio_cmd
-            .spawn()
-            .with_context(|| format!("cannot run `{command}`"))?;
-        let pgid = child.id().map(|pid| pid as i32);
-        Ok(Running {
-            command,
-            child: Some(child),
-            pgid,
-            started: Instant::now(),
-        })
-    }
-
-    /// Waits for the call to finish, at most `timeout`; on timeout the process group is killed
-    /// and the error names the command and the deadline.
-    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<Output> {
-        let child = self.child.take().expect("finish is called once");
-        match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(result) => {
-                // The leader exited; helpers it left in its group must not outlive it.
-                self.kill_group();
-                self.pgid = None;
-                let output =
-                    result.with_context(|| format!("cannot wait for `{}`", self.command))?;
-                Ok(Output {
-                    command: self.command.clone(),
-                    status: output.status.code(),
-                    stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-                    elapsed: self.started.elapsed(),
-                })
-            }
-            Err(_) => {
-                self.kill_group();
-                self.pgid = None;
-                Err(Failure::check(format!(
-                    "`{}` did not finish within {}s and was stopped",
-                    self.command,
-                    timeout.as_secs()
-                ))
-                .into())
-            }
-        }
-    }
-
-    fn kill_group(&self) {
-        #[cfg(unix)]
-        if let Some(pgid) = self.pgid {
-            // SAFETY: signals only the process group this call created (its leader's pid).
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.kill_group();
-        }
-    }
-}
-
-/// Runs a command to completion within `timeout`, capturing its output.
-///
-/// The command is converted before the future starts, so that the future does not hold an
-/// `xshell::Cmd` (which borrows a `Shell`, which is not `Sync`) and stays `Send`.
-pub fn run(
-    cmd: impl Into<Command>,
-    timeout: Duration,
-) -> impl std::future::Future<Output = anyhow::Result<Output>> + Send {
-    let command = cmd.into();
-    async move { Running::spawn(command)?.finish(timeout).await }
 }
 
 #[cfg(test)]
@@ -629,8 +463,7 @@ mod tests {
         };
         assert_eq!(strings(p.up_argv(true)), with(&["up", "-d", "--build"]));
         assert_eq!(strings(p.up_argv(false)), with(&["up", "-d"]));
-        assert_eq!(strings(p.services_argv()), with(&["config", "--services"]));
-        assert_eq!(strings(p.volumes_argv()), with(&["config", "--volumes"]));
+        assert_eq!(strings(p.config_argv()), with(&["config"]));
         assert_eq!(
             strings(p.down_argv()),
             with(&["down", "-v", "--remove-orphans"])
@@ -644,92 +477,82 @@ mod tests {
 
     #[test]
     fn builds_every_call_for_v2() {
-        let p = project(Flavour::Plugin);
+        let mut p = project(Flavour::Plugin);
+        p.compose.version = "2.24.5".into();
         let up = strings(p.up_argv(true));
         assert_eq!(&up[..4], ["docker", "compose", "-p", "chat-1a2b"]);
         assert_eq!(&up[up.len() - 3..], ["up", "-d", "--build"]);
+        let config = strings(p.config_argv());
+        assert_eq!(&config[config.len() - 3..], ["config", "--format", "json"]);
         assert_eq!(
             strings(p.down_argv())[..2],
             ["docker".to_owned(), "compose".to_owned()]
         );
     }
 
-    #[test]
-    fn cmd_carries_env_and_renders_without_a_shell() {
+    #[tokio::test]
+    async fn a_call_carries_env_and_directory_and_renders_without_a_shell() {
+        let dir = tempfile::tempdir().unwrap();
         let mut p = project(Flavour::Standalone);
         p.env.insert("BACKEND_PORT".into(), String::new());
+        p.env.insert("GREETING".into(), "hello there".into());
         p.files.truncate(1);
+        p.dir = dir.path().to_path_buf();
         let cmd = p.command(&p.logs_argv("my service", 5)).unwrap();
         assert_eq!(
-            cmd.display,
-            "docker-compose -p chat-1a2b -f /repo/services/compose.yaml logs --no-color --tail 5 \"my service\""
+            cmd.display(),
+            "docker-compose -p chat-1a2b -f /repo/services/compose.yaml logs --no-color --tail 5 'my service'"
         );
-        let std_cmd = cmd.command;
-        let envs: Vec<_> = std_cmd.get_envs().collect();
-        assert!(envs.contains(&(
-            std::ffi::OsStr::new("BACKEND_PORT"),
-            Some(std::ffi::OsStr::new(""))
-        )));
+        // The same construction, run: environment and directory reach the program.
+        let argv: Vec<OsString> = [
+            "sh",
+            "-c",
+            "echo \"$GREETING|${BACKEND_PORT-unset}|$(pwd)\"",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let finished = p.run_checked(&argv, Duration::from_secs(10)).await.unwrap();
+        let pwd = dir.path().canonicalize().unwrap();
         assert_eq!(
-            std_cmd.get_current_dir(),
-            Some(std::path::Path::new("/repo"))
+            finished.stdout.trim(),
+            format!("hello there||{}", pwd.display())
         );
     }
 
     #[test]
-    fn names_key_follows_file_content_and_env() {
+    fn model_key_follows_file_content_and_env() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("compose.yaml");
         std::fs::write(&file, "services:\n  a:\n    image: x\n").unwrap();
         let mut p = project(Flavour::Standalone);
         p.files = vec![file.clone()];
         p.dir = dir.path().to_path_buf();
-        let first = p.names_key();
-        assert_eq!(first, p.names_key());
+        let first = p.model_key();
+        assert_eq!(first, p.model_key());
+        // The project name is not part of it: isolated runs share the cached model.
+        p.name = "chat-other".into();
+        assert_eq!(first, p.model_key());
         p.env.insert("PORT".into(), String::new());
-        let with_env = p.names_key();
+        let with_env = p.model_key();
         assert_ne!(first, with_env);
         std::fs::write(&file, "services:\n  b:\n    image: x\n").unwrap();
-        assert_ne!(with_env, p.names_key());
+        assert_ne!(with_env, p.model_key());
         std::fs::write(dir.path().join(".env"), "X=1\n").unwrap();
-        let with_dotenv = p.names_key();
+        let with_dotenv = p.model_key();
         std::fs::write(dir.path().join(".env"), "X=2\n").unwrap();
-        assert_ne!(with_dotenv, p.names_key());
+        assert_ne!(with_dotenv, p.model_key());
     }
 
     #[tokio::test]
-    async fn cached_names_are_served_without_running_compose() {
-        let work = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("compose.yaml");
-        std::fs::write(&file, "services: {}\n").unwrap();
-        // For this file compose would list no services: only the cache says `web`.
-        let mut p = project(Flavour::Standalone);
-        p.files = vec![file];
-        p.dir = dir.path().to_path_buf();
-        let mut cache = Cache::load(work.path());
-        cache
-            .names
-            .insert(p.names_key(), (vec!["web".into()], vec!["data".into()]));
-        cache.save(work.path());
-        let (services, volumes) = p.services_and_volumes_cached(work.path()).await.unwrap();
-        assert_eq!(services, ["web"]);
-        assert_eq!(volumes, ["data"]);
-    }
-
-    #[test]
-    fn names_skip_blank_lines() {
-        assert_eq!(names("web\n\n db \n"), ["web", "db"]);
-    }
-
-    #[tokio::test]
-    async fn a_call_past_its_deadline_is_killed_and_named() {
-        let sh = Shell::new().unwrap();
-        let error = run(cmd!(sh, "sleep 30"), Duration::from_millis(200))
+    async fn a_call_past_its_deadline_is_stopped_and_named() {
+        let error = run_checked(Cmd::new("sleep").arg("30"), Duration::from_millis(200))
             .await
             .unwrap_err();
         assert!(
-            error.to_string().contains("`sleep 30` did not finish"),
+            error
+                .to_string()
+                .contains("`sleep 30` did not finish within 0s"),
             "{error}"
         );
         assert_eq!(
@@ -739,17 +562,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_call_names_the_command_and_stderr() {
-        let sh = Shell::new().unwrap();
-        let output = run(
-            cmd!(sh, "sh -c 'echo boom >&2; exit 3'"),
+    async fn a_failed_call_names_the_command_and_the_end_of_its_stderr() {
+        let script = "for i in $(seq 1 80); do echo \"line $i\" >&2; done; echo out; exit 3";
+        let error = run_checked(
+            Cmd::new("sh").arg("-c").arg(script),
             Duration::from_secs(10),
         )
         .await
-        .unwrap();
-        assert_eq!(output.status, Some(3));
-        let error = output.failure().to_string();
-        assert!(error.contains("exited with status 3"), "{error}");
-        assert!(error.contains("boom"), "{error}");
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("`sh -c "), "{error}");
+        assert!(error.contains("exit code 3"), "{error}");
+        // The last 50 lines of stderr, not stdout, not the earlier lines.
+        assert!(
+            error.contains("line 31\n") && error.ends_with("line 80"),
+            "{error}"
+        );
+        assert!(!error.contains("line 30\n"), "{error}");
+        assert!(!error.lines().any(|line| line == "out"), "{error}");
     }
 }

@@ -1,0 +1,557 @@
+//! Taking stacks down through the engine API: a run's labelled containers, networks and volumes
+//! (`compose down` only for what its project holds without the run id), the sweep of this
+//! checkout's dead runs, and this checkout's image tags (`docker-down --all`,
+//! `--prune-images`).
+//!
+//! Not here: choosing which stack a command removes ([super::record]), printing
+//! ([super::commands]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptionsBuilder,
+};
+use serde::Serialize;
+
+use super::compose::{self, Compose, Flavour, Project};
+use super::containers::filters;
+use super::labels::{
+    checkout_tag, image_repository, LABEL_IMAGE_PROJECT, LABEL_IMAGE_ROOT, LABEL_ROOT_PATH,
+    TAG_PREFIX,
+};
+use super::{plural, record, run_dir, short_id, COMPOSE_PROJECT};
+use crate::config::Config;
+use crate::engine::{self, Engine};
+use crate::error::Failure;
+use crate::report::Check;
+use crate::state::{self, StackState, LABEL_PID, LABEL_ROOT, LABEL_RUN_ID};
+
+/// What carries a label: containers, networks, volumes (names for people, ids for removal).
+#[derive(Debug, Default, Clone)]
+pub struct Labelled {
+    /// (id, name, labels)
+    pub containers: Vec<(String, String, HashMap<String, String>)>,
+    pub networks: Vec<(String, String, HashMap<String, String>)>,
+    pub volumes: Vec<(String, HashMap<String, String>)>,
+}
+
+impl Labelled {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.networks.is_empty() && self.volumes.is_empty()
+    }
+
+    pub fn count(&self) -> usize {
+        self.containers.len() + self.networks.len() + self.volumes.len()
+    }
+
+    /// Everything, as `container NAME`, `network NAME`, `volume NAME`.
+    pub fn names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        out.extend(
+            self.containers
+                .iter()
+                .map(|(_, n, _)| format!("container {n}")),
+        );
+        out.extend(self.networks.iter().map(|(_, n, _)| format!("network {n}")));
+        out.extend(self.volumes.iter().map(|(n, _)| format!("volume {n}")));
+        out
+    }
+}
+
+/// Every container, network and volume carrying `label` (`key=value`).
+pub async fn find_labelled(docker: &bollard::Docker, label: &str) -> anyhow::Result<Labelled> {
+    let filter = filters(&[("label", label)]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .with_context(|| format!("cannot list containers labelled {label}"))?;
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+        .with_context(|| format!("cannot list networks labelled {label}"))?;
+    let volumes = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+        .with_context(|| format!("cannot list volumes labelled {label}"))?;
+    Ok(Labelled {
+        containers: containers
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let name = c
+                    .names
+                    .and_then(|n| n.first().cloned())
+                    .unwrap_or_else(|| short_id(&id).to_owned())
+                    .trim_start_matches('/')
+                    .to_owned();
+                Some((id, name, c.labels.unwrap_or_default()))
+            })
+            .collect(),
+        networks: networks
+            .into_iter()
+            .filter_map(|n| {
+                Some((
+                    n.id?,
+                    n.name.unwrap_or_default(),
+                    n.labels.unwrap_or_default(),
+                ))
+            })
+            .collect(),
+        volumes: volumes
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (v.name, v.labels))
+            .collect(),
+    })
+}
+
+/// Removes what `labelled` lists: containers first, all at once (killed if still running, with
+/// their anonymous volumes), then networks and volumes. Errors name what could not be removed.
+pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> Vec<String> {
+    let mut problems = Vec::new();
+    let not_found = |e: &bollard::errors::Error| {
+        matches!(
+            e,
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            }
+        )
+    };
+    let removals = labelled.containers.iter().map(|(id, name, _)| async move {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match docker.remove_container(id, Some(options)).await {
+            Err(e) if !not_found(&e) => Some(format!("container {name}: {e}")),
+            _ => None,
+        }
+    });
+    problems.extend(
+        futures_util::future::join_all(removals)
+            .await
+            .into_iter()
+            .flatten(),
+    );
+    // A network or volume still in use (409) belongs, by now, to a later run of the same compose
+    // project that took it over: it stays, and is that run's to remove.
+    let in_use = |e: &bollard::errors::Error| {
+        matches!(
+            e,
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                ..
+            }
+        )
+    };
+    for (id, name, _) in &labelled.networks {
+        if let Err(e) = docker.remove_network(id).await {
+            if !not_found(&e) && !in_use(&e) {
+                problems.push(format!("network {name}: {e}"));
+            }
+        }
+    }
+    for (name, _) in &labelled.volumes {
+        let options = RemoveVolumeOptionsBuilder::new().force(true).build();
+        if let Err(e) = docker.remove_volume(name, Some(options)).await {
+            if !not_found(&e) && !in_use(&e) {
+                problems.push(format!("volume {name}: {e}"));
+            }
+        }
+    }
+    problems
+}
+
+/// Stops running containers all at once, each with its own stop timeout (SIGTERM, then SIGKILL
+/// after `StopTimeout`, 10 s by default), as `compose down` would one service at a time.
+pub async fn stop_gracefully(docker: &bollard::Docker, labelled: &Labelled) {
+    let stops = labelled.containers.iter().map(|(id, _, _)| async move {
+        // 304 (already stopped) and 404 (gone) are what we want; anything else shows at removal.
+        let _ = docker
+            .stop_container(id, None::<bollard::query_parameters::StopContainerOptions>)
+            .await;
+    });
+    futures_util::future::join_all(stops).await;
+}
+
+/// Removes a run's containers, networks and volumes through the engine: everything carrying its
+/// run id (the labels override puts it on every container, network and volume compose creates) is
+/// stopped at once, then removed. `compose down -v --remove-orphans` runs only when the project
+/// still holds something without the run id (a container of an earlier run of a shared project
+/// name). Clears its record. Idempotent.
+pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> {
+    let began = Instant::now();
+    let engine = engine::connect(config).await.map_err(|e| {
+        Failure::unavailable(
+            format!("cannot reach the engine to remove run {}: {e:#}", stack.run_id),
+            Some("start the engine (cargo xtask docker-up --engine-only), then run docker-down again".to_owned()),
+        )
+    })?;
+    let docker = &engine.docker;
+    let run_label = format!("{LABEL_RUN_ID}={}", stack.run_id);
+    let before = find_labelled(docker, &run_label).await?;
+    stop_gracefully(docker, &before).await;
+    let mut problems = remove_labelled(docker, &before).await;
+
+    let mut notes = Vec::new();
+    let project_label = format!("{COMPOSE_PROJECT}={}", stack.project);
+    let unlabelled = find_labelled(docker, &project_label).await?;
+    let mut removed_by_compose = 0;
+    if !unlabelled.is_empty() {
+        if stack.compose_file.is_file() {
+            let compose = match Flavour::from_command(&stack.compose_flavour) {
+                Some(flavour) => Compose {
+                    flavour,
+                    version: String::new(),
+                },
+                None => compose::detect().await?,
+            };
+            let project = recorded_project(config, stack, compose);
+            match project
+                .run_checked(&project.down_argv(), Duration::from_secs(180))
+                .await
+            {
+                Ok(_) => removed_by_compose = unlabelled.count(),
+                Err(e) => notes.push(format!(
+                    "compose down failed ({e:#}) for {}",
+                    unlabelled.names().join(", ")
+                )),
+            }
+        } else {
+            notes.push(format!(
+                "{} is gone; left to compose project {}: {}",
+                stack.compose_file.display(),
+                stack.project,
+                unlabelled.names().join(", ")
+            ));
+        }
+    }
+    // Whatever still carries the run id (created while we were removing) goes the same way.
+    let rest = find_labelled(docker, &run_label).await?;
+    if !rest.is_empty() {
+        problems.extend(remove_labelled(docker, &rest).await);
+    }
+    let left = find_labelled(docker, &run_label).await?;
+    if !left.is_empty() || !problems.is_empty() {
+        return Ok(Check::failed(
+            "stack down",
+            began.elapsed(),
+            format!(
+                "project {}: {} resources of run {} remain",
+                stack.project,
+                left.count(),
+                stack.run_id
+            ),
+        )
+        .with_output(
+            left.names()
+                .into_iter()
+                .chain(problems)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ));
+    }
+    record::forget(config, &stack.run_id)?;
+    let mut detail = if before.count() + removed_by_compose == 0 {
+        format!("project {}: nothing was up", stack.project)
+    } else {
+        format!(
+            "project {}: removed {}, {}, {}",
+            stack.project,
+            plural(before.containers.len(), "container"),
+            plural(before.networks.len(), "network"),
+            plural(before.volumes.len(), "volume")
+        )
+    };
+    if removed_by_compose > 0 {
+        detail.push_str(&format!(
+            "; compose down removed {removed_by_compose} more of earlier runs"
+        ));
+    }
+    for note in notes {
+        detail.push_str("; ");
+        detail.push_str(&note);
+    }
+    Ok(Check::passed("stack down", began.elapsed(), detail))
+}
+
+/// How a sweep over this checkout's runs decides.
+#[derive(Debug, Clone, Copy)]
+pub struct Sweep {
+    /// `docker-down --all`: also runs kept on purpose (whoever started them) and this process's
+    /// own runs. Unkept runs of other live processes (a gate running now) are always left.
+    pub all: bool,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    /// `run RUN (project P, pid N gone): container X, network Y, volume Z`.
+    pub removed: Vec<String>,
+    /// Runs left alone, and why.
+    pub left: Vec<String>,
+    /// Resources that could not be removed.
+    pub problems: Vec<String>,
+}
+
+/// This checkout's labelled runs (by `io.xtask.root`), removed unless, without `all`, they are
+/// kept on purpose (never a dead run, although their owner exited) or belong to this process,
+/// and unless they are unkept runs of another live process.
+pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Result<SweepReport> {
+    let recorded = state::Store::of(config).read()?.stacks;
+    let root_label = format!("{LABEL_ROOT}={}", state::root_digest(&config.root));
+    let all = find_labelled(&engine.docker, &root_label).await?;
+    let mut runs: BTreeMap<String, Labelled> = BTreeMap::new();
+    let run_of = |labels: &HashMap<String, String>| {
+        labels
+            .get(LABEL_RUN_ID)
+            .cloned()
+            .unwrap_or_else(|| "(no run id)".to_owned())
+    };
+    for c in &all.containers {
+        runs.entry(run_of(&c.2))
+            .or_default()
+            .containers
+            .push(c.clone());
+    }
+    for n in &all.networks {
+        runs.entry(run_of(&n.2))
+            .or_default()
+            .networks
+            .push(n.clone());
+    }
+    for v in &all.volumes {
+        runs.entry(run_of(&v.1))
+            .or_default()
+            .volumes
+            .push(v.clone());
+    }
+    let me = std::process::id();
+    let mut report = SweepReport::default();
+    for (run_id, resources) in runs {
+        let labels = resources
+            .containers
+            .first()
+            .map(|c| &c.2)
+            .or_else(|| resources.networks.first().map(|n| &n.2))
+            .or_else(|| resources.volumes.first().map(|v| &v.1));
+        let pid: Option<u32> = labels
+            .and_then(|l| l.get(LABEL_PID))
+            .and_then(|p| p.parse().ok());
+        let record = recorded.get(&run_id);
+        let project = labels
+            .and_then(|l| l.get(COMPOSE_PROJECT))
+            .cloned()
+            .or_else(|| record.map(|r| r.stack.project.clone()))
+            .unwrap_or_else(|| "?".to_owned());
+        let own = pid == Some(me);
+        let alive = pid.is_some_and(|p| !own && state::pid_alive(p));
+        let kept = record.is_some_and(|r| r.kept);
+        let pid_text = pid.map_or("no pid".to_owned(), |p| format!("pid {p}"));
+        if own && !how.all {
+            report.left.push(format!(
+                "run {run_id} (project {project}): it belongs to this process"
+            ));
+            continue;
+        }
+        if alive && !(kept && how.all) {
+            report.left.push(format!(
+                "run {run_id} (project {project}): its owner, {pid_text}, is still running"
+            ));
+            continue;
+        }
+        if kept && !how.all {
+            report.left.push(format!(
+                "run {run_id} (project {project}): kept on purpose (docker-up or --keep); docker-down removes it"
+            ));
+            continue;
+        }
+        let problems = remove_labelled(&engine.docker, &resources).await;
+        let why = if kept {
+            "kept".to_owned()
+        } else if pid == Some(me) {
+            "this process".to_owned()
+        } else {
+            format!("{pid_text} gone")
+        };
+        report.removed.push(format!(
+            "run {run_id} (project {project}, {why}): {}",
+            resources.names().join(", ")
+        ));
+        if problems.is_empty() {
+            record::forget(config, &run_id)?;
+        }
+        report.problems.extend(problems);
+    }
+    Ok(report)
+}
+
+/// Removes leftovers of this checkout's runs whose owner is gone (never live runs, never runs
+/// kept on purpose, never anything without our labels); says what was removed.
+pub async fn remove_leftovers(config: &Config, engine: &Engine) -> anyhow::Result<Vec<String>> {
+    let report = sweep(config, engine, Sweep { all: false }).await?;
+    if !report.problems.is_empty() {
+        anyhow::bail!("cannot remove leftovers: {}", report.problems.join("; "));
+    }
+    Ok(report.removed)
+}
+
+/// The compose project of a recorded run (its files, environment and program).
+pub fn recorded_project(config: &Config, stack: &StackState, compose: Compose) -> Project {
+    let mut files = vec![stack.compose_file.clone()];
+    let labels = run_dir(config, &stack.run_id).join("labels.json");
+    if labels.is_file() {
+        files.push(labels);
+    }
+    Project {
+        compose,
+        name: stack.project.clone(),
+        files,
+        env: stack.compose_env.clone(),
+        dir: config.root.clone(),
+    }
+}
+
+/// What removing image tags did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImagesReport {
+    /// `chat-web:xtask-1a2b3c4d`.
+    pub removed: Vec<String>,
+    /// Tags left, and why.
+    pub left: Vec<String>,
+    /// Tags that could not be removed.
+    pub problems: Vec<String>,
+}
+
+/// This project's per-checkout tags (`<project>-<service>:xtask-*`), each with its image id and
+/// labels, found by the image labels the build set.
+async fn project_tags(
+    docker: &bollard::Docker,
+    project: &str,
+) -> anyhow::Result<Vec<(String, String, HashMap<String, String>)>> {
+    let label = format!("{LABEL_IMAGE_PROJECT}={project}");
+    let images = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::new()
+                .filters(&filters(&[("label", &label)]))
+                .build(),
+        ))
+        .await
+        .with_context(|| format!("cannot list the images labelled {label}"))?;
+    let prefix = image_repository(project, "");
+    let mut tags = Vec::new();
+    for image in images {
+        for tag in &image.repo_tags {
+            let ours = tag.rsplit_once(':').is_some_and(|(repo, tag)| {
+                repo.starts_with(&prefix) && tag.starts_with(TAG_PREFIX)
+            });
+            if ours {
+                tags.push((tag.clone(), image.id.clone(), image.labels.clone()));
+            }
+        }
+    }
+    tags.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(tags)
+}
+
+/// Removes one tag (never by force: an image a container still uses stays).
+async fn remove_tag(docker: &bollard::Docker, tag: &str, report: &mut ImagesReport) {
+    let options = RemoveImageOptionsBuilder::new().force(false).build();
+    match docker.remove_image(tag, Some(options), None).await {
+        Ok(_) => report.removed.push(tag.to_owned()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) => report.left.push(format!("{tag}: in use ({message})")),
+        Err(e) => report.problems.push(format!("{tag}: {e}")),
+    }
+}
+
+/// `docker-down --all`: removes this checkout's tags (`:xtask-<8 hex of its root>`) that no
+/// container of this checkout uses (a kept stack, or a live run of another process, is left its
+/// images).
+pub async fn remove_checkout_images(
+    config: &Config,
+    engine: &Engine,
+) -> anyhow::Result<ImagesReport> {
+    let docker = &engine.docker;
+    let root_digest = state::root_digest(&config.root);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters(&[(
+                    "label",
+                    &format!("{LABEL_ROOT}={root_digest}"),
+                )]))
+                .build(),
+        ))
+        .await
+        .context("cannot list this checkout's containers")?;
+    let in_use: HashMap<String, String> = containers
+        .into_iter()
+        .filter_map(|c| {
+            let name = c
+                .names
+                .and_then(|n| n.first().cloned())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned();
+            Some((c.image_id?, name))
+        })
+        .collect();
+    let tag = checkout_tag(&config.root);
+    let mut report = ImagesReport::default();
+    for (name, id, labels) in project_tags(docker, &config.project.name.0).await? {
+        let mine = name.ends_with(&format!(":{tag}"))
+            && labels.get(LABEL_IMAGE_ROOT) == Some(&root_digest);
+        if !mine {
+            continue;
+        }
+        match in_use.get(&id) {
+            Some(container) => report
+                .left
+                .push(format!("{name}: used by container {container}")),
+            None => remove_tag(docker, &name, &mut report).await,
+        }
+    }
+    Ok(report)
+}
+
+/// `docker-down --prune-images`: removes this project's per-checkout tags whose checkout (the
+/// root recorded in the image's `io.xtask.root-path` label) no longer exists. Tags of existing
+/// checkouts, and tags without that label, are left.
+pub async fn prune_images(config: &Config, engine: &Engine) -> anyhow::Result<ImagesReport> {
+    let docker = &engine.docker;
+    let mut report = ImagesReport::default();
+    for (name, _, labels) in project_tags(docker, &config.project.name.0).await? {
+        match labels.get(LABEL_ROOT_PATH) {
+            Some(root) if !std::path::Path::new(root).is_dir() => {
+                remove_tag(docker, &name, &mut report).await
+            }
+            Some(root) => report.left.push(format!("{name}: checkout {root} exists")),
+            None => report
+                .left
+                .push(format!("{name}: no {LABEL_ROOT_PATH} label")),
+        }
+    }
+    Ok(report)
+}

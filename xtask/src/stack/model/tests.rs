@@ -1,0 +1,242 @@
+//! The model parsed from compose's real outputs: `v1-*.yaml` are what `docker-compose config`
+//! (1.29.2) printed for `services/compose.yaml` and for `anchors.compose.yaml` (paths replaced by
+//! `/repo`); `v2-reference.json` follows `docker compose config --format json`.
+
+use super::*;
+
+fn secs(s: f64) -> Option<Duration> {
+    Some(Duration::from_secs_f64(s))
+}
+
+#[test]
+fn reads_the_reference_stack_from_compose_v1() {
+    let model = parse_output(include_str!("v1-reference.yaml")).unwrap();
+    assert_eq!(model.version.as_deref(), Some("2.4"));
+    assert_eq!(
+        model.service_names(),
+        ["auth", "backend", "postgres", "redis"]
+    );
+    assert_eq!(
+        model.built_without_image(),
+        ["auth", "backend", "postgres", "redis"]
+    );
+    let backend = &model.services["backend"];
+    assert_eq!(backend.build.as_deref(), Some("/repo/services/backend"));
+    assert_eq!(
+        backend.ports,
+        [Port {
+            target: 8000,
+            published: Some("8000".into()),
+            host_ip: Some("127.0.0.1".into()),
+            protocol: "tcp".into(),
+        }]
+    );
+    let check = backend.healthcheck.as_ref().unwrap();
+    assert_eq!(check.test[..3], ["CMD", "bash", "-c"]);
+    assert!(check.test[3].contains("GET /ready"), "{:?}", check.test);
+    assert_eq!(check.interval, secs(0.5));
+    assert_eq!(check.timeout, secs(3.0));
+    assert_eq!(check.start_period, secs(30.0));
+    assert_eq!(check.retries, Some(30));
+    assert!(!check.disabled());
+    assert_eq!(
+        backend.depends_on,
+        BTreeMap::from([
+            ("auth".to_owned(), Condition::Healthy),
+            ("postgres".to_owned(), Condition::Healthy),
+            ("redis".to_owned(), Condition::Healthy),
+        ])
+    );
+    assert_eq!(backend.stop_grace_period, None);
+    // `127.0.0.1::5432`: the engine picks the host port.
+    let postgres = &model.services["postgres"];
+    assert_eq!(postgres.ports[0].published, None);
+    assert_eq!(postgres.ports[0].host_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(postgres.healthcheck.as_ref().unwrap().test[0], "CMD-SHELL");
+    assert!(model.networks.is_empty());
+    assert_eq!(
+        model.volumes,
+        BTreeMap::from([("pgdata".to_owned(), Resource::default())])
+    );
+}
+
+#[test]
+fn externals_merged_by_anchor_and_in_flow_style_are_external_in_compose_v1_output() {
+    // anchors.compose.yaml: `networks: {front: {}, shared: {<<: *external, name: ...}}` and a
+    // volume `team: {<<: *external}`; compose resolved both.
+    let model = parse_output(include_str!("v1-anchors.yaml")).unwrap();
+    assert_eq!(model.networks["front"], Resource::default());
+    assert_eq!(
+        model.networks["shared"],
+        Resource {
+            external: true,
+            name: Some("xtask-shared".into())
+        }
+    );
+    assert_eq!(model.volumes["cache"], Resource::default());
+    assert!(model.volumes["team"].external);
+    let app = &model.services["app"];
+    assert_eq!(app.stop_grace_period, secs(90.0));
+    let check = app.healthcheck.as_ref().unwrap();
+    assert_eq!(check.test, ["CMD-SHELL", "test -f /tmp/ready"]);
+    assert_eq!((check.interval, check.retries), (secs(2.0), Some(5)));
+    let db = &model.services["db"];
+    assert!(db.healthcheck.as_ref().unwrap().disabled());
+    assert_eq!(db.depends_on["app"], Condition::Started);
+    assert_eq!(model.built_without_image(), ["app"]);
+}
+
+#[test]
+fn reads_compose_v2_json() {
+    let model = parse_output(include_str!("v2-reference.json")).unwrap();
+    assert_eq!(model.version, None);
+    assert_eq!(
+        model.built_without_image(),
+        ["auth", "backend", "postgres", "redis"]
+    );
+    let backend = &model.services["backend"];
+    assert_eq!(backend.stop_grace_period, secs(90.0));
+    assert_eq!(
+        backend.depends_on["migrate"],
+        Condition::CompletedSuccessfully
+    );
+    assert_eq!(backend.depends_on["redis"], Condition::Healthy);
+    assert_eq!(backend.ports[0].published.as_deref(), Some("8000"));
+    assert_eq!(backend.healthcheck.as_ref().unwrap().interval, secs(0.5));
+    // An empty or absent `published` lets the engine pick.
+    assert_eq!(model.services["postgres"].ports[0].published, None);
+    assert_eq!(model.services["auth"].ports[0].published, None);
+    assert!(model.services["redis"]
+        .healthcheck
+        .as_ref()
+        .unwrap()
+        .disabled());
+    assert_eq!(
+        model.services["migrate"].image.as_deref(),
+        Some("chat-migrate:1.4")
+    );
+    // v2 names every network and volume after the project: only an external one's name is kept
+    // (the model is cached across isolated runs, whose project names differ).
+    assert_eq!(model.networks["default"], Resource::default());
+    assert_eq!(
+        model.networks["shared"],
+        Resource {
+            external: true,
+            name: Some("team-shared".into())
+        }
+    );
+    assert_eq!(model.volumes["pgdata"], Resource::default());
+    assert!(model.volumes["archive"].external);
+}
+
+#[test]
+fn yaml_merge_keys_and_flow_style_are_applied_when_read_directly() {
+    // What compose would be handed, not what it prints: the conversion itself applies `<<`.
+    let value = yaml_to_json(include_str!("anchors.compose.yaml")).unwrap();
+    assert_eq!(value["networks"]["shared"]["external"], true);
+    assert_eq!(value["networks"]["front"], serde_json::json!({}));
+    assert_eq!(value["volumes"]["team"]["external"], true);
+    assert_eq!(value["volumes"]["cache"], Value::Null);
+    assert_eq!(value["version"], "2.4");
+    assert_eq!(value["services"]["app"]["healthcheck"]["retries"], 5);
+    // Explicit keys win over merged ones; the first of several sources wins.
+    let value = yaml_to_json(
+        "a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nc:\n  <<: [*a, *b]\n  x: 3\nd: 2.10\n",
+    )
+    .unwrap();
+    assert_eq!(value["c"], serde_json::json!({"x": 3, "y": 1, "z": 2}));
+    assert_eq!(value["d"], "2.10", "a float keeps its text");
+    let model = from_value(&yaml_to_json(include_str!("anchors.compose.yaml")).unwrap()).unwrap();
+    assert!(model.networks["shared"].external);
+}
+
+#[test]
+fn short_port_forms() {
+    let ports = |text: &str| port(&Value::String(text.into()), "p").unwrap();
+    let one = |target, published: Option<&str>, ip: Option<&str>, protocol: &str| Port {
+        target,
+        published: published.map(str::to_owned),
+        host_ip: ip.map(str::to_owned),
+        protocol: protocol.to_owned(),
+    };
+    assert_eq!(ports("8000"), [one(8000, None, None, "tcp")]);
+    assert_eq!(
+        ports("9000:8000/udp"),
+        [one(8000, Some("9000"), None, "udp")]
+    );
+    assert_eq!(
+        ports("127.0.0.1::5432/tcp"),
+        [one(5432, None, Some("127.0.0.1"), "tcp")]
+    );
+    assert_eq!(
+        ports("7000-7001:8000-8001"),
+        [
+            one(8000, Some("7000"), None, "tcp"),
+            one(8001, Some("7001"), None, "tcp")
+        ]
+    );
+    assert_eq!(
+        port(&serde_json::json!({"target": 80, "published": 8080}), "p").unwrap(),
+        [one(80, Some("8080"), None, "tcp")]
+    );
+    let error = port(&Value::String("web".into()), "services.a.ports[0]").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "`services.a.ports[0]`: `web` is not a port or a range"
+    );
+}
+
+#[test]
+fn go_durations() {
+    assert_eq!(parse_duration("1m30s"), secs(90.0));
+    assert_eq!(parse_duration("500ms"), secs(0.5));
+    assert_eq!(parse_duration("1.5s"), secs(1.5));
+    assert_eq!(parse_duration("2h"), secs(7200.0));
+    assert_eq!(parse_duration("10us"), Some(Duration::from_micros(10)));
+    assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+    assert_eq!(parse_duration("10"), None);
+    assert_eq!(parse_duration("soon"), None);
+    let error = from_value(&serde_json::json!({
+        "services": {"web": {"healthcheck": {"interval": "often"}}}
+    }))
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "`services.web.healthcheck.interval`: `often` is not a duration"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_model_is_served_without_running_compose() {
+    use super::super::compose::{Compose, Flavour};
+    let work = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, "services: {}\n").unwrap();
+    // No such program: only the cache can answer.
+    let project = Project {
+        compose: Compose {
+            flavour: Flavour::Standalone,
+            version: "0-test".into(),
+        },
+        name: "p".into(),
+        files: vec![file],
+        env: BTreeMap::new(),
+        dir: dir.path().to_path_buf(),
+    };
+    let mut cache = Cache::load(work.path());
+    let cached = Model {
+        services: BTreeMap::from([("web".to_owned(), Service::default())]),
+        ..Model::default()
+    };
+    cache.models.insert(project.model_key(), cached.clone());
+    cache.save(work.path());
+    assert_eq!(read_cached(&project, work.path()).await.unwrap(), cached);
+    std::fs::write(dir.path().join("compose.yaml"), "services: {a: {}}\n").unwrap();
+    assert!(
+        !Cache::load(work.path())
+            .models
+            .contains_key(&project.model_key()),
+        "a changed file is read again"
+    );
+}
