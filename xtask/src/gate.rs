@@ -351,7 +351,7 @@ async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
             ending
         };
     // Suites dropped by an interruption get their SIGKILL before the harness exits.
-    tokio::task::spawn_blocking(crate::suites::finish_pending_kills)
+    tokio::task::spawn_blocking(crate::process::finish_pending_kills)
         .await
         .ok();
     let interrupted = matches!(ending, Ending::Interrupted(_));

@@ -407,7 +407,7 @@ async fn dropping_the_run_kills_the_group() {
     let grandchild: i32 = fields.next().unwrap().parse().unwrap();
     assert!(grandchild > 0);
     // The grandchild ignores SIGTERM: only the SIGKILL that follows ends it.
-    suites::finish_pending_kills();
+    xtask::process::finish_pending_kills();
     assert_group_gone(pgid).await;
 }
 
