@@ -896,9 +896,7 @@ async fn try_target(run: &Run, kind: TargetKind, python: &PythonSlot) -> anyhow:
     let chosen = match kind {
         TargetKind::Docker => anyhow::bail!("docker is not a fallback target"),
         TargetKind::Staging => {
-            let endpoints = crate::target::staging_endpoints(config)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let endpoints = crate::target::staging_endpoints(config).await?;
             let staging = config
                 .targets
                 .staging
@@ -926,8 +924,13 @@ async fn try_target(run: &Run, kind: TargetKind, python: &PythonSlot) -> anyhow:
             let mut extra = BTreeMap::new();
             extra.insert("XTASK_RUN_SECRET".to_owned(), secret);
             extra.insert("XTASK_RUN_ID".to_owned(), run.run_id.clone());
-            let mut local =
-                crate::target::start_local(config, python_exe.as_deref(), &extra).await?;
+            let mut local = crate::target::start_local(
+                config,
+                python_exe.as_deref(),
+                &extra,
+                &crate::progress::Progress::terminal(),
+            )
+            .await?;
             for check in std::mem::take(&mut local.checks) {
                 run.reporter.step(Stage::Stack, check);
             }
@@ -1131,18 +1134,12 @@ async fn teardown(run: &Run, ending: &Ending) {
             )));
         }
         if let Some(local) = local {
-            // Kept processes are handed over: forget the guards so they keep running.
-            let pids: Vec<String> = local
-                .processes
-                .iter()
-                .filter_map(|p| p.pid())
-                .map(|p| p.to_string())
-                .collect();
+            // Kept processes are handed over: detached, they keep running.
+            let pids: Vec<String> = local.keep().iter().map(|p| p.to_string()).collect();
             reporter.emit(Event::Note(format!(
                 "kept local processes running: pids {}",
                 pids.join(", ")
             )));
-            std::mem::forget(local);
         }
         reporter.emit(Event::StageSkipped {
             stage: Stage::Teardown,
@@ -1152,9 +1149,7 @@ async fn teardown(run: &Run, ending: &Ending) {
     }
     if let Some(mut local) = local {
         let started = Instant::now();
-        let stopped = tokio::task::spawn_blocking(move || local.stop())
-            .await
-            .unwrap_or_default();
+        let stopped = local.stop().await;
         reporter.step(
             Stage::Teardown,
             Check::passed(
@@ -1535,7 +1530,13 @@ mod tests {
         let work = {
             let run = run.clone();
             async move {
-                let local = crate::target::start_local(&run.config, None, &BTreeMap::new()).await?;
+                let local = crate::target::start_local(
+                    &run.config,
+                    None,
+                    &BTreeMap::new(),
+                    &crate::progress::Progress::silent(),
+                )
+                .await?;
                 pid_sender.send(local.processes[0].pid().unwrap()).unwrap();
                 lock(&run.resources).local = Some(local);
                 panic!("a bug in a stage");
