@@ -412,6 +412,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dropped_target_stops_its_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(
+            dir.path(),
+            "[targets.local]\nendpoints = {}\nprocesses = [{ name = \"sleeper\", cmd = [\"sleep\", \"300\"] }]\n",
+        );
+        let local = start_local(&config, None, &BTreeMap::new(), &Progress::silent())
+            .await
+            .unwrap();
+        let pid = local.processes[0].pid().unwrap();
+        drop(local);
+        crate::process::finish_pending_kills();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the sleeper {pid} outlived its target"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn kept_processes_outlive_their_target() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(
