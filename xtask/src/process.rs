@@ -902,7 +902,7 @@ mod tests {
     async fn a_detached_process_outlives_its_handle_and_keeps_logging_to_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("service.log");
-        let process = sh("echo out; echo err >&2; sleep 300")
+        let process = sh("sleep 0.2; echo out; echo err >&2; sleep 300")
             .output_to_file(&log)
             .stop_grace(Duration::from_millis(100))
             .spawn()
