@@ -1,6 +1,8 @@
 //! A small HTTP/1.1 client for loopback and plain-http endpoints (tokens, readiness probes),
 //! built on the hyper that bollard already brings, so it costs no extra compile time.
 //! No TLS: an `https://` URL is refused with a clear error.
+//!
+//! Not here: WebSocket connections ([crate::ws]), the engine's API (bollard).
 
 use std::time::Duration;
 

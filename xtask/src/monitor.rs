@@ -2,7 +2,10 @@
 //!
 //! A round is up when both the health snapshot and the WebSocket check pass. Each round is one
 //! JSON line in `target/xtask/monitor-<start>.jsonl`; the summary (and its outage arithmetic, a
-//! pure function) is computed from the rounds alone.
+//! pure function) is computed from the rounds alone and rendered to a string; only the command
+//! prints.
+//!
+//! Not here: the WebSocket check itself ([crate::ws]), the health snapshot ([crate::stack]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -315,7 +318,7 @@ impl crate::flags::Monitor {
             interrupted,
             log_path.display().to_string(),
         );
-        print_summary(&summary);
+        eprint!("{}", summary_table(&summary));
         if self.json {
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
@@ -331,7 +334,8 @@ impl crate::flags::Monitor {
     }
 }
 
-fn print_summary(summary: &Summary) {
+/// The summary as a table for people (the command prints it).
+fn summary_table(summary: &Summary) -> String {
     let mut rows = vec![
         vec![
             "period".to_owned(),
@@ -380,7 +384,7 @@ fn print_summary(summary: &Summary) {
         ]);
     }
     rows.push(vec!["log".to_owned(), summary.log.clone()]);
-    eprint!("{}", ui::table(&["monitor", "summary"], &rows));
+    ui::table(&["monitor", "summary"], &rows)
 }
 
 #[cfg(test)]
@@ -462,6 +466,27 @@ mod tests {
         assert_eq!((longest.start_unix_ms, longest.length_ms), (5000, 5000));
         assert_eq!(summary.latency.count, 14);
         assert_eq!(summary.latency.max_ms, 119.0);
+    }
+
+    #[test]
+    fn the_summary_table_marks_the_longest_of_several_outages() {
+        let rounds: Vec<Round> = (0..10)
+            .map(|i| round(i * 1000, ![2, 5, 6].contains(&i), Some(100.0)))
+            .collect();
+        let table = summary_table(&summarise(&rounds, 0, 10_000, true, "the.jsonl".into()));
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].contains("(interrupted)"), "{table}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("uptime") && l.ends_with("70.0%")),
+            "{table}"
+        );
+        let outages: Vec<&&str> = lines.iter().filter(|l| l.starts_with("outage")).collect();
+        assert_eq!(outages.len(), 2, "{table}");
+        assert!(outages[1].starts_with("outage (longest)"), "{table}");
+        assert!(outages[1].ends_with("(2 rounds)"), "{table}");
+        assert!(lines.last().unwrap().ends_with("the.jsonl"), "{table}");
     }
 
     #[test]

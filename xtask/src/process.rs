@@ -60,6 +60,8 @@ enum Output {
     Handed,
     /// Dropped.
     Null,
+    /// Straight into the log file (no pipe through the harness): see [`Cmd::output_to_file`].
+    File,
 }
 
 /// A program to run, described before it starts. Arguments are arguments: nothing goes through
@@ -183,6 +185,16 @@ impl Cmd {
     /// Its stdout is dropped (a chatty program whose stderr is what matters).
     pub fn quiet_stdout(mut self) -> Cmd {
         self.stdout = Output::Null;
+        self
+    }
+
+    /// Both streams go straight into this file (created afresh), not through a pipe the harness
+    /// reads: for a service that may outlive the harness ([`Process::detach`]) and must go on
+    /// logging (a pipe nobody reads any more would end it). Nothing is captured: no tail, no lines.
+    pub fn output_to_file(mut self, path: impl AsRef<Path>) -> Cmd {
+        self.log = Some(path.as_ref().to_owned());
+        self.stdout = Output::File;
+        self.stderr = Output::File;
         self
     }
 
@@ -424,8 +436,20 @@ impl Process {
     fn spawn(cmd: Cmd) -> anyhow::Result<Process> {
         let command = cmd.display();
         let mut std_cmd = cmd.std_command();
-        std_cmd.stdout(stdio(cmd.stdout)?);
-        std_cmd.stderr(stdio(cmd.stderr)?);
+        let log = match &cmd.log {
+            Some(path) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).ok();
+                }
+                Some(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        std_cmd.stdout(stdio(cmd.stdout, log.as_ref())?);
+        std_cmd.stderr(stdio(cmd.stderr, log.as_ref())?);
         sys::before_spawn(&mut std_cmd);
         let mut tokio_cmd = tokio::process::Command::from(std_cmd);
         tokio_cmd.kill_on_drop(true);
@@ -439,18 +463,6 @@ impl Process {
             )
         })?;
         let group = sys::Group::adopt(&child);
-        let log = match &cmd.log {
-            Some(path) => {
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).ok();
-                }
-                Some(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("cannot create {}", path.display()))?,
-                )
-            }
-            None => None,
-        };
         let collected = Arc::new(Mutex::new(Collected {
             stdout: Tail::new(cmd.tail),
             stderr: Tail::new(cmd.tail),
@@ -517,6 +529,17 @@ impl Process {
     /// The combined output so far (its tail).
     pub fn output_so_far(&self) -> String {
         lock(&self.collected).combined.text()
+    }
+
+    /// Lets it run on after the harness: neither dropping it nor the harness's exit stops it any
+    /// more, and its group is no longer signalled. Its pid, for the person who now owns it. Spawn
+    /// it with [`Cmd::output_to_file`]: a captured stream would end with the harness.
+    pub fn detach(self) -> Option<u32> {
+        let pid = self.pid();
+        // Our Drop would stop the group and the child handle's kill-on-drop would kill the
+        // leader: leak both on purpose (the harness is about to exit).
+        std::mem::forget(self);
+        pid
     }
 
     /// Sends `signal` to its whole group.
@@ -678,11 +701,16 @@ async fn read_stream(
     }
 }
 
-fn stdio(output: Output) -> anyhow::Result<Stdio> {
+fn stdio(output: Output, log: Option<&std::fs::File>) -> anyhow::Result<Stdio> {
     Ok(match output {
         Output::Capture | Output::Handed => Stdio::piped(),
         Output::Null => Stdio::null(),
         Output::ToStderr => sys::stderr_stdio()?,
+        Output::File => Stdio::from(
+            log.context("output to a file without a file")?
+                .try_clone()
+                .context("cannot share the log file with the process")?,
+        ),
     })
 }
 
@@ -934,6 +962,36 @@ mod tests {
             logged.contains("a\nb\n") && logged.contains('c'),
             "{logged}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_detached_process_outlives_its_handle_and_keeps_logging_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("service.log");
+        let process = sh("sleep 0.2; echo out; echo err >&2; sleep 300")
+            .output_to_file(&log)
+            .stop_grace(Duration::from_millis(100))
+            .spawn()
+            .unwrap();
+        let pid = process.detach().unwrap() as i32;
+        finish_pending_kills();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&log).unwrap_or_default() != "out\nerr\n" {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                std::fs::read_to_string(&log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Had it been dropped, its group would have had its kill by now (finish_pending_kills).
+        assert!(
+            !live_members(pid).is_empty(),
+            "the detached process was stopped"
+        );
+        // SAFETY: the group this test's detached process leads.
+        unsafe { libc::killpg(pid, libc::SIGKILL) };
+        assert_group_gone(pid);
     }
 
     #[tokio::test]

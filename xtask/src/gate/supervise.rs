@@ -300,6 +300,7 @@ mod tests {
                     &run.config,
                     None,
                     &std::collections::BTreeMap::new(),
+                    &crate::progress::Progress::silent(),
                 )
                 .await?;
                 pid_sender.send(local.processes[0].pid().unwrap()).unwrap();

@@ -96,9 +96,7 @@ async fn try_target(
     match kind {
         TargetKind::Docker => anyhow::bail!("docker is not a fallback target"),
         TargetKind::Staging => {
-            let endpoints = crate::target::staging_endpoints(config)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let endpoints = crate::target::staging_endpoints(config).await?;
             let staging = config
                 .targets
                 .staging
@@ -129,8 +127,13 @@ async fn try_target(
             let mut extra = BTreeMap::new();
             extra.insert("XTASK_RUN_SECRET".to_owned(), secret);
             extra.insert("XTASK_RUN_ID".to_owned(), run.run_id.clone());
-            let mut local =
-                crate::target::start_local(config, python_exe.as_deref(), &extra).await?;
+            let mut local = crate::target::start_local(
+                config,
+                python_exe.as_deref(),
+                &extra,
+                &run.progress(Stage::Target),
+            )
+            .await?;
             for check in std::mem::take(&mut local.checks) {
                 clock.step(check);
             }

@@ -45,15 +45,9 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
             ));
         }
         if let Some(local) = local {
-            // Kept processes are handed over: forget the guards so they keep running.
-            let pids: Vec<String> = local
-                .processes
-                .iter()
-                .filter_map(|p| p.pid())
-                .map(|p| p.to_string())
-                .collect();
+            // Kept processes are handed over: they keep running after the harness.
+            let pids: Vec<String> = local.keep().iter().map(|p| p.to_string()).collect();
             kept.push(format!("local processes (pids {})", pids.join(", ")));
-            std::mem::forget(local);
         }
         if !kept.is_empty() {
             run.note(format!("kept {}", kept.join(" and ")));
@@ -77,9 +71,7 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
     let mut clock = StageClock::start(run, Stage::Teardown);
     if let Some(mut local) = local {
         let started = Instant::now();
-        let stopped = tokio::task::spawn_blocking(move || local.stop())
-            .await
-            .unwrap_or_default();
+        let stopped = local.stop().await;
         clock.step(Check::passed(
             "stop local processes",
             started.elapsed(),

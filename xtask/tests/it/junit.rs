@@ -12,30 +12,27 @@ fn xsd() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src/junit-10.xsd")
 }
 
-/// Validates with xmllint against the schema; panics with xmllint's complaint. Returns false when
-/// xmllint is not installed (it is on the machines this project targets).
-fn assert_schema_valid(path: &Path) -> bool {
-    let Ok(output) = Command::new("xmllint")
+/// Validates with `xmllint` (from [`crate::require::xmllint`]) against the schema; panics with
+/// xmllint's complaint.
+fn assert_schema_valid(xmllint: &Path, path: &Path) {
+    let output = Command::new(xmllint)
         .arg("--noout")
         .arg("--schema")
         .arg(xsd())
         .arg(path)
         .output()
-    else {
-        return false;
-    };
+        .expect("xmllint runs");
     assert!(
         output.status.success(),
         "{} is not valid against the JUnit schema:\n{}",
         path.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    true
 }
 
-/// Reads the file with Python's xml.etree and returns (suites, cases, failures, errors, skipped)
-/// as counted by that reader.
-fn python_counts(path: &Path) -> (usize, usize, usize, usize, usize) {
+/// Reads the file with Python's xml.etree (`python3` from [`crate::require::python`]) and returns
+/// (suites, cases, failures, errors, skipped) as counted by that reader.
+fn python_counts(python: &Path, path: &Path) -> (usize, usize, usize, usize, usize) {
     let script = r#"
 import sys, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
@@ -44,7 +41,7 @@ cases = root.findall("testsuite/testcase")
 count = lambda tag: sum(1 for c in cases if c.find(tag) is not None)
 print(len(suites), len(cases), count("failure"), count("error"), count("skipped"))
 "#;
-    let output = Command::new("python3")
+    let output = Command::new(python)
         .arg("-c")
         .arg(script)
         .arg(path)
@@ -116,14 +113,20 @@ fn every_kind() -> Report {
 
 #[test]
 fn every_status_kind_is_schema_valid_and_readable() {
+    let Some(xmllint) = crate::require::xmllint() else {
+        return;
+    };
+    let Some(python) = crate::require::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("junit.xml");
     let report = every_kind();
     junit::write(&report, &path).unwrap();
-    assert!(assert_schema_valid(&path), "xmllint is not installed");
+    assert_schema_valid(&xmllint, &path);
     assert!(junit::validate_xsd(&path).unwrap());
     // 4 harness + 4 suite cases + 1 error case for the empty suite.
-    assert_eq!(python_counts(&path), (3, 9, 2, 2, 2));
+    assert_eq!(python_counts(&python, &path), (3, 9, 2, 2, 2));
     let counts = report.counts();
     assert_eq!(
         (counts.tests, counts.failures, counts.errors, counts.skipped),
@@ -194,6 +197,12 @@ fn rendered_xml_of_a_small_report() {
 
 #[test]
 fn hostile_output_stays_valid() {
+    let Some(xmllint) = crate::require::xmllint() else {
+        return;
+    };
+    let Some(python) = crate::require::python() else {
+        return;
+    };
     let mut hostile = Vec::new();
     hostile.extend_from_slice(b"\x1b[1;31mRED\x1b[0m before NUL\0after ");
     hostile.extend_from_slice(b"bad utf8 \xff\xfe\xc3 ]]> <tag> & \"quote\" \x07\x08\x0b\x0c ");
@@ -256,8 +265,8 @@ fn hostile_output_stays_valid() {
     assert!(!xml.contains('\0'));
     assert!(xml.contains("THE END ]]&gt;"), "the tail is kept");
     assert!(xml.contains("[output cut: the first "));
-    assert!(assert_schema_valid(&path), "xmllint is not installed");
-    assert_eq!(python_counts(&path), (2, 6, 2, 2, 1));
+    assert_schema_valid(&xmllint, &path);
+    assert_eq!(python_counts(&python, &path), (2, 6, 2, 2, 1));
     let cases = junit::parse_cases(&xml).unwrap();
     assert_eq!(cases.len(), 6);
     assert!(cases
@@ -313,6 +322,12 @@ fn pytest_and_nextest_files_parse_into_cases() {
 
 #[test]
 fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
+    let Some(xmllint) = crate::require::xmllint() else {
+        return;
+    };
+    let Some(python) = crate::require::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let shard = |index: usize, property: &str, status: Status| Report {
         name: "mission-critical".into(),
@@ -359,9 +374,9 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("6 tests, 0 failures"));
-    assert!(assert_schema_valid(&merged), "xmllint is not installed");
+    assert_schema_valid(&xmllint, &merged);
     // One harness suite and one e2e suite, each holding both shards' cases.
-    assert_eq!(python_counts(&merged), (2, 6, 0, 0, 1));
+    assert_eq!(python_counts(&python, &merged), (2, 6, 0, 0, 1));
     let xml = std::fs::read_to_string(&merged).unwrap();
     assert!(xml.contains(r#"<property name="shard" value="1/2"/>"#));
     assert!(!xml.contains("2/2"));
@@ -394,7 +409,7 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(1));
-    assert_eq!(python_counts(&merged), (2, 6, 1, 0, 0));
+    assert_eq!(python_counts(&python, &merged), (2, 6, 1, 0, 0));
 
     // An input that is missing or not JUnit is a usage error, and names the file.
     let not_junit = dir.path().join("not-junit.xml");

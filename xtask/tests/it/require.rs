@@ -162,6 +162,19 @@ pub fn xmllint() -> Option<PathBuf> {
     program("xmllint", &["--version"])
 }
 
+/// A `python3` on PATH that runs: the suites' venv is made with it, the servers of the ws tests
+/// and the second JUnit reader run on it.
+#[track_caller]
+pub fn python() -> Option<PathBuf> {
+    program("python3", &["--version"])
+}
+
+/// `cargo nextest` (the nextest suites run through it).
+#[track_caller]
+pub fn nextest() -> Option<PathBuf> {
+    program("cargo-nextest", &["nextest", "--version"])
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -1,5 +1,8 @@
 //! The suite runners against fixture projects (xtask/tests/fixtures/suites): a pytest project with
 //! one suite per behaviour, sharing one venv under the target dir, and a tiny nextest crate.
+//! Each test first asks [`crate::require`] for what it needs (`python3`, `cargo nextest`,
+//! `xmllint` for the schema check): missing, it skips out loud, or fails under
+//! `XTASK_REQUIRE_ALL=1`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -81,7 +84,7 @@ fn assert_reportable(result: &SuiteResult) {
     junit::write(&report, &path).unwrap();
     assert!(
         junit::validate_xsd(&path).unwrap(),
-        "xmllint is not installed"
+        "xmllint is not installed (the test asks crate::require::xmllint first)"
     );
     let reread = junit::parse_cases(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(reread.len(), result.counts().tests);
@@ -128,6 +131,9 @@ async fn assert_group_gone(pgid: i32) {
 
 #[tokio::test]
 async fn venv_is_created_then_reused_until_requirements_change() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
     let project = project("pytest_project");
     let dir = tempfile::tempdir().unwrap();
     let mut config = project.config.clone();
@@ -169,6 +175,9 @@ async fn venv_is_created_then_reused_until_requirements_change() {
 
 #[tokio::test]
 async fn venv_failure_names_the_requirements_and_shows_pip_output() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
     let project = project("pytest_project");
     let dir = tempfile::tempdir().unwrap();
     let mut config = project.config.clone();
@@ -190,6 +199,12 @@ async fn venv_failure_names_the_requirements_and_shows_pip_output() {
 
 #[tokio::test]
 async fn passing_suite() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let result = suites::run_suite(
@@ -213,6 +228,12 @@ async fn passing_suite() {
 
 #[tokio::test]
 async fn failing_test_shows_its_output() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let result = suites::run_suite(
@@ -247,6 +268,12 @@ async fn failing_test_shows_its_output() {
 
 #[tokio::test]
 async fn collection_error_is_an_error_not_a_pass() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let result = suites::run_suite(
@@ -269,6 +296,12 @@ async fn collection_error_is_an_error_not_a_pass() {
 
 #[tokio::test]
 async fn empty_suite_fails_unless_allowed() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let empty = suites::run_suite(
@@ -299,6 +332,12 @@ async fn empty_suite_fails_unless_allowed() {
 
 #[tokio::test]
 async fn marked_tests_are_deselected_and_reported_skipped() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let mut staging = env(TargetKind::Staging);
@@ -334,6 +373,12 @@ async fn marked_tests_are_deselected_and_reported_skipped() {
 
 #[tokio::test]
 async fn hanging_test_is_killed_at_the_deadline_with_its_whole_group() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let record = project.config.root.join("hang-record.txt");
@@ -376,6 +421,9 @@ async fn hanging_test_is_killed_at_the_deadline_with_its_whole_group() {
 
 #[tokio::test]
 async fn dropping_the_run_kills_the_group() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let record = project.config.root.join("hang-record.txt");
@@ -407,12 +455,15 @@ async fn dropping_the_run_kills_the_group() {
     let grandchild: i32 = fields.next().unwrap().parse().unwrap();
     assert!(grandchild > 0);
     // The grandchild ignores SIGTERM: only the SIGKILL that follows ends it.
-    suites::finish_pending_kills();
+    xtask::process::finish_pending_kills();
     assert_group_gone(pgid).await;
 }
 
 #[tokio::test]
 async fn suites_receive_the_environment() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     std::env::set_var("CALLER_VAR", "passed through");
@@ -436,6 +487,9 @@ async fn suites_receive_the_environment() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_result() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let mut environment = env(TargetKind::Docker);
@@ -456,6 +510,9 @@ async fn secrets_never_reach_the_result() {
 
 #[tokio::test]
 async fn shards_cover_every_test_exactly_once() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let suite = project.suite("sharded");
@@ -518,6 +575,9 @@ async fn shards_cover_every_test_exactly_once() {
 
 #[tokio::test]
 async fn skipped_suite_lists_its_tests_or_names_itself() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
     let project = project("pytest_project");
     let py = project.python().await;
     let reason = "needs the docker target (target is local)";
@@ -566,6 +626,12 @@ async fn skipped_suite_lists_its_tests_or_names_itself() {
 
 #[tokio::test]
 async fn nextest_suite_merges_nextest_junit() {
+    let Some(_) = crate::require::nextest() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
     let project = project("nextest_crate");
     // A user's crate may mark tests ignored; the harness must list them as skipped. The ignored test is
     // written into this temporary copy only, so that the repository itself holds no ignored test.
@@ -645,6 +711,9 @@ async fn nextest_suite_merges_nextest_junit() {
 
 #[tokio::test]
 async fn reference_suites_are_listed_when_skipped() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
     // The repository's own harness.toml and tests/: what the gate reports when a suite is skipped.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut config = config::load(Some(&root.join("harness.toml"))).unwrap();

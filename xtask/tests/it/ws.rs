@@ -1,17 +1,18 @@
 //! `ws-check` against real servers started here: the reference auth and backend as host processes
 //! (STORE=memory) on ephemeral ports, and a different WebSocket service (fixtures/ws-other).
-//! Python with aiohttp and PyJWT is found or installed into a venv under target/; without one
-//! the tests print why and return.
+//! Python with aiohttp and PyJWT is found or installed into a venv under target/; when that is
+//! impossible the tests skip through [`crate::require`] (and fail under `XTASK_REQUIRE_ALL=1`).
+//! The servers run through the harness's own process runner, each in its own process group.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use xtask::process::{Cmd, Process};
 use xtask::ws::{self, Overrides, WsPlan};
 
 fn repo_root() -> PathBuf {
@@ -30,8 +31,9 @@ fn imports_ok(python: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A Python that imports aiohttp and jwt, or why there is none.
-fn python() -> Result<&'static Path, &'static str> {
+/// A Python that imports aiohttp and jwt (the system's, or a venv made for these tests), or why
+/// there is none.
+fn python_with_aiohttp() -> Result<&'static Path, &'static str> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
@@ -74,16 +76,13 @@ fn python() -> Result<&'static Path, &'static str> {
         .map_err(String::as_str)
 }
 
-macro_rules! python_or_skip {
-    () => {
-        match python() {
-            Ok(python) => python,
-            Err(why) => {
-                crate::require::skip(&format!("no Python with aiohttp and PyJWT: {why}"));
-                return;
-            }
-        }
-    };
+/// [`python_with_aiohttp`], or a skip through [`crate::require`] saying why there is none.
+#[track_caller]
+fn python() -> Option<&'static Path> {
+    crate::require::python()?;
+    crate::require::or_skip(
+        python_with_aiohttp().map_err(|why| format!("no Python with aiohttp and PyJWT: {why}")),
+    )
 }
 
 fn free_port() -> u16 {
@@ -93,20 +92,9 @@ fn free_port() -> u16 {
         .expect("an ephemeral port")
 }
 
-/// A server process in its own process group, killed (group and all) on drop.
+/// A server process in its own process group, stopped (group and all) when dropped.
 struct Server {
-    child: Child,
-    name: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: signals the process group this guard created (its leader is our child).
-        unsafe {
-            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
+    _process: Process,
 }
 
 fn http_get_ok(port: u16, path: &str) -> bool {
@@ -124,34 +112,29 @@ fn http_get_ok(port: u16, path: &str) -> bool {
 }
 
 fn start(python: &Path, name: &str, script: &Path, port: u16, ready: &str) -> Server {
-    let mut child = Command::new(python);
-    child
+    let mut process = Cmd::new(python)
         .arg(script)
         .env("PORT", port.to_string())
         .env("HOST", "127.0.0.1")
         .env("STORE", "memory")
         .env("JWT_SECRET", "ws-test-secret")
         .env("LOG_LEVEL", "WARNING")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .process_group(0);
-    let server = Server {
-        child: child
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}")),
-        name: name.to_owned(),
-    };
+        // Its errors go to the test's stderr as they come, not through a pipe this test reads:
+        // the test blocks (its readiness loop, the xtask binary) while the servers run.
+        .show_output()
+        .quiet_stdout()
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e:#}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http_get_ok(port, ready) {
         assert!(
-            Instant::now() < deadline,
-            "{} did not answer GET {ready} on port {port} within 30s",
-            server.name
+            Instant::now() < deadline && process.try_status().is_none(),
+            "{name} did not answer GET {ready} on port {port} within 30s ({:?}; its stderr is above)",
+            process.try_status()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    server
+    Server { _process: process }
 }
 
 /// The reference auth and backend, in memory mode.
@@ -222,7 +205,9 @@ const FIVE: [&str; 5] = [
 
 #[tokio::test]
 async fn one_user_receives_the_five_events_in_order() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let result = ws::run(&stack.plan(Overrides::default())).await;
     assert!(result.passed, "{:?}", result.failure);
@@ -240,7 +225,9 @@ async fn one_user_receives_the_five_events_in_order() {
 
 #[tokio::test]
 async fn twenty_users_pass_and_nothing_is_misrouted() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let result = ws::run(&stack.plan(Overrides {
         users: 20,
@@ -265,7 +252,9 @@ async fn twenty_users_pass_and_nothing_is_misrouted() {
 
 #[tokio::test]
 async fn a_wrong_path_fails_with_the_404() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let result = ws::run(&stack.plan(Overrides {
         url: Some(format!("ws://127.0.0.1:{}/nope", stack.backend_port)),
@@ -284,7 +273,9 @@ async fn a_wrong_path_fails_with_the_404() {
 
 #[tokio::test]
 async fn no_token_fails_with_the_401_and_its_body() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let mut plan = stack.plan(Overrides::default());
     plan.token_url = None;
@@ -297,7 +288,9 @@ async fn no_token_fails_with_the_401_and_its_body() {
 
 #[tokio::test]
 async fn nothing_listening_fails_as_refused() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let closed = free_port();
     let failure = ws::run(&stack.plan(Overrides {
@@ -315,7 +308,9 @@ async fn nothing_listening_fails_as_refused() {
 
 #[tokio::test]
 async fn an_event_never_sent_times_out_naming_it() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let mut plan = stack.plan(Overrides::default());
     plan.expect.push("agent_celebrated".to_owned());
@@ -330,7 +325,9 @@ async fn an_event_never_sent_times_out_naming_it() {
 
 #[tokio::test]
 async fn events_out_of_order_fail_as_wrong_order() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let mut plan = stack.plan(Overrides::default());
     plan.expect = vec!["agent_thinking".into(), "agent_started".into()];
@@ -343,7 +340,9 @@ async fn events_out_of_order_fail_as_wrong_order() {
 
 #[tokio::test]
 async fn an_error_event_fails_the_check() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let mut plan = stack.plan(Overrides::default());
     plan.send = r#"{"type": "user_message", "content": ""}"#.to_owned();
@@ -372,7 +371,9 @@ fn xtask(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
 
 #[tokio::test]
 async fn the_command_prints_events_json_and_exit_codes_and_never_the_token() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let stack = Reference::start(python);
     let url = format!("ws://127.0.0.1:{}/ws", stack.backend_port);
     let token_url = format!("http://127.0.0.1:{}/token", stack.auth_port);
@@ -452,7 +453,9 @@ fn fixture_dir() -> PathBuf {
 
 #[tokio::test]
 async fn another_service_passes_with_its_own_harness_toml() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let other = Other::start(python);
     let config = fixture_dir().join("harness.toml");
     let (code, stdout, stderr) = xtask(
@@ -493,7 +496,9 @@ fn other_plan(port: u16) -> WsPlan {
 
 #[tokio::test]
 async fn a_frame_that_is_not_json_fails_as_malformed() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let other = Other::start(python);
     let mut plan = other_plan(other.port);
     plan.send = r#"{"op": "garble"}"#.to_owned();
@@ -507,7 +512,9 @@ async fn a_frame_that_is_not_json_fails_as_malformed() {
 
 #[tokio::test]
 async fn a_close_before_the_events_names_the_code() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let other = Other::start(python);
     let mut plan = other_plan(other.port);
     plan.send = r#"{"op": "leave"}"#.to_owned();
@@ -520,7 +527,9 @@ async fn a_close_before_the_events_names_the_code() {
 
 #[tokio::test]
 async fn the_other_service_rejects_a_missing_key_with_its_403() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let other = Other::start(python);
     let mut plan = other_plan(other.port);
     plan.token_url = None;
@@ -533,7 +542,9 @@ async fn the_other_service_rejects_a_missing_key_with_its_403() {
 
 #[tokio::test]
 async fn an_event_of_a_run_the_user_did_not_start_is_misrouted() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let other = Other::start(python);
     let mut plan = other_plan(other.port);
     plan.send = r#"{"op": "leak"}"#.to_owned();
@@ -554,7 +565,9 @@ async fn an_event_of_a_run_the_user_did_not_start_is_misrouted() {
 
 #[tokio::test]
 async fn a_run_claimed_by_two_users_is_misrouted() {
-    let python = python_or_skip!();
+    let Some(python) = python() else {
+        return;
+    };
     let other = Other::start(python);
     let mut plan = other_plan(other.port);
     plan.send = r#"{"op": "shared"}"#.to_owned();

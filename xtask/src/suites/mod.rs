@@ -1,0 +1,353 @@
+//! Running the `[[suite]]`s, step by step: the Python environment ([python]), the pytest runner
+//! ([pytest]), the nextest runner ([nextest]) and the shard split ([shard]). This file holds what
+//! they share: what a suite receives ([`SuiteEnv`], [`child_env`]), the entry points the gate
+//! calls, and how a runner's process is run (its deadline, its output). The results are
+//! [`crate::junit::SuiteResult`]s; nothing here prints.
+//!
+//! Not here: the report itself ([crate::junit]), processes and their groups ([crate::process]),
+//! deciding which suites run on which target (the gate).
+//!
+//! # CONTRACT (what the gate relies on)
+//!
+//! ```text
+//! pub struct PythonEnv { venv, python, reused: bool, duration, log }
+//! pub enum Requirements { Suites, SuitesAndLocal }
+//! pub async fn python_env(config: &Config) -> anyhow::Result<PythonEnv>          // [python] requirements
+//! pub async fn python_env_with(config: &Config, Requirements) -> anyhow::Result<PythonEnv>
+//!
+//! pub struct SuiteEnv { target: TargetKind, run_id, endpoints: BTreeMap<String, String>,
+//!                       extra: BTreeMap<String, String>, skip_markers: Vec<String>, secrets: Vec<String> }
+//! pub fn child_env(suite: &SuiteCfg, env: &SuiteEnv, py: Option<&PythonEnv>) -> Vec<(String, String)>
+//!
+//! pub async fn run_suite(config, suite, env, py: Option<&PythonEnv>, shard: Option<Shard>) -> SuiteResult
+//! pub async fn collect_skipped(config, suite, env, py, reason: &str) -> SuiteResult
+//! pub async fn collect_skipped_shard(config, suite, env, py, reason: &str, shard: Option<Shard>) -> SuiteResult
+//! pub async fn ensure_requirements(config, py: &PythonEnv, files: &[PathBuf]) -> anyhow::Result<PathBuf>
+//! pub fn shard_of(test_id: &str, count: u32) -> u32                      // 1-based, stable (FNV-1a)
+//! ```
+//!
+//! `run_suite` never returns an error: whatever went wrong is in the [`SuiteResult`] (an `error`
+//! case). Each runner is a [`crate::process::Process`] in its own process group: at its deadline
+//! the group gets SIGINT (pytest and nextest then write their reports), SIGTERM after
+//! [`INTERRUPT_GRACE`], SIGKILL after [`KILL_GRACE`]. Dropping `run_suite`'s future (the gate
+//! cancels it on Ctrl-C) stops the group: SIGTERM at once, SIGKILL after [`KILL_GRACE`]; the
+//! gate calls [`crate::process::finish_pending_kills`] before it exits so that those are sent.
+
+mod nextest;
+mod pytest;
+mod python;
+mod shard;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Runner, SuiteCfg, TargetKind};
+use crate::flags::Shard;
+use crate::junit::{self, Case, Status, SuiteResult, OUTPUT_LIMIT};
+use crate::process::{Cmd, Finished, Signal};
+
+pub use crate::process::KILL_GRACE;
+pub use pytest::pytest_case_name;
+pub use python::{
+    ensure_requirements, python_env, python_env_with, PythonEnv, Requirements, REQUIREMENTS_STAMP,
+};
+pub use shard::shard_of;
+
+use nextest::{nextest_list, run_nextest};
+use pytest::run_pytest;
+
+/// After SIGINT at the deadline, before SIGTERM: time for pytest or nextest to write its report.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+/// How long collecting a skipped suite's tests may take.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// How a runner runs.
+
+/// A runner's process as every suite step runs it: its whole output kept up to
+/// [`junit::OUTPUT_LIMIT`] (the tail), and at the deadline SIGINT, [`INTERRUPT_GRACE`], SIGTERM,
+/// [`KILL_GRACE`], SIGKILL, so that pytest and nextest still write what they have.
+fn runner(command: Cmd) -> Cmd {
+    command.keep_tail(OUTPUT_LIMIT).on_deadline(&[
+        (Signal::Interrupt, INTERRUPT_GRACE),
+        (Signal::Terminate, KILL_GRACE),
+    ])
+}
+
+/// What a runner printed, both streams as they came, as a suite keeps it: the last
+/// [`junit::OUTPUT_LIMIT`] bytes, after a line saying that the rest was cut.
+fn printed(run: &Finished) -> String {
+    let text = junit::keep_tail(&run.combined, OUTPUT_LIMIT);
+    if run.dropped > 0 && !text.starts_with("[output cut") {
+        format!(
+            "[output cut: {} earlier bytes dropped]\n{text}",
+            run.dropped
+        )
+    } else {
+        text
+    }
+}
+
+fn command_line(program: &Path, args: &[String]) -> String {
+    let mut line = program.display().to_string();
+    for arg in args {
+        line.push(' ');
+        if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+            line.push_str(&format!("{arg:?}"));
+        } else {
+            line.push_str(arg);
+        }
+    }
+    line
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the suites receive.
+
+/// What a suite is run with, besides its own `[[suite]]` table.
+#[derive(Debug, Clone)]
+pub struct SuiteEnv {
+    pub target: TargetKind,
+    pub run_id: String,
+    /// Resolved endpoints, name → URL; each becomes `<NAME>_URL`.
+    pub endpoints: BTreeMap<String, String>,
+    /// More variables: `XTASK_COMPOSE_PROJECT` and `XTASK_COMPOSE_FILE` on the docker target.
+    pub extra: BTreeMap<String, String>,
+    /// Pytest markers deselected on this target and reported skipped (`docker`, `destructive`).
+    pub skip_markers: Vec<String>,
+    /// Redacted from every output kept.
+    pub secrets: Vec<String>,
+}
+
+/// The variables a suite's process gets on top of the caller's environment, in the order they
+/// are set (later wins): `XTASK_TARGET`, `XTASK_RUN_ID`, one `<NAME>_URL` per endpoint, `extra`,
+/// the venv (`VIRTUAL_ENV`, its `bin` first on `PATH`), the suite's own `env`.
+pub fn child_env(
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("XTASK_TARGET".to_owned(), env.target.to_string()),
+        ("XTASK_RUN_ID".to_owned(), env.run_id.clone()),
+    ];
+    for (name, url) in &env.endpoints {
+        vars.push((crate::endpoints::env_name(name), url.clone()));
+    }
+    vars.extend(env.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(py) = py {
+        vars.push(("VIRTUAL_ENV".to_owned(), py.venv.display().to_string()));
+        let path = std::env::var("PATH").unwrap_or_default();
+        vars.push((
+            "PATH".to_owned(),
+            format!("{}:{path}", py.venv.join("bin").display()),
+        ));
+    }
+    vars.extend(suite.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    vars
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a suite.
+
+/// Runs one suite under its deadline (`timeout_s`) and returns its cases. pytest needs `py`.
+pub async fn run_suite(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+    shard: Option<Shard>,
+) -> SuiteResult {
+    let started = Instant::now();
+    let mut result = match suite.runner {
+        Runner::Pytest => match py {
+            Some(py) => run_pytest(config, suite, env, py, shard, Mode::Run).await,
+            None => errored(suite, "pytest suite run without a Python environment", ""),
+        },
+        Runner::Nextest => run_nextest(config, suite, env, shard).await,
+    };
+    result.duration = started.elapsed();
+    scrub(&mut result, &env.secrets);
+    result
+}
+
+/// The cases of a suite that will not run, each skipped with `reason` (found with
+/// `pytest --collect-only` or `cargo nextest list`); when they cannot be found, one skipped case
+/// named after the suite.
+pub async fn collect_skipped(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+    reason: &str,
+) -> SuiteResult {
+    collect_skipped_shard(config, suite, env, py, reason, None).await
+}
+
+/// [`collect_skipped`] for one shard: only the tests that shard would have run, so that the
+/// merged reports of all shards list each skipped test once.
+pub async fn collect_skipped_shard(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+    reason: &str,
+    shard: Option<Shard>,
+) -> SuiteResult {
+    let started = Instant::now();
+    let listed = match suite.runner {
+        Runner::Pytest => match py {
+            Some(py) => {
+                let result = run_pytest(config, suite, env, py, shard, Mode::Collect).await;
+                if result.error.is_none() {
+                    Ok(result.cases)
+                } else {
+                    Err(())
+                }
+            }
+            None => Err(()),
+        },
+        Runner::Nextest => nextest_list(
+            config,
+            suite,
+            env,
+            shard,
+            COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
+        )
+        .await
+        .map(|tests| {
+            tests
+                .into_iter()
+                .map(|t| Case::skipped(t.binary_id, t.name, ""))
+                .collect()
+        })
+        .map_err(|_| ()),
+    };
+    let mut result = SuiteResult::new(&suite.name);
+    result.cases = match listed {
+        Ok(cases) => cases
+            .into_iter()
+            .map(|case| Case::skipped(case.classname, case.name, reason))
+            .collect(),
+        Err(()) => vec![Case::skipped(&suite.name, &suite.name, reason)],
+    };
+    result.duration = started.elapsed();
+    scrub(&mut result, &env.secrets);
+    result
+}
+
+fn errored(suite: &SuiteCfg, error: impl Into<String>, output: &str) -> SuiteResult {
+    let mut result = SuiteResult::new(&suite.name);
+    result.error = Some(error.into());
+    if !output.is_empty() {
+        result.output = Some(output.to_owned());
+    }
+    result
+}
+
+fn scrub(result: &mut SuiteResult, secrets: &[String]) {
+    if secrets.is_empty() {
+        return;
+    }
+    let fix = |text: &mut String| *text = junit::redact(text, secrets);
+    if let Some(error) = result.error.as_mut() {
+        fix(error);
+    }
+    if let Some(output) = result.output.as_mut() {
+        fix(output);
+    }
+    for case in &mut result.cases {
+        match &mut case.status {
+            Status::Passed => {}
+            Status::Failed { message, output } | Status::Error { message, output } => {
+                fix(message);
+                fix(output);
+            }
+            Status::Skipped { reason } => fix(reason),
+        }
+        if let Some(out) = case.system_out.as_mut() {
+            fix(out);
+        }
+        if let Some(err) = case.system_err.as_mut() {
+            fix(err);
+        }
+    }
+}
+
+/// What pytest is asked for: run the suite, or only list its tests (a suite that is skipped).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Run,
+    Collect,
+}
+
+/// The name of a suite's result files: its name made safe for a path, and its shard.
+fn file_stem(suite: &SuiteCfg, shard: Option<Shard>) -> String {
+    let safe: String = suite
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match shard {
+        Some(shard) => format!("{safe}.shard-{}-of-{}", shard.index, shard.count),
+        None => safe,
+    }
+}
+
+/// Puts `problem` in front of any error the suite already has.
+fn add_error(result: &mut SuiteResult, problem: String) {
+    result.error = Some(match result.error.take() {
+        Some(earlier) => format!("{problem}; {earlier}"),
+        None => problem,
+    });
+}
+
+/// Where a suite's results go: per run, so that two gates on one machine (isolated stacks) do not
+/// overwrite each other's.
+fn results_dir(config: &Config, env: &SuiteEnv) -> PathBuf {
+    crate::stack::run_dir(config, &env.run_id).join("suites")
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_runner_keeps_the_tail_of_its_output_and_says_what_was_cut() {
+        let script = format!(
+            "head -c {} /dev/zero | tr '\\0' a; printf END",
+            3 * OUTPUT_LIMIT
+        );
+        let run = runner(Cmd::new("sh").arg("-c").arg(script))
+            .run(Duration::from_secs(60))
+            .await
+            .unwrap();
+        let text = printed(&run);
+        assert!(text.ends_with("aEND"), "{}", &text[text.len() - 20..]);
+        assert!(text.starts_with("[output cut"), "{}", &text[..80]);
+        assert!(text.len() < OUTPUT_LIMIT + 200, "{}", text.len());
+    }
+
+    #[test]
+    fn command_lines_quote_what_a_shell_would_split() {
+        let line = command_line(
+            Path::new("/venv/bin/python"),
+            &[
+                "-m".into(),
+                "not docker and not destructive".into(),
+                String::new(),
+            ],
+        );
+        assert_eq!(
+            line,
+            r#"/venv/bin/python -m "not docker and not destructive" """#
+        );
+    }
+}

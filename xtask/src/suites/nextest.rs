@@ -1,0 +1,237 @@
+//! The nextest runner: `cargo nextest list` (every test of the suite, ignored ones included, so
+//! that what does not run is still reported skipped), then `cargo nextest run` with a tool config
+//! that writes JUnit, and reading that report and the exit code into a [`SuiteResult`].
+//!
+//! Not here: the deadline and the process group ([super::runner] over [crate::process]), the
+//! JUnit format itself ([crate::junit]).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{
+    add_error, child_env, command_line, errored, file_stem, printed, results_dir, runner, SuiteEnv,
+};
+use crate::config::{Config, SuiteCfg};
+use crate::flags::Shard;
+use crate::junit::{self, Case, Status, SuiteResult, OUTPUT_LIMIT};
+use crate::process::Cmd;
+
+/// How much of `cargo nextest list`'s stdout is kept: all of it (it is the list, read as JSON),
+/// up to a size no real workspace reaches.
+const LIST_LIMIT: usize = 256 * 1024 * 1024;
+
+/// A test nextest listed.
+#[derive(Debug, Clone)]
+pub(super) struct Listed {
+    pub(super) binary_id: String,
+    pub(super) name: String,
+    ignored: bool,
+}
+
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// The tests `cargo nextest list` finds for the suite (and shard); on failure, why and the
+/// tail of its stderr.
+pub(super) async fn nextest_list(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    shard: Option<Shard>,
+    deadline: Duration,
+) -> Result<Vec<Listed>, (String, String)> {
+    let mut args: Vec<String> = vec![
+        "nextest".into(),
+        "list".into(),
+        "--message-format".into(),
+        "json".into(),
+    ];
+    args.extend(suite.args.iter().cloned());
+    args.push("--run-ignored".into());
+    args.push("all".into());
+    if let Some(shard) = shard {
+        args.push("--partition".into());
+        args.push(format!("hash:{}/{}", shard.index, shard.count));
+    }
+    let line = command_line(&cargo(), &args);
+    // Not a runner with SIGINT first: a listing writes no report worth waiting for.
+    let command = Cmd::new(cargo())
+        .args(&args)
+        .current_dir(&config.root)
+        .envs(child_env(suite, env, None))
+        .keep_tail(LIST_LIMIT);
+    let run = command.output(deadline).await.map_err(|e| {
+        (
+            format!("cannot run `{line}`: {}", e.root_cause()),
+            String::new(),
+        )
+    })?;
+    if run.timed_out {
+        return Err((
+            format!("`{line}` did not finish within {}s", deadline.as_secs()),
+            String::new(),
+        ));
+    }
+    let stderr = format!("$ {line}\n{}", junit::keep_tail(&run.stderr, OUTPUT_LIMIT));
+    match run.status {
+        Some(status) if status.success() => {}
+        Some(status) => return Err((format!("`{line}` failed ({status})"), stderr)),
+        None => return Err((format!("`{line}` failed ({})", run.describe()), stderr)),
+    }
+    let summary: nextest_metadata::TestListSummary =
+        serde_json::from_str(&run.stdout).map_err(|e| {
+            (
+                format!("cannot read the output of `{line}`: {e}"),
+                stderr.clone(),
+            )
+        })?;
+    let mut tests = Vec::new();
+    for (binary_id, binary) in &summary.rust_suites {
+        for (name, case) in &binary.test_cases {
+            // Listed with `--run-ignored all`, so that ignored tests (of this shard) are known
+            // and reported skipped rather than missing.
+            if case.filter_match.is_match() {
+                tests.push(Listed {
+                    binary_id: binary_id.as_str().to_owned(),
+                    name: name.as_str().to_owned(),
+                    ignored: case.ignored,
+                });
+            }
+        }
+    }
+    Ok(tests)
+}
+
+/// Lists, then runs a nextest suite under its deadline (the listing counts against it).
+pub(super) async fn run_nextest(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    shard: Option<Shard>,
+) -> SuiteResult {
+    let started = Instant::now();
+    let deadline = suite.timeout_s.duration();
+    let dir = results_dir(config, env);
+    let stem = file_stem(suite, shard);
+    let junit_path = std::path::absolute(dir.join(format!("{stem}.xml")))
+        .unwrap_or_else(|_| dir.join(format!("{stem}.xml")));
+    let tool_config = std::path::absolute(dir.join(format!("{stem}.nextest.toml")))
+        .unwrap_or_else(|_| dir.join(format!("{stem}.nextest.toml")));
+    let prepared = (|| -> anyhow::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let _ = std::fs::remove_file(&junit_path);
+        let toml = format!(
+            "# Written by `cargo xtask` for suite `{}`.\n[profile.xtask]\nfail-fast = false\n\n[profile.xtask.junit]\npath = {:?}\nreport-name = {:?}\nstore-success-output = false\nstore-failure-output = true\n",
+            suite.name,
+            junit_path.display().to_string(),
+            suite.name
+        );
+        crate::state::write_atomic(&tool_config, toml.as_bytes())?;
+        Ok(())
+    })();
+    if let Err(e) = prepared {
+        return errored(
+            suite,
+            format!("cannot prepare {}: {e:#}", dir.display()),
+            "",
+        );
+    }
+
+    let listed = match nextest_list(config, suite, env, shard, deadline).await {
+        Ok(listed) => listed,
+        Err((error, output)) => {
+            return errored(suite, format!("cannot list the tests: {error}"), &output)
+        }
+    };
+    let remaining = deadline.saturating_sub(started.elapsed());
+
+    let mut args: Vec<String> = vec![
+        "nextest".into(),
+        "run".into(),
+        "--tool-config-file".into(),
+        format!("xtask:{}", tool_config.display()),
+        "--profile".into(),
+        "xtask".into(),
+    ];
+    args.extend(suite.args.iter().cloned());
+    if let Some(shard) = shard {
+        args.push("--partition".into());
+        args.push(format!("hash:{}/{}", shard.index, shard.count));
+    }
+    let empty_is_fine = suite.allow_empty || shard.is_some();
+    args.push(format!(
+        "--no-tests={}",
+        if empty_is_fine { "pass" } else { "fail" }
+    ));
+    let line = command_line(&cargo(), &args);
+    let command = runner(Cmd::new(cargo()))
+        .args(&args)
+        .current_dir(&config.root)
+        .envs(child_env(suite, env, None));
+    let run = match command.output(remaining).await {
+        Ok(run) => run,
+        Err(e) => {
+            return errored(
+                suite,
+                format!("cannot run `{line}`: {}", e.root_cause()),
+                "",
+            )
+        }
+    };
+    let output = format!("$ {line}\n{}", printed(&run));
+
+    let mut result = SuiteResult::new(&suite.name);
+    let mut cases = match std::fs::read_to_string(&junit_path) {
+        Ok(xml) => junit::parse_cases(&xml).unwrap_or_else(|e| {
+            result.error = Some(format!("cannot read {}: {e:#}", junit_path.display()));
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    };
+    let seen: BTreeSet<String> = cases.iter().map(|c| c.name.clone()).collect();
+    for test in &listed {
+        if seen.contains(&test.name) {
+            continue;
+        }
+        let reason = if test.ignored {
+            "ignored (the test is marked `ignore`)".to_owned()
+        } else if run.timed_out {
+            format!(
+                "not finished: the suite timed out after {}s",
+                deadline.as_secs()
+            )
+        } else if !run.success() {
+            format!("not run: cargo nextest run ended ({})", run.describe())
+        } else {
+            continue;
+        };
+        cases.push(Case::skipped(&test.binary_id, &test.name, reason));
+    }
+    let has_failure = cases
+        .iter()
+        .any(|c| matches!(c.status, Status::Failed { .. } | Status::Error { .. }));
+    result.cases = cases;
+    use nextest_metadata::NextestExitCode as Code;
+    let problem = if run.timed_out {
+        Some(format!("timed out after {}s", deadline.as_secs()))
+    } else {
+        match run.code() {
+            Some(Code::OK) => None,
+            Some(Code::TEST_RUN_FAILED) if has_failure => None,
+            Some(Code::NO_TESTS_RUN) => Some(
+                "no tests to run (nextest exit code 4); set `allow_empty = true` if that is expected"
+                    .to_owned(),
+            ),
+            Some(Code::BUILD_FAILED) => Some("the tests did not build (nextest exit code 101)".to_owned()),
+            Some(code) => Some(format!("cargo nextest run exited with code {code}")),
+            None => Some(format!("cargo nextest run {}", run.describe())),
+        }
+    };
+    if let Some(problem) = problem {
+        add_error(&mut result, problem);
+    }
+    result.output = Some(output);
+    result
+}

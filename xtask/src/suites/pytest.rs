@@ -1,0 +1,308 @@
+//! The pytest runner: the plugin the harness adds (it records every collected test with its
+//! markers and selects the shard), the command line (markers deselected on the target, JUnit
+//! output), and reading what pytest left into a [`SuiteResult`]: its JUnit cases, the tests
+//! deselected by marker or left unfinished by the deadline, and what its exit code means.
+//!
+//! Not here: the venv ([super::python]), the deadline and the process group ([super::runner]
+//! over [crate::process]), the JUnit format itself ([crate::junit]).
+
+use std::collections::BTreeSet;
+
+use super::{
+    add_error, child_env, command_line, errored, file_stem, printed, results_dir, runner, shard_of,
+    Mode, PythonEnv, SuiteEnv, COLLECT_TIMEOUT,
+};
+use crate::config::{Config, SuiteCfg};
+use crate::flags::Shard;
+use crate::junit::{self, Case, Status, SuiteResult};
+use crate::process::Cmd;
+
+/// The pytest plugin the harness adds (`-p xtask_pytest`): it records every collected test with
+/// its markers before any deselection, and keeps only this shard's tests. The hash is the same
+/// FNV-1a as [`shard_of`].
+const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard."""
+import json
+import os
+
+import pytest
+
+
+def _fnv1a(text):
+    value = 0xCBF29CE484222325
+    for byte in text.encode("utf-8"):
+        value ^= byte
+        value = (value * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    record = os.environ.get("XTASK_PYTEST_RECORD")
+    if record:
+        with open(record, "w", encoding="utf-8") as out:
+            for item in items:
+                markers = sorted({mark.name for mark in item.iter_markers()})
+                out.write(json.dumps({"nodeid": item.nodeid, "markers": markers}) + "\n")
+    shard = os.environ.get("XTASK_PYTEST_SHARD")
+    if shard:
+        index, count = (int(part) for part in shard.split("/"))
+        keep = [item for item in items if _fnv1a(item.nodeid) % count == index - 1]
+        drop = [item for item in items if _fnv1a(item.nodeid) % count != index - 1]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+"#;
+
+/// A test pytest collected.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Collected {
+    nodeid: String,
+    markers: Vec<String>,
+}
+
+/// pytest's JUnit classname and name for a node id (as its `mangle_test_address` does):
+/// `tests/test_a.py::TestX::test_y[1]` → (`tests.test_a.TestX`, `test_y[1]`).
+pub fn pytest_case_name(nodeid: &str) -> (String, String) {
+    let (path, params) = match nodeid.find('[') {
+        Some(at) => (&nodeid[..at], &nodeid[at..]),
+        None => (nodeid, ""),
+    };
+    let mut names: Vec<String> = path.split("::").map(str::to_owned).collect();
+    names[0] = names[0].replace('/', ".");
+    if let Some(stripped) = names[0].strip_suffix(".py") {
+        names[0] = stripped.to_owned();
+    }
+    let last = names.pop().unwrap_or_default() + params;
+    (names.join("."), last)
+}
+
+/// Runs (or, in [`Mode::Collect`], only collects) a pytest suite under its deadline.
+pub(super) async fn run_pytest(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: &PythonEnv,
+    shard: Option<Shard>,
+    mode: Mode,
+) -> SuiteResult {
+    let deadline = match mode {
+        Mode::Run => suite.timeout_s.duration(),
+        Mode::Collect => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
+    };
+    let dir = results_dir(config, env);
+    let plugin_dir = config.work_dir().join("pytest");
+    let stem = file_stem(suite, shard);
+    let junit_path = dir.join(format!("{stem}.xml"));
+    let record_path = dir.join(format!("{stem}.collected.jsonl"));
+    let prepared = (|| -> anyhow::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let plugin = plugin_dir.join("xtask_pytest.py");
+        if std::fs::read_to_string(&plugin).ok().as_deref() != Some(PYTEST_PLUGIN) {
+            crate::state::write_atomic(&plugin, PYTEST_PLUGIN.as_bytes())?;
+        }
+        for stale in [&junit_path, &record_path] {
+            match std::fs::remove_file(stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = prepared {
+        return errored(
+            suite,
+            format!("cannot prepare {}: {e:#}", dir.display()),
+            "",
+        );
+    }
+
+    let mut args: Vec<String> = vec!["-m".into(), "pytest".into()];
+    args.extend(suite.args.iter().cloned());
+    args.extend(
+        ["-p", "no:cacheprovider", "-p", "xtask_pytest", "-q"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    match mode {
+        Mode::Run => {
+            args.push(format!("--junitxml={}", junit_path.display()));
+            // Failing tests keep their captured output in the report.
+            args.extend(
+                [
+                    "-o",
+                    "junit_logging=all",
+                    "-o",
+                    "junit_log_passing_tests=false",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            if !env.skip_markers.is_empty() {
+                let expression = env
+                    .skip_markers
+                    .iter()
+                    .map(|m| format!("not {m}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ");
+                args.push("-m".into());
+                args.push(expression);
+            }
+        }
+        Mode::Collect => args.push("--collect-only".into()),
+    }
+
+    let python_path = match std::env::var("PYTHONPATH") {
+        Ok(existing) if !existing.is_empty() => format!("{}:{existing}", plugin_dir.display()),
+        _ => plugin_dir.display().to_string(),
+    };
+    let command = runner(Cmd::new(&py.python))
+        .args(&args)
+        .current_dir(&config.root)
+        .envs(child_env(suite, env, Some(py)))
+        .env("PYTHONPATH", python_path)
+        .env("XTASK_PYTEST_RECORD", &record_path);
+    let command = match shard {
+        Some(shard) => command.env(
+            "XTASK_PYTEST_SHARD",
+            format!("{}/{}", shard.index, shard.count),
+        ),
+        None => command.env_remove("XTASK_PYTEST_SHARD"),
+    };
+    let line = command_line(&py.python, &args);
+    let run = match command.output(deadline).await {
+        Ok(run) => run,
+        Err(e) => {
+            return errored(
+                suite,
+                format!("cannot run `{line}`: {}", e.root_cause()),
+                "",
+            )
+        }
+    };
+    let output = format!("$ {line}\n{}", printed(&run));
+
+    let collected: Vec<Collected> = std::fs::read_to_string(&record_path)
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let in_shard = |nodeid: &str| shard.is_none_or(|s| shard_of(nodeid, s.count) == s.index);
+    let marked = |item: &Collected| {
+        env.skip_markers
+            .iter()
+            .find(|m| item.markers.iter().any(|have| have == *m))
+            .cloned()
+    };
+
+    let mut result = SuiteResult::new(&suite.name);
+    if mode == Mode::Collect {
+        if !run.success() && run.code() != Some(5) {
+            result.error = Some(format!("collection failed ({})", run.describe()));
+            result.output = Some(output);
+            return result;
+        }
+        result.cases = collected
+            .iter()
+            .filter(|item| in_shard(&item.nodeid))
+            .map(|item| {
+                let (classname, name) = pytest_case_name(&item.nodeid);
+                Case::skipped(classname, name, "")
+            })
+            .collect();
+        return result;
+    }
+
+    let mut cases = match std::fs::read_to_string(&junit_path) {
+        Ok(xml) => match junit::parse_cases(&xml) {
+            Ok(cases) => cases,
+            Err(e) => {
+                result.error = Some(format!("cannot read {}: {e:#}", junit_path.display()));
+                Vec::new()
+            }
+        },
+        Err(_) => Vec::new(),
+    };
+    let seen: BTreeSet<(String, String)> = cases
+        .iter()
+        .map(|c| (c.classname.clone(), c.name.clone()))
+        .collect();
+    // Tests deselected by marker: reported skipped, with the reason.
+    for item in collected.iter().filter(|item| in_shard(&item.nodeid)) {
+        let (classname, name) = pytest_case_name(&item.nodeid);
+        if seen.contains(&(classname.clone(), name.clone())) {
+            continue;
+        }
+        let reason = match marked(item) {
+            Some(marker) => format!("deselected on the {} target: marked `{marker}`", env.target),
+            None if run.timed_out => {
+                format!(
+                    "not finished: the suite timed out after {}s",
+                    deadline.as_secs()
+                )
+            }
+            None => continue,
+        };
+        cases.push(Case::skipped(classname, name, reason));
+    }
+    let has_error_case = cases
+        .iter()
+        .any(|c| matches!(c.status, Status::Error { .. }));
+    let has_failure = cases
+        .iter()
+        .any(|c| matches!(c.status, Status::Failed { .. } | Status::Error { .. }));
+    let xml_exists = junit_path.is_file();
+    result.cases = cases;
+
+    let problem = if run.timed_out {
+        Some(format!("timed out after {}s", deadline.as_secs()))
+    } else {
+        match run.code() {
+            Some(0) => None,
+            Some(1) if has_failure => None,
+            Some(1) => Some("pytest exited with code 1 but reported no failing test".to_owned()),
+            // Exit 5: nothing collected. Tests deselected by marker or shard are not "nothing".
+            Some(5) if !collected.is_empty() || suite.allow_empty => None,
+            Some(5) => Some(
+                "no tests collected (pytest exit code 5); set `allow_empty = true` if that is expected"
+                    .to_owned(),
+            ),
+            Some(2) if has_error_case => None,
+            Some(2) => Some("pytest was interrupted (exit code 2): collection or usage error".to_owned()),
+            Some(3) => Some("pytest hit an internal error (exit code 3)".to_owned()),
+            Some(4) => Some("pytest usage error (exit code 4): check the suite's `args`".to_owned()),
+            Some(code) => Some(format!("pytest exited with code {code}")),
+            None => Some(format!("pytest {}", run.describe())),
+        }
+    };
+    let problem = problem.or_else(|| {
+        (!xml_exists && run.code() != Some(5))
+            .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
+    });
+    if let Some(problem) = problem {
+        add_error(&mut result, problem);
+    }
+    result.output = Some(output);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytest_names_follow_mangle_test_address() {
+        assert_eq!(
+            pytest_case_name("tests/e2e/test_a.py::TestX::test_y[a/b::c]"),
+            (
+                "tests.e2e.test_a.TestX".to_owned(),
+                "test_y[a/b::c]".to_owned()
+            )
+        );
+        assert_eq!(
+            pytest_case_name("test_b.py::test_z"),
+            ("test_b".to_owned(), "test_z".to_owned())
+        );
+    }
+}
