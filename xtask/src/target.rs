@@ -364,6 +364,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
+        // The stubborn one ignores SIGTERM only once its trap is set: it says so.
+        let stubborn_log = local.processes[1].log.clone();
+        while std::fs::read_to_string(&stubborn_log).unwrap_or_default() != "up\n" {
+            assert!(Instant::now() < deadline, "{stubborn_log:?} never said up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let said = local.stop().await;
         assert_eq!(
             said,
