@@ -1,30 +1,36 @@
 //! The harness as a library: `main.rs` parses flags and calls into these modules; integration
-//! tests call them directly. Modules in reading order: the edge (flags, config), the machine
-//! (preflight, engine, images), the stack, the checks (ws, monitor), the gate (suites, junit,
-//! target, gate), and the project's own tasks (ci, hook).
+//! tests call them directly. Modules in reading order: the edge (flags, config, endpoints,
+//! errors), what every step uses (the process runner, the run store, progress, checks, output
+//! for people), the pipeline's steps in order (preflight, engine, images, stack, target, ws,
+//! suites, junit), the pipeline itself (gate), the other commands (monitor), and the project's
+//! own tasks (ci, hook).
 
-pub mod ci;
+pub mod flags;
 pub mod config;
 pub mod endpoints;
-pub mod engine;
 pub mod error;
-pub mod flags;
-pub mod gate;
-pub mod hook;
-pub mod http;
-pub mod images;
-pub mod junit;
-pub mod monitor;
-pub mod preflight;
+
 pub mod process;
+pub mod state;
 pub mod progress;
 pub mod report;
-pub mod stack;
-pub mod state;
-pub mod suites;
-pub mod target;
 pub mod ui;
+pub mod http;
+
+pub mod preflight;
+pub mod engine;
+pub mod images;
+pub mod stack;
+pub mod target;
 pub mod ws;
+pub mod suites;
+pub mod junit;
+
+pub mod gate;
+pub mod monitor;
+
+pub mod ci;
+pub mod hook;
 
 use std::path::PathBuf;
 

@@ -11,17 +11,17 @@
 //!
 //! Not here: how each stage does its work (engine, images, stack, ws, suites, target modules).
 
-pub mod events;
-pub mod machine;
-pub mod pipeline;
-pub mod reporter;
 pub mod run;
-pub mod sinks;
+pub mod events;
+pub mod pipeline;
+pub mod machine;
+pub mod target;
 pub mod stack;
 pub mod suites;
-pub mod supervise;
-pub mod target;
 pub mod teardown;
+pub mod supervise;
+pub mod reporter;
+pub mod sinks;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -22,17 +22,17 @@
 //! Not here: finding or starting the engine ([crate::engine]), base images ([crate::images]),
 //! the run store's file and lock ([crate::state]).
 
-pub mod commands;
-pub mod compose;
-pub mod containers;
-pub mod down;
-pub mod health;
-pub mod labels;
 pub mod model;
+pub mod compose;
+pub mod labels;
 pub mod prepare;
 pub mod record;
-pub mod up;
+pub mod containers;
 pub mod watch;
+pub mod up;
+pub mod health;
+pub mod down;
+pub mod commands;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -33,9 +33,9 @@
 //! cancels it on Ctrl-C) stops the group: SIGTERM at once, SIGKILL after [`KILL_GRACE`]; the
 //! gate calls [`crate::process::finish_pending_kills`] before it exits so that those are sent.
 
-mod nextest;
-mod pytest;
 mod python;
+mod pytest;
+mod nextest;
 mod shard;
 
 use std::collections::BTreeMap;

@@ -26,10 +26,10 @@
 //! expected event of each message it sent; any other run id it receives is misrouted, and a run id
 //! claimed by two users is misrouted too.
 
-mod command;
 mod connect;
-mod scrub;
 mod summary;
+mod scrub;
+mod command;
 
 use std::collections::BTreeMap;
 use std::fmt;

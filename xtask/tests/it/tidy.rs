@@ -73,3 +73,45 @@ fn ci_run_calls_the_readme_test_command() {
         ".ci/run must call exactly `cargo xtask ci`"
     );
 }
+
+/// The shape the restructure gave the tree: no file holds more than one step's worth (1000
+/// lines), process groups are made and signalled only by the process runner, and state.json is
+/// read and written only through the run store.
+#[test]
+fn the_tree_keeps_its_shape() {
+    let src = repo().join("xtask/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let group_calls = [
+        ["kill", "pg("].concat(),
+        ["process", "_group("].concat(),
+        ["set", "sid("].concat(),
+        ["set", "pgid("].concat(),
+    ];
+    let state_file = ["join(\"state", ".json\")"].concat();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines = text.lines().count();
+        assert!(
+            lines <= 1000,
+            "{} has {lines} lines: split it along its steps",
+            file.display()
+        );
+        if !file.starts_with(src.join("process")) {
+            for call in &group_calls {
+                assert!(
+                    !text.contains(call.as_str()),
+                    "{} calls {call}: process groups belong to the process runner",
+                    file.display()
+                );
+            }
+        }
+        if !file.ends_with("state.rs") {
+            assert!(
+                !text.contains(state_file.as_str()),
+                "{} opens state.json itself: use state::Store",
+                file.display()
+            );
+        }
+    }
+}

@@ -9,11 +9,11 @@
 //! [`Record`]: super::events::Record
 //! [`Event`]: super::events::Event
 
-pub mod github;
-pub mod junit;
+pub mod terminal;
 pub mod stream;
 pub mod summary;
-pub mod terminal;
+pub mod junit;
+pub mod github;
 
 #[cfg(test)]
 pub mod fixtures;

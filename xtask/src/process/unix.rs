@@ -1,0 +1,69 @@
+//! Process groups on Unix: a child leads its own group (`setpgid` at spawn), and the harness
+//! signals the whole group with `killpg`.
+//!
+//! Not here: what the runner does with them ([super]).
+
+use super::Signal;
+use std::process::{ExitStatus, Stdio};
+
+pub fn before_spawn(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+}
+
+/// A session (so a group) of its own: neither the terminal's Ctrl-C nor ours reaches it.
+pub fn before_spawn_daemon(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        command.pre_exec(|| match libc::setsid() {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        })
+    };
+}
+
+/// A process group the harness created (its leader's pid).
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// None when the child had no pid: never signal group 0 (that is our own group).
+    pgid: Option<libc::pid_t>,
+}
+
+impl Group {
+    pub fn adopt(child: &tokio::process::Child) -> Group {
+        Group {
+            pgid: child
+                .id()
+                .and_then(|pid| libc::pid_t::try_from(pid).ok())
+                .filter(|pid| *pid > 1),
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let number = match signal {
+            Signal::Interrupt => libc::SIGINT,
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        };
+        if let Some(pgid) = self.pgid {
+            // SAFETY: killpg on a group this runner created; ESRCH (already gone) is fine.
+            unsafe { libc::killpg(pgid, number) };
+        }
+    }
+}
+
+pub fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended".to_owned(),
+    }
+}
+
+pub fn stderr_stdio() -> anyhow::Result<Stdio> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stderr().as_fd().try_clone_to_owned()?;
+    Ok(Stdio::from(fd))
+}
