@@ -16,6 +16,9 @@ use toml::Spanned;
 use crate::endpoints::Template;
 use crate::error::Failure;
 
+mod stack_keys;
+pub use stack_keys::StartMode;
+
 /// The file name looked for from the current directory upwards.
 pub const FILE_NAME: &str = "harness.toml";
 
@@ -168,6 +171,16 @@ pub struct StackCfg {
     pub isolated_env: BTreeMap<String, String>,
     /// Log lines printed for a service that failed.
     pub log_lines: usize,
+    /// How often the harness runs a starting service's own healthcheck itself (0: never).
+    pub probe_interval_ms: u64,
+    /// HTTP or TCP probes (URL templates) for services without a healthcheck, by service.
+    pub ready: BTreeMap<String, String>,
+    /// Who starts the services in dependency order.
+    pub start: StartMode,
+    /// Keep a passing gate's stack warm and take a matching one (as `--reuse`).
+    pub reuse: bool,
+    /// Run before a warm stack is taken (program and arguments; empty: nothing).
+    pub reset: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -433,6 +446,15 @@ struct RawStack {
     isolated_env: BTreeMap<String, String>,
     #[serde(default = "default_log_lines")]
     log_lines: usize,
+    #[serde(default = "stack_keys::default_probe_interval")]
+    probe_interval_ms: u64,
+    #[serde(default)]
+    ready: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    start: StartMode,
+    #[serde(default)]
+    reuse: bool,
+    reset: Option<Spanned<Vec<String>>>,
 }
 
 fn default_budget() -> Secs {
@@ -704,7 +726,13 @@ fn validate(
                     format!("compose file {} does not exist", compose_file.display()),
                 ));
             }
+            let ready = stack_keys::ready(at, stack.ready, stack.services.get_ref())?;
             Some(StackCfg {
+                ready,
+                probe_interval_ms: stack.probe_interval_ms,
+                start: stack.start,
+                reuse: stack.reuse,
+                reset: stack_keys::reset(at, stack.reset)?,
                 compose_file,
                 service_budget_s: stack.service_budget_s,
                 services: stack.services.into_inner(),

@@ -156,9 +156,15 @@ fn stack_progress(run: &Run) -> crate::stack::Progress {
                 format!("starting project {project}: {command}")
             }
             UpEvent::ServiceStarted { service } => format!("{service}: started"),
-            UpEvent::ServiceReady { service, after, .. } => format!(
-                "{service}: healthy {} after start",
-                crate::ui::duration(*after)
+            UpEvent::ServiceReady {
+                service,
+                after,
+                signal,
+                ..
+            } => format!(
+                "{service}: healthy {} after start ({})",
+                crate::ui::duration(*after),
+                signal.describe()
             ),
             UpEvent::ServiceFailed { service, reason } => format!("{service}: FAILED: {reason}"),
             UpEvent::UpFinished { elapsed, success } => format!(

@@ -311,6 +311,16 @@ impl Project {
         }
     }
 
+    /// `up --no-start [--build]`: networks, volumes and containers created, none started (the
+    /// harness starts them in dependency order, [super::order]).
+    pub fn create_argv(&self, build: bool) -> Vec<OsString> {
+        if build {
+            self.with(&["up", "--no-start", "--build"])
+        } else {
+            self.with(&["up", "--no-start"])
+        }
+    }
+
     /// The resolved model: `config --format json` (v2), `config` (v1 prints YAML only).
     pub fn config_argv(&self) -> Vec<OsString> {
         if self.compose.is_v1() {
@@ -463,6 +473,10 @@ mod tests {
         };
         assert_eq!(strings(p.up_argv(true)), with(&["up", "-d", "--build"]));
         assert_eq!(strings(p.up_argv(false)), with(&["up", "-d"]));
+        assert_eq!(
+            strings(p.create_argv(true)),
+            with(&["up", "--no-start", "--build"])
+        );
         assert_eq!(strings(p.config_argv()), with(&["config"]));
         assert_eq!(
             strings(p.down_argv()),

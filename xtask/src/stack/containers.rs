@@ -218,11 +218,17 @@ pub(super) fn subscribe(
             }
         }
     });
-    (receiver, AbortOnDrop(task))
+    (receiver, AbortOnDrop::new(task))
 }
 
 /// Stops a background task when the wait ends, on every path.
 pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    pub(super) fn new(task: tokio::task::JoinHandle<()>) -> AbortOnDrop {
+        AbortOnDrop(task)
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

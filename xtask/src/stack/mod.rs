@@ -3,7 +3,8 @@
 //! [compose] (the program and the project's argv), [model] (what compose says the file holds),
 //! [labels] (the labels override and per-checkout image names), [prepare] (all of that before
 //! the engine is needed), [record] (the stack's entries in the run store), [watch] (readiness as
-//! a pure state machine), [containers] (the engine calls the wait and health make), [up],
+//! a pure state machine), [containers] (the engine calls the wait and health make), [probe] (the
+//! harness's own readiness probes), [order] (dependency order on that readiness), [up],
 //! [health], [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
 //! `health`, `docker-down`: the only part that prints).
 //!
@@ -29,6 +30,8 @@ pub mod prepare;
 pub mod record;
 pub mod containers;
 pub mod watch;
+pub mod probe;
+pub mod order;
 pub mod up;
 pub mod health;
 pub mod down;
@@ -62,7 +65,7 @@ pub use model::Model;
 pub use prepare::{abandon, prepare, Prepared};
 pub use record::{choose, keep, Chosen};
 pub use up::{start, up};
-pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Watch};
+pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Signal, Watch};
 
 /// Compose's own labels, which the engine event filter and the container lookups use.
 pub(crate) const COMPOSE_PROJECT: &str = "com.docker.compose.project";
@@ -106,6 +109,8 @@ pub enum UpEvent {
         after: Duration,
         /// From the engine's event to the harness noticing it.
         noticed: Option<Duration>,
+        /// What made it ready first.
+        signal: Signal,
     },
     /// A service failed the wait.
     ServiceFailed { service: String, reason: String },
@@ -136,6 +141,15 @@ pub struct ServiceUp {
     pub noticed_after: Option<Duration>,
     /// Readiness came from a healthcheck (else: running, no healthcheck).
     pub healthcheck: bool,
+    /// What made it ready first: `probe` (the harness ran its healthcheck), `engine`,
+    /// `running`, `already_healthy`.
+    pub signal: Option<Signal>,
+    /// From its container's start to the harness's first passing probe (seconds).
+    #[serde(serialize_with = "opt_secs")]
+    pub probe_after: Option<Duration>,
+    /// From its container's start to the engine's first healthy check, when it was seen.
+    #[serde(serialize_with = "opt_secs")]
+    pub engine_after: Option<Duration>,
     /// The image its running container was created from (`sha256:...`), as the engine says;
     /// `None` when it has no container.
     pub image_id: Option<String>,

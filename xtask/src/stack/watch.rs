@@ -1,17 +1,47 @@
-//! Readiness as a pure state machine: [`Watch`] takes in engine events ([`ContainerEvent`]) and
-//! inspections ([`Inspected`]) with the time they were seen, and says which service started,
-//! became ready (with its time to healthy and the notice latency) or failed, and which one is
-//! past its budget. No I/O: it is tested without an engine.
+//! Readiness as a pure state machine: [`Watch`] takes in engine events ([`ContainerEvent`]),
+//! inspections ([`Inspected`]) and the harness's own probe results ([`ProbeResult`]) with the
+//! time they were seen, and says which service started, became ready (with its time to healthy,
+//! which signal came first, the probe's and the engine's times, and the notice latency) or
+//! failed, and which one is past its budget. No I/O: it is tested without an engine.
 //!
-//! Not here: subscribing to the engine or inspecting containers ([super::containers]), the wait
-//! loop that feeds it ([super::up]).
+//! Not here: subscribing to the engine or inspecting containers ([super::containers]), running
+//! the probes ([super::probe]), the wait loop that feeds it ([super::up]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models::{ContainerInspectResponse, EventMessage, HealthStatusEnum};
+use serde::Serialize;
 
+use super::probe::ProbeResult;
 use super::{short_id, COMPOSE_ONEOFF, COMPOSE_SERVICE};
+
+/// What made a service ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The harness's own probe (its healthcheck run through exec, or `[stack.ready]`) passed
+    /// before the engine said healthy.
+    Probe,
+    /// The engine's health status turned healthy first.
+    Engine,
+    /// Running, without a healthcheck or a probe.
+    Running,
+    /// Healthy already when this run began watching (an unchanged container compose kept).
+    AlreadyHealthy,
+}
+
+impl Signal {
+    /// For reports: `probe`, `engine`, `running`, `already healthy`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Signal::Probe => "probe",
+            Signal::Engine => "engine",
+            Signal::Running => "running",
+            Signal::AlreadyHealthy => "already healthy",
+        }
+    }
+}
 
 /// One engine event about one of the project's containers, reduced to what the wait needs.
 #[derive(Debug, Clone)]
@@ -68,11 +98,29 @@ struct Tracked {
     noticed_at: Option<SystemTime>,
     /// It was healthy before this run began watching (an unchanged container compose kept).
     ready_before_watch: bool,
+    /// What made it ready first.
+    signal: Option<Signal>,
+    /// The first passing probe of the harness, and the engine's first healthy status.
+    probe_at: Option<SystemTime>,
+    engine_at: Option<SystemTime>,
 }
 
 impl Tracked {
     fn live(&self) -> bool {
         self.running && !self.stopping
+    }
+
+    /// The first signal wins; later ones only add their own time.
+    fn mark_ready(&mut self, at: SystemTime, signal: Signal, now: SystemTime) {
+        if self.ready_at.is_none() {
+            self.ready_at = Some(at);
+            self.signal = Some(signal);
+            self.noticed_at = Some(now);
+        }
+    }
+
+    fn since_start(&self, at: Option<SystemTime>) -> Option<Duration> {
+        Some(at?.duration_since(self.started?).unwrap_or_default())
     }
 }
 
@@ -86,6 +134,12 @@ pub struct Ready {
     pub noticed: Option<Duration>,
     pub healthcheck: bool,
     pub before_watch: bool,
+    /// What made it ready first.
+    pub signal: Signal,
+    /// Start to the harness's first passing probe, when one passed.
+    pub probe_after: Option<Duration>,
+    /// Start to the engine's first healthy status, when the wait saw it.
+    pub engine_after: Option<Duration>,
 }
 
 /// Why a service failed the wait.
@@ -110,6 +164,9 @@ pub struct Watch {
     services: BTreeMap<String, BTreeMap<String, Tracked>>,
     ready: BTreeMap<String, Ready>,
     budget: Duration,
+    /// Services that `[stack.ready]` gives a probe: without a healthcheck, they are ready when
+    /// the probe passes, not when they run.
+    probed: BTreeSet<String>,
 }
 
 /// A container's state at one moment, from an inspection.
@@ -193,7 +250,22 @@ impl Watch {
                 .collect(),
             ready: BTreeMap::new(),
             budget,
+            probed: BTreeSet::new(),
         }
+    }
+
+    /// Services that `[stack.ready]` gives a probe of their own.
+    pub fn with_ready_probes(mut self, services: impl IntoIterator<Item = String>) -> Watch {
+        self.probed = services.into_iter().collect();
+        self
+    }
+
+    /// Whether a container is live and not ready yet: what the harness probes.
+    pub fn starting_container(&self, service: &str, container: &str) -> bool {
+        self.services
+            .get(service)
+            .and_then(|c| c.get(container))
+            .is_some_and(|t| t.live() && t.ready_at.is_none())
     }
 
     pub fn all_ready(&self) -> bool {
@@ -233,6 +305,7 @@ impl Watch {
     pub fn observe(&mut self, seen: &[Inspected], complete: bool, now: SystemTime) -> Vec<Change> {
         let mut changes = Vec::new();
         for inspected in seen {
+            let probed = self.probed.contains(&inspected.service);
             let Some(containers) = self.services.get_mut(&inspected.service) else {
                 continue;
             };
@@ -246,9 +319,12 @@ impl Watch {
                 tracked.running = inspected.running;
             }
             let healthy = inspected.health == Some(HealthStatusEnum::HEALTHY);
+            if healthy && tracked.engine_at.is_none() {
+                tracked.engine_at = inspected.first_healthy;
+            }
             if tracked.ready_at.is_none()
                 && inspected.running
-                && (healthy || !inspected.healthcheck)
+                && (healthy || (!inspected.healthcheck && !probed))
             {
                 tracked.ready_at = Some(if inspected.healthcheck {
                     inspected.first_healthy.unwrap_or(now)
@@ -257,6 +333,13 @@ impl Watch {
                 });
                 tracked.ready_before_watch =
                     inspected.healthcheck && inspected.first_healthy.is_none();
+                tracked.signal = Some(if tracked.ready_before_watch {
+                    Signal::AlreadyHealthy
+                } else if inspected.healthcheck {
+                    Signal::Engine
+                } else {
+                    Signal::Running
+                });
                 tracked.noticed_at = None;
             }
         }
@@ -270,8 +353,71 @@ impl Watch {
             if let Some(change) = self.settle(&service) {
                 changes.push(change);
             }
+            self.refresh(&service);
         }
         changes
+    }
+
+    /// Takes in one of the harness's probes; a passing one makes its container ready (unless the
+    /// engine said so first). Probes of containers the watch does not know, or that stopped, are
+    /// ignored.
+    pub fn on_probe(&mut self, probe: &ProbeResult, now: SystemTime) -> Vec<Change> {
+        if !probe.passed {
+            return Vec::new();
+        }
+        let Some(tracked) = self
+            .services
+            .get_mut(&probe.service)
+            .and_then(|c| c.get_mut(&probe.container))
+        else {
+            return Vec::new();
+        };
+        if !tracked.live() {
+            return Vec::new();
+        }
+        tracked.probe_at.get_or_insert(probe.at);
+        tracked.mark_ready(probe.at, Signal::Probe, now);
+        let change = self.settle(&probe.service);
+        self.refresh(&probe.service);
+        change.into_iter().collect()
+    }
+
+    /// Takes the engine's first healthy check from an inspection after the wait, for services
+    /// the harness's probe found ready first; changes nothing else.
+    pub fn engine_times(&mut self, seen: &[Inspected]) {
+        for inspected in seen {
+            if inspected.health != Some(HealthStatusEnum::HEALTHY) {
+                continue;
+            }
+            if let Some(tracked) = self
+                .services
+                .get_mut(&inspected.service)
+                .and_then(|c| c.get_mut(&inspected.container))
+            {
+                if tracked.engine_at.is_none() {
+                    tracked.engine_at = inspected.first_healthy;
+                }
+            }
+        }
+        let services: Vec<String> = self.ready.keys().cloned().collect();
+        for service in services {
+            self.refresh(&service);
+        }
+    }
+
+    /// Brings a ready service's probe and engine times up to date (a later signal adds its time).
+    fn refresh(&mut self, service: &str) {
+        let Some(ready) = self.ready.get_mut(service) else {
+            return;
+        };
+        if let Some(tracked) = self
+            .services
+            .get(service)
+            .and_then(|c| c.get(&ready.container))
+        {
+            ready.probe_after = tracked.since_start(tracked.probe_at);
+            ready.engine_after = tracked.since_start(tracked.engine_at);
+        }
     }
 
     /// Takes in one engine event; returns what changed.
@@ -288,6 +434,7 @@ impl Watch {
             })]
         };
         let action = event.action.as_str();
+        let probed = self.probed.contains(&service);
         if action == "destroy" {
             containers.remove(&event.container);
             return self.settle(&service).into_iter().collect();
@@ -318,12 +465,14 @@ impl Watch {
                 tracked.stopping = false;
                 tracked.ready_at = None;
                 tracked.ready_before_watch = false;
+                tracked.signal = None;
+                tracked.probe_at = None;
+                tracked.engine_at = None;
                 if let Some(healthcheck) = event.healthcheck {
                     tracked.healthcheck = Some(healthcheck);
                 }
-                if tracked.healthcheck == Some(false) {
-                    tracked.ready_at = Some(event.time);
-                    tracked.noticed_at = Some(now);
+                if tracked.healthcheck == Some(false) && !probed {
+                    tracked.mark_ready(event.time, Signal::Running, now);
                 }
                 self.ready.remove(&service);
                 let mut changes = vec![Change::Started {
@@ -357,11 +506,11 @@ impl Watch {
                 match status.as_str() {
                     "healthy" => {
                         tracked.healthcheck = Some(true);
-                        if tracked.ready_at.is_none() {
-                            tracked.ready_at = Some(event.time);
-                            tracked.noticed_at = Some(now);
-                        }
-                        self.settle(&service).into_iter().collect()
+                        tracked.engine_at.get_or_insert(event.time);
+                        tracked.mark_ready(event.time, Signal::Engine, now);
+                        let change = self.settle(&service);
+                        self.refresh(&service);
+                        change.into_iter().collect()
                     }
                     "unhealthy" if !tracked.stopping => fail(format!(
                         "service `{service}` turned unhealthy (container {name})"
@@ -406,6 +555,9 @@ impl Watch {
                 .map(|n| n.duration_since(ready_at).unwrap_or_default()),
             healthcheck: tracked.healthcheck.unwrap_or(false),
             before_watch: tracked.ready_before_watch,
+            signal: tracked.signal.unwrap_or(Signal::Running),
+            probe_after: tracked.since_start(tracked.probe_at),
+            engine_after: tracked.since_start(tracked.engine_at),
         };
         self.ready.insert(service.to_owned(), ready.clone());
         Some(Change::Ready {
@@ -713,6 +865,97 @@ mod tests {
             event.time,
             UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789)
         );
+    }
+
+    fn probe(service: &str, container: &str, passed: bool, at_ms: u64) -> ProbeResult {
+        ProbeResult {
+            service: service.to_owned(),
+            container: container.to_owned(),
+            passed,
+            at: at(at_ms),
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_passing_probe_makes_a_service_ready_before_the_engine_and_both_times_are_kept() {
+        let mut watch = Watch::new(&services(&["db"]), Duration::from_secs(60));
+        let mut start = event("start", "c1", "db", 1_000);
+        start.healthcheck = Some(true);
+        watch.on_event(&start, at(1_001));
+        assert!(watch.starting_container("db", "c1"));
+        assert!(watch
+            .on_probe(&probe("db", "c1", false, 1_100), at(1_100))
+            .is_empty());
+        assert!(
+            watch.ready("db").is_none(),
+            "a failing probe decides nothing"
+        );
+        let changes = watch.on_probe(&probe("db", "c1", true, 1_250), at(1_251));
+        let Some(Change::Ready { ready, .. }) = changes.first() else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(ready.signal, Signal::Probe);
+        assert_eq!(ready.after, Duration::from_millis(250));
+        assert_eq!(ready.probe_after, Some(Duration::from_millis(250)));
+        assert_eq!(ready.engine_after, None);
+        assert!(!watch.starting_container("db", "c1"));
+        // The engine's own check a moment later adds its time, and changes nothing else.
+        let changes = watch.on_event(
+            &event("health_status: healthy", "c1", "db", 2_000),
+            at(2_001),
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+        let ready = watch.ready("db").unwrap();
+        assert_eq!(ready.signal, Signal::Probe);
+        assert_eq!(ready.after, Duration::from_millis(250));
+        assert_eq!(ready.engine_after, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_engine_first_then_a_late_probe_keeps_the_engine_as_the_signal() {
+        let mut watch = Watch::new(&services(&["db"]), Duration::from_secs(60));
+        let mut start = event("start", "c1", "db", 0);
+        start.healthcheck = Some(true);
+        watch.on_event(&start, at(1));
+        watch.on_event(&event("health_status: healthy", "c1", "db", 900), at(901));
+        // A probe of a ready container changes nothing (the wait stops probing it anyway).
+        assert!(watch
+            .on_probe(&probe("db", "c1", true, 950), at(951))
+            .is_empty());
+        let ready = watch.ready("db").unwrap();
+        assert_eq!(ready.signal, Signal::Engine);
+        assert_eq!(ready.after, Duration::from_millis(900));
+        assert_eq!(ready.engine_after, Some(Duration::from_millis(900)));
+    }
+
+    #[test]
+    fn a_service_with_a_ready_probe_and_no_healthcheck_waits_for_its_probe() {
+        let mut watch = Watch::new(&services(&["cache", "worker"]), Duration::from_secs(60))
+            .with_ready_probes(["cache".to_owned()]);
+        for (container, service) in [("c1", "cache"), ("w1", "worker")] {
+            let mut start = event("start", container, service, 0);
+            start.healthcheck = Some(false);
+            watch.on_event(&start, at(1));
+        }
+        assert!(
+            watch.ready("worker").is_some(),
+            "no probe: ready when running"
+        );
+        assert!(watch.ready("cache").is_none());
+        // A probe of a container that stopped is ignored.
+        watch.on_event(&event("kill", "c1", "cache", 10), at(11));
+        assert!(watch
+            .on_probe(&probe("cache", "c1", true, 20), at(21))
+            .is_empty());
+        let mut start = event("start", "c2", "cache", 30);
+        start.healthcheck = Some(false);
+        watch.on_event(&start, at(31));
+        watch.on_probe(&probe("cache", "c2", true, 130), at(131));
+        let ready = watch.ready("cache").unwrap();
+        assert_eq!(ready.signal, Signal::Probe);
+        assert_eq!(ready.after, Duration::from_millis(100));
+        assert!(watch.all_ready());
     }
 
     #[test]

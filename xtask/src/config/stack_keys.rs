@@ -1,0 +1,86 @@
+//! The `[stack]` keys of how fast and how warm the stack comes up: `probe_interval_ms` (the
+//! harness's own readiness probes), `ready` (an HTTP or TCP probe for services without a
+//! healthcheck), `start` (who starts services in dependency order), `reuse` and `reset` (warm
+//! stacks). Read raw by [super] with the rest of `[stack]`, validated here.
+//!
+//! Not here: the probes ([crate::stack::probe]), the order ([crate::stack::order]), reuse
+//! ([crate::stack::reuse]).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Locator;
+use crate::endpoints::Template;
+use crate::error::Failure;
+
+/// Who starts the services once compose created them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartMode {
+    /// `compose up --no-start`, then the harness starts each service through the engine as soon
+    /// as its `depends_on` conditions hold by the harness's readiness.
+    #[default]
+    Ordered,
+    /// `compose up -d`: compose starts them, waiting for the engine's own health status.
+    Compose,
+}
+
+pub(super) fn default_probe_interval() -> u64 {
+    100
+}
+
+/// `stack.ready`: each entry names a service of `stack.services` and a `http://` or `tcp://`
+/// template that may use `{port:SERVICE:PORT}` and `${VAR}`.
+pub(super) fn ready(
+    at: &Locator<'_>,
+    raw: BTreeMap<String, Spanned<String>>,
+    services: &[String],
+) -> Result<BTreeMap<String, String>, Failure> {
+    let mut out = BTreeMap::new();
+    for (service, template) in raw {
+        let key = format!("stack.ready.{service}");
+        if !services.contains(&service) {
+            return Err(at.at(
+                template.span(),
+                &key,
+                format!(
+                    "`{service}` is not in stack.services ({})",
+                    services.join(", ")
+                ),
+            ));
+        }
+        let text = template.get_ref();
+        if !(text.starts_with("http://") || text.starts_with("tcp://")) {
+            return Err(at.at(
+                template.span(),
+                &key,
+                format!("`{text}` must start with http:// or tcp://"),
+            ));
+        }
+        let parsed = Template::parse(text).map_err(|e| at.at(template.span(), &key, e))?;
+        // Other endpoints may name services not started yet: only ports and the environment.
+        if let Some(problem) = parsed.unknown_references(services, &[]).into_iter().next() {
+            return Err(at.at(template.span(), &key, problem));
+        }
+        out.insert(service, template.into_inner());
+    }
+    Ok(out)
+}
+
+/// `stack.reset`: a command (program and arguments), not empty when given.
+pub(super) fn reset(
+    at: &Locator<'_>,
+    raw: Option<Spanned<Vec<String>>>,
+) -> Result<Vec<String>, Failure> {
+    match raw {
+        Some(command) if command.get_ref().is_empty() => Err(at.at(
+            command.span(),
+            "stack.reset",
+            "must name a program (a list such as [\"python\", \"tests/reset.py\"]) or be left out",
+        )),
+        Some(command) => Ok(command.into_inner()),
+        None => Ok(Vec::new()),
+    }
+}
