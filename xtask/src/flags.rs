@@ -154,6 +154,12 @@ pub struct MissionCritical {
     /// Run only these suites (repeatable)
     #[arg(long = "suite", value_name = "NAME")]
     pub suites: Vec<String>,
+    /// Take a warm stack kept by an earlier --reuse run when its key matches; keep this run's stack warm when it passes
+    #[arg(long)]
+    pub reuse: bool,
+    /// Per-test durations for --shard (a JUnit report, e.g. a CI artifact; default: the last unsharded report)
+    #[arg(long, value_name = "FILE", requires = "shard")]
+    pub durations: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -63,6 +63,18 @@ pub struct StackRecord {
     /// What the stack's `up` measured per service, which `health` reports later.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceRecord>,
+    /// A warm stack a later `--reuse` run may take (see `stack::reuse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseRecord>,
+}
+
+/// What makes a kept stack reusable: the key it was kept under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReuseRecord {
+    /// Hash of the normalised compose model, the images' ids, the build contexts, the compose
+    /// program, `[stack]` and `[endpoints]`.
+    pub key: String,
+    pub kept_unix_ms: u64,
 }
 
 /// The process that owns a run.
@@ -180,6 +192,7 @@ impl Store {
                     owner: Owner::default(),
                     kept: true,
                     services: BTreeMap::new(),
+                    reuse: None,
                 });
         }
         Ok(state)
@@ -335,6 +348,7 @@ mod tests {
                     owner: Owner::me(),
                     kept,
                     services: BTreeMap::new(),
+                    reuse: None,
                 })
                 .unwrap();
         }
@@ -384,6 +398,7 @@ mod tests {
                             owner: Owner::me(),
                             kept: false,
                             services: BTreeMap::new(),
+                            reuse: None,
                         })
                         .unwrap()
                 })

@@ -100,6 +100,14 @@ impl MissionCritical {
             junit: Some(junit),
             shard: self.shard,
             only_suites: self.suites,
+            reuse: self.reuse,
+            durations: self.durations.map(|d| {
+                if d.is_absolute() {
+                    d
+                } else {
+                    config.root.join(d)
+                }
+            }),
         };
         let (result, _) = pipeline::run(new_run(config, options).await).await;
         result
@@ -130,6 +138,8 @@ impl DockerUp {
             junit: None,
             shard: None,
             only_suites: Vec::new(),
+            reuse: false,
+            durations: None,
         };
         let (result, run) = pipeline::run(new_run(config, options).await).await;
         let up = run::lock(&run.up).take();
@@ -182,6 +192,8 @@ pub async fn engine_and_images(
         junit: None,
         shard: None,
         only_suites: Vec::new(),
+        reuse: false,
+        durations: None,
     };
     let (result, run) = pipeline::run(new_run(config, options).await).await;
     result?;

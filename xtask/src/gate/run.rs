@@ -66,6 +66,10 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Only these suites (empty: all).
     pub only_suites: Vec<String>,
+    /// `--reuse`: take a matching warm stack, keep a passing run's stack warm.
+    pub reuse: bool,
+    /// `--durations FILE`: per-test durations that balance `--shard`.
+    pub durations: Option<PathBuf>,
 }
 
 /// What teardown must undo, recorded the moment it exists.
@@ -75,6 +79,10 @@ pub struct Resources {
     /// The run id of a stack being brought up, so that a half-made stack is found by label.
     pub stack_run_id: Option<String>,
     pub local: Option<LocalTarget>,
+    /// The lease of a warm stack this run took (held until the run ends).
+    pub lease: Option<crate::stack::reuse::Lease>,
+    /// The key to keep the run's stack warm under, when it passes (`--reuse`).
+    pub reuse_key: Option<String>,
 }
 
 /// Everything the pipeline needs, shared with the task it runs in.
@@ -181,6 +189,14 @@ impl Run {
 
     pub fn secrets(&self) -> Vec<String> {
         lock(&self.secrets).clone()
+    }
+
+    /// Whether this run takes and keeps warm stacks: the gate's own isolated stack, with
+    /// `--reuse` or `stack.reuse = true`.
+    pub fn reuses(&self) -> bool {
+        self.options.isolation == Isolation::Isolated
+            && self.options.until == Until::Suites
+            && (self.options.reuse || self.config.stack.as_ref().is_some_and(|s| s.reuse))
     }
 
     /// The suites this run selected (`--suite`), in configuration order.

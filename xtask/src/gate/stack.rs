@@ -29,6 +29,7 @@ pub fn up_options(run: &Run) -> crate::stack::UpOptions {
         // A shared (docker-up) run continues the recorded run of its project, with its id.
         run_id: isolated.then(|| run.run_id.clone()),
         keep: run.options.keep == Keep::Always,
+        reuse: run.reuses(),
         progress: Some(stack_progress(run)),
         ..Default::default()
     }
@@ -96,8 +97,28 @@ pub async fn stack(
     let smoke = crate::engine::smoke(engine, config, &smoke_run, &engine_progress);
     let up = async {
         let prepared = prepared?;
+        if run.reuses() {
+            return warm_or_fresh(run, engine, prepared).await;
+        }
         lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
         crate::stack::start(config, engine, prepared, &up_options(run)).await
+    };
+    // The stage ends when its own work does, not when the smoke container beside it does.
+    let up = async move {
+        let up = up.await;
+        let report = match up {
+            Ok(report) => report,
+            Err(e) => {
+                clock.step(Check::failed("stack up", Duration::ZERO, format!("{e:#}")));
+                clock.finish();
+                return None;
+            }
+        };
+        for check in report.checks() {
+            clock.step(check.clone());
+        }
+        clock.finish();
+        Some(report)
     };
     // The smoke container's step is reported (and the engine stage ended) as soon as it is done.
     let smoke = async move {
@@ -108,21 +129,10 @@ pub async fn stack(
         engine_clock.finish();
         failed
     };
-    let (up, smoke_failed) = tokio::join!(up, smoke);
-    let report = match up {
-        Ok(report) => report,
-        Err(e) => {
-            clock.step(Check::failed("stack up", Duration::ZERO, format!("{e:#}")));
-            clock.finish();
-            return None;
-        }
-    };
+    let (report, smoke_failed) = tokio::join!(up, smoke);
+    let report = report?;
     run.property("compose_flavour", report.compose.to_string());
     lock(&run.resources).stack = Some(report.state.clone());
-    for check in report.checks() {
-        clock.step(check.clone());
-    }
-    clock.finish();
     let chosen = Chosen {
         kind: TargetKind::Docker,
         endpoints: report.endpoints.clone(),
@@ -141,6 +151,60 @@ pub async fn stack(
     let passed = report.passed();
     *lock(&run.up) = Some(report);
     (passed && !smoke_failed).then_some(chosen)
+}
+
+/// `--reuse`: takes a warm stack whose key matches (after checking every service), else starts
+/// a fresh one (labelled reusable) while the warm stacks that no longer match are removed; the
+/// fresh one's key (its images are built by now) is kept for teardown to keep it warm.
+async fn warm_or_fresh(
+    run: &Arc<Run>,
+    engine: &Engine,
+    prepared: crate::stack::Prepared,
+) -> anyhow::Result<crate::stack::UpReport> {
+    use crate::stack::reuse;
+    let config = &run.config;
+    let key = reuse::key(config, &prepared.compose, &prepared.model, &engine.docker).await;
+    let attempt = reuse::take(config, engine, &prepared.compose, &key).await?;
+    for note in &attempt.notes {
+        run.note(note.clone());
+    }
+    let remove_stale = async {
+        for stale in &attempt.stale {
+            match crate::stack::down(config, stale).await {
+                Ok(check) if check.outcome != crate::report::Outcome::Failed => {}
+                Ok(check) => run.note(format!(
+                    "could not remove warm stack {}: {}",
+                    stale.run_id, check.detail
+                )),
+                Err(e) => run.note(format!(
+                    "could not remove warm stack {}: {e:#}",
+                    stale.run_id
+                )),
+            }
+        }
+    };
+    if let Some((report, lease)) = attempt.taken {
+        crate::stack::abandon(config, &prepared.run_id);
+        {
+            let mut resources = lock(&run.resources);
+            resources.stack_run_id = Some(report.state.run_id.clone());
+            resources.lease = Some(lease);
+            resources.reuse_key = Some(key);
+        }
+        remove_stale.await;
+        return Ok(report);
+    }
+    lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
+    let (compose, model) = (prepared.compose.clone(), prepared.model.clone());
+    let options = up_options(run);
+    let fresh = crate::stack::start(config, engine, prepared, &options);
+    let (report, ()) = tokio::join!(fresh, remove_stale);
+    let report = report?;
+    if report.passed() {
+        let key = reuse::key(config, &compose, &model, &engine.docker).await;
+        lock(&run.resources).reuse_key = Some(key);
+    }
+    Ok(report)
 }
 
 /// The stack's progress as the stage's progress events: what changes, and every five seconds

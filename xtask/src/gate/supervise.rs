@@ -284,6 +284,8 @@ mod tests {
             junit: Some(junit.clone()),
             shard: None,
             only_suites: Vec::new(),
+            reuse: false,
+            durations: None,
         };
         let run = Arc::new(Run::new(
             config,

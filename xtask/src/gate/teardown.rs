@@ -19,14 +19,33 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         Keep::OnFailure => failed && !interrupted,
         Keep::Never => false,
     };
-    let (stack, stack_run_id, local) = {
+    let (stack, stack_run_id, local, reuse_key, _lease) = {
         let mut resources = lock(&run.resources);
         (
             resources.stack.take(),
             resources.stack_run_id.take(),
             resources.local.take(),
+            resources.reuse_key.take(),
+            // Held until teardown is done: nobody takes the stack while this run still acts on it.
+            resources.lease.take(),
         )
     };
+    // `--reuse`: a passing run's stack stays warm for the next one.
+    if let (Some(key), Some(stack), false, false) = (&reuse_key, &stack, failed, interrupted) {
+        if !keep {
+            match crate::stack::reuse::keep(&run.config, &stack.run_id, key) {
+                Ok(_) => {
+                    run.note(format!(
+                        "kept the stack warm for the next --reuse run (project {}, key {key}); cargo xtask docker-down --all removes it",
+                        stack.project
+                    ));
+                    run.skip(Stage::Teardown, "kept warm (--reuse)");
+                    return;
+                }
+                Err(e) => run.note(format!("could not keep the stack warm: {e:#}")),
+            }
+        }
+    }
     if keep {
         let mut kept = Vec::new();
         if let Some(stack) = &stack {

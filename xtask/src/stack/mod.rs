@@ -4,7 +4,8 @@
 //! [labels] (the labels override and per-checkout image names), [prepare] (all of that before
 //! the engine is needed), [record] (the stack's entries in the run store), [watch] (readiness as
 //! a pure state machine), [containers] (the engine calls the wait and health make), [probe] (the
-//! harness's own readiness probes), [order] (dependency order on that readiness), [up],
+//! harness's own readiness probes), [order] (dependency order on that readiness), [up], [reuse]
+//! (warm stacks),
 //! [health], [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
 //! `health`, `docker-down`: the only part that prints).
 //!
@@ -33,6 +34,7 @@ pub mod watch;
 pub mod probe;
 pub mod order;
 pub mod up;
+pub mod reuse;
 pub mod health;
 pub mod down;
 pub mod commands;
@@ -86,6 +88,9 @@ pub struct UpOptions {
     pub keep: bool,
     /// The compose program, when the caller already detected it.
     pub compose: Option<Compose>,
+    /// The stack may be kept warm for a later `--reuse` run: its containers carry
+    /// [`reuse::LABEL_REUSABLE`].
+    pub reuse: bool,
     /// Receives progress while the stack starts (the gate turns it into its stage's progress).
     pub progress: Option<Progress>,
 }

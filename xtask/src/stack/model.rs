@@ -28,6 +28,10 @@ pub struct Model {
     /// Declared networks (`default` only when the file declares it).
     pub networks: BTreeMap<String, Resource>,
     pub volumes: BTreeMap<String, Resource>,
+    /// A digest of everything compose resolved (every key of every service, not only the ones
+    /// read above), in canonical form: what a warm stack's key is made of ([super::reuse]).
+    #[serde(default)]
+    pub digest: String,
 }
 
 /// One service.
@@ -136,7 +140,12 @@ pub async fn read(project: &Project) -> anyhow::Result<Model> {
 /// [`read`], remembered in `work_dir` while [`Project::model_key`] stays the same.
 pub async fn read_cached(project: &Project, work_dir: &Path) -> anyhow::Result<Model> {
     let key = project.model_key();
-    if let Some(found) = Cache::load(work_dir).models.get(&key) {
+    // An entry without a digest was written by an earlier version: read again.
+    if let Some(found) = Cache::load(work_dir)
+        .models
+        .get(&key)
+        .filter(|m| !m.digest.is_empty())
+    {
         return Ok(found.clone());
     }
     let found = read(project).await?;
@@ -160,7 +169,20 @@ pub fn parse_output(text: &str) -> Result<Model, ModelError> {
     } else {
         yaml_to_json(text)?
     };
-    from_value(&value)
+    let mut model = from_value(&value)?;
+    model.digest = canonical_digest(&value);
+    Ok(model)
+}
+
+/// FNV-1a of the value's JSON text: maps are sorted (serde_json without `preserve_order`), so
+/// the same resolution always reads the same.
+fn canonical_digest(value: &Value) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for byte in value.to_string().as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// YAML to the JSON value model, with YAML 1.1 merge keys (`<<: *anchor`) applied: explicit

@@ -85,7 +85,10 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
         ))
         .into());
     }
-    let labels = state::run_labels(config, &run_id, &Owner { pid: owner_pid });
+    let mut labels = state::run_labels(config, &run_id, &Owner { pid: owner_pid });
+    if options.reuse {
+        labels.insert(super::reuse::LABEL_REUSABLE.to_owned(), "true".to_owned());
+    }
     let override_path = run_dir(config, &run_id).join("labels.json");
     let value = with_checkout_images(labels_override(&model, &labels), &model, config);
     state::write_atomic(

@@ -207,8 +207,14 @@ async fn tcp(address: &str, timeout: Duration) -> (bool, String) {
     }
 }
 
+/// The longest pause between two exec probes of one container: each exec starts a process in
+/// the container (a few hundred milliseconds of engine work on a busy machine), so a service
+/// that takes long to start is probed less and less often, down to this.
+const EXEC_PAUSE_CAP: Duration = Duration::from_millis(500);
+
 /// Runs a probe every `interval` (start to start; never two at once) until it passes, sending
-/// every result; stops when the returned handle is dropped.
+/// every result; stops when the returned handle is dropped. Exec probes slow down by a quarter
+/// after each failure, up to [`EXEC_PAUSE_CAP`] (never below `interval`).
 pub(super) fn spawn(
     docker: bollard::Docker,
     service: String,
@@ -217,7 +223,10 @@ pub(super) fn spawn(
     interval: Duration,
     results: tokio::sync::mpsc::UnboundedSender<ProbeResult>,
 ) -> AbortOnDrop {
+    let cap = EXEC_PAUSE_CAP.max(interval);
+    let backs_off = matches!(spec, ProbeSpec::Exec { .. });
     AbortOnDrop::new(tokio::spawn(async move {
+        let mut pause = interval;
         loop {
             let began = Instant::now();
             let (passed, output) = run_once(&docker, &container, &spec).await;
@@ -231,7 +240,10 @@ pub(super) fn spawn(
             if results.send(result).is_err() || passed {
                 return;
             }
-            tokio::time::sleep(interval.saturating_sub(began.elapsed())).await;
+            tokio::time::sleep(pause.saturating_sub(began.elapsed())).await;
+            if backs_off {
+                pause = (pause * 5 / 4).min(cap);
+            }
         }
     }))
 }

@@ -28,6 +28,7 @@ pub(super) fn begin(
                 owner,
                 kept: keep,
                 services: BTreeMap::new(),
+                reuse: None,
             });
         record.stack = stack.clone();
         record.kept |= keep;

@@ -240,3 +240,16 @@ async fn a_cached_model_is_served_without_running_compose() {
         "a changed file is read again"
     );
 }
+
+#[test]
+fn the_digest_covers_every_resolved_key_and_not_the_notation() {
+    let yaml = "services:\n  web:\n    image: x\n    environment:\n      A: '1'\n";
+    let json = r#"{"services": {"web": {"environment": {"A": "1"}, "image": "x"}}}"#;
+    let model = parse_output(yaml).unwrap();
+    assert_eq!(model.digest.len(), 16);
+    assert_eq!(model.digest, parse_output(json).unwrap().digest);
+    // A key the model does not read (environment) still changes the digest.
+    let changed = parse_output(&yaml.replace("'1'", "'2'")).unwrap();
+    assert_eq!(changed.services, model.services);
+    assert_ne!(changed.digest, model.digest);
+}
