@@ -117,6 +117,7 @@ fn suite_env(run: &Run, chosen: Option<&Chosen>) -> SuiteEnv {
         extra: chosen.map(|c| c.extra_env.clone()).unwrap_or_default(),
         skip_markers: chosen.map(|c| c.skip_markers.clone()).unwrap_or_default(),
         secrets: run.secrets(),
+        durations: None,
     }
 }
 
@@ -124,7 +125,8 @@ fn suite_env(run: &Run, chosen: Option<&Chosen>) -> SuiteEnv {
 pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
     let clock = StageClock::start(run, Stage::Suites);
     let python = python.get(run).await;
-    let env = suite_env(run, Some(chosen));
+    let mut env = suite_env(run, Some(chosen));
+    env.durations = shard_durations(run);
     let selected = run.selected_suites();
     // A Python environment that could not be made is a failed step of this stage.
     let mut failed =
@@ -150,12 +152,66 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
             run.emit(Event::Suite(result));
         }
     }
+    if run.options.shard.is_none() {
+        keep_durations(run);
+    }
     // The suites' own results say what failed; the stage only records that something did.
     clock.finish_as(if failed {
         StageOutcome::Failed
     } else {
         StageOutcome::Passed
     });
+}
+
+/// `--shard`: the per-test durations that split it by time (`--durations FILE`, else what the
+/// last unsharded gate left); without any, the split is by hash, and the run says so.
+fn shard_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
+    run.options.shard?;
+    let path = run
+        .options
+        .durations
+        .clone()
+        .unwrap_or_else(|| crate::suites::durations_path(&run.config.work_dir()));
+    match crate::suites::Durations::read(&path) {
+        Ok(mut durations) => {
+            durations.order = run
+                .selected_suites()
+                .iter()
+                .map(|s| s.name.clone())
+                .collect();
+            run.note(format!(
+                "shards split by the test durations in {}",
+                path.display()
+            ));
+            Some(Arc::new(durations))
+        }
+        Err(e) => {
+            run.note(format!(
+                "shards split by hash: no per-test durations ({e:#}); an unsharded run, or --durations FILE, gives them"
+            ));
+            None
+        }
+    }
+}
+
+/// An unsharded run leaves its suites' test durations for later sharded runs.
+fn keep_durations(run: &Run) {
+    let path = crate::suites::durations_path(&run.config.work_dir());
+    // A run of some suites (`--suite`) replaces theirs and keeps the others'.
+    let mut durations = crate::suites::Durations::read(&path).unwrap_or_default();
+    for suite in run.reporter.record().suites() {
+        durations.suites.remove(&suite.name);
+        let tests = durations.suites.entry(suite.name.clone()).or_default();
+        for case in &suite.cases {
+            tests.insert(
+                crate::suites::case_key(&case.classname, &case.name),
+                case.time.as_secs_f64(),
+            );
+        }
+    }
+    if let Err(e) = durations.write(&path) {
+        run.note(format!("could not keep the test durations: {e:#}"));
+    }
 }
 
 async fn run_one(

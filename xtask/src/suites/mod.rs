@@ -16,7 +16,8 @@
 //! pub async fn python_env_with(config: &Config, Requirements) -> anyhow::Result<PythonEnv>
 //!
 //! pub struct SuiteEnv { target: TargetKind, run_id, endpoints: BTreeMap<String, String>,
-//!                       extra: BTreeMap<String, String>, skip_markers: Vec<String>, secrets: Vec<String> }
+//!                       extra: BTreeMap<String, String>, skip_markers: Vec<String>, secrets: Vec<String>,
+//!                       durations: Option<Arc<Durations>> }
 //! pub fn child_env(suite: &SuiteCfg, env: &SuiteEnv, py: Option<&PythonEnv>) -> Vec<(String, String)>
 //!
 //! pub async fn run_suite(config, suite, env, py: Option<&PythonEnv>, shard: Option<Shard>) -> SuiteResult
@@ -52,7 +53,7 @@ pub use pytest::pytest_case_name;
 pub use python::{
     ensure_requirements, python_env, python_env_with, PythonEnv, Requirements, REQUIREMENTS_STAMP,
 };
-pub use shard::shard_of;
+pub use shard::{case_key, default_path as durations_path, shard_of, Durations};
 
 use nextest::{nextest_list, run_nextest};
 use pytest::run_pytest;
@@ -118,6 +119,8 @@ pub struct SuiteEnv {
     pub skip_markers: Vec<String>,
     /// Redacted from every output kept.
     pub secrets: Vec<String>,
+    /// Per-test durations that split `--shard` by time (none: by hash).
+    pub durations: Option<std::sync::Arc<Durations>>,
 }
 
 /// The variables a suite's process gets on top of the caller's environment, in the order they

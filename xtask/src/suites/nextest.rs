@@ -51,7 +51,9 @@ pub(super) async fn nextest_list(
     args.extend(suite.args.iter().cloned());
     args.push("--run-ignored".into());
     args.push("all".into());
-    if let Some(shard) = shard {
+    // Split by duration here, after listing them all; by hash, nextest's own partition.
+    let by_duration = shard.filter(|_| env.durations.is_some());
+    if let Some(shard) = shard.filter(|_| by_duration.is_none()) {
         args.push("--partition".into());
         args.push(format!("hash:{}/{}", shard.index, shard.count));
     }
@@ -101,7 +103,33 @@ pub(super) async fn nextest_list(
             }
         }
     }
+    if let (Some(shard), Some(durations)) = (by_duration, env.durations.as_deref()) {
+        let known = durations
+            .suites
+            .get(&suite.name)
+            .cloned()
+            .unwrap_or_default();
+        let keys: Vec<String> = tests
+            .iter()
+            .map(|t| super::case_key(&t.binary_id, &t.name))
+            .collect();
+        let mut loads = durations.loads_before(&suite.name, shard.count);
+        let shards = super::shard::split(&super::shard::weights(&keys, &known), &mut loads);
+        tests.retain(|t| shards.get(&super::case_key(&t.binary_id, &t.name)) == Some(&shard.index));
+    }
     Ok(tests)
+}
+
+/// A filterset that selects exactly these tests (`none()` for none).
+fn only(tests: &[Listed]) -> String {
+    if tests.is_empty() {
+        return "none()".to_owned();
+    }
+    tests
+        .iter()
+        .map(|t| format!("(binary_id(={}) & test(={}))", t.binary_id, t.name))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Lists, then runs a nextest suite under its deadline (the listing counts against it).
@@ -156,9 +184,17 @@ pub(super) async fn run_nextest(
         "xtask".into(),
     ];
     args.extend(suite.args.iter().cloned());
-    if let Some(shard) = shard {
-        args.push("--partition".into());
-        args.push(format!("hash:{}/{}", shard.index, shard.count));
+    match shard {
+        // The listing kept this shard's tests, split by duration.
+        Some(_) if env.durations.is_some() => {
+            args.push("-E".into());
+            args.push(only(&listed));
+        }
+        Some(shard) => {
+            args.push("--partition".into());
+            args.push(format!("hash:{}/{}", shard.index, shard.count));
+        }
+        None => {}
     }
     let empty_is_fine = suite.allow_empty || shard.is_some();
     args.push(format!(

@@ -18,8 +18,10 @@ use crate::junit::{self, Case, Status, SuiteResult};
 use crate::process::Cmd;
 
 /// The pytest plugin the harness adds (`-p xtask_pytest`): it records every collected test with
-/// its markers before any deselection, and keeps only this shard's tests. The hash is the same
-/// FNV-1a as [`shard_of`].
+/// its markers before any deselection, and, after the markers deselected theirs, keeps only this
+/// shard's tests: by duration when `XTASK_PYTEST_DURATIONS` names them (the same split as
+/// [`super::shard::split`], from the loads in `XTASK_PYTEST_LOADS`; the kept node ids written to
+/// `XTASK_PYTEST_ASSIGN`), else by the same FNV-1a hash as [`shard_of`].
 const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard."""
 import json
 import os
@@ -35,6 +37,34 @@ def _fnv1a(text):
     return value
 
 
+def _case_key(nodeid):
+    # pytest's JUnit classname and name (its mangle_test_address), as the report keys them.
+    at = nodeid.find("[")
+    path, params = (nodeid[:at], nodeid[at:]) if at >= 0 else (nodeid, "")
+    names = path.split("::")
+    names[0] = names[0].replace("/", ".")
+    if names[0].endswith(".py"):
+        names[0] = names[0][:-3]
+    last = names.pop() + params
+    return ".".join(names) + "::" + last
+
+
+def _by_duration(items, count, durations, loads):
+    weights = [durations.get(_case_key(item.nodeid)) for item in items]
+    known = [w for w in weights if w is not None]
+    mean = sum(known) / len(known) if known else 1.0
+    order = sorted(
+        ((mean if w is None else w, item.nodeid) for w, item in zip(weights, items)),
+        key=lambda pair: (-pair[0], pair[1]),
+    )
+    shard_of = {}
+    for weight, nodeid in order:
+        least = min(range(count), key=lambda k: (loads[k], k))
+        loads[least] += weight
+        shard_of[nodeid] = least + 1
+    return shard_of
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
     record = os.environ.get("XTASK_PYTEST_RECORD")
@@ -43,14 +73,37 @@ def pytest_collection_modifyitems(session, config, items):
             for item in items:
                 markers = sorted({mark.name for mark in item.iter_markers()})
                 out.write(json.dumps({"nodeid": item.nodeid, "markers": markers}) + "\n")
-    shard = os.environ.get("XTASK_PYTEST_SHARD")
-    if shard:
+
+
+class _ShardSelection:
+    """After the markers deselected theirs (trylast): keeps this shard's tests."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items):
+        shard = os.environ.get("XTASK_PYTEST_SHARD")
+        if not shard:
+            return
         index, count = (int(part) for part in shard.split("/"))
-        keep = [item for item in items if _fnv1a(item.nodeid) % count == index - 1]
-        drop = [item for item in items if _fnv1a(item.nodeid) % count != index - 1]
+        durations = os.environ.get("XTASK_PYTEST_DURATIONS")
+        if durations:
+            with open(durations, encoding="utf-8") as source:
+                known = json.load(source)
+            loads = [float(x) for x in os.environ["XTASK_PYTEST_LOADS"].split(",")]
+            shard_of = _by_duration(items, count, known, loads)
+            keep = [item for item in items if shard_of[item.nodeid] == index]
+            with open(os.environ["XTASK_PYTEST_ASSIGN"], "w", encoding="utf-8") as out:
+                out.writelines(item.nodeid + "\n" for item in keep)
+        else:
+            keep = [item for item in items if _fnv1a(item.nodeid) % count == index - 1]
+        kept = {item.nodeid for item in keep}
+        drop = [item for item in items if item.nodeid not in kept]
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_ShardSelection(), "xtask_shard_selection")
 "#;
 
 /// A test pytest collected.
@@ -94,13 +147,31 @@ pub(super) async fn run_pytest(
     let stem = file_stem(suite, shard);
     let junit_path = dir.join(format!("{stem}.xml"));
     let record_path = dir.join(format!("{stem}.collected.jsonl"));
+    let assign_path = dir.join(format!("{stem}.assigned"));
+    let durations_path = dir.join(format!("{stem}.durations.json"));
+    // `--shard` by duration: this suite's recorded durations and the time earlier suites put on
+    // each shard, for the plugin's split.
+    let by_duration = shard
+        .zip(env.durations.as_deref())
+        .map(|(shard, durations)| {
+            let loads = durations.loads_before(&suite.name, shard.count);
+            let known = durations
+                .suites
+                .get(&suite.name)
+                .cloned()
+                .unwrap_or_default();
+            (loads, known)
+        });
     let prepared = (|| -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let plugin = plugin_dir.join("xtask_pytest.py");
         if std::fs::read_to_string(&plugin).ok().as_deref() != Some(PYTEST_PLUGIN) {
             crate::state::write_atomic(&plugin, PYTEST_PLUGIN.as_bytes())?;
         }
-        for stale in [&junit_path, &record_path] {
+        if let Some((_, known)) = &by_duration {
+            crate::state::write_atomic(&durations_path, serde_json::to_string(known)?.as_bytes())?;
+        }
+        for stale in [&junit_path, &record_path, &assign_path] {
             match std::fs::remove_file(stale) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
@@ -168,6 +239,23 @@ pub(super) async fn run_pytest(
         ),
         None => command.env_remove("XTASK_PYTEST_SHARD"),
     };
+    let command = match &by_duration {
+        Some((loads, _)) => command
+            .env("XTASK_PYTEST_DURATIONS", &durations_path)
+            .env(
+                "XTASK_PYTEST_LOADS",
+                loads
+                    .iter()
+                    .map(f64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .env("XTASK_PYTEST_ASSIGN", &assign_path),
+        None => command
+            .env_remove("XTASK_PYTEST_DURATIONS")
+            .env_remove("XTASK_PYTEST_LOADS")
+            .env_remove("XTASK_PYTEST_ASSIGN"),
+    };
     let line = command_line(&py.python, &args);
     let run = match command.output(deadline).await {
         Ok(run) => run,
@@ -188,12 +276,28 @@ pub(super) async fn run_pytest(
                 .collect()
         })
         .unwrap_or_default();
-    let in_shard = |nodeid: &str| shard.is_none_or(|s| shard_of(nodeid, s.count) == s.index);
     let marked = |item: &Collected| {
         env.skip_markers
             .iter()
             .find(|m| item.markers.iter().any(|have| have == *m))
             .cloned()
+    };
+    // Split by duration: the plugin says which tests it kept; tests the markers deselected
+    // before the split (in a run, not a collection) are placed by hash, as without durations.
+    let assigned: Option<BTreeSet<String>> = by_duration.as_ref().map(|_| {
+        std::fs::read_to_string(&assign_path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    });
+    let in_shard = |item: &Collected| {
+        let by_hash = |nodeid: &str| shard.is_none_or(|s| shard_of(nodeid, s.count) == s.index);
+        match &assigned {
+            Some(_) if mode == Mode::Run && marked(item).is_some() => by_hash(&item.nodeid),
+            Some(kept) => kept.contains(&item.nodeid),
+            None => by_hash(&item.nodeid),
+        }
     };
 
     let mut result = SuiteResult::new(&suite.name);
@@ -205,7 +309,7 @@ pub(super) async fn run_pytest(
         }
         result.cases = collected
             .iter()
-            .filter(|item| in_shard(&item.nodeid))
+            .filter(|item| in_shard(item))
             .map(|item| {
                 let (classname, name) = pytest_case_name(&item.nodeid);
                 Case::skipped(classname, name, "")
@@ -229,7 +333,7 @@ pub(super) async fn run_pytest(
         .map(|c| (c.classname.clone(), c.name.clone()))
         .collect();
     // Tests deselected by marker: reported skipped, with the reason.
-    for item in collected.iter().filter(|item| in_shard(&item.nodeid)) {
+    for item in collected.iter().filter(|item| in_shard(item)) {
         let (classname, name) = pytest_case_name(&item.nodeid);
         if seen.contains(&(classname.clone(), name.clone())) {
             continue;

@@ -1,9 +1,17 @@
-//! Which shard a test belongs to under `--shard K/N`, and the FNV-1a hash behind it (also the
-//! requirement digests of [super::python]). The pytest plugin repeats the same hash in Python, so
-//! the harness and the plugin agree on every split without talking to each other.
+//! Which shard a test belongs to under `--shard K/N`. With per-test durations (the last
+//! unsharded report's, or `--durations FILE`) the tests are split by duration: longest first,
+//! each to the shard with the least time so far (tests without a duration count as the mean),
+//! starting from the time the run's earlier suites already put on each shard, so that every
+//! shard's suite time is close to the mean. Without durations: by the FNV-1a hash of the test's
+//! id (also the requirement digests of [super::python]). The pytest plugin repeats both in
+//! Python, so the harness and the plugin agree on every split without talking to each other.
 //!
-//! Not here: passing the shard to the runners ([super::pytest], [super::nextest]: nextest splits
-//! with its own `--partition hash:K/N`).
+//! Not here: passing the shard to the runners ([super::pytest], [super::nextest]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 /// FNV-1a, 64 bits: stable across builds and platforms, and easy to repeat in Python.
 pub(super) struct Fnv(u64);
@@ -32,9 +40,169 @@ pub fn shard_of(test_id: &str, count: u32) -> u32 {
     (hash.finish() % u64::from(count.max(1))) as u32 + 1
 }
 
+/// Per-test durations (seconds) of every suite, by [`case_key`], and the order the run's suites
+/// run in (a suite's split starts from the time the suites before it put on each shard).
+#[derive(Debug, Clone, Default)]
+pub struct Durations {
+    pub suites: BTreeMap<String, BTreeMap<String, f64>>,
+    pub order: Vec<String>,
+    /// Where they were read from.
+    pub source: PathBuf,
+}
+
+/// A test's key in [`Durations`]: its JUnit classname and name.
+pub fn case_key(classname: &str, name: &str) -> String {
+    format!("{classname}::{name}")
+}
+
+/// Where an unsharded gate leaves the durations of its report for later sharded runs (the
+/// report itself is overwritten by every shard, so shards that run one after the other would
+/// otherwise split by different durations).
+pub fn default_path(work_dir: &Path) -> PathBuf {
+    work_dir.join("durations.json")
+}
+
+impl Durations {
+    /// Reads a JUnit report (`--durations FILE`, a CI artifact) or the harness's own
+    /// `durations.json`. The `harness` suite (the gate's steps) is not a suite of tests.
+    pub fn read(path: &Path) -> anyhow::Result<Durations> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let suites = if text.trim_start().starts_with('{') {
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a durations file", path.display()))?
+        } else {
+            let mut suites: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+            for suite in crate::junit::parse_suites(&text)
+                .with_context(|| format!("{} is not a JUnit report", path.display()))?
+            {
+                if suite.name == "harness" {
+                    continue;
+                }
+                let tests = suites.entry(suite.name.clone()).or_default();
+                for case in suite.cases {
+                    tests.insert(
+                        case_key(&case.classname, &case.name),
+                        case.time.as_secs_f64(),
+                    );
+                }
+            }
+            suites
+        };
+        Ok(Durations {
+            suites,
+            order: Vec::new(),
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// Writes the `durations.json` form.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        crate::state::write_atomic(path, serde_json::to_string_pretty(&self.suites)?.as_bytes())
+    }
+
+    /// The time the suites before `suite` (in [`Durations::order`]) put on each shard, by
+    /// their recorded tests split the same way.
+    pub fn loads_before(&self, suite: &str, count: u32) -> Vec<f64> {
+        let mut loads = vec![0.0; count.max(1) as usize];
+        for earlier in self.order.iter().take_while(|s| *s != suite) {
+            let known = self.suites.get(earlier).cloned().unwrap_or_default();
+            let tests: Vec<String> = known.keys().cloned().collect();
+            split(&weights(&tests, &known), &mut loads);
+        }
+        loads
+    }
+}
+
+/// Each test with its recorded duration, or the mean of the recorded ones (one second when none
+/// is recorded).
+pub fn weights(tests: &[String], known: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    let recorded: Vec<f64> = tests.iter().filter_map(|t| known.get(t).copied()).collect();
+    let mean = if recorded.is_empty() {
+        1.0
+    } else {
+        recorded.iter().sum::<f64>() / recorded.len() as f64
+    };
+    tests
+        .iter()
+        .map(|t| (t.clone(), known.get(t).copied().unwrap_or(mean)))
+        .collect()
+}
+
+/// Longest first, each test to the shard with the least time so far (the lowest index on a
+/// tie); `loads` starts with what earlier suites put on each shard and ends with this suite
+/// added. Returns each test's shard (1-based).
+pub fn split(tests: &[(String, f64)], loads: &mut [f64]) -> BTreeMap<String, u32> {
+    let mut order: Vec<&(String, f64)> = tests.iter().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut shards = BTreeMap::new();
+    for (test, weight) in order {
+        let least = (0..loads.len())
+            .min_by(|a, b| loads[*a].total_cmp(&loads[*b]).then(a.cmp(b)))
+            .unwrap_or(0);
+        loads[least] += weight;
+        shards.insert(test.clone(), least as u32 + 1);
+    }
+    shards
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_by_duration_balances_the_shards_and_starts_from_earlier_suites() {
+        // One long test and many short ones: the long one alone on a shard, the rest balanced.
+        let mut tests: Vec<(String, f64)> = vec![("long".into(), 6.0)];
+        tests.extend((0..12).map(|i| (format!("t{i:02}"), 1.0)));
+        let mut loads = vec![0.0; 3];
+        let shards = split(&tests, &mut loads);
+        assert_eq!(shards["long"], 1);
+        assert_eq!(loads, [6.0, 6.0, 6.0]);
+        assert_eq!(shards.len(), 13);
+        // Deterministic: the same input, the same split.
+        assert_eq!(shards, split(&tests, &mut vec![0.0; 3]));
+        // A suite after one that loaded shard 1 puts its tests elsewhere first.
+        let mut loads = vec![5.0, 0.0, 0.0];
+        let shards = split(&[("a".into(), 2.0), ("b".into(), 2.0)], &mut loads);
+        assert_eq!((shards["a"], shards["b"]), (2, 3));
+    }
+
+    #[test]
+    fn unknown_tests_count_as_the_mean_and_durations_read_from_a_report() {
+        let known = BTreeMap::from([("a".to_owned(), 1.0), ("b".to_owned(), 3.0)]);
+        let tests = vec!["a".to_owned(), "b".to_owned(), "new".to_owned()];
+        assert_eq!(weights(&tests, &known)[2], ("new".to_owned(), 2.0));
+        assert_eq!(weights(&["x".to_owned()], &BTreeMap::new())[0].1, 1.0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("junit.xml");
+        std::fs::write(
+            &report,
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="mission-critical" tests="3" failures="0" errors="0">
+  <testsuite name="harness" tests="1" failures="0" errors="0"><testcase classname="harness" name="stack up" time="9.0"/></testsuite>
+  <testsuite name="e2e" tests="2" failures="0" errors="0">
+    <testcase classname="tests.e2e.test_a" name="test_one" time="1.5"/>
+    <testcase classname="tests.e2e.test_a" name="test_two" time="0.25"/>
+  </testsuite>
+</testsuites>"#,
+        )
+        .unwrap();
+        let mut durations = Durations::read(&report).unwrap();
+        assert!(!durations.suites.contains_key("harness"));
+        assert_eq!(
+            durations.suites["e2e"][&case_key("tests.e2e.test_a", "test_one")],
+            1.5
+        );
+        // Written and read back in the harness's own form.
+        let own = default_path(dir.path());
+        durations.write(&own).unwrap();
+        durations.order = vec!["e2e".into(), "later".into()];
+        assert_eq!(Durations::read(&own).unwrap().suites, durations.suites);
+        assert_eq!(durations.loads_before("e2e", 2), [0.0, 0.0]);
+        assert_eq!(durations.loads_before("later", 2), [1.5, 0.25]);
+    }
 
     #[test]
     fn shards_are_stable_and_in_range() {

@@ -55,6 +55,7 @@ impl Project {
 
 fn env(target: TargetKind) -> SuiteEnv {
     SuiteEnv {
+        durations: None,
         target,
         run_id: "run-42".into(),
         endpoints: BTreeMap::new(),
