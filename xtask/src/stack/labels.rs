@@ -160,6 +160,7 @@ mod tests {
                 ("data".to_owned(), Resource::default()),
                 ("shared".to_owned(), external),
             ]),
+            digest: String::new(),
         }
     }
 

@@ -104,17 +104,11 @@ pub(super) async fn nextest_list(
         }
     }
     if let (Some(shard), Some(durations)) = (by_duration, env.durations.as_deref()) {
-        let known = durations
-            .suites
-            .get(&suite.name)
-            .cloned()
-            .unwrap_or_default();
         let keys: Vec<String> = tests
             .iter()
             .map(|t| super::case_key(&t.binary_id, &t.name))
             .collect();
-        let mut loads = durations.loads_before(&suite.name, shard.count);
-        let shards = super::shard::split(&super::shard::weights(&keys, &known), &mut loads);
+        let shards = durations.assign(&suite.name, &keys, shard.count);
         tests.retain(|t| shards.get(&super::case_key(&t.binary_id, &t.name)) == Some(&shard.index));
     }
     Ok(tests)

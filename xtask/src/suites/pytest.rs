@@ -49,18 +49,20 @@ def _case_key(nodeid):
     return ".".join(names) + "::" + last
 
 
-def _by_duration(items, count, durations, loads):
-    weights = [durations.get(_case_key(item.nodeid)) for item in items]
-    known = [w for w in weights if w is not None]
-    mean = sum(known) / len(known) if known else 1.0
-    order = sorted(
-        ((mean if w is None else w, item.nodeid) for w, item in zip(weights, items)),
-        key=lambda pair: (-pair[0], pair[1]),
-    )
+def _by_duration(items, count, planned, mean, loads):
+    # The harness planned the recorded tests; the others go, at the suite's mean and in the
+    # order of their keys, each to the shard with the least time so far.
     shard_of = {}
-    for weight, nodeid in order:
+    unknown = []
+    for item in items:
+        key = _case_key(item.nodeid)
+        if key in planned:
+            shard_of[item.nodeid] = planned[key]
+        else:
+            unknown.append((key, item.nodeid))
+    for _, nodeid in sorted(unknown):
         least = min(range(count), key=lambda k: (loads[k], k))
-        loads[least] += weight
+        loads[least] += mean
         shard_of[nodeid] = least + 1
     return shard_of
 
@@ -89,7 +91,7 @@ class _ShardSelection:
             with open(durations, encoding="utf-8") as source:
                 known = json.load(source)
             loads = [float(x) for x in os.environ["XTASK_PYTEST_LOADS"].split(",")]
-            shard_of = _by_duration(items, count, known, loads)
+            shard_of = _by_duration(items, count, known["plan"], known["mean"], loads)
             keep = [item for item in items if shard_of[item.nodeid] == index]
             with open(os.environ["XTASK_PYTEST_ASSIGN"], "w", encoding="utf-8") as out:
                 out.writelines(item.nodeid + "\n" for item in keep)
@@ -149,18 +151,15 @@ pub(super) async fn run_pytest(
     let record_path = dir.join(format!("{stem}.collected.jsonl"));
     let assign_path = dir.join(format!("{stem}.assigned"));
     let durations_path = dir.join(format!("{stem}.durations.json"));
-    // `--shard` by duration: this suite's recorded durations and the time earlier suites put on
-    // each shard, for the plugin's split.
+    // `--shard` by duration: the plan's shard of each of this suite's recorded tests, the time
+    // the plan put on each shard and the suite's mean, for the plugin's split.
     let by_duration = shard
         .zip(env.durations.as_deref())
         .map(|(shard, durations)| {
-            let loads = durations.loads_before(&suite.name, shard.count);
-            let known = durations
-                .suites
-                .get(&suite.name)
-                .cloned()
-                .unwrap_or_default();
-            (loads, known)
+            let plan = durations.plan(shard.count);
+            let planned = plan.shards.get(&suite.name).cloned().unwrap_or_default();
+            let known = serde_json::json!({ "plan": planned, "mean": durations.mean(&suite.name) });
+            (plan.loads, known)
         });
     let prepared = (|| -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;

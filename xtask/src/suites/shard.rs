@@ -1,8 +1,9 @@
 //! Which shard a test belongs to under `--shard K/N`. With per-test durations (the last
-//! unsharded report's, or `--durations FILE`) the tests are split by duration: longest first,
-//! each to the shard with the least time so far (tests without a duration count as the mean),
-//! starting from the time the run's earlier suites already put on each shard, so that every
-//! shard's suite time is close to the mean. Without durations: by the FNV-1a hash of the test's
+//! unsharded report's, or `--durations FILE`) the tests are split by duration: the recorded tests
+//! of all the run's suites together, longest first, each to the shard with the least time so far
+//! ([`Durations::plan`]); then each suite's tests without a duration, at the suite's mean, the same
+//! way onto what the plan put on each shard, so that every shard's suite time is close to the
+//! mean. Without durations: by the FNV-1a hash of the test's
 //! id (also the requirement digests of [super::python]). The pytest plugin repeats both in
 //! Python, so the harness and the plugin agree on every split without talking to each other.
 //!
@@ -40,8 +41,7 @@ pub fn shard_of(test_id: &str, count: u32) -> u32 {
     (hash.finish() % u64::from(count.max(1))) as u32 + 1
 }
 
-/// Per-test durations (seconds) of every suite, by [`case_key`], and the order the run's suites
-/// run in (a suite's split starts from the time the suites before it put on each shard).
+/// Per-test durations (seconds) of every suite, by [`case_key`], and the suites the run runs.
 #[derive(Debug, Clone, Default)]
 pub struct Durations {
     pub suites: BTreeMap<String, BTreeMap<String, f64>>,
@@ -101,32 +101,65 @@ impl Durations {
         crate::state::write_atomic(path, serde_json::to_string_pretty(&self.suites)?.as_bytes())
     }
 
-    /// The time the suites before `suite` (in [`Durations::order`]) put on each shard, by
-    /// their recorded tests split the same way.
-    pub fn loads_before(&self, suite: &str, count: u32) -> Vec<f64> {
-        let mut loads = vec![0.0; count.max(1) as usize];
-        for earlier in self.order.iter().take_while(|s| *s != suite) {
-            let known = self.suites.get(earlier).cloned().unwrap_or_default();
-            let tests: Vec<String> = known.keys().cloned().collect();
-            split(&weights(&tests, &known), &mut loads);
+    /// The recorded tests of the run's suites ([`Durations::order`]) split together, longest
+    /// first: each test's shard by suite, and the time it puts on each shard (where the tests
+    /// without a duration go next).
+    pub fn plan(&self, count: u32) -> Plan {
+        let mut tests: Vec<(String, f64)> = Vec::new();
+        for suite in &self.order {
+            for (key, seconds) in self.suites.get(suite).into_iter().flatten() {
+                tests.push((format!("{suite}\u{0}{key}"), *seconds));
+            }
         }
-        loads
+        let mut loads = vec![0.0; count.max(1) as usize];
+        let mut shards: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+        for (id, shard) in split(&tests, &mut loads) {
+            let (suite, key) = id.split_once('\u{0}').unwrap_or_default();
+            shards
+                .entry(suite.to_owned())
+                .or_default()
+                .insert(key.to_owned(), shard);
+        }
+        Plan { shards, loads }
+    }
+
+    /// The mean recorded duration of a suite's tests (one second when none is recorded).
+    pub fn mean(&self, suite: &str) -> f64 {
+        let known: Vec<f64> = self
+            .suites
+            .get(suite)
+            .map(|t| t.values().copied().collect())
+            .unwrap_or_default();
+        if known.is_empty() {
+            1.0
+        } else {
+            known.iter().sum::<f64>() / known.len() as f64
+        }
+    }
+
+    /// Each of a suite's tests (by [`case_key`]) with its shard: the plan's for recorded ones,
+    /// the rest (at the suite's mean, in key order) onto the plan's loads.
+    pub fn assign(&self, suite: &str, tests: &[String], count: u32) -> BTreeMap<String, u32> {
+        let plan = self.plan(count);
+        let planned = plan.shards.get(suite).cloned().unwrap_or_default();
+        let mean = self.mean(suite);
+        let unknown: Vec<(String, f64)> = tests
+            .iter()
+            .filter(|t| !planned.contains_key(*t))
+            .map(|t| (t.clone(), mean))
+            .collect();
+        let mut loads = plan.loads;
+        let mut shards = split(&unknown, &mut loads);
+        shards.extend(planned.into_iter().filter(|(key, _)| tests.contains(key)));
+        shards
     }
 }
 
-/// Each test with its recorded duration, or the mean of the recorded ones (one second when none
-/// is recorded).
-pub fn weights(tests: &[String], known: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
-    let recorded: Vec<f64> = tests.iter().filter_map(|t| known.get(t).copied()).collect();
-    let mean = if recorded.is_empty() {
-        1.0
-    } else {
-        recorded.iter().sum::<f64>() / recorded.len() as f64
-    };
-    tests
-        .iter()
-        .map(|t| (t.clone(), known.get(t).copied().unwrap_or(mean)))
-        .collect()
+/// [`Durations::plan`]: the recorded tests' shards by suite, and the time on each shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub shards: BTreeMap<String, BTreeMap<String, u32>>,
+    pub loads: Vec<f64>,
 }
 
 /// Longest first, each test to the shard with the least time so far (the lowest index on a
@@ -161,7 +194,7 @@ mod tests {
         assert_eq!(loads, [6.0, 6.0, 6.0]);
         assert_eq!(shards.len(), 13);
         // Deterministic: the same input, the same split.
-        assert_eq!(shards, split(&tests, &mut vec![0.0; 3]));
+        assert_eq!(shards, split(&tests, &mut [0.0; 3]));
         // A suite after one that loaded shard 1 puts its tests elsewhere first.
         let mut loads = vec![5.0, 0.0, 0.0];
         let shards = split(&[("a".into(), 2.0), ("b".into(), 2.0)], &mut loads);
@@ -169,12 +202,48 @@ mod tests {
     }
 
     #[test]
-    fn unknown_tests_count_as_the_mean_and_durations_read_from_a_report() {
-        let known = BTreeMap::from([("a".to_owned(), 1.0), ("b".to_owned(), 3.0)]);
-        let tests = vec!["a".to_owned(), "b".to_owned(), "new".to_owned()];
-        assert_eq!(weights(&tests, &known)[2], ("new".to_owned(), 2.0));
-        assert_eq!(weights(&["x".to_owned()], &BTreeMap::new())[0].1, 1.0);
+    fn the_plan_splits_every_suites_recorded_tests_together() {
+        // Suite order would put the long tests of the last suite on top of a balanced start; the
+        // plan takes them first.
+        let durations = Durations {
+            suites: BTreeMap::from([
+                (
+                    "first".to_owned(),
+                    (0..6).map(|i| (format!("f{i}"), 2.0)).collect(),
+                ),
+                (
+                    "last".to_owned(),
+                    BTreeMap::from([("big".to_owned(), 6.0), ("mid".to_owned(), 5.0)]),
+                ),
+            ]),
+            order: vec!["first".into(), "last".into()],
+            source: PathBuf::new(),
+        };
+        let plan = durations.plan(3);
+        let mut loads = plan.loads.clone();
+        loads.sort_by(f64::total_cmp);
+        assert_eq!(loads, [7.0, 8.0, 8.0]);
+        assert_ne!(plan.shards["last"]["big"], plan.shards["last"]["mid"]);
+        // A new test goes where the plan left the least, at its suite's mean.
+        let tests = vec!["big".to_owned(), "mid".to_owned(), "new".to_owned()];
+        let assigned = durations.assign("last", &tests, 3);
+        assert_eq!(assigned.len(), 3);
+        assert_eq!(assigned["big"], plan.shards["last"]["big"]);
+        let least = plan
+            .loads
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0 as u32
+            + 1;
+        assert_eq!(assigned["new"], least);
+        assert_eq!(durations.mean("last"), 5.5);
+        assert_eq!(durations.mean("none"), 1.0);
+    }
 
+    #[test]
+    fn durations_read_from_a_report_and_from_their_own_file() {
         let dir = tempfile::tempdir().unwrap();
         let report = dir.path().join("junit.xml");
         std::fs::write(
@@ -198,10 +267,9 @@ mod tests {
         // Written and read back in the harness's own form.
         let own = default_path(dir.path());
         durations.write(&own).unwrap();
-        durations.order = vec!["e2e".into(), "later".into()];
+        durations.order = vec!["e2e".into()];
         assert_eq!(Durations::read(&own).unwrap().suites, durations.suites);
-        assert_eq!(durations.loads_before("e2e", 2), [0.0, 0.0]);
-        assert_eq!(durations.loads_before("later", 2), [1.5, 0.25]);
+        assert_eq!(durations.plan(2).loads, [1.5, 0.25]);
     }
 
     #[test]

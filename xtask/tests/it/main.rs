@@ -7,6 +7,7 @@ mod hook;
 mod images;
 mod junit;
 mod require;
+mod speed;
 mod stack;
 mod suites;
 mod tidy;

@@ -227,6 +227,7 @@ async fn a_cached_model_is_served_without_running_compose() {
     let mut cache = Cache::load(work.path());
     let cached = Model {
         services: BTreeMap::from([("web".to_owned(), Service::default())]),
+        digest: "0123456789abcdef".into(),
         ..Model::default()
     };
     cache.models.insert(project.model_key(), cached.clone());
