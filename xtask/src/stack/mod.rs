@@ -18,6 +18,8 @@
 //! - [`keep`]`(config, run_id)`: the gate's `--keep`: the run outlives its owner until
 //!   `docker-down`. [`remove_leftovers`]`(config, engine)`: dead, unkept runs of this checkout.
 //! - [`choose`]`(config, run)`: the kept stack a command acts on (`--run ID`, else the newest).
+//! - [`reuse::key`], [`reuse::take`], [`reuse::keep`]: warm stacks for `--reuse` (the gate decides
+//!   when to take or keep one).
 //! - [`health_of`]`(config, Some(stack))`, [`health_report`]`(config, run)`,
 //!   [`health_snapshot`]`(config, run)`.
 //!

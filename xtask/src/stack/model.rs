@@ -46,6 +46,9 @@ pub struct Service {
     pub stop_grace_period: Option<Duration>,
     /// Services it waits for, each with the condition.
     pub depends_on: BTreeMap<String, Condition>,
+    /// The networks it joins, by name (none declared: the project's default network).
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 /// A published port, in compose's long form.
@@ -346,6 +349,16 @@ fn service(value: &Value, path: &str) -> Result<Service, ModelError> {
     if let Some(grace) = fields.get("stop_grace_period").filter(|v| !v.is_null()) {
         service.stop_grace_period = Some(duration(grace, &join(path, "stop_grace_period"))?);
     }
+    let networks_path = join(path, "networks");
+    service.networks = match fields.get("networks") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(names)) => names
+            .iter()
+            .map(|n| scalar(n, &networks_path))
+            .collect::<Result<_, _>>()?,
+        Some(Value::Object(map)) => map.keys().cloned().collect(),
+        Some(_) => return Err(problem(&networks_path, "not a list or a mapping")),
+    };
     let depends_path = join(path, "depends_on");
     match fields.get("depends_on") {
         None | Some(Value::Null) => {}

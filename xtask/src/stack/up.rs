@@ -218,6 +218,11 @@ pub async fn start(
                     event.healthcheck = response.map(|r| has_healthcheck(&r));
                 }
                 starter.on_event(&event);
+                // A service that waits on nothing starts the moment compose created its container,
+                // while compose creates the others (as `up -d` would overlap them).
+                if ordered && up_result.is_none() && event.action == "create" && starts_at_once(&model, &event.service) {
+                    start_early(docker, &event.container).await;
+                }
                 for change in watch.on_event(&event, SystemTime::now()) {
                     report_change(&options.progress, &change, &mut failed, &mut starter);
                 }
@@ -511,6 +516,26 @@ fn report_change(
             }
         }
     }
+}
+
+/// A service compose may start the moment its container exists: no `depends_on`, and at most one
+/// network (compose connects further networks after creating the container).
+fn starts_at_once(model: &super::model::Model, service: &str) -> bool {
+    model
+        .services
+        .get(service)
+        .is_some_and(|s| s.depends_on.is_empty() && s.networks.len() <= 1)
+}
+
+/// Starts a container compose just created. A failure is left to the start after `up --no-start`
+/// (which finds it not running and reports why it cannot start).
+async fn start_early(docker: &bollard::Docker, container: &str) {
+    let _ = docker
+        .start_container(
+            container,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await;
 }
 
 /// What a ready service's check says: its time, the signal that came first, and both times.

@@ -254,3 +254,14 @@ fn the_digest_covers_every_resolved_key_and_not_the_notation() {
     assert_eq!(changed.services, model.services);
     assert_ne!(changed.digest, model.digest);
 }
+
+#[test]
+fn a_services_networks_read_from_either_form() {
+    let model = parse_output(
+        "services:\n  a:\n    networks: [front, back]\n  b:\n    networks:\n      front: {aliases: [x]}\n  c:\n    image: x\n",
+    )
+    .unwrap();
+    assert_eq!(model.services["a"].networks, ["front", "back"]);
+    assert_eq!(model.services["b"].networks, ["front"]);
+    assert!(model.services["c"].networks.is_empty());
+}
