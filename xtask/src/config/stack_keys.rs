@@ -84,3 +84,61 @@ pub(super) fn reset(
         None => Ok(Vec::new()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Config, StartMode};
+
+    fn with_stack(extra: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), "services: {}\n").unwrap();
+        let text = format!(
+            "[project]\nname = \"demo\"\n\n[stack]\ncompose_file = \"compose.yaml\"\nservices = [\"web\", \"cache\"]\n{extra}\n"
+        );
+        parse(&dir.path().join("harness.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_every_key_read() {
+        let stack = with_stack("").unwrap().stack.unwrap();
+        assert_eq!(stack.probe_interval_ms, 100);
+        assert_eq!(stack.start, StartMode::Ordered);
+        assert!(!stack.reuse && stack.reset.is_empty() && stack.ready.is_empty());
+        let stack = with_stack(
+            "probe_interval_ms = 0\nstart = \"compose\"\nreuse = true\nreset = [\"python\", \"reset.py\"]\n\n[stack.ready]\ncache = \"tcp://127.0.0.1:{port:cache:6379}\"\n",
+        )
+        .unwrap()
+        .stack
+        .unwrap();
+        assert_eq!(stack.probe_interval_ms, 0);
+        assert_eq!(stack.start, StartMode::Compose);
+        assert!(stack.reuse);
+        assert_eq!(stack.reset, ["python", "reset.py"]);
+        assert_eq!(stack.ready["cache"], "tcp://127.0.0.1:{port:cache:6379}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_line() {
+        for (extra, expect) in [
+            (
+                "[stack.ready]\ndb = \"tcp://127.0.0.1:{port:db:5432}\"",
+                "key `stack.ready.db`: `db` is not in stack.services",
+            ),
+            (
+                "[stack.ready]\nweb = \"ftp://127.0.0.1:{port:web:80}\"",
+                "must start with http:// or tcp://",
+            ),
+            (
+                "[stack.ready]\nweb = \"http://{backend}/health\"",
+                "key `stack.ready.web`",
+            ),
+            ("reset = []", "key `stack.reset`: must name a program"),
+            ("start = \"later\"", "key `stack.start`"),
+            ("probe_interval_ms = -1", "key `stack.probe_interval_ms`"),
+        ] {
+            let error = with_stack(extra).unwrap_err();
+            assert!(error.contains(expect), "{extra}: {error}");
+            assert!(error.contains("harness.toml:"), "{extra}: {error}");
+        }
+    }
+}
