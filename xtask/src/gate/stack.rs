@@ -169,7 +169,8 @@ async fn warm_or_fresh(
         run.note(note.clone());
     }
     let remove_stale = async {
-        for stale in &attempt.stale {
+        // Each lease is held until its stack is gone.
+        for (stale, _lease) in &attempt.stale {
             match crate::stack::down(config, stale).await {
                 Ok(check) if check.outcome != crate::report::Outcome::Failed => {}
                 Ok(check) => run.note(format!(

@@ -73,6 +73,8 @@ pub(super) fn forget(config: &Config, run_id: &str) -> anyhow::Result<()> {
     }
     // Only when nothing else (a report, a log) was left there.
     let _ = std::fs::remove_dir(&dir);
+    // A warm stack's lease file: the record is gone, so nobody can take the stack any more.
+    let _ = std::fs::remove_file(super::reuse::lease_path(config, run_id));
     Ok(())
 }
 

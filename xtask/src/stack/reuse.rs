@@ -207,9 +207,9 @@ fn fingerprint(dir: &Path, digest: &mut Digest) {
 pub struct Attempt {
     /// The stack taken, its report and its lease.
     pub taken: Option<(UpReport, Lease)>,
-    /// Warm stacks that cannot be taken (another key, or a failed check) and are leased by
-    /// nobody: the caller removes them.
-    pub stale: Vec<StackState>,
+    /// Warm stacks that cannot be taken (another key, a failed check, or one more of the same
+    /// key), each with its lease, so that nobody takes it while the caller removes it.
+    pub stale: Vec<(StackState, Lease)>,
     /// Why each warm stack was not taken, for the report.
     pub notes: Vec<String>,
 }
@@ -243,10 +243,15 @@ pub async fn take(
             attempt.notes.push(format!(
                 "warm stack {run_id} was kept under another key (the compose file, an image, a build context, [stack] or [endpoints] changed): removed"
             ));
-            attempt.stale.push(record.stack.clone());
+            attempt.stale.push((record.stack.clone(), lease));
             continue;
         }
         if attempt.taken.is_some() {
+            // Two gates at once each kept one: one warm stack per key is enough.
+            attempt
+                .notes
+                .push(format!("warm stack {run_id} is one more of the same key: removed"));
+            attempt.stale.push((record.stack.clone(), lease));
             continue;
         }
         match check(config, engine, compose, record).await {
@@ -255,7 +260,7 @@ pub async fn take(
                 attempt.notes.push(format!(
                     "warm stack {run_id} failed its check: {why}; removed"
                 ));
-                attempt.stale.push(record.stack.clone());
+                attempt.stale.push((record.stack.clone(), lease));
             }
         }
     }
