@@ -219,8 +219,10 @@ pub async fn start(
                 }
                 starter.on_event(&event);
                 // A service that waits on nothing starts the moment compose created its container,
-                // while compose creates the others (as `up -d` would overlap them).
-                if ordered && up_result.is_none() && event.action == "create" && starts_at_once(&model, &event.service) {
+                // while compose creates the others (as `up -d` would overlap them). Not with compose
+                // v1: its `up --no-start` waits for a running dependency's health before it creates
+                // the dependents.
+                if ordered && !compose.is_v1() && up_result.is_none() && event.action == "create" && starts_at_once(&model, &event.service) {
                     start_early(docker, &event.container).await;
                 }
                 for change in watch.on_event(&event, SystemTime::now()) {
