@@ -7,7 +7,7 @@
 #            issue 14)
 #   probes:  stack.start = "compose", probes on: compose still waits for the engine's status
 #            before it starts a dependent; only the last services are seen ready sooner
-#   ordered: stack.start = "ordered", probes on (the default): `up --no-start`, then each
+#   ordered: stack.start = "ordered", probes on (the default with compose v2): `up --no-start`, then each
 #            service started by the harness as soon as its conditions hold by the probes
 # "probes - ordered" is what compose's own wait for the engine's status costs the stack.
 # Prints each run's `waited` (compose up starting to every service ready) and the medians.

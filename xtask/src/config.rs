@@ -175,7 +175,7 @@ pub struct StackCfg {
     pub probe_interval_ms: u64,
     /// HTTP or TCP probes (URL templates) for services without a healthcheck, by service.
     pub ready: BTreeMap<String, String>,
-    /// Who starts the services in dependency order.
+    /// Who starts the services in dependency order (`auto`: by the compose version).
     pub start: StartMode,
     /// Keep a passing gate's stack warm and take a matching one (as `--reuse`).
     pub reuse: bool,

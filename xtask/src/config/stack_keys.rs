@@ -19,9 +19,11 @@ use crate::error::Failure;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartMode {
+    /// `ordered` with compose v2, `compose` with v1: measured faster each (docs/stack.md).
+    #[default]
+    Auto,
     /// `compose up --no-start`, then the harness starts each service through the engine as soon
     /// as its `depends_on` conditions hold by the harness's readiness.
-    #[default]
     Ordered,
     /// `compose up -d`: compose starts them, waiting for the engine's own health status.
     Compose,
@@ -102,7 +104,7 @@ mod tests {
     fn defaults_and_every_key_read() {
         let stack = with_stack("").unwrap().stack.unwrap();
         assert_eq!(stack.probe_interval_ms, 100);
-        assert_eq!(stack.start, StartMode::Ordered);
+        assert_eq!(stack.start, StartMode::Auto);
         assert!(!stack.reuse && stack.reset.is_empty() && stack.ready.is_empty());
         let stack = with_stack(
             "probe_interval_ms = 0\nstart = \"compose\"\nreuse = true\nreset = [\"python\", \"reset.py\"]\n\n[stack.ready]\ncache = \"tcp://127.0.0.1:{port:cache:6379}\"\n",

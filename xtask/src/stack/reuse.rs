@@ -248,9 +248,9 @@ pub async fn take(
         }
         if attempt.taken.is_some() {
             // Two gates at once each kept one: one warm stack per key is enough.
-            attempt
-                .notes
-                .push(format!("warm stack {run_id} is one more of the same key: removed"));
+            attempt.notes.push(format!(
+                "warm stack {run_id} is one more of the same key: removed"
+            ));
             attempt.stale.push((record.stack.clone(), lease));
             continue;
         }

@@ -63,7 +63,14 @@ pub async fn start(
         began,
         ..
     } = prepared;
-    let ordered = stack.start == StartMode::Ordered;
+    // Compose v1's `up --no-start` cannot overlap creating the dependents with starting what they
+    // wait on (it waits for a running dependency's health first), which costs more than the
+    // harness's order saves: with v1, `auto` leaves starting to compose (docs/stack.md).
+    let ordered = match stack.start {
+        StartMode::Ordered => true,
+        StartMode::Compose => false,
+        StartMode::Auto => !compose.is_v1(),
+    };
     let project_name = project.name.clone();
     let mut stack_state = StackState {
         run_id: run_id.clone(),
