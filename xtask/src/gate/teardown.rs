@@ -19,14 +19,20 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         Keep::OnFailure => failed && !interrupted,
         Keep::Never => false,
     };
-    let (stack, stack_run_id, local) = {
+    let (stack, stack_run_id, local, follow) = {
         let mut resources = lock(&run.resources);
         (
             resources.stack.take(),
             resources.stack_run_id.take(),
             resources.local.take(),
+            resources.follow.take(),
         )
     };
+    // The logs end here, kept stack or not: before the containers are removed, so that their
+    // stopping is not mistaken for news, and with the harness, which exits after this.
+    if let Some(follow) = follow {
+        follow.stop().await;
+    }
     if keep {
         let mut kept = Vec::new();
         if let Some(stack) = &stack {

@@ -79,6 +79,12 @@ impl crate::flags::Health {
             )
         };
         eprintln!("{engine_line}");
+        if report.stack.is_none() {
+            if self.json {
+                ui::print_json(serde_json::to_value(&report)?, false);
+            }
+            return Err(super::record::no_recorded_run(&config).into());
+        }
         if let Some(stack) = &report.stack {
             eprintln!("project {} (run {})", stack.project, stack.run_id);
             let rows: Vec<Vec<String>> = report
@@ -114,7 +120,7 @@ impl crate::flags::Health {
             }
         }
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            ui::print_json(serde_json::to_value(&report)?, report.healthy);
         }
         if report.healthy {
             Ok(())

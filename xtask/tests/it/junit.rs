@@ -108,6 +108,7 @@ fn every_kind() -> Report {
         ],
         suites: vec![suite, empty],
         secrets: vec![],
+        ..Report::default()
     }
 }
 
@@ -176,6 +177,7 @@ fn rendered_xml_of_a_small_report() {
             ..SuiteResult::default()
         }],
         secrets: vec![],
+        ..Report::default()
     };
     let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="gate" tests="2" failures="0" errors="0">
@@ -248,6 +250,7 @@ fn hostile_output_stays_valid() {
         harness: vec![Check::failed("step", Duration::ZERO, hostile.clone()).with_output(huge)],
         suites: vec![suite],
         secrets: vec!["s3cr3t-TOKEN".into()],
+        ..Report::default()
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -342,6 +345,7 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
             ..SuiteResult::default()
         }],
         secrets: vec![],
+        ..Report::default()
     };
     let first = dir.path().join("one.xml");
     let second = dir.path().join("two.xml");
