@@ -224,7 +224,8 @@ impl Drop for AbortOnDrop {
 /// nearest directory above the configuration holding `.git`, else the configuration's own.
 fn repo_root(config_root: &Path) -> PathBuf {
     if let Some(workspace) = std::env::var_os("GITHUB_WORKSPACE").filter(|w| !w.is_empty()) {
-        return PathBuf::from(workspace);
+        let workspace = PathBuf::from(workspace);
+        return std::fs::canonicalize(&workspace).unwrap_or(workspace);
     }
     let root = std::fs::canonicalize(config_root).unwrap_or_else(|_| config_root.to_owned());
     root.ancestors()

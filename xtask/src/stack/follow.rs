@@ -144,7 +144,9 @@ pub fn follow(
             let action = event.action.as_str();
             match action {
                 "create" => changes.push((ContainerState::Created, event.time)),
-                "start" | "restart" => {
+                // `docker restart` says `start`, then `restart`: one change.
+                "restart" => {}
+                "start" => {
                     changes.push((ContainerState::Started, event.time));
                     let follows = readers
                         .get(&event.container)

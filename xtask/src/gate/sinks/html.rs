@@ -274,7 +274,7 @@ fn timeline_html(timeline: &Timeline) -> String {
             html,
             "<span class=\"tick\" style=\"left:{:.3}%\">{}</span>",
             pct(tick, total),
-            tick_label(tick, step)
+            tick_label(tick, step, total)
         );
         tick += step;
     }
@@ -311,10 +311,10 @@ fn timeline_html(timeline: &Timeline) -> String {
     html
 }
 
-fn tick_label(tick: Duration, step: Duration) -> String {
+fn tick_label(tick: Duration, step: Duration, total: Duration) -> String {
     if step < Duration::from_secs(1) {
         format!("{:.1}s", tick.as_secs_f64())
-    } else if tick.as_secs() < 120 {
+    } else if total.as_secs() < 120 {
         format!("{}s", tick.as_secs())
     } else {
         format!("{}m{:02}s", tick.as_secs() / 60, tick.as_secs() % 60)
@@ -327,19 +327,11 @@ fn lane_html(lane: &Lane, total: Duration) -> String {
         timeline::Group::Stage | timeline::Group::Service => "row",
     };
     // A stage's or suite's own time beside its name.
-    let took = match lane.group {
-        timeline::Group::Stage | timeline::Group::Suite => lane
-            .spans
-            .first()
-            .map(|s| {
-                format!(
-                    "<span class=\"dur\">{}</span>",
-                    ui::duration(s.end.saturating_sub(s.start))
-                )
-            })
-            .unwrap_or_default(),
-        timeline::Group::Service => String::new(),
-    };
+    let took = lane
+        .took
+        .filter(|_| !lane.spans.is_empty())
+        .map(|took| format!("<span class=\"dur\">{}</span>", ui::duration(took)))
+        .unwrap_or_default();
     let mut html = format!(
         "<div class=\"{row_class}\"><div class=\"lbl\" title=\"{0}\">{0}{took}</div><div class=\"track\">",
         esc(&lane.name)

@@ -80,6 +80,9 @@ pub struct Lane {
     pub marks: Vec<Mark>,
     /// Why the lane is empty (a skipped stage).
     pub note: Option<String>,
+    /// The time it measured itself (a stage's own work, a suite's run), which may be less than
+    /// its span (a stage paused while another worked).
+    pub took: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +100,7 @@ fn lane(group: Group, name: &str) -> Lane {
         tests: Vec::new(),
         marks: Vec::new(),
         note: None,
+        took: None,
     }
 }
 
@@ -119,6 +123,7 @@ pub fn of(record: &Record) -> Timeline {
 
     for stage in Stage::ALL {
         let mut stage_lane = lane(Group::Stage, stage.name());
+        stage_lane.took = record.stage(stage).map(|(elapsed, _)| elapsed);
         let outcome = record.stage(stage).map(|(_, outcome)| outcome.clone());
         match (record.stage_span(stage), outcome) {
             (_, Some(StageOutcome::Skipped(reason))) if record.stage_span(stage).is_none() => {
@@ -154,6 +159,7 @@ pub fn of(record: &Record) -> Timeline {
 
     for (start, end, suite) in record.suite_spans() {
         let mut suite_lane = lane(Group::Suite, &suite.name);
+        suite_lane.took = Some(suite.duration);
         let kind = if !suite.passed() {
             Kind::Failed
         } else if suite
