@@ -149,7 +149,11 @@ fn docker_target_passes_and_reports_every_step() {
             .unwrap_or_else(|e| panic!("no log of {service}: {e}"));
         assert!(log.contains("started"), "{service}: {log}");
         assert!(log.contains("healthy"), "{service}: {log}");
-        assert!(log.contains("stopping"), "followed until teardown: {log}");
+        // The web server prints nothing; redis does.
+        assert!(
+            service != "cache" || log.contains("Ready to accept connections"),
+            "the container's own output is kept: {log}"
+        );
     }
     let suite_log = std::fs::read_to_string(run_dir.join("suites/web.log")).unwrap();
     assert!(suite_log.contains("passed"), "{suite_log}");
