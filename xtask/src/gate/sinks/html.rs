@@ -144,9 +144,9 @@ pub fn render(record: &Record, meta: &HtmlMeta<'_>) -> String {
             esc(&crate::junit::timestamp(started))
         ));
     }
-    let _ = write!(
+    let _ = writeln!(
         page,
-        "<header class=\"verdict {tone}\"><div class=\"big\">{}</div><div class=\"sub\">{}</div></header>\n",
+        "<header class=\"verdict {tone}\"><div class=\"big\">{}</div><div class=\"sub\">{}</div></header>",
         esc(&word),
         facts.join(" · ")
     );
