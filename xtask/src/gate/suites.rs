@@ -309,9 +309,12 @@ async fn run_one(
         live: Some(live_sink(run, &suite.name, pulse)),
         repo_root: Some(repo_root(&run.config.root)),
     };
-    lock(pulse)
-        .suites
-        .insert(suite.name.clone(), Instant::now());
+    {
+        // The heartbeat counts its silence from the suite's start.
+        let mut pulse = lock(pulse);
+        pulse.suites.insert(suite.name.clone(), Instant::now());
+        pulse.last = Some(Instant::now());
+    }
     let result = crate::suites::run_suite_with(&run.config, suite, env, python, &suite_run).await;
     lock(pulse).suites.remove(&suite.name);
     result

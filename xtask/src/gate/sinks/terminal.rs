@@ -46,6 +46,8 @@ pub struct Status {
     skipped: usize,
     /// (suite, worker) -> (test, when it began).
     running: BTreeMap<(String, String), (String, Duration)>,
+    /// The suites stage runs: only then is the line shown.
+    active: bool,
 }
 
 impl Status {
@@ -73,12 +75,15 @@ impl Status {
                     TestOutcome::Skipped => self.skipped += 1,
                 }
             }
+            Event::StageStarted {
+                stage: Stage::Suites,
+            } => self.active = true,
             Event::StageFinished {
                 stage: Stage::Suites,
                 ..
             } => {
                 self.running.clear();
-                return false;
+                self.active = false;
             }
             Event::StageStarted { .. }
             | Event::StageFinished { .. }
@@ -90,7 +95,7 @@ impl Status {
             | Event::Progress { .. }
             | Event::Finished { .. } => {}
         }
-        self.passed + self.failed + self.skipped > 0 || !self.running.is_empty()
+        self.active && (self.passed + self.failed + self.skipped > 0 || !self.running.is_empty())
     }
 
     /// `12 passed, 1 failed, 0 skipped · e2e: test_x (3.1s)`.
