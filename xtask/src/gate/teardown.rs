@@ -29,11 +29,13 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         )
     };
     // The logs end here, kept stack or not: before the containers are removed, so that their
-    // stopping is not mistaken for news, and with the harness, which exits after this.
-    if let Some(follow) = follow {
-        follow.stop().await;
-    }
+    // stopping is not mistaken for news, and with the harness, which exits after this. Timed
+    // as teardown's own work when there is a teardown.
+    let mut follow = follow;
     if keep {
+        if let Some(follow) = follow.take() {
+            follow.stop().await;
+        }
         let mut kept = Vec::new();
         if let Some(stack) = &stack {
             if let Err(e) = crate::stack::keep(&run.config, &stack.run_id) {
@@ -71,10 +73,16 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         return;
     }
     if stack.is_none() && stack_run_id.is_none() && local.is_none() {
+        if let Some(follow) = follow.take() {
+            follow.stop().await;
+        }
         run.skip(Stage::Teardown, "nothing to undo");
         return;
     }
     let mut clock = StageClock::start(run, Stage::Teardown);
+    if let Some(follow) = follow.take() {
+        follow.stop().await;
+    }
     if let Some(mut local) = local {
         let started = Instant::now();
         let stopped = local.stop().await;

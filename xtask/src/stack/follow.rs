@@ -208,7 +208,7 @@ pub fn follow(
             }
         }
         // What the followers read is written as it arrives; a moment for what is in flight.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         for reader in readers.into_values() {
             reader.abort();
         }
