@@ -19,15 +19,23 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         Keep::OnFailure => failed && !interrupted,
         Keep::Never => false,
     };
-    let (stack, stack_run_id, local) = {
+    let (stack, stack_run_id, local, follow) = {
         let mut resources = lock(&run.resources);
         (
             resources.stack.take(),
             resources.stack_run_id.take(),
             resources.local.take(),
+            resources.follow.take(),
         )
     };
+    // The logs end here, kept stack or not: before the containers are removed, so that their
+    // stopping is not mistaken for news, and with the harness, which exits after this. Timed
+    // as teardown's own work when there is a teardown.
+    let mut follow = follow;
     if keep {
+        if let Some(follow) = follow.take() {
+            follow.stop().await;
+        }
         let mut kept = Vec::new();
         if let Some(stack) = &stack {
             if let Err(e) = crate::stack::keep(&run.config, &stack.run_id) {
@@ -65,10 +73,16 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         return;
     }
     if stack.is_none() && stack_run_id.is_none() && local.is_none() {
+        if let Some(follow) = follow.take() {
+            follow.stop().await;
+        }
         run.skip(Stage::Teardown, "nothing to undo");
         return;
     }
     let mut clock = StageClock::start(run, Stage::Teardown);
+    if let Some(follow) = follow.take() {
+        follow.stop().await;
+    }
     if let Some(mut local) = local {
         let started = Instant::now();
         let stopped = local.stop().await;

@@ -4,7 +4,7 @@
 //! [labels] (the labels override and per-checkout image names), [prepare] (all of that before
 //! the engine is needed), [record] (the stack's entries in the run store), [watch] (readiness as
 //! a pure state machine), [containers] (the engine calls the wait and health make), [up],
-//! [health], [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
+//! [follow] (every container's logs and state changes for the whole run), [health], [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
 //! `health`, `docker-down`: the only part that prints).
 //!
 //! CONTRACT (the gate, `monitor` and `ws-check` call these; none of them print):
@@ -30,6 +30,7 @@ pub mod record;
 pub mod containers;
 pub mod watch;
 pub mod up;
+pub mod follow;
 pub mod health;
 pub mod down;
 pub mod commands;
@@ -53,6 +54,7 @@ pub use down::{
     down, find_labelled, prune_images, remove_checkout_images, remove_labelled, remove_leftovers,
     stop_gracefully, sweep, ImagesReport, Labelled, Sweep, SweepReport,
 };
+pub use follow::{follow, ContainerState, Follow, StateChange, StateSink};
 pub use health::{
     health_of, health_report, health_snapshot, EngineHealth, HealthReport, HealthSnapshot,
     ServiceHealth,
@@ -60,7 +62,7 @@ pub use health::{
 pub use labels::{image_tag, labels_override};
 pub use model::Model;
 pub use prepare::{abandon, prepare, Prepared};
-pub use record::{choose, keep, Chosen};
+pub use record::{choose, keep, no_recorded_run, Chosen};
 pub use up::{start, up};
 pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Watch};
 
