@@ -13,12 +13,13 @@ use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
-/// base image, xmllint to validate JUnit against the XSD.
+/// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html.
 const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-compose",
     "debootstrap",
     "libxml2-utils",
+    "chromium",
 ];
 
 /// Set for the tests when this `ci` run started the engine itself: only then may a test stop it.

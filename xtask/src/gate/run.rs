@@ -70,6 +70,10 @@ pub struct Options {
     pub reuse: bool,
     /// `--durations FILE`: per-test durations that balance `--shard`.
     pub durations: Option<PathBuf>,
+    /// `-- ARGS`: passed to the selected suites' runner.
+    pub suite_args: Vec<String>,
+    /// Stdout is the `--json` object's: nothing else may be printed there.
+    pub json: bool,
 }
 
 /// What teardown must undo, recorded the moment it exists.
@@ -83,6 +87,8 @@ pub struct Resources {
     pub lease: Option<crate::stack::reuse::Lease>,
     /// The key to keep the run's stack warm under, when it passes (`--reuse`).
     pub reuse_key: Option<String>,
+    /// The stack's logs and state changes, followed until teardown.
+    pub follow: Option<crate::stack::Follow>,
 }
 
 /// Everything the pipeline needs, shared with the task it runs in.

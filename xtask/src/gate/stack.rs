@@ -1,7 +1,8 @@
 //! The stack stage: the compose stack built, started and healthy, with the engine's smoke
 //! container running beside it (it proves the engine runs containers; so does the stack, and
 //! neither needs the other). The smoke container's step belongs to the engine stage, whose
-//! clock runs again for it.
+//! clock runs again for it. From before `compose up` until teardown the stack is followed: each
+//! container's logs into the run's `logs/`, its state changes as events.
 //!
 //! Not here: bringing the stack up ([crate::stack]) or the smoke container ([crate::engine]).
 
@@ -101,6 +102,7 @@ pub async fn stack(
             return warm_or_fresh(run, engine, prepared).await;
         }
         lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
+        follow(run, engine, &prepared.project.name);
         crate::stack::start(config, engine, prepared, &up_options(run)).await
     };
     // The stage ends when its own work does, not when the smoke container beside it does.
@@ -186,6 +188,7 @@ async fn warm_or_fresh(
     };
     if let Some((report, lease)) = attempt.taken {
         crate::stack::abandon(config, &prepared.run_id);
+        follow(run, engine, &report.project);
         {
             let mut resources = lock(&run.resources);
             resources.stack_run_id = Some(report.state.run_id.clone());
@@ -196,6 +199,7 @@ async fn warm_or_fresh(
         return Ok(report);
     }
     lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
+    follow(run, engine, &prepared.project.name);
     let (compose, model) = (prepared.compose.clone(), prepared.model.clone());
     let options = up_options(run);
     let fresh = crate::stack::start(config, engine, prepared, &options);
@@ -206,6 +210,32 @@ async fn warm_or_fresh(
         lock(&run.resources).reuse_key = Some(key);
     }
     Ok(report)
+}
+
+/// Follows the project's containers until teardown: their logs into the run's `logs/`, their
+/// state changes as [`Event::ServiceState`], timed against the run's start.
+fn follow(run: &Arc<Run>, engine: &Engine, project: &str) {
+    let logs = crate::state::Store::of(&run.config)
+        .run_dir(&run.run_id)
+        .join("logs");
+    let began = run.reporter.started_wall();
+    let reporter = run.reporter.clone();
+    let sink: crate::stack::StateSink = Arc::new(move |change: crate::stack::StateChange| {
+        reporter.emit(Event::ServiceState {
+            service: change.service,
+            container: change.container,
+            state: change.state,
+            at: change.time.duration_since(began).unwrap_or_default(),
+        })
+    });
+    let follow = crate::stack::follow(
+        &engine.docker,
+        project,
+        logs,
+        std::time::SystemTime::now(),
+        sink,
+    );
+    lock(&run.resources).follow = Some(follow);
 }
 
 /// The stack's progress as the stage's progress events: what changes, and every five seconds

@@ -136,6 +136,20 @@ pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
     };
     let summary = sinks::summary::render(&record, run.options.command, report);
     eprint!("{}", crate::junit::redact(&summary, &run.secrets()));
+    // The gate's own pictures of the run: only a run of the suites has a report to look at.
+    if run.options.until == super::run::Until::Suites && run.options.junit.is_some() {
+        match super::artefacts::write(run, &record) {
+            Ok(written) => crate::ui::say(format!(
+                "report: {} · trace: {} (open in Perfetto or chrome://tracing) · logs: {}",
+                written.report.display(),
+                written.trace.display(),
+                crate::state::Store::of(&run.config)
+                    .run_dir(&run.run_id)
+                    .display()
+            )),
+            Err(e) => crate::ui::say(format!("the HTML report and trace were not written: {e:#}")),
+        }
+    }
     github(run, &record);
 
     match ending {
@@ -178,28 +192,37 @@ fn write_report(run: &Run, record: &super::events::Record) -> anyhow::Result<()>
                 .options
                 .shard
                 .map(|s| format!("{}/{}", s.index, s.count)),
+            hostname: crate::junit::hostname(),
         },
     );
     crate::junit::write(&report, path)
 }
 
-/// The GitHub step summary and annotations, when running under GitHub Actions.
+/// The GitHub step summary (when `GITHUB_STEP_SUMMARY` is set) and the annotations (when
+/// `GITHUB_ACTIONS=true`).
 fn github(run: &Run, record: &super::events::Record) {
-    let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") else {
-        return;
-    };
     let secrets = run.secrets();
-    let markdown = sinks::github::markdown(record, run.options.junit.as_deref());
-    use std::io::Write;
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-    {
-        let _ = file.write_all(crate::junit::redact(&markdown, &secrets).as_bytes());
+    if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
+        let markdown = sinks::github::markdown(record, run.options.junit.as_deref());
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+        {
+            let _ = file.write_all(crate::junit::redact(&markdown, &secrets).as_bytes());
+        }
     }
-    for line in sinks::github::annotations(record) {
-        println!("{}", crate::junit::redact(&line, &secrets));
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        // Workflow commands are read from stdout and stderr; under --json stdout is the object's.
+        for line in sinks::github::annotations(record) {
+            let line = crate::junit::redact(&line, &secrets);
+            if run.options.json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
     }
 }
 
@@ -286,6 +309,8 @@ mod tests {
             only_suites: Vec::new(),
             reuse: false,
             durations: None,
+            suite_args: Vec::new(),
+            json: false,
         };
         let run = Arc::new(Run::new(
             config,

@@ -19,22 +19,30 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         Keep::OnFailure => failed && !interrupted,
         Keep::Never => false,
     };
-    let (stack, stack_run_id, local, reuse_key, _lease) = {
+    let (stack, stack_run_id, local, follow, reuse_key, _lease) = {
         let mut resources = lock(&run.resources);
         (
             resources.stack.take(),
             resources.stack_run_id.take(),
             resources.local.take(),
+            resources.follow.take(),
             resources.reuse_key.take(),
             // Held until teardown is done: nobody takes the stack while this run still acts on it.
             resources.lease.take(),
         )
     };
+    // The logs end here, kept stack or not: before the containers are removed, so that their
+    // stopping is not mistaken for news, and with the harness, which exits after this. Timed
+    // as teardown's own work when there is a teardown.
+    let mut follow = follow;
     // `--reuse`: a passing run's stack stays warm for the next one.
     if let (Some(key), Some(stack), false, false) = (&reuse_key, &stack, failed, interrupted) {
         if !keep {
             match crate::stack::reuse::keep(&run.config, &stack.run_id, key) {
                 Ok(_) => {
+                    if let Some(follow) = follow.take() {
+                        follow.stop().await;
+                    }
                     run.note(format!(
                         "kept the stack warm for the next --reuse run (project {}, key {key}); cargo xtask docker-down --all removes it",
                         stack.project
@@ -47,6 +55,9 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         }
     }
     if keep {
+        if let Some(follow) = follow.take() {
+            follow.stop().await;
+        }
         let mut kept = Vec::new();
         if let Some(stack) = &stack {
             if let Err(e) = crate::stack::keep(&run.config, &stack.run_id) {
@@ -84,10 +95,16 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         return;
     }
     if stack.is_none() && stack_run_id.is_none() && local.is_none() {
+        if let Some(follow) = follow.take() {
+            follow.stop().await;
+        }
         run.skip(Stage::Teardown, "nothing to undo");
         return;
     }
     let mut clock = StageClock::start(run, Stage::Teardown);
+    if let Some(follow) = follow.take() {
+        follow.stop().await;
+    }
     if let Some(mut local) = local {
         let started = Instant::now();
         let stopped = local.stop().await;

@@ -5,8 +5,7 @@
 //! the engine is needed), [record] (the stack's entries in the run store), [watch] (readiness as
 //! a pure state machine), [containers] (the engine calls the wait and health make), [probe] (the
 //! harness's own readiness probes), [order] (dependency order on that readiness), [up], [reuse]
-//! (warm stacks),
-//! [health], [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
+//! (warm stacks), [follow] (every container's logs and state changes for the whole run),
 //! `health`, `docker-down`: the only part that prints).
 //!
 //! CONTRACT (the gate, `monitor` and `ws-check` call these; none of them print):
@@ -37,6 +36,7 @@ pub mod probe;
 pub mod order;
 pub mod up;
 pub mod reuse;
+pub mod follow;
 pub mod health;
 pub mod down;
 pub mod commands;
@@ -60,6 +60,7 @@ pub use down::{
     down, find_labelled, prune_images, remove_checkout_images, remove_labelled, remove_leftovers,
     stop_gracefully, sweep, ImagesReport, Labelled, Sweep, SweepReport,
 };
+pub use follow::{follow, ContainerState, Follow, StateChange, StateSink};
 pub use health::{
     health_of, health_report, health_snapshot, EngineHealth, HealthReport, HealthSnapshot,
     ServiceHealth,
@@ -67,7 +68,7 @@ pub use health::{
 pub use labels::{image_tag, labels_override};
 pub use model::Model;
 pub use prepare::{abandon, prepare, Prepared};
-pub use record::{choose, keep, Chosen};
+pub use record::{choose, keep, no_recorded_run, Chosen};
 pub use up::{start, up};
 pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Signal, Watch};
 

@@ -6,14 +6,14 @@
 //! Not here: the venv ([super::python]), the deadline and the process group ([super::runner]
 //! over [crate::process]), the JUnit format itself ([crate::junit]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::live::Follower;
 use super::{
     add_error, child_env, command_line, errored, file_stem, printed, results_dir, runner, shard_of,
-    Mode, PythonEnv, SuiteEnv, COLLECT_TIMEOUT,
+    Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
 };
 use crate::config::{Config, SuiteCfg};
-use crate::flags::Shard;
 use crate::junit::{self, Case, Status, SuiteResult};
 use crate::process::Cmd;
 
@@ -21,8 +21,10 @@ use crate::process::Cmd;
 /// its markers before any deselection, and, after the markers deselected theirs, keeps only this
 /// shard's tests: by duration when `XTASK_PYTEST_DURATIONS` names them (the same split as
 /// [`super::shard::split`], from the loads in `XTASK_PYTEST_LOADS`; the kept node ids written to
-/// `XTASK_PYTEST_ASSIGN`), else by the same FNV-1a hash as [`shard_of`].
-const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard."""
+/// `XTASK_PYTEST_ASSIGN`), else by the same FNV-1a hash as [`shard_of`]. It reports each test as
+/// it starts and ends.
+const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard, reports each
+test as it starts and ends."""
 import json
 import os
 
@@ -67,8 +69,37 @@ def _by_duration(items, count, planned, mean, loads):
     return shard_of
 
 
+_WORKER = os.environ.get("XTASK_WORKER") or os.environ.get("PYTEST_XDIST_WORKER") or "0"
+# node id -> (absolute path, line of its definition), the failing line, its reports so far.
+_WHERE = {}
+_FAILED_AT = {}
+_STATE = {}
+
+
+def _emit(record):
+    events = os.environ.get("XTASK_PYTEST_EVENTS")
+    if not events:
+        return
+    record["worker"] = _WORKER
+    line = (json.dumps(record) + "\n").encode("utf-8")
+    # One appending write per line: several workers may share the file.
+    fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _path_of(item):
+    path = getattr(item, "path", None) or getattr(item, "fspath", None)
+    return str(path) if path is not None else None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        line = item.location[1]
+        _WHERE[item.nodeid] = (_path_of(item), line + 1 if line is not None else None)
     record = os.environ.get("XTASK_PYTEST_RECORD")
     if record:
         with open(record, "w", encoding="utf-8") as out:
@@ -93,8 +124,9 @@ class _ShardSelection:
             loads = [float(x) for x in os.environ["XTASK_PYTEST_LOADS"].split(",")]
             shard_of = _by_duration(items, count, known["plan"], known["mean"], loads)
             keep = [item for item in items if shard_of[item.nodeid] == index]
+            # Every test of the split with its shard: what the harness reports for this shard.
             with open(os.environ["XTASK_PYTEST_ASSIGN"], "w", encoding="utf-8") as out:
-                out.writelines(item.nodeid + "\n" for item in keep)
+                out.writelines(json.dumps([item.nodeid, shard_of[item.nodeid]]) + "\n" for item in items)
         else:
             keep = [item for item in items if _fnv1a(item.nodeid) % count == index - 1]
         kept = {item.nodeid for item in keep}
@@ -106,13 +138,77 @@ class _ShardSelection:
 
 def pytest_configure(config):
     config.pluginmanager.register(_ShardSelection(), "xtask_shard_selection")
+
+
+def pytest_deselected(items):
+    record = os.environ.get("XTASK_PYTEST_RECORD")
+    if record:
+        with open(record, "a", encoding="utf-8") as out:
+            for item in items:
+                out.write(json.dumps({"nodeid": item.nodeid, "markers": [], "deselected": True}) + "\n")
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _STATE[nodeid] = {"outcome": "passed", "duration": 0.0, "message": None}
+    _emit({"event": "started", "nodeid": nodeid})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    made = yield
+    report = made.get_result()
+    if report.failed and call.excinfo is not None and item.nodeid not in _FAILED_AT:
+        # The deepest line of the test's own file in the traceback: where it failed.
+        path = _path_of(item)
+        for entry in reversed(list(call.excinfo.traceback)):
+            if str(entry.path) == path:
+                _FAILED_AT[item.nodeid] = entry.lineno + 1
+                break
+
+
+def _message(report):
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return crash.message
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2])
+    return str(report.longrepr) if report.longrepr else None
+
+
+def pytest_runtest_logreport(report):
+    state = _STATE.setdefault(report.nodeid, {"outcome": "passed", "duration": 0.0, "message": None})
+    state["duration"] += getattr(report, "duration", 0.0) or 0.0
+    if report.failed:
+        if state["outcome"] not in ("failed", "error"):
+            state["outcome"] = "failed" if report.when == "call" else "error"
+            state["message"] = _message(report)
+    elif report.skipped and state["outcome"] == "passed":
+        state["outcome"] = "skipped"
+        reason = getattr(report, "wasxfail", None)
+        state["message"] = "xfail: " + reason if reason is not None else _message(report)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    state = _STATE.pop(nodeid, {"outcome": "passed", "duration": 0.0, "message": None})
+    path, line = _WHERE.get(nodeid, (None, None))
+    _emit({
+        "event": "finished",
+        "nodeid": nodeid,
+        "outcome": state["outcome"],
+        "duration": state["duration"],
+        "message": state["message"],
+        "file": path,
+        "line": _FAILED_AT.get(nodeid, line),
+    })
 "#;
 
-/// A test pytest collected.
+/// A test pytest collected (or, `deselected`, one it then left out: by marker, `-k`, shard).
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Collected {
     nodeid: String,
     markers: Vec<String>,
+    #[serde(default)]
+    deselected: bool,
 }
 
 /// pytest's JUnit classname and name for a node id (as its `mangle_test_address` does):
@@ -137,9 +233,10 @@ pub(super) async fn run_pytest(
     suite: &SuiteCfg,
     env: &SuiteEnv,
     py: &PythonEnv,
-    shard: Option<Shard>,
+    suite_run: &SuiteRun,
     mode: Mode,
 ) -> SuiteResult {
+    let shard = suite_run.shard;
     let deadline = match mode {
         Mode::Run => suite.timeout_s.duration(),
         Mode::Collect => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
@@ -161,6 +258,8 @@ pub(super) async fn run_pytest(
             let known = serde_json::json!({ "plan": planned, "mean": durations.mean(&suite.name) });
             (plan.loads, known)
         });
+    let events_path = dir.join(format!("{stem}.events.jsonl"));
+    let log_path = dir.join(format!("{stem}.log"));
     let prepared = (|| -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let plugin = plugin_dir.join("xtask_pytest.py");
@@ -170,7 +269,7 @@ pub(super) async fn run_pytest(
         if let Some((_, known)) = &by_duration {
             crate::state::write_atomic(&durations_path, serde_json::to_string(known)?.as_bytes())?;
         }
-        for stale in [&junit_path, &record_path, &assign_path] {
+        for stale in [&junit_path, &record_path, &events_path, &assign_path] {
             match std::fs::remove_file(stale) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
@@ -188,6 +287,9 @@ pub(super) async fn run_pytest(
 
     let mut args: Vec<String> = vec!["-m".into(), "pytest".into()];
     args.extend(suite.args.iter().cloned());
+    if mode == Mode::Run {
+        args.extend(suite_run.extra_args.iter().cloned());
+    }
     args.extend(
         ["-p", "no:cacheprovider", "-p", "xtask_pytest", "-q"]
             .iter()
@@ -230,7 +332,9 @@ pub(super) async fn run_pytest(
         .current_dir(&config.root)
         .envs(child_env(suite, env, Some(py)))
         .env("PYTHONPATH", python_path)
-        .env("XTASK_PYTEST_RECORD", &record_path);
+        .env("XTASK_PYTEST_RECORD", &record_path)
+        .env("XTASK_PYTEST_EVENTS", &events_path)
+        .log_to(&log_path);
     let command = match shard {
         Some(shard) => command.env(
             "XTASK_PYTEST_SHARD",
@@ -256,7 +360,19 @@ pub(super) async fn run_pytest(
             .env_remove("XTASK_PYTEST_ASSIGN"),
     };
     let line = command_line(&py.python, &args);
-    let run = match command.output(deadline).await {
+    let follower = match (&suite_run.live, mode) {
+        (Some(sink), Mode::Run) => Some(Follower::start(
+            events_path.clone(),
+            suite_run.repo_root.clone(),
+            sink.clone(),
+        )),
+        _ => None,
+    };
+    let run = command.output(deadline).await;
+    if let Some(follower) = follower {
+        follower.finish().await;
+    }
+    let run = match run {
         Ok(run) => run,
         Err(e) => {
             return errored(
@@ -275,28 +391,30 @@ pub(super) async fn run_pytest(
                 .collect()
         })
         .unwrap_or_default();
+    let deselected: BTreeSet<&str> = collected
+        .iter()
+        .filter(|item| item.deselected)
+        .map(|item| item.nodeid.as_str())
+        .collect();
+    let collected: Vec<&Collected> = collected.iter().filter(|item| !item.deselected).collect();
     let marked = |item: &Collected| {
         env.skip_markers
             .iter()
             .find(|m| item.markers.iter().any(|have| have == *m))
             .cloned()
     };
-    // Split by duration: the plugin says which tests it kept; tests the markers deselected
-    // before the split (in a run, not a collection) are placed by hash, as without durations.
-    let assigned: Option<BTreeSet<String>> = by_duration.as_ref().map(|_| {
-        std::fs::read_to_string(&assign_path)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    });
-    let in_shard = |item: &Collected| {
-        let by_hash = |nodeid: &str| shard.is_none_or(|s| shard_of(nodeid, s.count) == s.index);
-        match &assigned {
-            Some(_) if mode == Mode::Run && marked(item).is_some() => by_hash(&item.nodeid),
-            Some(kept) => kept.contains(&item.nodeid),
-            None => by_hash(&item.nodeid),
-        }
+    // Split by duration: the plugin wrote the shard of every test it split; tests deselected
+    // before the split (by marker, by the suite's arguments) are placed by hash, as without
+    // durations, so that each is reported, skipped, by exactly one shard.
+    let split: BTreeMap<String, u32> = std::fs::read_to_string(&assign_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<(String, u32)>(line).ok())
+        .collect();
+    let in_shard = |item: &Collected| match (shard, split.get(&item.nodeid)) {
+        (Some(shard), Some(placed)) => *placed == shard.index,
+        (Some(shard), None) => shard_of(&item.nodeid, shard.count) == shard.index,
+        (None, _) => true,
     };
 
     let mut result = SuiteResult::new(&suite.name);
@@ -339,6 +457,16 @@ pub(super) async fn run_pytest(
         }
         let reason = match marked(item) {
             Some(marker) => format!("deselected on the {} target: marked `{marker}`", env.target),
+            None if deselected.contains(item.nodeid.as_str()) => {
+                if suite_run.extra_args.is_empty() {
+                    "deselected by the suite's arguments".to_owned()
+                } else {
+                    format!(
+                        "deselected by the arguments `{}`",
+                        suite_run.extra_args.join(" ")
+                    )
+                }
+            }
             None if run.timed_out => {
                 format!(
                     "not finished: the suite timed out after {}s",

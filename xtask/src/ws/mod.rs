@@ -195,17 +195,17 @@ pub fn recorded_endpoints(
     config: &Config,
     run: Option<&str>,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    let store = state::Store::of(config);
     if let Some(chosen) = crate::stack::choose(config, run)? {
         return Ok(chosen.record.stack.endpoints);
     }
     endpoints::resolve_all(&config.endpoints, &endpoints::NoPorts).map_err(|e| {
-        Failure::config(format!(
-            "no run is recorded in {} ({e})",
-            store.path().display()
-        ))
-        .with_hint("run `cargo xtask docker-up` first, or pass --url (and --token-url or --token)")
-        .into()
+        // The same error (and exit code) as `health` and `monitor` without a recorded run.
+        crate::stack::no_recorded_run(config)
+            .with_hint(format!(
+                "run `cargo xtask docker-up` first, or pass --url (and --token-url or --token); \
+                 the endpoints need published ports ({e})"
+            ))
+            .into()
     })
 }
 
