@@ -33,6 +33,11 @@ impl Copy {
                 "name = \"gatefix\"",
                 &format!("name = \"{}\"", &name[..name.len().min(40)]),
             )
+            // The harness starts the services in dependency order, whatever the compose version.
+            .replace(
+                "service_budget_s = 60",
+                "service_budget_s = 60\nstart = \"ordered\"",
+            )
             // The suites' venv the gate tests share, by its absolute path.
             .replace(
                 "venv = \"../../../../target/xtask/fixture-venv\"",
