@@ -79,6 +79,8 @@ median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1
 
 legs=(compose pytest_docker gate)
 declare -A times
+paired_compose=
+paired_pyd=
 : >"$OUT/reuse-stack.txt"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # One --reuse run keeps the warm stack the timed ones take.
@@ -94,9 +96,13 @@ for round in $(seq "$ROUNDS"); do
         end=$(now)
         t=$(awk "BEGIN {printf \"%.2f\", $end - $start}")
         times[$leg]+="$t "
+        eval "round_$leg=$t"
         line+=" $leg $t"
     done
     echo "$line  (load $(cut -d' ' -f1 /proc/loadavg))"
+    # Ratios within a round: each round's legs ran under about the same load.
+    paired_compose+="$(awk "BEGIN {printf \"%.3f\", $round_gate / $round_compose}") "
+    paired_pyd+="$(awk "BEGIN {printf \"%.3f\", $round_gate / $round_pytest_docker}") "
 done
 "$XTASK" --config "$STACK/harness.toml" docker-down --all >/dev/null 2>&1 || true
 
@@ -112,6 +118,7 @@ printf "  cargo xtask mission-critical --reuse (warm): %6.2f   (stack stage %s s
 awk -v g="$g" -v c="$c" -v p="$p" -v r="$r" 'BEGIN {
     printf "  gate / compose = %.2f, gate / pytest-docker = %.2f\n", g / c, g / p
     printf "  gate --reuse / compose = %.2f, gate --reuse / pytest-docker = %.2f\n", r / c, r / p }'
+echo "  paired (median of each round's ratio): gate / compose = $(echo "$paired_compose" | tr ' ' '\n' | grep . | median), gate / pytest-docker = $(echo "$paired_pyd" | tr ' ' '\n' | grep . | median)"
 echo "  machine: $(nproc) cores, load average before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "last gate run, per stage:"
 grep -E '^(preflight|engine|images|stack|ws|teardown|suite [^ ]+) ' "$OUT/gate.log" | sed 's/^/  /' || true
