@@ -136,8 +136,22 @@ fn problem(path: &str, problem: impl Into<String>) -> ModelError {
 pub async fn read(project: &Project) -> anyhow::Result<Model> {
     let argv = project.config_argv();
     let finished = project.run_checked(&argv, QUICK_TIMEOUT).await?;
-    parse_output(&finished.stdout)
-        .with_context(|| format!("cannot read what `{}` printed", finished.command))
+    let mut model = parse_output(&finished.stdout)
+        .with_context(|| format!("cannot read what `{}` printed", finished.command))?;
+    model.digest = digest_of(&finished.stdout, &project.name)?;
+    Ok(model)
+}
+
+/// The digest of what compose printed, the project's name left out: compose v2 prints it (`name`,
+/// and in the default network's and the volumes' names), and it differs from run to run of one
+/// stack (`<project>-<run>`).
+pub fn digest_of(text: &str, project_name: &str) -> Result<String, ModelError> {
+    let neutral = if project_name.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(project_name, "{project}")
+    };
+    Ok(canonical_digest(&parse_value(&neutral)?))
 }
 
 /// [`read`], remembered in `work_dir` while [`Project::model_key`] stays the same.
@@ -167,14 +181,18 @@ pub async fn read_cached(project: &Project, work_dir: &Path) -> anyhow::Result<M
 
 /// Compose's `config` output: JSON (v2 with `--format json`) or YAML (v1).
 pub fn parse_output(text: &str) -> Result<Model, ModelError> {
-    let value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| problem("(json)", e.to_string()))?
-    } else {
-        yaml_to_json(text)?
-    };
+    let value = parse_value(text)?;
     let mut model = from_value(&value)?;
     model.digest = canonical_digest(&value);
     Ok(model)
+}
+
+fn parse_value(text: &str) -> Result<Value, ModelError> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| problem("(json)", e.to_string()))
+    } else {
+        yaml_to_json(text)
+    }
 }
 
 /// FNV-1a of the value's JSON text: maps are sorted (serde_json without `preserve_order`), so

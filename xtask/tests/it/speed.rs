@@ -206,7 +206,8 @@ fn a_second_reuse_run_takes_the_warm_stack_a_changed_compose_file_does_not_and_d
     let xml = copy.report();
     assert!(
         xml.contains(&format!("reused the warm stack of run {warm_run}")),
-        "{xml}"
+        "{}\n{xml}",
+        explain(&second)
     );
 
     // Another compose file (a key the harness does not read itself): a fresh stack.

@@ -249,6 +249,24 @@ fn the_digest_covers_every_resolved_key_and_not_the_notation() {
     let model = parse_output(yaml).unwrap();
     assert_eq!(model.digest.len(), 16);
     assert_eq!(model.digest, parse_output(json).unwrap().digest);
+    // Compose v2 prints the project's name: not a difference between two runs of one stack.
+    let run = |name: &str| {
+        format!(
+            r#"{{"name": "{name}", "networks": {{"default": {{"name": "{name}_default"}}}}, "services": {{}}}}"#
+        )
+    };
+    assert_eq!(
+        digest_of(&run("chat-1a2b"), "chat-1a2b").unwrap(),
+        digest_of(&run("chat-9z8y"), "chat-9z8y").unwrap()
+    );
+    assert_ne!(
+        digest_of(&run("chat-1a2b"), "chat-1a2b").unwrap(),
+        digest_of(
+            &run("chat-1a2b").replace("services", "volumes"),
+            "chat-1a2b"
+        )
+        .unwrap()
+    );
     // A key the model does not read (environment) still changes the digest.
     let changed = parse_output(&yaml.replace("'1'", "'2'")).unwrap();
     assert_eq!(changed.services, model.services);
