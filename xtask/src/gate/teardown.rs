@@ -7,13 +7,15 @@
 use std::time::{Duration, Instant};
 
 use crate::report::Check;
+use crate::stack::Urgency;
 use crate::state::StackState;
 
 use super::events::{Stage, StageOutcome};
 use super::run::{lock, Keep, Run, StageClock};
 
-/// Undoes what the run made (or keeps it); `failed` says whether the run failed.
-pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
+/// Undoes what the run made (or keeps it); `failed` says whether the run failed. Containers stop
+/// as `urgency` says (it rises with the signals that arrive meanwhile).
+pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urgency) {
     let keep = match run.options.keep {
         Keep::Always => true,
         Keep::OnFailure => failed && !interrupted,
@@ -85,7 +87,7 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         });
         let result = tokio::time::timeout(
             Duration::from_secs(120),
-            crate::stack::down(&run.config, &stack),
+            crate::stack::down_with(&run.config, &stack, urgency),
         )
         .await;
         clock.step(match result {
