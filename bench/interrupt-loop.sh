@@ -45,7 +45,7 @@ for moment in $MOMENTS; do
     # The moment: the stage's start line in the gate's output, then the offset.
     missed=""
     if [ "$stage" != start ]; then
-        until grep -qE "── $stage\$" "$log"; do
+        until grep -qE "── $stage\$" "$log" 2>/dev/null; do
             kill -0 "$pid" 2>/dev/null || { missed="the gate ended before stage $stage began"; break; }
             sleep 0.02
         done
