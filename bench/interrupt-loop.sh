@@ -56,7 +56,7 @@ for moment in $MOMENTS; do
     kill "-$signal" "$pid" 2>/dev/null
     wait "$pid"
     code=$?
-    took=$(echo "$(date +%s.%N) - $sent" | bc)
+    took=$(awk -v from="$sent" -v to="$(date +%s.%N)" 'BEGIN { printf "%.3f", to - from }')
     run_id=$(sed -n 's/.*name="run_id" value="\([^"]*\)".*/\1/p' "$report" 2>/dev/null | head -1)
     [ -n "$run_id" ] || run_id=$(sed -n 's/.*mission-critical: run \([^ ]*\) .*/\1/p' "$log" | head -1)
     left=$(leftovers "io.xtask.pid=$pid")
@@ -69,7 +69,8 @@ for moment in $MOMENTS; do
     elif command -v xmllint >/dev/null && ! xmllint --noout --schema "$XSD" "$report" 2>"$OUT/xmllint-$runs.log"; then
         verdict="the report is not valid JUnit: $(head -1 "$OUT/xmllint-$runs.log")"
     elif [ "$left" != 0 ]; then verdict="$left resources left"
-    elif [ "$BUDGET_S" != none ] && [ "$(echo "$took > $BUDGET_S" | bc)" = 1 ]; then verdict="over the ${BUDGET_S}s budget"
+    elif [ "$BUDGET_S" != none ] && awk -v t="$took" -v b="$BUDGET_S" 'BEGIN { exit !(t > b) }'; then
+        verdict="over the ${BUDGET_S}s budget"
     fi
     [ -z "$missed" ] && times+=("$took")
     [ "$verdict" = ok ] && clean=$((clean + 1))
