@@ -2,7 +2,7 @@
 # Interrupts the gate at moments spread over the stack and the suites, with SIGINT and SIGTERM in
 # turn, and times each run from the signal to the harness's exit. A run is clean when it exits 130
 # within the budget, writes a report that is valid and says interrupted, and leaves no container,
-# network or volume labelled with its run id or its pid.
+# network or volume labelled with its run id.
 #
 #   bench/interrupt-loop.sh [CONFIG]          (default: harness.toml, the reference stack)
 #
@@ -59,8 +59,8 @@ for moment in $MOMENTS; do
     took=$(awk -v from="$sent" -v to="$(date +%s.%N)" 'BEGIN { printf "%.3f", to - from }')
     run_id=$(sed -n 's/.*name="run_id" value="\([^"]*\)".*/\1/p' "$report" 2>/dev/null | head -1)
     [ -n "$run_id" ] || run_id=$(sed -n 's/.*mission-critical: run \([^ ]*\) .*/\1/p' "$log" | head -1)
-    left=$(leftovers "io.xtask.pid=$pid")
-    [ -n "$run_id" ] && left=$((left + $(leftovers "io.xtask.run-id=$run_id")))
+    # By run id (it holds the pid, so it is unique); the pid alone may be another process's by now.
+    if [ -n "$run_id" ]; then left=$(leftovers "io.xtask.run-id=$run_id"); else left="?"; fi
     verdict=ok
     if [ -n "$missed" ]; then verdict="missed: $missed"
     elif [ "$code" != 130 ]; then verdict="exit $code, not 130"
@@ -68,6 +68,7 @@ for moment in $MOMENTS; do
     elif ! grep -q 'name="interrupted" value="true"' "$report"; then verdict="the report does not say interrupted"
     elif command -v xmllint >/dev/null && ! xmllint --noout --schema "$XSD" "$report" 2>"$OUT/xmllint-$runs.log"; then
         verdict="the report is not valid JUnit: $(head -1 "$OUT/xmllint-$runs.log")"
+    elif [ "$left" = "?" ]; then verdict="no run id: leftovers not checked"
     elif [ "$left" != 0 ]; then verdict="$left resources left"
     elif [ "$BUDGET_S" != none ] && awk -v t="$took" -v b="$BUDGET_S" 'BEGIN { exit !(t > b) }'; then
         verdict="over the ${BUDGET_S}s budget"

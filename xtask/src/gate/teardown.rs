@@ -82,6 +82,13 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urge
     }
     if stack.is_some() || stack_run_id.is_some() {
         let started = Instant::now();
+        if stack.is_none() {
+            // `compose up` was cut short: wait until its process group has ended (at most its
+            // stop grace), so that nothing it asked the engine for appears after the removal.
+            tokio::task::spawn_blocking(crate::process::finish_pending_kills)
+                .await
+                .ok();
+        }
         let stack = stack.unwrap_or_else(|| {
             unfinished_stack(run, stack_run_id.as_deref().unwrap_or(&run.run_id))
         });

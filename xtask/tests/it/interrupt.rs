@@ -14,8 +14,8 @@ fn repo_root() -> PathBuf {
 }
 
 /// `bench/interrupt-loop.sh` on the fixture, a few moments: each run exits 130, writes a valid
-/// report that says interrupted, and leaves nothing with its run id or pid. The script checks
-/// all of that per run; times are only printed (no budget here).
+/// report that says interrupted, and leaves nothing with its run id. The script checks all of
+/// that per run; times are only printed (no budget here).
 #[test]
 fn the_interrupt_loop_on_the_fixture_ends_every_run_clean() {
     if crate::require::engine().is_none()
@@ -193,15 +193,26 @@ impl Gate {
 
     /// The grace label on the run's web container (its `stop_grace_period`, in seconds).
     fn web_grace_label(&self) -> String {
+        let run_id = run_id_printed(&self.seen.join("\n"));
         let out = Command::new("docker")
             .args(["ps", "--format", "{{.Label \"io.xtask.stop-grace-s\"}}"])
             .arg("--filter")
-            .arg(format!("label=io.xtask.pid={}", self.child.id()))
+            .arg(format!("label=io.xtask.run-id={run_id}"))
             .args(["--filter", "label=com.docker.compose.service=web"])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
+}
+
+/// The run id the gate printed first (`mission-critical: run ID (CONFIG)`).
+fn run_id_printed(stderr: &str) -> String {
+    stderr
+        .split("mission-critical: run ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id printed:\n{stderr}"))
+        .to_owned()
 }
 
 /// Containers, networks and volumes carrying `label` (`key=value`).
@@ -272,21 +283,18 @@ fn a_second_signal_during_teardown_kills_at_once_and_leaves_nothing_half_removed
     let stubborn = Stubborn::new("gatetwice", 600);
     let mut gate = stubborn.start();
     gate.wait_for("── teardown");
-    let pid = gate.child.id();
     gate.signal(libc::SIGINT);
     gate.wait_for("interrupted during teardown");
     gate.signal(libc::SIGTERM);
     let (code, stderr) = gate.finish();
     assert_eq!(code, Some(130), "{stderr}");
     assert!(stderr.contains("interrupted again: killing"), "{stderr}");
-    let owned = labelled(&format!("io.xtask.pid={pid}"));
+    let run_label = format!("io.xtask.run-id={}", run_id_printed(&stderr));
+    let owned = labelled(&run_label);
     if stderr.contains("exiting before teardown and the report are finished") {
         let removed = stubborn.remove_everything();
         assert!(removed.status.success(), "{removed:?}");
-        assert_eq!(
-            labelled(&format!("io.xtask.pid={pid}")),
-            Vec::<String>::new()
-        );
+        assert_eq!(labelled(&run_label), Vec::<String>::new());
     } else {
         assert_eq!(owned, Vec::<String>::new(), "{stderr}");
         let xml = std::fs::read_to_string(&stubborn.report).expect("the report is written");
