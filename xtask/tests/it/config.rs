@@ -136,6 +136,13 @@ const CASES: &[(&str, &str, &str, usize, &str)] = &[
         15,
         "stack.service_budget_s",
     ),
+    (
+        "negative interrupt stop timeout",
+        "services = [\"web\", \"db\"]",
+        "services = [\"web\", \"db\"]\ninterrupt_stop_timeout_s = -1",
+        15,
+        "stack.interrupt_stop_timeout_s",
+    ),
 ];
 
 fn project_with(harness: &str) -> tempfile::TempDir {
@@ -151,7 +158,10 @@ fn the_good_file_loads() {
     let config = xtask::config::load(Some(&dir.path().join("harness.toml"))).unwrap();
     assert_eq!(config.project.name.0, "demo");
     assert_eq!(config.engine.start_timeout_s.0, 30);
-    assert_eq!(config.stack.unwrap().services, vec!["web", "db"]);
+    let stack = config.stack.unwrap();
+    assert_eq!(stack.services, vec!["web", "db"]);
+    // After a signal, containers get 2 s by default (0 is allowed: kill at once).
+    assert_eq!(stack.interrupt_stop_timeout_s.0, 2);
 }
 
 #[test]

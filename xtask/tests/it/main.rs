@@ -6,6 +6,7 @@ mod engine;
 mod gate;
 mod hook;
 mod images;
+mod interrupt;
 mod junit;
 mod require;
 mod stack;
