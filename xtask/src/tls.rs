@@ -327,20 +327,17 @@ pub fn describe_in(
         if let Some(rustls_error) = current.downcast_ref::<rustls::Error>() {
             return Some(describe(rustls_error, server, trusted));
         }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(rustls_error) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(describe(rustls_error, server, trusted));
-                }
-                if let Some(failure) = inner.downcast_ref::<TlsFailure>() {
-                    return Some(failure.clone());
-                }
-            }
-        }
         if let Some(failure) = current.downcast_ref::<TlsFailure>() {
             return Some(failure.clone());
         }
-        next = current.source();
+        // hyper-rustls wraps tokio-rustls's io::Error in another: open each one.
+        next = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => Some(inner as &(dyn StdError + 'static)),
+                None => None,
+            },
+            None => current.source(),
+        };
     }
     None
 }

@@ -10,6 +10,7 @@ mod require;
 mod stack;
 mod suites;
 mod tidy;
+mod tls;
 mod ws;
 
 /// Copies a fixture into a test's own directory, without what earlier runs left in it (`target`,
