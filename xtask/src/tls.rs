@@ -359,6 +359,10 @@ pub fn describe(error: &rustls::Error, server: &str, trusted: &dyn Fn() -> Strin
                 "untrusted certificate: {server} presents a certificate whose issuer is not trusted here (trusted: {})",
                 trusted()
             ),
+            CertificateError::BadSignature => format!(
+                "untrusted certificate: {server} presents a certificate that names a trusted CA as its issuer, but that CA did not sign it (another CA of the same name?; trusted: {})",
+                trusted()
+            ),
             CertificateError::NotValidForName => format!(
                 "wrong hostname: the certificate {server} presents is not valid for that name"
             ),
@@ -481,6 +485,10 @@ mod tests {
         assert_eq!(
             words(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)),
             "untrusted certificate: staging.example:443 presents a certificate whose issuer is not trusted here (trusted: ca.pem)"
+        );
+        assert!(
+            words(rustls::Error::InvalidCertificate(CertificateError::BadSignature))
+                .starts_with("untrusted certificate: staging.example:443 presents a certificate that names a trusted CA as its issuer, but that CA did not sign it"),
         );
         let wrong_host = CertificateError::NotValidForNameContext {
             expected: ServerName::DnsName(DnsName::try_from("staging.example").unwrap()),

@@ -61,6 +61,11 @@ impl Pki {
              serial = db/serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n[any]\ncommonName = supplied\n",
         )
         .unwrap();
+        // Each CA a name of its own: a client finds the issuer of a certificate by its name.
+        let subject = format!(
+            "/CN=xtask test CA {}",
+            pki.dir.path().file_name().unwrap().to_string_lossy()
+        );
         pki.openssl(&[
             "req",
             "-x509",
@@ -76,7 +81,7 @@ impl Pki {
             "-days",
             "3",
             "-subj",
-            "/CN=xtask test CA",
+            &subject,
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
