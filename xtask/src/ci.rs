@@ -13,12 +13,15 @@ use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
-/// base image, xmllint to validate JUnit against the XSD.
+/// base image, xmllint to validate JUnit against the XSD, openssl for the TLS tests' certificates
+/// and iproute2 for the network namespace of the TLS engine's test.
 const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-compose",
     "debootstrap",
     "libxml2-utils",
+    "openssl",
+    "iproute2",
 ];
 
 /// Set for the tests when this `ci` run started the engine itself: only then may a test stop it.
