@@ -273,6 +273,9 @@ pub struct StagingCfg {
     pub skip_markers: Vec<String>,
     /// How long each endpoint has to answer the usability probe.
     pub probe_timeout_s: Secs,
+    /// A PEM file of CA certificates trusted besides the platform's roots (absolute; validated
+    /// to hold at least one certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -551,6 +554,7 @@ struct RawStaging {
     skip_markers: Vec<String>,
     #[serde(default = "default_probe_timeout")]
     probe_timeout_s: Secs,
+    ca_file: Option<Spanned<String>>,
 }
 
 fn default_staging_markers() -> Vec<String> {
@@ -823,10 +827,21 @@ fn validate(
                 )?;
                 endpoints.insert(name, template.into_inner());
             }
+            let ca_file = match staging.ca_file {
+                None => None,
+                Some(file) => {
+                    let path = root.join(file.get_ref());
+                    crate::tls::read_certificates(&path).map_err(|problem| {
+                        at.at(file.span(), "targets.staging.ca_file", problem)
+                    })?;
+                    Some(path)
+                }
+            };
             Some(StagingCfg {
                 endpoints,
                 skip_markers: staging.skip_markers,
                 probe_timeout_s: staging.probe_timeout_s,
+                ca_file,
             })
         }
     };

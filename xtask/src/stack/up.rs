@@ -55,6 +55,10 @@ pub async fn start(
         began,
         ..
     } = prepared;
+    let mut project = project;
+    // A TLS engine reaches compose as the docker CLI reads it; recorded with the stack's
+    // environment, so that `down` later goes to the same engine.
+    project.env.extend(engine.host.tls_env());
     let project_name = project.name.clone();
     let mut stack_state = StackState {
         run_id: run_id.clone(),

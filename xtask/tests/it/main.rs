@@ -12,6 +12,8 @@ mod require;
 mod stack;
 mod suites;
 mod tidy;
+mod tls;
+mod tls_engine;
 mod ws;
 
 /// Copies a fixture into a test's own directory, without what earlier runs left in it (`target`,
