@@ -13,13 +13,16 @@ use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
-/// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html.
+/// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html,
+/// openssl for the TLS tests' certificates and iproute2 for the test daemons' network namespaces.
 const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-compose",
     "debootstrap",
     "libxml2-utils",
     "chromium",
+    "openssl",
+    "iproute2",
 ];
 
 /// Set for the tests when this `ci` run started the engine itself: only then may a test stop it.

@@ -16,8 +16,7 @@ use toml::Spanned;
 use crate::endpoints::Template;
 use crate::error::Failure;
 
-mod stack_keys;
-pub use stack_keys::StartMode;
+pub mod stack_keys;
 
 /// The file name looked for from the current directory upwards.
 pub const FILE_NAME: &str = "harness.toml";
@@ -171,17 +170,14 @@ pub struct StackCfg {
     pub isolated_env: BTreeMap<String, String>,
     /// Log lines printed for a service that failed.
     pub log_lines: usize,
-    /// How often the harness runs a starting service's own healthcheck itself (0: never).
-    pub probe_interval_ms: u64,
-    /// HTTP or TCP probes (URL templates) for services without a healthcheck, by service.
-    pub ready: BTreeMap<String, String>,
-    /// Who starts the services in dependency order (`auto`: by the compose version).
-    pub start: StartMode,
-    /// Keep a passing gate's stack warm and take a matching one (as `--reuse`).
-    pub reuse: bool,
-    /// Run before a warm stack is taken (program and arguments; empty: nothing).
-    pub reset: Vec<String>,
+    /// Readiness probes, start order, warm stacks.
+    pub speed: stack_keys::SpeedCfg,
+    /// After a signal, how long each container gets to stop before it is killed.
+    pub interrupt_stop_timeout_s: WholeSecs,
 }
+
+/// `stack.interrupt_stop_timeout_s` when not set (and without a `[stack]`).
+pub const DEFAULT_INTERRUPT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct WsCheckCfg {
@@ -281,6 +277,9 @@ pub struct StagingCfg {
     pub skip_markers: Vec<String>,
     /// How long each endpoint has to answer the usability probe.
     pub probe_timeout_s: Secs,
+    /// A PEM file of CA certificates trusted besides the platform's roots (absolute; validated
+    /// to hold at least one certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +341,12 @@ validated!(
     "a number of seconds greater than 0"
 );
 validated!(
+    /// A duration in whole seconds, 0 or more.
+    WholeSecs(u64), i64,
+    |v| u64::try_from(v).map_err(|_| format!("must be a number of seconds, 0 or more, got {v}")),
+    "a number of seconds, 0 or more"
+);
+validated!(
     /// A duration in milliseconds, greater than 0.
     Millis(u64), i64,
     |v| if v > 0 { Ok(v as u64) } else { Err(format!("must be a number of milliseconds greater than 0, got {v}")) },
@@ -367,6 +372,12 @@ validated!(
 );
 
 impl Secs {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl WholeSecs {
     pub fn duration(self) -> Duration {
         Duration::from_secs(self.0)
     }
@@ -451,10 +462,12 @@ struct RawStack {
     #[serde(default)]
     ready: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
-    start: StartMode,
+    start: stack_keys::StartMode,
     #[serde(default)]
     reuse: bool,
     reset: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_interrupt_stop_timeout")]
+    interrupt_stop_timeout_s: WholeSecs,
 }
 
 fn default_budget() -> Secs {
@@ -468,6 +481,9 @@ fn default_true() -> bool {
 }
 fn default_log_lines() -> usize {
     50
+}
+fn default_interrupt_stop_timeout() -> WholeSecs {
+    WholeSecs(DEFAULT_INTERRUPT_STOP_TIMEOUT.as_secs())
 }
 
 #[derive(Deserialize)]
@@ -551,6 +567,7 @@ struct RawStaging {
     skip_markers: Vec<String>,
     #[serde(default = "default_probe_timeout")]
     probe_timeout_s: Secs,
+    ca_file: Option<Spanned<String>>,
 }
 
 fn default_staging_markers() -> Vec<String> {
@@ -726,13 +743,14 @@ fn validate(
                     format!("compose file {} does not exist", compose_file.display()),
                 ));
             }
-            let ready = stack_keys::ready(at, stack.ready, stack.services.get_ref())?;
             Some(StackCfg {
-                ready,
-                probe_interval_ms: stack.probe_interval_ms,
-                start: stack.start,
-                reuse: stack.reuse,
-                reset: stack_keys::reset(at, stack.reset)?,
+                speed: stack_keys::SpeedCfg {
+                    probe_interval_ms: stack.probe_interval_ms,
+                    ready: stack_keys::ready(at, stack.ready, stack.services.get_ref())?,
+                    start: stack.start,
+                    reuse: stack.reuse,
+                    reset: stack_keys::reset(at, stack.reset)?,
+                },
                 compose_file,
                 service_budget_s: stack.service_budget_s,
                 services: stack.services.into_inner(),
@@ -741,6 +759,7 @@ fn validate(
                 env: stack.env,
                 isolated_env: stack.isolated_env,
                 log_lines: stack.log_lines,
+                interrupt_stop_timeout_s: stack.interrupt_stop_timeout_s,
             })
         }
     };
@@ -828,10 +847,21 @@ fn validate(
                 )?;
                 endpoints.insert(name, template.into_inner());
             }
+            let ca_file = match staging.ca_file {
+                None => None,
+                Some(file) => {
+                    let path = root.join(file.get_ref());
+                    crate::tls::read_certificates(&path).map_err(|problem| {
+                        at.at(file.span(), "targets.staging.ca_file", problem)
+                    })?;
+                    Some(path)
+                }
+            };
             Some(StagingCfg {
                 endpoints,
                 skip_markers: staging.skip_markers,
                 probe_timeout_s: staging.probe_timeout_s,
+                ca_file,
             })
         }
     };

@@ -15,6 +15,21 @@ use super::Locator;
 use crate::endpoints::Template;
 use crate::error::Failure;
 
+/// `[stack]`'s keys of readiness, start order and warm stacks, validated.
+#[derive(Debug, Clone)]
+pub struct SpeedCfg {
+    /// How often the harness runs a starting service's own healthcheck itself (0: never).
+    pub probe_interval_ms: u64,
+    /// HTTP or TCP probes (URL templates) for services without a healthcheck, by service.
+    pub ready: BTreeMap<String, String>,
+    /// Who starts the services in dependency order (`auto`: by the compose version).
+    pub start: StartMode,
+    /// Keep a passing gate's stack warm and take a matching one (as `--reuse`).
+    pub reuse: bool,
+    /// Run before a warm stack is taken (program and arguments; empty: nothing).
+    pub reset: Vec<String>,
+}
+
 /// Who starts the services once compose created them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,11 +69,14 @@ pub(super) fn ready(
             ));
         }
         let text = template.get_ref();
-        if !(text.starts_with("http://") || text.starts_with("tcp://")) {
+        if !["http://", "https://", "tcp://"]
+            .iter()
+            .any(|scheme| text.starts_with(scheme))
+        {
             return Err(at.at(
                 template.span(),
                 &key,
-                format!("`{text}` must start with http:// or tcp://"),
+                format!("`{text}` must start with http://, https:// or tcp://"),
             ));
         }
         let parsed = Template::parse(text).map_err(|e| at.at(template.span(), &key, e))?;
@@ -89,7 +107,8 @@ pub(super) fn reset(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{parse, Config, StartMode};
+    use super::StartMode;
+    use crate::config::{parse, Config};
 
     fn with_stack(extra: &str) -> Result<Config, String> {
         let dir = tempfile::tempdir().unwrap();
@@ -102,7 +121,7 @@ mod tests {
 
     #[test]
     fn defaults_and_every_key_read() {
-        let stack = with_stack("").unwrap().stack.unwrap();
+        let stack = with_stack("").unwrap().stack.unwrap().speed;
         assert_eq!(stack.probe_interval_ms, 100);
         assert_eq!(stack.start, StartMode::Auto);
         assert!(!stack.reuse && stack.reset.is_empty() && stack.ready.is_empty());
@@ -111,7 +130,8 @@ mod tests {
         )
         .unwrap()
         .stack
-        .unwrap();
+        .unwrap()
+        .speed;
         assert_eq!(stack.probe_interval_ms, 0);
         assert_eq!(stack.start, StartMode::Compose);
         assert!(stack.reuse);
@@ -128,7 +148,7 @@ mod tests {
             ),
             (
                 "[stack.ready]\nweb = \"ftp://127.0.0.1:{port:web:80}\"",
-                "must start with http:// or tcp://",
+                "must start with http://, https:// or tcp://",
             ),
             (
                 "[stack.ready]\nweb = \"http://{backend}/health\"",

@@ -12,6 +12,8 @@
 
 // Where the engine is: DOCKER_HOST, docker contexts, known sockets, probing them.
 mod discover;
+// Engines on tcp with TLS: their certificates, client and environment.
+mod tcp_tls;
 // What the operating system says about a dockerd: pid files, /proc, signals, root.
 mod os;
 // How the platform starts an engine (as data), launching it, waiting for it to answer.
@@ -62,6 +64,8 @@ use crate::state;
 pub struct Engine {
     pub docker: bollard::Docker,
     pub info: EngineInfo,
+    /// Where it was reached (with its TLS files for a TLS engine: [`Host::tls_env`]).
+    pub host: Host,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -168,6 +172,7 @@ async fn finish_connect(
     let info = info.with_context(|| format!("GET /info from {host}"))?;
     Ok(Engine {
         docker,
+        host: host.clone(),
         info: EngineInfo {
             host: host.url(),
             server_version: version.version.unwrap_or_default(),

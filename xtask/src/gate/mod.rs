@@ -72,6 +72,8 @@ async fn new_run(config: crate::config::Config, options: Options) -> Arc<Run> {
 
 impl MissionCritical {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        // First: a signal from here on is the run's, even before its pipeline starts.
+        supervise::Signals::install();
         let config = ctx.config()?;
         for name in &self.suites {
             if !config.suites.iter().any(|s| &s.name == name) {
@@ -130,6 +132,7 @@ impl DockerUp {
             };
             return crate::engine::run_engine_only(&config, &options, self.json).await;
         }
+        supervise::Signals::install();
         let options = Options {
             command: "docker-up",
             target: TargetChoice::Docker,

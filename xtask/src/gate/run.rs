@@ -202,7 +202,7 @@ impl Run {
     pub fn reuses(&self) -> bool {
         self.options.isolation == Isolation::Isolated
             && self.options.until == Until::Suites
-            && (self.options.reuse || self.config.stack.as_ref().is_some_and(|s| s.reuse))
+            && (self.options.reuse || self.config.stack.as_ref().is_some_and(|s| s.speed.reuse))
     }
 
     /// The suites this run selected (`--suite`), in configuration order.

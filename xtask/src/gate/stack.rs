@@ -78,7 +78,7 @@ pub async fn stack(
         return (!engine_failed).then(|| Chosen {
             kind: TargetKind::Docker,
             endpoints: BTreeMap::new(),
-            extra_env: BTreeMap::new(),
+            extra_env: engine.host.tls_env().into_iter().collect(),
             skip_markers: config.targets.docker_skip_markers.clone(),
         });
     };
@@ -138,16 +138,21 @@ pub async fn stack(
     let chosen = Chosen {
         kind: TargetKind::Docker,
         endpoints: report.endpoints.clone(),
-        extra_env: BTreeMap::from([
-            (
-                "XTASK_COMPOSE_PROJECT".to_owned(),
-                report.state.project.clone(),
-            ),
-            (
-                "XTASK_COMPOSE_FILE".to_owned(),
-                report.state.compose_file.display().to_string(),
-            ),
-        ]),
+        extra_env: BTreeMap::from_iter(
+            [
+                (
+                    "XTASK_COMPOSE_PROJECT".to_owned(),
+                    report.state.project.clone(),
+                ),
+                (
+                    "XTASK_COMPOSE_FILE".to_owned(),
+                    report.state.compose_file.display().to_string(),
+                ),
+            ]
+            // Suites that act on containers reach a TLS engine as the docker CLI does.
+            .into_iter()
+            .chain(engine.host.tls_env()),
+        ),
         skip_markers: config.targets.docker_skip_markers.clone(),
     };
     let passed = report.passed();

@@ -7,13 +7,15 @@
 use std::time::{Duration, Instant};
 
 use crate::report::Check;
+use crate::stack::Urgency;
 use crate::state::StackState;
 
 use super::events::{Stage, StageOutcome};
 use super::run::{lock, Keep, Run, StageClock};
 
-/// Undoes what the run made (or keeps it); `failed` says whether the run failed.
-pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
+/// Undoes what the run made (or keeps it); `failed` says whether the run failed. Containers stop
+/// as `urgency` says (it rises with the signals that arrive meanwhile).
+pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urgency) {
     let keep = match run.options.keep {
         Keep::Always => true,
         Keep::OnFailure => failed && !interrupted,
@@ -116,12 +118,19 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
     }
     if stack.is_some() || stack_run_id.is_some() {
         let started = Instant::now();
+        if stack.is_none() {
+            // `compose up` was cut short: wait until its process group has ended (at most its
+            // stop grace), so that nothing it asked the engine for appears after the removal.
+            tokio::task::spawn_blocking(crate::process::finish_pending_kills)
+                .await
+                .ok();
+        }
         let stack = stack.unwrap_or_else(|| {
             unfinished_stack(run, stack_run_id.as_deref().unwrap_or(&run.run_id))
         });
         let result = tokio::time::timeout(
             Duration::from_secs(120),
-            crate::stack::down(&run.config, &stack),
+            crate::stack::down_with(&run.config, &stack, urgency),
         )
         .await;
         clock.step(match result {

@@ -114,6 +114,7 @@ pub async fn run_once(
     docker: &bollard::Docker,
     container: &str,
     spec: &ProbeSpec,
+    tls: &crate::tls::Tls,
 ) -> (bool, String) {
     match spec {
         ProbeSpec::Exec { argv, timeout } => {
@@ -129,7 +130,7 @@ pub async fn run_once(
                 ),
             }
         }
-        ProbeSpec::Http { url, timeout } => match crate::http::get(url, *timeout).await {
+        ProbeSpec::Http { url, timeout } => match crate::http::get(url, *timeout, tls).await {
             Ok(response) if response.is_success() => (true, format!("{}", response.status)),
             Ok(response) => (
                 false,
@@ -221,6 +222,7 @@ pub(super) fn spawn(
     container: String,
     spec: ProbeSpec,
     interval: Duration,
+    tls: crate::tls::Tls,
     results: tokio::sync::mpsc::UnboundedSender<ProbeResult>,
 ) -> AbortOnDrop {
     let cap = EXEC_PAUSE_CAP.max(interval);
@@ -229,7 +231,7 @@ pub(super) fn spawn(
         let mut pause = interval;
         loop {
             let began = Instant::now();
-            let (passed, output) = run_once(&docker, &container, &spec).await;
+            let (passed, output) = run_once(&docker, &container, &spec, &tls).await;
             let result = ProbeResult {
                 service: service.clone(),
                 container: container.clone(),
@@ -256,6 +258,8 @@ pub struct Probes {
     ready: BTreeMap<String, String>,
     /// How long one `[stack.ready]` probe may take.
     ready_timeout: Duration,
+    /// What an `https://` `[stack.ready]` probe trusts.
+    tls: crate::tls::Tls,
     /// Exec probes learned when a container was created, by container.
     specs: BTreeMap<String, ProbeSpec>,
     running: BTreeMap<String, (String, AbortOnDrop)>,
@@ -268,12 +272,17 @@ pub struct Probes {
 
 impl Probes {
     /// `interval` zero: no probe ever runs.
-    pub fn new(interval: Duration, ready: BTreeMap<String, String>) -> Probes {
+    pub fn new(
+        interval: Duration,
+        ready: BTreeMap<String, String>,
+        tls: crate::tls::Tls,
+    ) -> Probes {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         Probes {
             interval,
             ready,
             ready_timeout: Duration::from_secs(2),
+            tls,
             specs: BTreeMap::new(),
             running: BTreeMap::new(),
             sender,
@@ -335,6 +344,7 @@ impl Probes {
             container.to_owned(),
             spec,
             self.interval,
+            self.tls.clone(),
             self.sender.clone(),
         );
         self.running

@@ -142,7 +142,7 @@ pub fn key_of(
     // `reuse` itself says nothing about the stack: `--reuse` and `stack.reuse` runs share one.
     let mut stack = config.stack.clone();
     if let Some(stack) = &mut stack {
-        stack.reuse = false;
+        stack.speed.reuse = false;
     }
     digest.feed(format!("{stack:?}").as_bytes());
     digest.feed(format!("{:?}", config.endpoints).as_bytes());
@@ -331,7 +331,7 @@ async fn check(
             if inspected.health == Some(bollard::models::HealthStatusEnum::UNHEALTHY) {
                 return Err(format!("service `{service}` is unhealthy"));
             }
-            let spec = match stack.ready.get(service) {
+            let spec = match stack.speed.ready.get(service) {
                 Some(template) => Some(Probe::Run(ready_probe(
                     service,
                     template,
@@ -346,12 +346,16 @@ async fn check(
             checks.push((service.clone(), inspected.clone(), response, spec));
         }
     }
+    let tls = crate::tls::Tls::of(config);
+    let tls = &tls;
     let probes = checks
         .iter()
         .map(|(service, inspected, _, spec)| async move {
             let started = Instant::now();
             let outcome = match spec {
-                Some(Probe::Run(spec)) => Some(run_once(docker, &inspected.container, spec).await),
+                Some(Probe::Run(spec)) => {
+                    Some(run_once(docker, &inspected.container, spec, tls).await)
+                }
                 Some(Probe::Engine(_)) => Some((true, String::new())),
                 None => None,
             };
@@ -407,8 +411,8 @@ async fn check(
     );
     let mut state = record.stack.clone();
     state.endpoints = endpoints.clone();
-    if !stack.reset.is_empty() {
-        reset(config, &state, &stack.reset).await?;
+    if !stack.speed.reset.is_empty() {
+        reset(config, &state, &stack.speed.reset).await?;
     }
     Ok(UpReport {
         run_id: state.run_id.clone(),
@@ -421,10 +425,10 @@ async fn check(
             format!(
                 "reused the warm stack of run {} (project {project}){}",
                 state.run_id,
-                if stack.reset.is_empty() {
+                if stack.speed.reset.is_empty() {
                     String::new()
                 } else {
-                    format!("; `{}` ran first", stack.reset.join(" "))
+                    format!("; `{}` ran first", stack.speed.reset.join(" "))
                 }
             ),
         ),

@@ -29,7 +29,8 @@ use super::watch::{
     has_healthcheck, Change, ContainerEvent, Failed, Inspected, Ready, Signal, Watch,
 };
 use super::{emit, record, stack_cfg, Progress, ServiceUp, UpEvent, UpOptions, UpReport};
-use crate::config::{Config, StartMode};
+use crate::config::stack_keys::StartMode;
+use crate::config::Config;
 use crate::endpoints;
 use crate::engine::Engine;
 use crate::process::Finished;
@@ -66,11 +67,15 @@ pub async fn start(
     // Compose v1's `up --no-start` cannot overlap creating the dependents with starting what they
     // wait on (it waits for a running dependency's health first), which costs more than the
     // harness's order saves: with v1, `auto` leaves starting to compose (docs/stack.md).
-    let ordered = match stack.start {
+    let ordered = match stack.speed.start {
         StartMode::Ordered => true,
         StartMode::Compose => false,
         StartMode::Auto => !compose.is_v1(),
     };
+    let mut project = project;
+    // A TLS engine reaches compose as the docker CLI reads it; recorded with the stack's
+    // environment, so that `down` later goes to the same engine.
+    project.env.extend(engine.host.tls_env());
     let project_name = project.name.clone();
     let mut stack_state = StackState {
         run_id: run_id.clone(),
@@ -101,10 +106,11 @@ pub async fn start(
         }
     }
     let mut watch = Watch::new(&watched, stack.service_budget_s.duration())
-        .with_ready_probes(stack.ready.keys().cloned());
+        .with_ready_probes(stack.speed.ready.keys().cloned());
     let mut probes = Probes::new(
-        Duration::from_millis(stack.probe_interval_ms),
-        stack.ready.clone(),
+        Duration::from_millis(stack.speed.probe_interval_ms),
+        stack.speed.ready.clone(),
+        crate::tls::Tls::of(config),
     );
     let before: Vec<(Inspected, ContainerInspectResponse)> =
         inspect_project(docker, &project_name).await?;
@@ -368,7 +374,7 @@ pub async fn start(
     let running: Vec<(Inspected, ContainerInspectResponse)> =
         inspect_project(docker, &project_name).await?;
     watch.engine_times(&running.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>());
-    let probing = stack.probe_interval_ms > 0;
+    let probing = stack.speed.probe_interval_ms > 0;
 
     let mut services_up = Vec::new();
     for service in &stack.services {

@@ -6,12 +6,15 @@ mod engine;
 mod gate;
 mod hook;
 mod images;
+mod interrupt;
 mod junit;
 mod require;
 mod speed;
 mod stack;
 mod suites;
 mod tidy;
+mod tls;
+mod tls_engine;
 mod ws;
 
 /// Copies a fixture into a test's own directory, without what earlier runs left in it (`target`,
