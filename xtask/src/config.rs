@@ -720,6 +720,13 @@ fn validate(
     let endpoint_names: Vec<String> = raw.endpoints.keys().cloned().collect();
     let mut endpoints = BTreeMap::new();
     for (name, template) in raw.endpoints {
+        if name == crate::endpoints::ENGINE_HOST {
+            return Err(at.at(
+                template.span(),
+                "endpoints.engine_host",
+                "`engine_host` is reserved: `{engine_host}` is the engine's host; name this endpoint otherwise",
+            ));
+        }
         check_template(
             at,
             &template,
@@ -837,6 +844,13 @@ fn validate(
                 if let Some(ready) = &process.ready {
                     let parsed = Template::parse(ready)
                         .map_err(|e| at.at(span.clone(), "targets.local.processes.ready", e))?;
+                    if parsed.uses_engine_host() {
+                        return Err(at.at(
+                            span,
+                            "targets.local.processes.ready",
+                            "`{engine_host}` is known only in [endpoints] (the docker target's)",
+                        ));
+                    }
                     if let Some(unknown) = parsed.unknown_references(&[], &names).into_iter().next()
                     {
                         return Err(at.at(span, "targets.local.processes.ready", unknown));
@@ -918,6 +932,14 @@ fn check_template(
     endpoints: &[String],
 ) -> Result<(), Failure> {
     let parsed = Template::parse(template.get_ref()).map_err(|e| at.at(template.span(), key, e))?;
+    // Only the docker target's endpoints are resolved with an engine at hand.
+    if parsed.uses_engine_host() && !key.starts_with("endpoints.") {
+        return Err(at.at(
+            template.span(),
+            key,
+            "`{engine_host}` is known only in [endpoints] (the docker target's); refer to such an endpoint here instead",
+        ));
+    }
     match parsed
         .unknown_references(services, endpoints)
         .into_iter()

@@ -350,7 +350,8 @@ async fn build_with_debootstrap(
     result
 }
 
-/// Streams `tar -C ROOTFS -c .` into the engine's import as `name` (what `docker import` does).
+/// Streams `tar -C ROOTFS -c .` into the engine's import as `name` (what `docker import` does),
+/// then proves the engine knows the image by that name. The image's id.
 pub async fn import_rootfs(
     engine: &Engine,
     rootfs: &Path,
@@ -358,7 +359,6 @@ pub async fn import_rootfs(
     deadline: Duration,
     progress: &Progress,
 ) -> anyhow::Result<String> {
-    let (repo, tag) = engine::split_reference(name);
     let mut tar = Cmd::new("tar")
         .arg("--numeric-owner")
         .arg("-C")
@@ -378,10 +378,11 @@ pub async fn import_rootfs(
             Err(e) => Some((Err(e), stdout)),
         }
     });
+    // The whole reference goes in `repo` ("the repo may include a tag", says the engine API):
+    // podman's compatible API ignores `tag` and would name the image `repo:latest`.
     let options = bollard::query_parameters::CreateImageOptions {
         from_src: Some("-".to_owned()),
-        repo: Some(repo.to_owned()),
-        tag: Some(tag.to_owned()),
+        repo: Some(name.to_owned()),
         // Like the images on Docker Hub: a shell when nothing else is said.
         changes: vec![r#"CMD ["bash"]"#.to_owned()],
         message: Some("built by cargo xtask with debootstrap".to_owned()),
@@ -420,7 +421,51 @@ pub async fn import_rootfs(
         finished.describe(),
         finished.stderr.trim()
     );
-    Ok(imported.trim().to_owned())
+    let id = imported.trim().to_owned();
+    ensure_tagged(engine, name, &id).await?;
+    Ok(id)
+}
+
+/// Makes sure the imported image `id` answers to `name`: an engine that dropped the name gets it
+/// put on with a tag; the error says what the engine did instead.
+async fn ensure_tagged(engine: &Engine, name: &str, id: &str) -> anyhow::Result<()> {
+    if engine::image_present(&engine.docker, name).await {
+        return Ok(());
+    }
+    let (repo, tag) = engine::split_reference(name);
+    let tagged = engine
+        .docker
+        .tag_image(
+            id,
+            Some(bollard::query_parameters::TagImageOptions {
+                repo: Some(repo.to_owned()),
+                tag: Some(tag.to_owned()),
+            }),
+        )
+        .await;
+    if engine::image_present(&engine.docker, name).await {
+        return Ok(());
+    }
+    let names = engine
+        .docker
+        .inspect_image(id)
+        .await
+        .ok()
+        .and_then(|image| image.repo_tags)
+        .unwrap_or_default();
+    Err(anyhow::anyhow!(
+        "the engine at {} imported the rootfs as {id} but not as `{name}` (its names: {}){}",
+        engine.info.host,
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        },
+        match tagged {
+            Ok(()) => String::new(),
+            Err(e) => format!("; tagging it failed: {e}"),
+        }
+    ))
 }
 
 /// Removes a rootfs: unmounts whatever debootstrap left mounted inside it (a killed run may

@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod error;
 
 pub mod process;
+pub mod owner;
 pub mod state;
 pub mod progress;
 pub mod report;

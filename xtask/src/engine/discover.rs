@@ -70,9 +70,17 @@ impl Host {
             }
             return Ok(Host::Npipe(pipe.to_owned()));
         }
-        if text.starts_with("ssh://") || text.starts_with("https://") {
+        if text.starts_with("ssh://") {
             return Err(format!(
-                "`{text}`: ssh and TLS engines are not supported by the harness (use unix://, tcp:// or npipe://)"
+                "`{text}`: ssh engines are not supported by the harness; forward the engine's socket \
+                 over ssh and point DOCKER_HOST (or a docker context) at the forwarded end: \
+                 `ssh -NL 127.0.0.1:23750:/var/run/docker.sock HOST` then DOCKER_HOST=tcp://127.0.0.1:23750, \
+                 or `ssh -NL /tmp/remote-docker.sock:/var/run/docker.sock HOST` then DOCKER_HOST=unix:///tmp/remote-docker.sock"
+            ));
+        }
+        if text.starts_with("https://") {
+            return Err(format!(
+                "`{text}`: TLS engines are not supported by the harness (use unix://, tcp:// or npipe://)"
             ));
         }
         Err(format!(
@@ -93,6 +101,35 @@ impl Host {
         match self {
             Host::Unix(path) => Some(path),
             Host::Tcp(_) | Host::Npipe(_) => None,
+        }
+    }
+
+    /// What `{engine_host}` in an endpoint template becomes: the host of a tcp engine (an IPv6
+    /// address keeps its brackets, so that it goes into a URL as it is), `127.0.0.1` for a local
+    /// socket or pipe, whose published ports are on this machine.
+    pub fn engine_host(&self) -> String {
+        match self {
+            Host::Tcp(authority) => match authority.rsplit_once(':') {
+                Some((host, _)) if !authority.ends_with(']') => host.to_owned(),
+                _ => authority.clone(),
+            },
+            Host::Unix(_) | Host::Npipe(_) => "127.0.0.1".to_owned(),
+        }
+    }
+
+    /// A tcp engine on another machine: its disk is not this machine's, and its published ports
+    /// are at its own address. A tcp engine on a loopback address is local.
+    pub fn is_remote(&self) -> bool {
+        match self {
+            Host::Tcp(_) => {
+                let host = self.engine_host();
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let loopback = bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+                !(loopback || bare.eq_ignore_ascii_case("localhost"))
+            }
+            Host::Unix(_) | Host::Npipe(_) => false,
         }
     }
 
@@ -516,7 +553,10 @@ mod tests {
         assert!(Host::parse("tcp://host:notaport")
             .unwrap_err()
             .contains("not a port"));
-        assert!(Host::parse("ssh://me@box").unwrap_err().contains("ssh"));
+        let ssh = Host::parse("ssh://me@box").unwrap_err();
+        assert!(ssh.contains("ssh engines are not supported"), "{ssh}");
+        assert!(ssh.contains("DOCKER_HOST=tcp://127.0.0.1:23750"), "{ssh}");
+        assert!(Host::parse("https://box:2376").unwrap_err().contains("TLS"));
         assert!(Host::parse("/var/run/docker.sock").is_err());
         assert_eq!(
             Host::parse("unix:///tmp/x.sock").unwrap().url(),
@@ -528,6 +568,30 @@ mod tests {
         assert!(!Host::parse("unix:///tmp/d.sock")
             .unwrap()
             .is_default_socket());
+    }
+
+    #[test]
+    fn the_engine_host_is_the_tcp_host_else_loopback() {
+        let host = |text: &str| Host::parse(text).unwrap();
+        assert_eq!(host("tcp://10.0.3.2:2375").engine_host(), "10.0.3.2");
+        assert!(host("tcp://10.0.3.2:2375").is_remote());
+        assert_eq!(host("tcp://docker.example").engine_host(), "docker.example");
+        assert_eq!(host("tcp://[fd00::2]:2375").engine_host(), "[fd00::2]");
+        assert!(host("tcp://[fd00::2]:2375").is_remote());
+        for local in [
+            "tcp://127.0.0.1:2375",
+            "tcp://localhost:2375",
+            "tcp://[::1]:2375",
+        ] {
+            assert!(!host(local).is_remote(), "{local}");
+        }
+        assert_eq!(host("tcp://127.0.0.1:2375").engine_host(), "127.0.0.1");
+        assert_eq!(
+            host("unix:///run/podman/podman.sock").engine_host(),
+            "127.0.0.1"
+        );
+        assert!(!host("unix:///run/podman/podman.sock").is_remote());
+        assert_eq!(host("npipe://").engine_host(), "127.0.0.1");
     }
 
     #[test]

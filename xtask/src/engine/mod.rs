@@ -68,6 +68,10 @@ pub struct Engine {
 pub struct EngineInfo {
     /// Where it was reached, e.g. `unix:///var/run/docker.sock`.
     pub host: String,
+    /// What `{engine_host}` in an endpoint becomes: the tcp engine's host, else `127.0.0.1`.
+    pub engine_host: String,
+    /// A tcp engine on another machine (its disk and its published ports are there).
+    pub remote: bool,
     pub server_version: String,
     pub api_version: String,
     pub os: String,
@@ -129,6 +133,33 @@ pub async fn connect(config: &Config) -> anyhow::Result<Engine> {
     }
 }
 
+/// Connects to the engine at `address` (where a recorded run was brought up), without starting
+/// anything; `None` is [`connect`]'s discovery (records of earlier versions name no engine).
+pub async fn connect_at(config: &Config, address: Option<&str>) -> anyhow::Result<Engine> {
+    let Some(address) = address else {
+        return connect(config).await;
+    };
+    let began = Instant::now();
+    let host = Host::parse(address).map_err(|problem| {
+        Failure::config(format!(
+            "{}: the recorded engine address: {problem}",
+            state::Store::of(config).path().display()
+        ))
+    })?;
+    match probe(&host, Duration::from_secs(3)).await {
+        (Probe::Answered, Some(docker)) => {
+            finish_connect(docker, &host, harness_started(config, &host), began.elapsed()).await
+        }
+        (probe, _) => Err(Failure::unavailable(
+            format!("the engine at {host}, where the run was brought up: {probe}"),
+            Some(format!(
+                "start the engine at {host} (`cargo xtask docker-up --engine-only` with DOCKER_HOST={host}), then retry"
+            )),
+        )
+        .into()),
+    }
+}
+
 /// Whether state.json says the harness started the engine at this host (and it is still that one).
 fn harness_started(config: &Config, host: &Host) -> bool {
     let work_dir = config.work_dir();
@@ -170,6 +201,8 @@ async fn finish_connect(
         docker,
         info: EngineInfo {
             host: host.url(),
+            engine_host: host.engine_host(),
+            remote: host.is_remote(),
             server_version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
             os: info.operating_system.or(version.os).unwrap_or_default(),

@@ -76,7 +76,7 @@ pub async fn stack(
         return (!engine_failed).then(|| Chosen {
             kind: TargetKind::Docker,
             endpoints: BTreeMap::new(),
-            extra_env: BTreeMap::new(),
+            extra_env: crate::stack::up::engine_env(engine),
             skip_markers: config.targets.docker_skip_markers.clone(),
         });
     };
@@ -123,19 +123,23 @@ pub async fn stack(
         clock.step(check.clone());
     }
     clock.finish();
+    // The suites talk to the engine the stack runs on (DOCKER_HOST), whatever their own
+    // environment says.
+    let mut extra_env = crate::stack::up::engine_env(engine);
+    extra_env.extend([
+        (
+            "XTASK_COMPOSE_PROJECT".to_owned(),
+            report.state.project.clone(),
+        ),
+        (
+            "XTASK_COMPOSE_FILE".to_owned(),
+            report.state.compose_file.display().to_string(),
+        ),
+    ]);
     let chosen = Chosen {
         kind: TargetKind::Docker,
         endpoints: report.endpoints.clone(),
-        extra_env: BTreeMap::from([
-            (
-                "XTASK_COMPOSE_PROJECT".to_owned(),
-                report.state.project.clone(),
-            ),
-            (
-                "XTASK_COMPOSE_FILE".to_owned(),
-                report.state.compose_file.display().to_string(),
-            ),
-        ]),
+        extra_env,
         skip_markers: config.targets.docker_skip_markers.clone(),
     };
     let passed = report.passed();

@@ -114,6 +114,11 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
         .as_ref()
         .expect("a stack run id is only recorded with a [stack]");
     let isolated = run.options.isolation == super::run::Isolation::Isolated;
+    let engine = lock(&run.engine).clone();
+    let mut compose_env = crate::stack::compose_env(stack, isolated);
+    if let Some(engine) = &engine {
+        compose_env.extend(crate::stack::up::engine_env(engine));
+    }
     StackState {
         run_id: run_id.to_owned(),
         project: crate::stack::project_name(&run.config, run_id, isolated),
@@ -122,7 +127,8 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
         services: stack.services.clone(),
         endpoints: Default::default(),
         isolated,
-        compose_env: crate::stack::compose_env(stack, isolated),
+        compose_env,
+        engine: engine.map(|e| e.info.host),
         started_unix_ms: crate::state::unix_ms(),
     }
 }

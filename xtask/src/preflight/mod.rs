@@ -1,5 +1,5 @@
 //! Pre-flight checks (`doctor`, and the first stage of docker-up and the gate): memory, disk, CPU
-//! load, free ports (and who holds them), other container runtimes, the engine socket, the
+//! load, free ports (and who holds them), other container runtimes, the engine (pinged), the
 //! compose flavour, Python. It only reads: it never kills, stops or changes anything.
 //! `run_checks(&Config) -> Vec<Check>` is what docker-up and the gate call; `doctor` prints them.
 //!
@@ -8,10 +8,11 @@
 
 // What the checks read from the machine: /proc, statvfs.
 mod host;
+// What the checks ask the engine: does it answer, where does it write.
+mod engine;
 
 pub use host::{port_holder, processes};
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, OnShortfall};
@@ -71,13 +72,14 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
         let started = Instant::now();
         (host::cpu_busy_percent(sample), started.elapsed())
     });
-    let mut checks = vec![memory(config), disk(config)];
+    let (engine_check, reached) = engine::engine_check().await;
+    let mut checks = vec![memory(config), disk(config, reached.as_ref())];
     let ports_started = Instant::now();
     for port in &config.preflight.free_ports {
         checks.push(port_check(config, port.0, ports_started));
     }
     checks.push(runtimes());
-    checks.push(engine_socket());
+    checks.push(engine_check);
     checks.push(compose_flavour(config).await);
     checks.push(python(config).await);
     let (busy, elapsed) = cpu.await.unwrap_or((None, Duration::ZERO));
@@ -110,9 +112,16 @@ fn memory(config: &Config) -> Check {
     }
 }
 
-fn disk(config: &Config) -> Check {
+fn disk(config: &Config, engine: Option<&engine::Reached>) -> Check {
     let started = Instant::now();
-    let (path, why) = host::docker_data_root();
+    let (path, why) = match engine::disk_place(engine) {
+        engine::DiskPlace::Remote(detail) => return Check::skipped("disk", detail),
+        engine::DiskPlace::Local(Some(path), why) => (Some(path), why),
+        engine::DiskPlace::Local(None, _) => {
+            let (path, why) = host::docker_data_root();
+            (path, why.to_owned())
+        }
+    };
     let path = match path {
         Some(path) => path,
         None => config.root.clone(),
@@ -203,20 +212,6 @@ fn runtimes() -> Check {
     Check::passed("container runtimes", started.elapsed(), detail)
 }
 
-fn engine_socket() -> Check {
-    let started = Instant::now();
-    match describe_endpoint() {
-        Ok(description) => Check::passed("engine socket", started.elapsed(), description),
-        Err(problem) => Check::new(
-            "engine socket",
-            Outcome::Warned,
-            started.elapsed(),
-            format!("{problem:#}"),
-        )
-        .with_remedy("`cargo xtask docker-up` starts the engine, `--install` installs it"),
-    }
-}
-
 async fn compose_flavour(config: &Config) -> Check {
     let started = Instant::now();
     match crate::stack::compose::detect_cached(&config.work_dir()).await {
@@ -270,24 +265,5 @@ async fn python(config: &Config) -> Check {
             started.elapsed(),
             format!("`{interpreter}` does not run; no pytest suite needs it"),
         ),
-    }
-}
-
-/// Which engine endpoint a client would use, found the way the engine module finds it.
-fn describe_endpoint() -> anyhow::Result<String> {
-    use crate::engine::{candidates, DiscoveryEnv, Source};
-    let list = candidates(&DiscoveryEnv::from_process())?;
-    let exists = |c: &&crate::engine::Candidate| c.host.socket().is_none_or(Path::exists);
-    // DOCKER_HOST or a context is what the client uses, present or not; else the first known socket.
-    let chosen = list
-        .iter()
-        .find(|c| !matches!(c.source, Source::Known(_)))
-        .or_else(|| list.iter().find(exists));
-    match chosen {
-        Some(c) if exists(&c) => Ok(format!("{} ({})", c.host, c.source)),
-        Some(c) => Err(anyhow::anyhow!("{} ({}) does not exist", c.host, c.source)),
-        None => Err(anyhow::anyhow!(
-            "no engine socket found (engine stopped or not installed)"
-        )),
     }
 }

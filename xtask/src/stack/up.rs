@@ -27,7 +27,7 @@ use crate::endpoints;
 use crate::engine::Engine;
 use crate::process::Finished;
 use crate::report::{Check, Outcome};
-use crate::state::{self, Owner, ServiceRecord, StackState};
+use crate::state::{self, ServiceRecord, StackState};
 use crate::ui;
 
 /// Brings the stack up and waits until every service is healthy: [`prepare`], then [`start`].
@@ -47,14 +47,17 @@ pub async fn start(
     let stack = stack_cfg(config)?;
     let Prepared {
         run_id,
-        owner_pid,
+        owner,
         keep,
         isolated,
         compose,
-        project,
+        mut project,
         began,
         ..
     } = prepared;
+    // One engine for everything: compose talks to the engine the harness found (a context, a
+    // known socket, podman's), not to its own default.
+    project.env.extend(engine_env(engine));
     let project_name = project.name.clone();
     let mut stack_state = StackState {
         run_id: run_id.clone(),
@@ -65,10 +68,11 @@ pub async fn start(
         endpoints: BTreeMap::new(),
         isolated,
         compose_env: project.env.clone(),
+        engine: Some(engine.info.host.clone()),
         started_unix_ms: state::unix_ms(),
     };
     // The record before anything is created: a run killed halfway is found.
-    record::begin(config, &stack_state, Owner { pid: owner_pid }, keep)?;
+    record::begin(config, &stack_state, owner, keep)?;
 
     // Follow the engine first, then act: the subscription replays from `watch_from`.
     let docker = &engine.docker;
@@ -216,10 +220,12 @@ pub async fn start(
             finished.elapsed,
             format!("{compose}, project {project_name}"),
         ),
+        // What compose said is the message itself (a person reads the step's line, not only
+        // the report's case body): the failed call, then the end of its stderr.
         Some(Ok(finished)) => Check::failed(
             "compose up",
             finished.elapsed,
-            compose::describe_failure(finished, up_timeout),
+            format!("{}", compose::failure(finished, up_timeout)),
         )
         .with_output(finished.stderr_tail(compose::STDERR_LINES)),
         Some(Err(e)) => Check::failed("compose up", up_elapsed, format!("{e:#}")),
@@ -321,7 +327,11 @@ pub async fn start(
                 ports.add(&inspected.service, response);
             }
         }
-        match endpoints::resolve_all(&config.endpoints, &ports) {
+        let lookup = endpoints::OnEngine {
+            ports: &ports,
+            engine_host: &engine.info.engine_host,
+        };
+        match endpoints::resolve_all(&config.endpoints, &lookup) {
             Ok(resolved) => (
                 Check::passed(
                     "endpoints resolved",
@@ -372,6 +382,20 @@ pub async fn start(
         waited,
         state: stack_state,
     })
+}
+
+/// What every compose call of a run gets besides `[stack] env`: `DOCKER_HOST`, the engine the
+/// harness uses, and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
+/// it: `"${XTASK_ENGINE_HOST-127.0.0.1}:8080:8080"` binds loopback here and the engine's own
+/// address on a remote engine).
+pub fn engine_env(engine: &Engine) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("DOCKER_HOST".to_owned(), engine.info.host.clone()),
+        (
+            "XTASK_ENGINE_HOST".to_owned(),
+            engine.info.engine_host.clone(),
+        ),
+    ])
 }
 
 fn report_change(progress: &Option<Progress>, change: &Change, failed: &mut Option<Failed>) {
