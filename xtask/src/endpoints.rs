@@ -117,7 +117,7 @@ impl Template {
 
     /// Whether it uses `{engine_host}`, which only the docker target's `[endpoints]` know.
     pub fn uses_engine_host(&self) -> bool {
-        self.parts.iter().any(|part| *part == Part::EngineHost)
+        self.parts.contains(&Part::EngineHost)
     }
 
     /// The `(service, container_port)` pairs the template needs.

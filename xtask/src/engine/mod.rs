@@ -214,7 +214,7 @@ async fn finish_connect(
 }
 
 /// An error with its causes on one line (bollard's own message rarely says why).
-fn short_error(error: &dyn std::error::Error) -> String {
+pub fn short_error(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -64,11 +64,21 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         );
         return;
     }
-    if stack.is_none() && stack_run_id.is_none() && local.is_none() {
+    let lost = lock(&run.engine_lost).clone();
+    if stack.is_none() && stack_run_id.is_none() && local.is_none() && lost.is_none() {
         run.skip(Stage::Teardown, "nothing to undo");
         return;
     }
     let mut clock = StageClock::start(run, Stage::Teardown);
+    // The engine went away mid-run: restored as at the start, then the stack is removed from it,
+    // all within the loss's budget.
+    let engine_back = match &lost {
+        Some(lost) => super::watch::recover(run, lost, &mut clock).await,
+        None => true,
+    };
+    let down_deadline = lost.as_ref().map_or(Duration::from_secs(120), |lost| {
+        lost.deadline().saturating_duration_since(Instant::now())
+    });
     if let Some(mut local) = local {
         let started = Instant::now();
         let stopped = local.stop().await;
@@ -78,23 +88,29 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
             stopped.join("; "),
         ));
     }
-    if stack.is_some() || stack_run_id.is_some() {
+    if (stack.is_some() || stack_run_id.is_some()) && !engine_back {
+        clock.step(Check::failed(
+            "stack down",
+            Duration::ZERO,
+            "the engine is not back: the stack stays recorded, and `cargo xtask docker-down --all` removes it once the engine answers",
+        ));
+    } else if stack.is_some() || stack_run_id.is_some() {
         let started = Instant::now();
         let stack = stack.unwrap_or_else(|| {
             unfinished_stack(run, stack_run_id.as_deref().unwrap_or(&run.run_id))
         });
-        let result = tokio::time::timeout(
-            Duration::from_secs(120),
-            crate::stack::down(&run.config, &stack),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(down_deadline, crate::stack::down(&run.config, &stack)).await;
         clock.step(match result {
             Ok(Ok(check)) => check,
             Ok(Err(e)) => Check::failed("stack down", started.elapsed(), format!("{e:#}")),
             Err(_) => Check::failed(
                 "stack down",
                 started.elapsed(),
-                "did not finish within 120s",
+                format!(
+                    "did not finish within {}",
+                    crate::ui::duration(down_deadline)
+                ),
             ),
         });
     }

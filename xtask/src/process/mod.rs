@@ -311,11 +311,13 @@ pub struct Finished {
     pub elapsed: Duration,
     /// It was stopped at its deadline.
     pub timed_out: bool,
+    /// It was stopped before its deadline because the caller asked ([`Process::wait_or_stop`]).
+    pub stopped: bool,
 }
 
 impl Finished {
     pub fn success(&self) -> bool {
-        !self.timed_out && self.status.is_some_and(|s| s.success())
+        !self.timed_out && !self.stopped && self.status.is_some_and(|s| s.success())
     }
 
     pub fn code(&self) -> Option<i32> {
@@ -518,6 +520,39 @@ impl Process {
         Ok(self.finish(status, timed_out).await)
     }
 
+    /// [`Process::wait`], and when `stop` completes first, what the deadline would do: its
+    /// signals (a runner writes its report on the interrupt), then the kill. Such an end is
+    /// [`Finished::stopped`].
+    pub async fn wait_or_stop(
+        mut self,
+        deadline: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Finished> {
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(deadline, self.child.wait()) => Some(waited),
+            () = stop => None,
+        };
+        match waited {
+            Some(Ok(status)) => {
+                let status =
+                    status.with_context(|| format!("cannot wait for `{}`", self.command))?;
+                Ok(self.finish(Some(status), false).await)
+            }
+            Some(Err(_)) => {
+                let steps = self.on_deadline.clone();
+                let status = self.escalate(&steps).await;
+                Ok(self.finish(status, true).await)
+            }
+            None => {
+                let steps = self.on_deadline.clone();
+                let status = self.escalate(&steps).await;
+                let mut finished = self.finish(status, false).await;
+                finished.stopped = true;
+                Ok(finished)
+            }
+        }
+    }
+
     /// Stops it now: terminate, its stop grace, kill. Returns what it left.
     pub async fn stop(mut self) -> Finished {
         if let Some(status) = self.try_status() {
@@ -564,6 +599,7 @@ impl Process {
             dropped: collected.combined.dropped,
             elapsed: self.started.elapsed(),
             timed_out,
+            stopped: false,
         }
     }
 }

@@ -142,7 +142,7 @@ impl crate::flags::DockerDown {
                 );
                 match record.owner.liveness() {
                     Liveness::OtherHost(host)
-                        if !self.older_than.is_some_and(|limit| age >= limit) =>
+                        if self.older_than.is_none_or(|limit| age < limit) =>
                     {
                         ui::say(format!(
                             "left run {} (project {}): kept by host {host}, began {} ago; --any-host --older-than removes it",

@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    add_error, child_env, command_line, errored, file_stem, printed, results_dir, runner, shard_of,
-    Mode, PythonEnv, SuiteEnv, COLLECT_TIMEOUT,
+    add_error, child_env, command_line, errored, file_stem, printed, results_dir, run_runner,
+    runner, shard_of, stopped_reason, Mode, PythonEnv, SuiteEnv, COLLECT_TIMEOUT,
 };
 use crate::config::{Config, SuiteCfg};
 use crate::flags::Shard;
@@ -169,7 +169,7 @@ pub(super) async fn run_pytest(
         None => command.env_remove("XTASK_PYTEST_SHARD"),
     };
     let line = command_line(&py.python, &args);
-    let run = match command.output(deadline).await {
+    let run = match run_runner(command, deadline, env).await {
         Ok(run) => run,
         Err(e) => {
             return errored(
@@ -242,6 +242,7 @@ pub(super) async fn run_pytest(
                     deadline.as_secs()
                 )
             }
+            None if run.stopped => stopped_reason(env),
             None => continue,
         };
         cases.push(Case::skipped(classname, name, reason));
@@ -257,6 +258,9 @@ pub(super) async fn run_pytest(
 
     let problem = if run.timed_out {
         Some(format!("timed out after {}s", deadline.as_secs()))
+    } else if run.stopped {
+        // Whoever stopped it reports why (the gate: one case for the lost engine).
+        None
     } else {
         match run.code() {
             Some(0) => None,
@@ -277,7 +281,7 @@ pub(super) async fn run_pytest(
         }
     };
     let problem = problem.or_else(|| {
-        (!xml_exists && run.code() != Some(5))
+        (!xml_exists && run.code() != Some(5) && !run.stopped)
             .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
     });
     if let Some(problem) = problem {
