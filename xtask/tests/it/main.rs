@@ -1,6 +1,7 @@
 //! Integration tests, one binary: one module per area. Tests that need the engine use the real one.
 
 mod config;
+mod daemons;
 mod engine;
 mod gate;
 mod hook;
