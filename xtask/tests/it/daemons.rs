@@ -255,15 +255,16 @@ impl Dockerd {
                     self.log_tail()
                 );
             }
-            let docker = bollard::Docker::connect_with_socket(
+            // The socket exists only once it listens.
+            if let Ok(docker) = bollard::Docker::connect_with_socket(
                 &self.socket.to_string_lossy(),
                 10,
                 bollard::API_DEFAULT_VERSION,
-            )
-            .unwrap();
-            if let Ok(docker) = docker.negotiate_version().await {
-                if docker.ping().await.is_ok() && self.tcp_answers().await {
-                    return docker;
+            ) {
+                if let Ok(docker) = docker.negotiate_version().await {
+                    if docker.ping().await.is_ok() && self.tcp_answers().await {
+                        return docker;
+                    }
                 }
             }
             assert!(

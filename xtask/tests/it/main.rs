@@ -3,6 +3,7 @@
 mod config;
 mod daemons;
 mod engine;
+mod engines;
 mod gate;
 mod hook;
 mod images;
