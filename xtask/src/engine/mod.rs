@@ -72,6 +72,9 @@ pub struct EngineInfo {
     pub engine_host: String,
     /// A tcp engine on another machine (its disk and its published ports are there).
     pub remote: bool,
+    /// Podman's Docker-compatible API (it names itself "Podman Engine" in `/version`), which
+    /// schedules healthchecks only through systemd.
+    pub podman: bool,
     pub server_version: String,
     pub api_version: String,
     pub os: String,
@@ -203,6 +206,11 @@ async fn finish_connect(
             host: host.url(),
             engine_host: host.engine_host(),
             remote: host.is_remote(),
+            podman: version
+                .components
+                .iter()
+                .flatten()
+                .any(|c| c.name.starts_with("Podman")),
             server_version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
             os: info.operating_system.or(version.os).unwrap_or_default(),

@@ -51,6 +51,12 @@ pub(super) async fn engine_check() -> (Check, Option<Reached>) {
     if let Some((index, docker)) = found {
         let candidate = &list[index];
         let answered_in = started.elapsed();
+        // The API version first: podman refuses paths of versions newer than its own.
+        let docker =
+            match tokio::time::timeout(INFO_DEADLINE, docker.clone().negotiate_version()).await {
+                Ok(Ok(negotiated)) => negotiated,
+                _ => docker,
+            };
         // Podman's /info takes about a second: both asked at once, each within its deadline.
         let (info, version) = tokio::join!(
             tokio::time::timeout(INFO_DEADLINE, docker.info()),

@@ -3,7 +3,8 @@
 //! [compose] (the program and the project's argv), [model] (what compose says the file holds),
 //! [labels] (the labels override and per-checkout image names), [prepare] (all of that before
 //! the engine is needed), [record] (the stack's entries in the run store), [watch] (readiness as
-//! a pure state machine), [containers] (the engine calls the wait and health make), [up],
+//! a pure state machine), [containers] (the engine calls the wait and health make), `probe`
+//! (healthchecks podman without systemd does not run), [up],
 //! [health], [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
 //! `health`, `docker-down`: the only part that prints).
 //!
@@ -29,6 +30,8 @@ pub mod prepare;
 pub mod record;
 pub mod containers;
 pub mod watch;
+// Healthchecks the engine does not run itself (podman without systemd).
+mod probe;
 pub mod up;
 pub mod health;
 pub mod down;

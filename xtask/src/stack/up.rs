@@ -107,6 +107,8 @@ pub async fn start(
     let up_call = command.spawn()?.wait(up_timeout);
     tokio::pin!(up_call);
 
+    // Podman without systemd runs no healthcheck: the wait asks it to.
+    let mut prober = super::probe::Prober::for_engine(engine);
     let mut up_result: Option<anyhow::Result<Finished>> = None;
     let mut failed: Option<Failed> = None;
     let mut last_tick = Instant::now();
@@ -161,6 +163,10 @@ pub async fn start(
                         .ok()
                         .map(|r| has_healthcheck(&r));
                 }
+                if event.action == "health_status" {
+                    // Podman's event does not say which status: the container does.
+                    event.action = super::probe::health_action(docker, &event.container).await;
+                }
                 for change in watch.on_event(&event, SystemTime::now()) {
                     report_change(&options.progress, &change, &mut failed);
                 }
@@ -198,6 +204,9 @@ pub async fn start(
                     failed = Some(overdue);
                 } else if last_tick.elapsed() >= tick {
                     last_tick = Instant::now();
+                    if let Some(prober) = &mut prober {
+                        prober.tick(docker, watch.awaiting_health()).await;
+                    }
                     emit(&options.progress, UpEvent::Waiting {
                         elapsed: began.elapsed(),
                         pending: watch.pending(SystemTime::now()),
@@ -388,14 +397,22 @@ pub async fn start(
 /// harness uses, and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
 /// it: `"${XTASK_ENGINE_HOST-127.0.0.1}:8080:8080"` binds loopback here and the engine's own
 /// address on a remote engine).
+///
+/// On podman also `DOCKER_BUILDKIT=0` (unless the caller set it): podman's compatible API has no
+/// BuildKit, and compose v2 would otherwise try to run a BuildKit container of its own (pulled
+/// from a registry).
 pub fn engine_env(engine: &Engine) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut env = BTreeMap::from([
         ("DOCKER_HOST".to_owned(), engine.info.host.clone()),
         (
             "XTASK_ENGINE_HOST".to_owned(),
             engine.info.engine_host.clone(),
         ),
-    ])
+    ]);
+    if engine.info.podman && std::env::var_os("DOCKER_BUILDKIT").is_none() {
+        env.insert("DOCKER_BUILDKIT".to_owned(), "0".to_owned());
+    }
+    env
 }
 
 fn report_change(progress: &Option<Progress>, change: &Change, failed: &mut Option<Failed>) {

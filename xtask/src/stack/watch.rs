@@ -209,6 +209,22 @@ impl Watch {
         self.services.get(service)?.get(container)?.healthcheck
     }
 
+    /// Running containers of services not ready yet whose readiness is their healthcheck.
+    pub fn awaiting_health(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(name, _)| !self.ready.contains_key(*name))
+            .flat_map(|(_, containers)| {
+                containers
+                    .iter()
+                    .filter(|(_, t)| {
+                        t.live() && t.healthcheck == Some(true) && t.ready_at.is_none()
+                    })
+                    .map(|(id, _)| id.clone())
+            })
+            .collect()
+    }
+
     /// Services not ready yet, each with how long its newest container has run.
     pub fn pending(&self, now: SystemTime) -> Vec<(String, Option<Duration>)> {
         self.services
@@ -543,6 +559,8 @@ mod tests {
         let changes = watch.on_event(&start, at(1_101));
         assert!(matches!(&changes[0], Change::Started { service } if service == "db"));
         assert!(watch.ready("db").is_none());
+        // Its healthcheck is what it waits for (an engine that runs none is asked to).
+        assert_eq!(watch.awaiting_health(), ["c1"]);
         let changes = watch.on_event(
             &event("health_status: healthy", "c1", "db", 3_600),
             at(3_603),
@@ -554,6 +572,7 @@ mod tests {
         assert_eq!(ready.after, Duration::from_millis(2_500));
         assert_eq!(ready.noticed, Some(Duration::from_millis(3)));
         assert!(!watch.all_ready());
+        assert!(watch.awaiting_health().is_empty());
         assert_eq!(watch.pending(at(4_000)), vec![("web".to_owned(), None)]);
 
         let mut start = event("start", "c2", "web", 4_000);

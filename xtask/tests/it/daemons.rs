@@ -74,7 +74,9 @@ impl Netns {
         let host_if = format!("{}h", netns.name);
         let ns_if = format!("{}n", netns.name);
         let (host_addr, addr) = (format!("10.213.{third}.1"), format!("10.213.{third}.2"));
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
         netns.host_if = Some(host_if.clone());
         ip(&["link", "set", &ns_if, "netns", &netns.name]);
         ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &host_if]);
@@ -143,8 +145,8 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
-    /// Its directory, wrapper and configuration; nothing runs yet. Without tcp it lives in an
-    /// unnamed namespace of its own (`unshare --net`); with tcp in a named one with an address.
+    /// Its directory, wrapper and configuration; nothing runs yet. It lives in a named network
+    /// namespace of its own: loopback only, or with an address it listens on (tcp).
     pub fn prepare(options: DockerdOptions) -> Dockerd {
         // Short: unix socket paths (containerd's too) are limited to 108 bytes.
         let dir = PathBuf::from(format!("/tmp/xt-{}", state::new_run_id()));
@@ -152,16 +154,19 @@ impl Dockerd {
         let socket = dir.join("docker.sock");
         let pid_file = dir.join("docker.pid");
         // In a network namespace of its own: a second dockerd in the host's namespace would fight
-        // the machine's daemon over docker0 (and with `--bridge none` it deletes docker0).
-        let netns = options.tcp.then(Netns::with_address);
-        let wrapper = dir.join("dockerd-netns");
-        let script = match &netns {
-            Some(netns) => format!(
-                "#!/bin/sh\nexec nsenter --net={} dockerd \"$@\"\n",
-                netns.path().display()
-            ),
-            None => "#!/bin/sh\nexec unshare --net dockerd \"$@\"\n".to_owned(),
+        // the machine's daemon over docker0 (and with `--bridge none` it deletes docker0). A
+        // named one, with loopback up (ports publish there), that outlives a killed daemon: the
+        // harness restarts it into the same namespace.
+        let netns = if options.tcp {
+            Netns::with_address()
+        } else {
+            Netns::isolated()
         };
+        let wrapper = dir.join("dockerd-netns");
+        let script = format!(
+            "#!/bin/sh\nexec nsenter --net={} dockerd \"$@\"\n",
+            netns.path().display()
+        );
         std::fs::write(&wrapper, script).unwrap();
         std::fs::set_permissions(
             &wrapper,
@@ -179,10 +184,7 @@ impl Dockerd {
             "--host".into(),
             format!("unix://{}", socket.display()),
         ];
-        let tcp = netns
-            .as_ref()
-            .and_then(|n| n.addr.as_ref())
-            .map(|addr| format!("tcp://{addr}:2375"));
+        let tcp = netns.addr.as_ref().map(|addr| format!("tcp://{addr}:2375"));
         if let Some(tcp) = &tcp {
             args.extend(["--host".to_owned(), tcp.clone()]);
         }
@@ -207,7 +209,7 @@ impl Dockerd {
             engine_table,
             wrapper,
             args,
-            netns,
+            netns: Some(netns),
         }
     }
 
@@ -310,11 +312,6 @@ impl Dockerd {
             .ok()?;
         (!engine::process_gone(pid)).then_some(pid)
     }
-
-    /// Pids of processes whose command line names our directory (dockerd, containerd, shims).
-    pub fn our_processes(&self) -> Vec<u32> {
-        processes_naming(&self.dir)
-    }
 }
 
 /// Pids of processes whose command line names `dir`.
@@ -378,8 +375,8 @@ impl Drop for Dockerd {
 
 /// A podman service (`podman system service`) under its own root, run root, network
 /// configuration and `containers.conf`, in a namespace of its own with loopback only: its
-/// networks and firewall rules live and die there. Whatever must reach its published ports runs
-/// in that namespace too ([`Podman::command`]).
+/// networks and firewall rules live and die there (what its containers publish is reachable
+/// only from inside).
 pub struct Podman {
     pub dir: PathBuf,
     pub socket: PathBuf,
@@ -394,19 +391,25 @@ impl Podman {
         for sub in ["root", "run", "networks", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        // Podman raises every container's open-file limit to 1048576 unless told otherwise; a
-        // machine without CAP_SYS_RESOURCE (this one: hard limit 20000) refuses that.
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+        // Podman raises every container's open-file and process limits to its own maximum
+        // unless told otherwise; a machine without CAP_SYS_RESOURCE (this one: at most 20000
+        // open files) refuses that. Its containers get the limits this process has, processes
+        // at most 32768 (the service's own limit, which podman sets for itself).
+        let hard = |resource| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the struct we own.
+            unsafe { libc::getrlimit(resource, &mut limit) };
+            limit.rlim_max
         };
-        // SAFETY: getrlimit writes into the struct we own.
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
         std::fs::write(
             dir.join("containers.conf"),
             format!(
-                "[containers]\ndefault_ulimits = [\"nofile={0}:{0}\"]\n",
-                limit.rlim_max
+                "[containers]\ndefault_ulimits = [\"nofile={0}:{0}\", \"nproc={1}:{1}\"]\n",
+                hard(libc::RLIMIT_NOFILE),
+                hard(libc::RLIMIT_NPROC).min(32768)
             ),
         )
         .unwrap();
@@ -450,7 +453,10 @@ impl Podman {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(Ok(Some(status))) = self.service.as_mut().map(|s| s.try_wait()) {
-                panic!("podman system service exited with {status}:\n{}", self.log());
+                panic!(
+                    "podman system service exited with {status}:\n{}",
+                    self.log()
+                );
             }
             if let Ok(docker) = bollard::Docker::connect_with_socket(
                 &self.socket.to_string_lossy(),
@@ -490,11 +496,6 @@ impl Podman {
         .negotiate_version()
         .await
         .unwrap()
-    }
-
-    /// `PROGRAM` run inside the service's namespace (to reach what its containers publish).
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        self.netns.command(program)
     }
 
     /// `podman ps -a` of this service's storage: every container's name.

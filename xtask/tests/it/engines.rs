@@ -42,15 +42,34 @@ impl Project {
         harness: impl Fn(String) -> String,
         compose: impl Fn(String) -> String,
     ) -> Project {
+        Project::with_files(fixture, compose_file, harness, compose, &[])
+    }
+
+    /// [`Project::new`] with more files (path, content) written into the copy.
+    fn with_files(
+        fixture: &str,
+        compose_file: &str,
+        harness: impl Fn(String) -> String,
+        compose: impl Fn(String) -> String,
+        files: &[(&str, &str)],
+    ) -> Project {
         let dir = tempfile::tempdir().unwrap();
         crate::copy_dir(&fixtures().join(fixture), dir.path());
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
         let unique = format!("xe{}", state::new_run_id().replace('-', ""));
         let path = dir.path().join("harness.toml");
+        // The project's name: the first `name = ` (suites have names too).
+        let mut renamed = false;
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .lines()
             .map(|line| {
-                if line.starts_with("name = ") {
+                if line.starts_with("name = ") && !renamed {
+                    renamed = true;
                     format!("name = \"{unique}\"")
                 } else {
                     line.to_owned()
@@ -105,7 +124,11 @@ impl Project {
                     .env_remove("DOCKER_HOST")
                     .output()
                     .unwrap();
-                assert!(output.status.success(), "docker build {tag}: {}", explain(&output));
+                assert!(
+                    output.status.success(),
+                    "docker build {tag}: {}",
+                    explain(&output)
+                );
                 tag
             })
             .collect()
@@ -137,14 +160,16 @@ fn explain(output: &Output) -> String {
 
 /// The `<testcase>` element named `name` (its whole text), from a JUnit report.
 fn case<'a>(xml: &'a str, name: &str) -> &'a str {
-    let start = xml
+    let at = xml
         .find(&format!("name=\"{name}"))
         .unwrap_or_else(|| panic!("no case {name} in\n{xml}"));
-    let start = xml[..start].rfind("<testcase").unwrap();
-    let end = xml[start..]
-        .find("</testcase>")
-        .map_or_else(|| xml[start..].find("/>").unwrap() + 2, |e| e + 11);
-    &xml[start..start + end]
+    let start = xml[..at].rfind("<testcase").unwrap();
+    let open_end = start + xml[start..].find('>').unwrap() + 1;
+    if xml[..open_end].ends_with("/>") {
+        return &xml[start..open_end];
+    }
+    let end = open_end + xml[open_end..].find("</testcase>").unwrap() + "</testcase>".len();
+    &xml[start..end]
 }
 
 fn run_id_of(report: &str) -> String {
@@ -203,9 +228,10 @@ fn gate_project(edit: impl Fn(String) -> String) -> Project {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_remote_engine_runs_the_gate_with_endpoints_on_its_host_and_the_same_config_runs_here()
-{
-    let Some(()) = require::namespaces() else { return };
+async fn a_remote_engine_runs_the_gate_with_endpoints_on_its_host_and_the_same_config_runs_here() {
+    let Some(()) = require::namespaces() else {
+        return;
+    };
     let Some(_) = require::dockerd() else { return };
     let Some(_) = require::python() else { return };
     let Some(_) = require::program("docker", &["version"]) else {
@@ -227,23 +253,39 @@ async fn a_remote_engine_runs_the_gate_with_endpoints_on_its_host_and_the_same_c
     let project = gate_project(|text| text);
     let tags = Tags(project.build_images(&["cache", "web"]));
     // `docker save | docker load`: the remote engine reaches no registry and builds nothing.
-    for image in tags.0.iter().map(String::as_str).chain(["debian:bookworm-slim"]) {
+    for image in tags
+        .0
+        .iter()
+        .map(String::as_str)
+        .chain(["debian:bookworm-slim"])
+    {
         copy_image(&machine, &remote_docker, image).await;
     }
 
     // The gate on the remote engine, kept: its endpoints are at the engine's address.
     let report = project.path().join("remote.xml");
     let output = project.xtask(
-        &["mission-critical", "--keep", "--junit", report.to_str().unwrap()],
+        &[
+            "mission-critical",
+            "--keep",
+            "--junit",
+            report.to_str().unwrap(),
+        ],
         Some(&tcp),
         &[],
     );
     assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
     let xml = std::fs::read_to_string(&report).unwrap();
     crate::gate::xmllint_valid(&report);
-    for test in ["test_health", "test_web_container_runs_under_the_run_project"] {
+    for test in [
+        "test_health",
+        "test_web_container_runs_under_the_run_project",
+    ] {
         let case = case(&xml, test);
-        assert!(!case.contains("<failure") && !case.contains("<skipped"), "{case}");
+        assert!(
+            !case.contains("<failure") && !case.contains("<skipped"),
+            "{case}"
+        );
     }
     assert!(
         case(&xml, "engine: engine available").contains(&tcp),
@@ -277,7 +319,10 @@ async fn a_remote_engine_runs_the_gate_with_endpoints_on_its_host_and_the_same_c
             .unwrap_or_else(|| panic!("no {name} check: {json:#}"))
     };
     assert_eq!(check("engine")["outcome"], "passed", "{json:#}");
-    assert!(check("engine")["detail"].as_str().unwrap().contains("remote"));
+    assert!(check("engine")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("remote"));
     assert_eq!(check("disk")["outcome"], "skipped", "{json:#}");
     let disk = check("disk")["detail"].as_str().unwrap().to_owned();
     assert!(
@@ -294,7 +339,10 @@ async fn a_remote_engine_runs_the_gate_with_endpoints_on_its_host_and_the_same_c
         .find(|c| c["name"] == "engine")
         .unwrap();
     assert_eq!(engine["outcome"], "warned", "{json:#}");
-    assert!(engine["detail"].as_str().unwrap().contains("does not answer"));
+    assert!(engine["detail"]
+        .as_str()
+        .unwrap()
+        .contains("does not answer"));
 
     // `docker-down`, without DOCKER_HOST, removes it from the remote engine.
     let root_label = format!(
@@ -302,7 +350,9 @@ async fn a_remote_engine_runs_the_gate_with_endpoints_on_its_host_and_the_same_c
         state::LABEL_ROOT,
         state::root_digest(&project.config.root)
     );
-    assert!(!containers_labelled(&remote_docker, &root_label).await.is_empty());
+    assert!(!containers_labelled(&remote_docker, &root_label)
+        .await
+        .is_empty());
     let down = project.xtask(&["docker-down"], None, &[]);
     assert!(down.status.success(), "{}", explain(&down));
     assert_eq!(
@@ -363,4 +413,467 @@ async fn compose_v2_is_found_through_docker_config() {
     if !without.starts_with("docker compose") {
         assert!(without.starts_with("docker-compose "), "{without}");
     }
+}
+
+/// The other-stack fixture with a pytest suite that asks the engine, through the docker CLI and
+/// the `DOCKER_HOST` the gate gives it, for its project's containers.
+fn engine_suite_project(edit_compose: impl Fn(String) -> String) -> Project {
+    let requirements = std::fs::read_to_string(fixtures().join("gate/requirements.txt")).unwrap();
+    Project::with_files(
+        "other-stack",
+        "deploy/stack.yml",
+        |text| {
+            format!(
+                "{text}\n\n[python]\nrequirements = [\"requirements.txt\"]\nvenv = {:?}\n\n\
+                 [[suite]]\nname = \"engine\"\nrunner = \"pytest\"\nargs = [\"tests\"]\ntimeout_s = 120\n",
+                fixture_venv()
+            )
+        },
+        edit_compose,
+        &[
+            ("requirements.txt", &requirements),
+            (
+                "tests/test_engine.py",
+                r#"import os
+import subprocess
+
+
+def test_the_suite_talks_to_the_engine_of_the_stack():
+    assert os.environ["DOCKER_HOST"] == os.environ["EXPECTED_DOCKER_HOST"]
+    project = os.environ["XTASK_COMPOSE_PROJECT"]
+    names = subprocess.run(
+        ["docker", "ps", "--filter", f"label=com.docker.compose.project={project}", "--format", "{{.Names}}"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    assert "api" in names and "worker" in names, names
+"#,
+            ),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_keeps_imported_tags_and_runs_the_gate_with_compose_v1_and_v2() {
+    let Some(()) = require::namespaces() else {
+        return;
+    };
+    let Some(_) = require::podman() else { return };
+    let Some(_) = require::python() else { return };
+    let Some(_) = require::program("docker", &["version"]) else {
+        return;
+    };
+    let Some(compose_v2) = require::compose_v2() else {
+        return;
+    };
+    let Some(machine) = require::engine_async().await else {
+        return;
+    };
+    let podman = Podman::start().await;
+    let client = podman.client().await;
+    let project = engine_suite_project(|text| text);
+
+    // The import API as podman has it: the tag the harness asked for, proved by name.
+    let engine = xtask::engine::connect_at(&project.config, Some(&podman.host()))
+        .await
+        .unwrap();
+    let rootfs = project.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/hello"), "hello\n").unwrap();
+    let name = format!("xtask-import-{}:bookworm-slim", std::process::id());
+    let id = xtask::images::import_rootfs(
+        &engine,
+        &rootfs,
+        &name,
+        Duration::from_secs(60),
+        &xtask::progress::Progress::silent(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("import into podman: {e:#}\n{}", podman.log()));
+    assert!(xtask::engine::image_present(&client, &name).await, "{id}");
+    let tags = client
+        .inspect_image(&name)
+        .await
+        .unwrap()
+        .repo_tags
+        .unwrap();
+    assert!(
+        tags.iter().any(|t| t.ends_with(&name)),
+        "{name} not among {tags:?}"
+    );
+
+    copy_image(&machine, &client, "debian:bookworm-slim").await;
+    let host = podman.host();
+    for (flavour, docker_config) in [
+        ("docker-compose 1.", None),
+        ("docker compose 2.", Some(&compose_v2)),
+    ] {
+        let report = project.path().join("podman.xml");
+        let mut env = vec![("EXPECTED_DOCKER_HOST", host.as_str())];
+        let config_dir = docker_config.map(|d| d.display().to_string());
+        if let Some(dir) = &config_dir {
+            env.push(("DOCKER_CONFIG", dir));
+        }
+        let output = project.xtask(
+            &["mission-critical", "--junit", report.to_str().unwrap()],
+            Some(&host),
+            &env,
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{flavour}: {}\n--- podman ---\n{}",
+            explain(&output),
+            podman.log()
+        );
+        let xml = std::fs::read_to_string(&report).unwrap();
+        crate::gate::xmllint_valid(&report);
+        assert!(
+            xml.contains(&format!("name=\"compose_flavour\" value=\"{flavour}")),
+            "{xml}"
+        );
+        for expected in [
+            "engine: smoke container",
+            "stack: compose up",
+            "stack: service api healthy",
+            "stack: service worker healthy",
+            "teardown: stack down",
+        ] {
+            let case = case(&xml, expected);
+            assert!(
+                !case.contains("<failure") && !case.contains("<error"),
+                "{case}"
+            );
+        }
+        let suite = case(&xml, "test_the_suite_talks_to_the_engine_of_the_stack");
+        assert!(
+            !suite.contains("<failure") && !suite.contains("<skipped"),
+            "{suite}"
+        );
+        assert_eq!(
+            podman.all_containers(),
+            Vec::<String>::new(),
+            "{flavour}: podman ps -a after teardown"
+        );
+    }
+    let _ = client
+        .remove_image(
+            &name,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_compose_up_shows_compose_s_own_error_in_the_message_and_the_report() {
+    let Some(_) = require::program("docker", &["version"]) else {
+        return;
+    };
+    let Some(machine) = require::engine_async().await else {
+        return;
+    };
+    let missing = format!("xtask-no-such-image-{}:nope", std::process::id());
+    let project = Project::new(
+        "other-stack",
+        "deploy/stack.yml",
+        |text| {
+            text.replace(
+                "services = [\"api\", \"worker\"]",
+                "services = [\"api\", \"worker\"]\nbuild = false",
+            )
+        },
+        |text| text.replace("image: debian:bookworm-slim", &format!("image: {missing}")),
+    );
+    let report = project.path().join("junit.xml");
+    let output = project.xtask(
+        &["mission-critical", "--junit", report.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
+    let xml = std::fs::read_to_string(&report).unwrap();
+    crate::gate::xmllint_valid(&report);
+    let up = case(&xml, "stack: compose up");
+    // The failure's message names the call and carries compose's stderr, which names the image.
+    let message = up
+        .split("message=\"")
+        .nth(1)
+        .and_then(|m| m.split('"').next())
+        .unwrap_or_else(|| panic!("no failure message: {up}"));
+    assert!(message.contains("exit code"), "{up}");
+    assert!(message.contains(&missing), "{up}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("compose up") && l.contains("FAIL"))
+            && stderr.contains(&missing),
+        "{stderr}"
+    );
+    let run_label = format!("{}={}", state::LABEL_RUN_ID, run_id_of(&xml));
+    assert!(containers_labelled(&machine, &run_label).await.is_empty());
+}
+
+/// Runs the harness binary as another host would: in new UTS, PID and mount namespaces, under
+/// the hostname `hostname`, with `checkout` bind-mounted at `at` (the same checkout path, another
+/// checkout behind it).
+fn as_another_host(hostname: &str, checkout: &Path, at: &Path, args: &[&str]) -> Output {
+    let script = checkout.join("other-host.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nset -e\nhostname \"$1\"\nmount --bind \"$2\" \"$3\"\nshift 3\nexec \"$@\"\n",
+    )
+    .unwrap();
+    Command::new("unshare")
+        .args([
+            "--uts",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "sh",
+        ])
+        .arg(&script)
+        .arg(hostname)
+        .arg(checkout)
+        .arg(at)
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--config")
+        .arg(at.join("harness.toml"))
+        .args(args)
+        .env_remove("DOCKER_HOST")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_sharing_the_engine_and_the_checkout_path_leaves_a_kept_run_alone() {
+    let Some(()) = require::namespaces() else {
+        return;
+    };
+    let Some(machine) = require::engine_async().await else {
+        return;
+    };
+    // This host keeps a run (`docker-up --isolated`); its owner, docker-up, exits.
+    let here = Project::new("other-stack", "deploy/stack.yml", |t| t, |t| t);
+    let up = here.xtask(&["docker-up", "--isolated", "--json"], None, &[]);
+    assert!(up.status.success(), "{}", explain(&up));
+    let report: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    let run_label = format!("{}={run_id}", state::LABEL_RUN_ID);
+    let running = |docker: bollard::Docker, label: String| async move {
+        let filters = std::collections::HashMap::from([
+            ("label".to_owned(), vec![label]),
+            ("status".to_owned(), vec!["running".to_owned()]),
+        ]);
+        docker
+            .list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::new()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(running(machine.clone(), run_label.clone()).await, 2);
+
+    // Another runner: another hostname, another pid namespace (the owner's pid means nothing
+    // there), its own checkout at the same path (so the same `io.xtask.root` label).
+    let elsewhere = tempfile::tempdir().unwrap();
+    crate::copy_dir(&fixtures().join("other-stack"), elsewhere.path());
+    std::fs::copy(&here.config.path, elsewhere.path().join("harness.toml")).unwrap();
+    let down = as_another_host(
+        "xtask-other-runner",
+        elsewhere.path(),
+        here.path(),
+        &["docker-down", "--all"],
+    );
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(down.status.success(), "{}", explain(&down));
+    assert!(
+        stderr.contains(&format!("left run {run_id}")) && stderr.contains("belongs to host"),
+        "{stderr}"
+    );
+    assert_eq!(
+        running(machine.clone(), run_label.clone()).await,
+        2,
+        "another host's docker-down --all removed a kept run: {stderr}"
+    );
+    // Only an explicit --any-host, and only for runs older than it says.
+    let young = as_another_host(
+        "xtask-other-runner",
+        elsewhere.path(),
+        here.path(),
+        &["docker-down", "--all", "--any-host", "--older-than", "1h"],
+    );
+    assert!(young.status.success(), "{}", explain(&young));
+    assert!(
+        String::from_utf8_lossy(&young.stderr).contains("less than --older-than"),
+        "{}",
+        explain(&young)
+    );
+    assert_eq!(running(machine.clone(), run_label.clone()).await, 2);
+    let old = as_another_host(
+        "xtask-other-runner",
+        elsewhere.path(),
+        here.path(),
+        &["docker-down", "--all", "--any-host", "--older-than", "1s"],
+    );
+    assert!(old.status.success(), "{}", explain(&old));
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains(&format!("removed run {run_id}")),
+        "{}",
+        explain(&old)
+    );
+    assert!(containers_labelled(&machine, &run_label).await.is_empty());
+    // This host forgets it too (nothing is up any more).
+    let here_down = here.xtask(&["docker-down", "--all"], None, &[]);
+    assert!(here_down.status.success(), "{}", explain(&here_down));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_killed_mid_suite_is_reported_lost_restored_and_its_stack_removed() {
+    let Some(()) = require::namespaces() else {
+        return;
+    };
+    let Some(_) = require::dockerd() else { return };
+    let Some(_) = require::python() else { return };
+    let Some(machine) = require::engine_async().await else {
+        return;
+    };
+    let daemon = Dockerd::prepare(DockerdOptions::default());
+    let private = daemon.start().await;
+    let marker = daemon.dir.join("suite-started");
+    let project = {
+        let engine_table = daemon.engine_table.clone();
+        let project = gate_project(move |text| {
+            text.replace(
+                "[engine]\nstart_if_stopped = false\nsmoke_fallback_image = \"debian:bookworm-slim\"",
+                &format!("[engine]\n{engine_table}"),
+            )
+        });
+        // Only tests of its own: one that passes, one that waits until the engine is killed,
+        // one that never gets its turn.
+        std::fs::remove_dir_all(project.path().join("tests")).unwrap();
+        std::fs::create_dir_all(project.path().join("tests")).unwrap();
+        std::fs::write(
+            project.path().join("tests/test_engine_loss.py"),
+            r#"import os
+import pathlib
+import time
+
+
+def test_a_runs_before_the_engine_goes():
+    pass
+
+
+def test_b_waits_while_the_engine_is_killed():
+    pathlib.Path(os.environ["FIXTURE_MARK"]).write_text("started")
+    time.sleep(120)
+
+
+def test_c_never_gets_its_turn():
+    pass
+"#,
+        )
+        .unwrap();
+        project
+    };
+    assert!(
+        std::fs::read_to_string(&project.config.path)
+            .unwrap()
+            .contains(&daemon.pid_file.display().to_string()),
+        "the gate must be able to restart the private daemon"
+    );
+    let tags = Tags(project.build_images(&["cache", "web"]));
+    for image in tags
+        .0
+        .iter()
+        .map(String::as_str)
+        .chain(["debian:bookworm-slim"])
+    {
+        copy_image(&machine, &private, image).await;
+    }
+
+    let report = project.path().join("junit.xml");
+    let mut gate = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--config")
+        .arg(&project.config.path)
+        .args(["mission-critical", "--junit"])
+        .arg(&report)
+        .env("DOCKER_HOST", daemon.unix_host())
+        .env("FIXTURE_MARK", &marker)
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !marker.exists() {
+        if gate.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            let output = gate.wait_with_output().unwrap();
+            panic!("the suite never started: {}", explain(&output));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = daemon.pid().expect("the private dockerd runs");
+    // SAFETY: the private dockerd this test started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let killed = Instant::now();
+    let output = tokio::task::spawn_blocking(move || gate.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    eprintln!(
+        "the gate exited {:.1}s after its engine was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
+    let xml = std::fs::read_to_string(&report).unwrap();
+    crate::gate::xmllint_valid(&report);
+    // One error case says so; the tests that did not run are listed with that reason.
+    let lost = case(&xml, "engine: engine lost at ");
+    assert!(lost.contains("<error"), "{lost}");
+    assert_eq!(
+        xml.matches("name=\"engine: engine lost at").count(),
+        1,
+        "{xml}"
+    );
+    assert!(
+        !case(&xml, "test_a_runs_before_the_engine_goes").contains("<skipped"),
+        "{xml}"
+    );
+    for test in [
+        "test_b_waits_while_the_engine_is_killed",
+        "test_c_never_gets_its_turn",
+    ] {
+        let case = case(&xml, test);
+        assert!(
+            case.contains("<skipped") && case.contains("engine lost at"),
+            "{case}"
+        );
+    }
+    // Teardown restored the engine as at the start, then removed the stack from it.
+    let restored = case(&xml, "teardown: engine restored");
+    assert!(
+        !restored.contains("<failure"),
+        "{restored}\n{}",
+        daemon.log_tail()
+    );
+    let down = case(&xml, "teardown: stack down");
+    assert!(!down.contains("<failure"), "{down}");
+    let docker = bollard::Docker::connect_with_socket(
+        &daemon.socket.to_string_lossy(),
+        30,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap()
+    .negotiate_version()
+    .await
+    .unwrap();
+    let run_label = format!("{}={}", state::LABEL_RUN_ID, run_id_of(&xml));
+    assert_eq!(
+        containers_labelled(&docker, &run_label).await,
+        Vec::<String>::new()
+    );
 }
