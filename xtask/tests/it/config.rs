@@ -136,6 +136,20 @@ const CASES: &[(&str, &str, &str, usize, &str)] = &[
         15,
         "stack.service_budget_s",
     ),
+    (
+        "engine_host outside [endpoints]",
+        "url = \"{web}/ws\"",
+        "url = \"ws://{engine_host}:80/ws\"",
+        20,
+        "ws_check.url",
+    ),
+    (
+        "an endpoint named engine_host",
+        "web = \"http://127.0.0.1:{port:web:80}\"",
+        "web = \"http://127.0.0.1:{port:web:80}\"\nengine_host = \"http://x\"",
+        18,
+        "endpoints.engine_host",
+    ),
 ];
 
 fn project_with(harness: &str) -> tempfile::TempDir {
@@ -152,6 +166,20 @@ fn the_good_file_loads() {
     assert_eq!(config.project.name.0, "demo");
     assert_eq!(config.engine.start_timeout_s.0, 30);
     assert_eq!(config.stack.unwrap().services, vec!["web", "db"]);
+}
+
+#[test]
+fn engine_host_is_a_placeholder_of_endpoints() {
+    let dir = project_with(&GOOD.replacen(
+        "web = \"http://127.0.0.1:{port:web:80}\"",
+        "web = \"http://{engine_host}:{port:web:80}\"",
+        1,
+    ));
+    let config = xtask::config::load(Some(&dir.path().join("harness.toml"))).unwrap();
+    assert_eq!(
+        config.endpoints["web"],
+        "http://{engine_host}:{port:web:80}"
+    );
 }
 
 #[test]

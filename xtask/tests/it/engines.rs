@@ -821,6 +821,7 @@ def test_c_never_gets_its_turn():
     // SAFETY: the private dockerd this test started.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     let killed = Instant::now();
+    eprintln!("killed the private dockerd at {}", xtask::ui::clock());
     let output = tokio::task::spawn_blocking(move || gate.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -834,6 +835,7 @@ def test_c_never_gets_its_turn():
     // One error case says so; the tests that did not run are listed with that reason.
     let lost = case(&xml, "engine: engine lost at ");
     assert!(lost.contains("<error"), "{lost}");
+    eprintln!("{lost}");
     assert_eq!(
         xml.matches("name=\"engine: engine lost at").count(),
         1,
