@@ -1,7 +1,7 @@
 //! The harness as a library: `main.rs` parses flags and calls into these modules; integration
 //! tests call them directly. Modules in reading order: the edge (flags, config, endpoints,
-//! errors), what every step uses (the process runner, the run store, progress, checks, output
-//! for people), the pipeline's steps in order (preflight, engine, images, stack, target, ws,
+//! errors), what every step uses (the process runner, who owns a run, the run store, progress,
+//! checks, output for people), the pipeline's steps in order (preflight, engine, images, stack, target, ws,
 //! suites, junit), the pipeline itself (gate), the other commands (monitor), and the project's
 //! own tasks (ci, hook).
 

@@ -2,7 +2,8 @@
 //! the harness keeps or is running, keyed by run id (a kept `docker-up` stack, a gate's own run
 //! while it lives, stacks kept by `--keep`). Every change goes through [`Store::update`], which
 //! holds one lock (in this process and across processes) around read, change and write.
-//! Also here: run ids, the labels that find a run's resources, atomic writes.
+//! Also here: run ids, the labels that find a run's resources (the owner's come from
+//! [crate::owner]), atomic writes.
 //!
 //! Not here: what a stack is made of or how it is removed ([crate::stack]).
 

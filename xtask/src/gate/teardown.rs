@@ -52,16 +52,22 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         if !kept.is_empty() {
             run.note(format!("kept {}", kept.join(" and ")));
         }
-        run.skip(
-            Stage::Teardown,
-            match run.options.keep {
-                Keep::Always if run.options.command == "docker-up" => {
-                    "kept: docker-up leaves its stack up"
-                }
-                Keep::Always => "kept (--keep)",
-                _ => "kept (--keep-on-failure)",
-            },
-        );
+        let reason = match run.options.keep {
+            Keep::Always if run.options.command == "docker-up" => {
+                "kept: docker-up leaves its stack up"
+            }
+            Keep::Always => "kept (--keep)",
+            _ => "kept (--keep-on-failure)",
+        };
+        // A kept stack stays, but a lost engine is still brought back.
+        let lost = lock(&run.engine_lost).clone();
+        if let Some(lost) = lost {
+            let mut clock = StageClock::start(run, Stage::Teardown);
+            super::watch::recover(run, &lost, &mut clock).await;
+            clock.finish_as(StageOutcome::Skipped(reason.to_owned()));
+            return;
+        }
+        run.skip(Stage::Teardown, reason);
         return;
     }
     let lost = lock(&run.engine_lost).clone();
