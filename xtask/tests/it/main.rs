@@ -4,6 +4,7 @@ mod config;
 mod daemons;
 mod engine;
 mod engines;
+mod engines_shared;
 mod gate;
 mod hook;
 mod images;
