@@ -14,17 +14,20 @@ use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
-/// base image, xmllint to validate JUnit against the XSD; podman (and catatonit, its container
-/// init) for the podman tests; iproute2 and util-linux (`ip netns`, `nsenter`, `unshare`) for the
-/// private engines the tests run in network namespaces of their own.
+/// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html,
+/// openssl for the TLS tests' certificates; podman (and catatonit, its container init) for the
+/// podman tests; iproute2 and util-linux (`ip netns`, `nsenter`, `unshare`) for the private
+/// engines the tests run in network namespaces of their own.
 const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-compose",
     "debootstrap",
     "libxml2-utils",
+    "chromium",
+    "openssl",
+    "iproute2",
     "podman",
     "catatonit",
-    "iproute2",
     "util-linux",
 ];
 

@@ -168,7 +168,12 @@ pub struct StackCfg {
     pub isolated_env: BTreeMap<String, String>,
     /// Log lines printed for a service that failed.
     pub log_lines: usize,
+    /// After a signal, how long each container gets to stop before it is killed.
+    pub interrupt_stop_timeout_s: WholeSecs,
 }
+
+/// `stack.interrupt_stop_timeout_s` when not set (and without a `[stack]`).
+pub const DEFAULT_INTERRUPT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct WsCheckCfg {
@@ -268,6 +273,9 @@ pub struct StagingCfg {
     pub skip_markers: Vec<String>,
     /// How long each endpoint has to answer the usability probe.
     pub probe_timeout_s: Secs,
+    /// A PEM file of CA certificates trusted besides the platform's roots (absolute; validated
+    /// to hold at least one certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -329,6 +337,12 @@ validated!(
     "a number of seconds greater than 0"
 );
 validated!(
+    /// A duration in whole seconds, 0 or more.
+    WholeSecs(u64), i64,
+    |v| u64::try_from(v).map_err(|_| format!("must be a number of seconds, 0 or more, got {v}")),
+    "a number of seconds, 0 or more"
+);
+validated!(
     /// A duration in milliseconds, greater than 0.
     Millis(u64), i64,
     |v| if v > 0 { Ok(v as u64) } else { Err(format!("must be a number of milliseconds greater than 0, got {v}")) },
@@ -354,6 +368,12 @@ validated!(
 );
 
 impl Secs {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl WholeSecs {
     pub fn duration(self) -> Duration {
         Duration::from_secs(self.0)
     }
@@ -433,6 +453,8 @@ struct RawStack {
     isolated_env: BTreeMap<String, String>,
     #[serde(default = "default_log_lines")]
     log_lines: usize,
+    #[serde(default = "default_interrupt_stop_timeout")]
+    interrupt_stop_timeout_s: WholeSecs,
 }
 
 fn default_budget() -> Secs {
@@ -446,6 +468,9 @@ fn default_true() -> bool {
 }
 fn default_log_lines() -> usize {
     50
+}
+fn default_interrupt_stop_timeout() -> WholeSecs {
+    WholeSecs(DEFAULT_INTERRUPT_STOP_TIMEOUT.as_secs())
 }
 
 #[derive(Deserialize)]
@@ -529,6 +554,7 @@ struct RawStaging {
     skip_markers: Vec<String>,
     #[serde(default = "default_probe_timeout")]
     probe_timeout_s: Secs,
+    ca_file: Option<Spanned<String>>,
 }
 
 fn default_staging_markers() -> Vec<String> {
@@ -713,6 +739,7 @@ fn validate(
                 env: stack.env,
                 isolated_env: stack.isolated_env,
                 log_lines: stack.log_lines,
+                interrupt_stop_timeout_s: stack.interrupt_stop_timeout_s,
             })
         }
     };
@@ -807,10 +834,21 @@ fn validate(
                 )?;
                 endpoints.insert(name, template.into_inner());
             }
+            let ca_file = match staging.ca_file {
+                None => None,
+                Some(file) => {
+                    let path = root.join(file.get_ref());
+                    crate::tls::read_certificates(&path).map_err(|problem| {
+                        at.at(file.span(), "targets.staging.ca_file", problem)
+                    })?;
+                    Some(path)
+                }
+            };
             Some(StagingCfg {
                 endpoints,
                 skip_markers: staging.skip_markers,
                 probe_timeout_s: staging.probe_timeout_s,
+                ca_file,
             })
         }
     };

@@ -45,6 +45,23 @@ pub enum Command {
     Ci(Ci),
 }
 
+impl Command {
+    /// Whether the command was asked for `--json` (its errors are then JSON too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Doctor(c) => c.json,
+            Command::DockerUp(c) => c.json,
+            Command::Health(c) => c.json,
+            Command::WsCheck(c) => c.json,
+            Command::Monitor(c) => c.json,
+            Command::MissionCritical(c) => c.json,
+            Command::DockerDown(c) => c.json,
+            Command::JunitMerge(c) => c.json,
+            Command::InstallHook(_) | Command::Ci(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct Doctor {
     /// Print the result as JSON on stdout
@@ -154,6 +171,12 @@ pub struct MissionCritical {
     /// Run only these suites (repeatable)
     #[arg(long = "suite", value_name = "NAME")]
     pub suites: Vec<String>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Passed to the selected suites' runner after their own args (`-- -k auth_tokens`, `-- -x`, a nextest filter)
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +207,9 @@ pub struct DockerDown {
     /// Stop the engine too, but only if the harness started it
     #[arg(long)]
     pub stop_engine: bool,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +220,9 @@ pub struct JunitMerge {
     /// JUnit files to merge
     #[arg(required = true, value_name = "FILE")]
     pub inputs: Vec<PathBuf>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,9 +6,11 @@
 //!
 //! ```text
 //! pub struct Report { name, properties: Vec<(String, String)>, harness: Vec<report::Check>,
-//!                     suites: Vec<SuiteResult>, secrets: Vec<String> }
+//!                     suites: Vec<SuiteResult>, secrets: Vec<String>, time: Option<Duration>,
+//!                     harness_time: Option<Duration>, started: Option<SystemTime>,
+//!                     hostname: Option<String> }
 //! pub struct SuiteResult { name, cases: Vec<Case>, duration, error: Option<String>,
-//!                          output: Option<String>, interrupted: bool }
+//!                          output: Option<String>, interrupted: bool, started: Option<SystemTime> }
 //! pub struct Case { classname, name, time, status: Status, system_out, system_err }
 //! pub enum Status { Passed, Failed { message, output }, Error { message, output }, Skipped { reason } }
 //! pub type CaseStatus = Status;
@@ -21,7 +23,7 @@
 //! pub fn lossy(bytes: &[u8]) -> String       // invalid UTF-8 replaced (process output is bytes)
 //! pub fn keep_tail(text: &str, limit: usize) -> String
 //! pub fn parse_cases(xml: &str) -> anyhow::Result<Vec<Case>>   // pytest --junitxml, nextest junit
-//! pub fn merge(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Counts>
+//! pub fn merge(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Merged>
 //! pub fn validate_xsd(path: &Path) -> anyhow::Result<bool>     // false: xmllint not installed
 //! ```
 //!
@@ -29,16 +31,18 @@
 //! own steps as cases, `Report::properties` as its properties), then one `<testsuite>` per
 //! [`SuiteResult`]. A suite that could not run as it should (collection failed, timed out, exit
 //! code 5) gets an `error` case named after the suite, so that it never reads as a silent pass.
-//! The root element carries only the attributes the Jenkins schema allows (no `skipped`).
+//! The root element carries only the attributes the Jenkins schema allows (no `skipped`); its
+//! `time` is the run's wall time. Each `<testsuite>` has its wall `time`, its start as
+//! `timestamp` (UTC) and the `hostname` it ran on. No `file` or `line` on a testcase (the schema
+//! has none): those go to the GitHub annotations and the HTML report.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
 use crate::report::{Check, Outcome};
-use crate::Ctx;
 
 /// The Jenkins JUnit schema (xunit plugin, MIT licence) the report is checked against.
 pub const JUNIT_XSD: &str = include_str!("junit-10.xsd");
@@ -63,6 +67,14 @@ pub struct Report {
     pub suites: Vec<SuiteResult>,
     /// Replaced by `[redacted]` in every text written (names, messages, outputs, properties).
     pub secrets: Vec<String>,
+    /// The run's wall time (the root's `time`); the sum of the suites' when absent.
+    pub time: Option<Duration>,
+    /// The `harness` suite's wall time (its steps overlap); the sum of its steps' when absent.
+    pub harness_time: Option<Duration>,
+    /// When the run began (the `harness` suite's `timestamp`).
+    pub started: Option<SystemTime>,
+    /// The machine it ran on (each suite's `hostname`).
+    pub hostname: Option<String>,
 }
 
 /// One suite's results, as the runners in `suites` produce them.
@@ -79,6 +91,8 @@ pub struct SuiteResult {
     pub output: Option<String>,
     /// The run was interrupted (Ctrl-C, SIGTERM) while this suite ran.
     pub interrupted: bool,
+    /// When it started (its `timestamp`).
+    pub started: Option<SystemTime>,
 }
 
 /// One test case.
@@ -415,7 +429,12 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
     for (name, value) in &report.properties {
         harness.add_property((clean.short(name), clean.short(value)));
     }
-    harness.set_time(report.harness.iter().map(|c| c.duration).sum());
+    harness.set_time(
+        report
+            .harness_time
+            .unwrap_or_else(|| report.harness.iter().map(|c| c.duration).sum()),
+    );
+    stamp(&mut harness, report.started, report.hostname.as_deref());
     harness.add_test_cases(
         report
             .harness
@@ -425,12 +444,59 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
     junit.add_test_suite(harness);
 
     for suite in &report.suites {
-        junit.add_test_suite(to_junit_suite(suite, &clean));
+        let mut rendered = to_junit_suite(suite, &clean);
+        stamp(&mut rendered, suite.started, report.hostname.as_deref());
+        junit.add_test_suite(rendered);
     }
+    junit.set_time(
+        report
+            .time
+            .unwrap_or_else(|| report.suites.iter().map(|s| s.duration).sum()),
+    );
     let xml = junit
         .to_string()
         .context("cannot render the JUnit report")?;
     Ok(schema_root(xml))
+}
+
+/// A suite's `timestamp` (UTC, to the millisecond) and `hostname`, as the schema allows them.
+fn stamp(suite: &mut TestSuite, started: Option<SystemTime>, hostname: Option<&str>) {
+    if let Some(started) = started {
+        suite
+            .extra
+            .insert("timestamp".into(), timestamp(started).into());
+    }
+    if let Some(hostname) = hostname {
+        suite
+            .extra
+            .insert("hostname".into(), sanitize(hostname).into());
+    }
+}
+
+/// `2026-11-27T08:17:38.123Z`.
+pub fn timestamp(time: SystemTime) -> String {
+    let ms = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let seconds = crate::monitor::utc_stamp(ms);
+    format!("{}.{:03}Z", seconds.trim_end_matches('Z'), ms % 1000)
+}
+
+/// This machine's name, for the report.
+pub fn hostname() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let mut buffer = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+        let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+        let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+        (ok && end > 0).then(|| String::from_utf8_lossy(&buffer[..end]).into_owned())
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::var("COMPUTERNAME").ok().filter(|n| !n.is_empty())
+    }
 }
 
 fn to_junit_suite(suite: &SuiteResult, clean: &Cleaner<'_>) -> TestSuite {
@@ -679,103 +745,10 @@ fn from_junit_case(case: &TestCase, suite_name: &str) -> Case {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Merging.
+// Merging: [merge].
 
-/// Merges JUnit files (the shards of one gate) into one: suites of the same name become one suite
-/// (cases appended in input order, times summed, properties of the first kept), counts are
-/// recounted from the cases. The output is written atomically and read back; it is checked
-/// against the schema when xmllint is installed.
-pub fn merge(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Counts> {
-    let mut report_name: Option<String> = None;
-    let mut report_time = Duration::ZERO;
-    let mut suites: Vec<ParsedSuite> = Vec::new();
-    for input in inputs {
-        let xml =
-            std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
-        let xml = lossy(&xml);
-        let report = quick_junit::Report::deserialize_from_str(&xml)
-            .map_err(|e| anyhow::anyhow!("{}: not a JUnit report: {e}", input.display()))?;
-        if report_name.is_none() {
-            report_name = report.name.as_ref().map(|n| n.to_string());
-        }
-        report_time += report.time.unwrap_or_default();
-        for parsed in parse_suites(&xml).with_context(|| input.display().to_string())? {
-            match suites.iter_mut().find(|s| s.name == parsed.name) {
-                Some(existing) => {
-                    existing.cases.extend(parsed.cases);
-                    existing.time += parsed.time;
-                    if existing.system_out.is_none() {
-                        existing.system_out = parsed.system_out;
-                    }
-                }
-                None => suites.push(parsed),
-            }
-        }
-    }
-
-    let clean = Cleaner { secrets: &[] };
-    let mut junit = quick_junit::Report::new(report_name.unwrap_or_else(|| "merged".to_owned()));
-    junit.set_time(report_time);
-    let mut counts = Counts::default();
-    for suite in &suites {
-        let mut merged = TestSuite::new(suite.name.as_str());
-        merged.set_time(suite.time);
-        for (name, value) in &suite.properties {
-            merged.add_property((name.as_str(), value.as_str()));
-        }
-        for case in &suite.cases {
-            counts.add(&case.status);
-            merged.add_test_case(to_junit_case(case, &clean));
-        }
-        if let Some(out) = &suite.system_out {
-            merged.set_system_out(clean.long(out));
-        }
-        junit.add_test_suite(merged);
-    }
-    let xml = schema_root(
-        junit
-            .to_string()
-            .context("cannot render the merged report")?,
-    );
-    crate::state::write_atomic(output, xml.as_bytes())?;
-
-    let reread = parse_cases(&std::fs::read_to_string(output)?)
-        .with_context(|| format!("{} cannot be read back", output.display()))?;
-    anyhow::ensure!(
-        reread.len() == counts.tests,
-        "{} holds {} cases, expected {}",
-        output.display(),
-        reread.len(),
-        counts.tests
-    );
-    validate_xsd(output)?;
-    Ok(counts)
-}
-
-impl crate::flags::JunitMerge {
-    pub async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
-        // An input that cannot be read or is not JUnit is a usage error (exit 2).
-        let counts = merge(&self.inputs, &self.output)
-            .map_err(|e| crate::error::Failure::config(format!("junit-merge: {e:#}")))?;
-        crate::ui::say(format!(
-            "merged {} files into {}: {} tests, {} failures, {} errors, {} skipped",
-            self.inputs.len(),
-            self.output.display(),
-            counts.tests,
-            counts.failures,
-            counts.errors,
-            counts.skipped
-        ));
-        if counts.failures + counts.errors > 0 {
-            return Err(crate::error::Failure::check(format!(
-                "{} failures and {} errors in the merged report",
-                counts.failures, counts.errors
-            ))
-            .into());
-        }
-        Ok(())
-    }
-}
+mod merge;
+pub use merge::{merge, Merged};
 
 #[cfg(test)]
 mod tests {
@@ -882,6 +855,10 @@ mod tests {
             harness: vec![lost, failed],
             suites: Vec::new(),
             secrets: Vec::new(),
+            time: None,
+            harness_time: None,
+            started: None,
+            hostname: None,
         })
         .unwrap();
         assert!(xml.contains("errors=\"1\""), "{xml}");

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod report;
 pub mod ui;
 pub mod http;
+pub mod tls;
 
 pub mod preflight;
 pub mod engine;

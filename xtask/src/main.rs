@@ -8,6 +8,7 @@ use xtask::{error, Ctx};
 
 fn main() -> ExitCode {
     let flags = Xtask::parse();
+    let json = flags.command.json();
     let ctx = Ctx {
         config_path: flags.config,
     };
@@ -19,6 +20,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            if json {
+                xtask::ui::print_json(
+                    serde_json::json!({ "error": format!("cannot start the async runtime: {e}") }),
+                    false,
+                );
+            }
             return ExitCode::from(1);
         }
     };
@@ -42,6 +49,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", error::render(&e));
+            if json && !xtask::ui::json_printed() {
+                // One JSON contract: even an error before any work is an object with `passed`.
+                xtask::ui::print_json(serde_json::json!({ "error": format!("{e:#}") }), false);
+            }
             ExitCode::from(error::exit_kind_of(&e).code() as u8)
         }
     }

@@ -320,7 +320,12 @@ impl crate::flags::Monitor {
         );
         eprint!("{}", summary_table(&summary));
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            let passed = summary.rounds > 0 && summary.failures == 0 && !summary.interrupted;
+            ui::print_json(serde_json::to_value(&summary)?, passed);
+        }
+        if interrupted {
+            // Ctrl-C ends a watch like any other command: exit 130, after its summary.
+            return Err(Failure::Interrupted { signal: "SIGINT" }.into());
         }
         if summary.rounds > 0 && summary.failures == 0 {
             Ok(())

@@ -1,8 +1,35 @@
 //! Output for people, on stderr: status lines (timestamped when stderr is not a terminal),
-//! tables, durations. Output for programs (`--json`) goes to stdout and never through here.
+//! tables, durations. Output for programs (`--json`) goes to stdout, through [`print_json`] only:
+//! one object per command with a top-level boolean `passed`.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Whether this process printed its `--json` object.
+static JSON_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// Prints the command's one JSON object on stdout, with a top-level boolean `passed` (added when
+/// `value` has none; a value that is not an object is put under `result`).
+pub fn print_json(value: serde_json::Value, passed: bool) {
+    let mut object = match value {
+        serde_json::Value::Object(object) => object,
+        other => serde_json::Map::from_iter([("result".to_owned(), other)]),
+    };
+    object
+        .entry("passed")
+        .or_insert(serde_json::Value::Bool(passed));
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(object))
+        .unwrap_or_else(|e| format!("{{\"passed\": false, \"error\": \"cannot render: {e}\"}}"));
+    println!("{text}");
+    JSON_PRINTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`print_json`] printed already (the error of a command that printed nothing under
+/// `--json` is printed as `{"passed": false, "error": ...}`).
+pub fn json_printed() -> bool {
+    JSON_PRINTED.load(Ordering::SeqCst)
+}
 
 /// Whether stderr is a terminal (progress may redraw) or a log (plain timestamped lines).
 pub fn interactive() -> bool {

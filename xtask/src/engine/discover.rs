@@ -1,9 +1,9 @@
-//! Where the engine is: the `DOCKER_HOST` forms, docker contexts and known sockets (pure
-//! functions over a [`DiscoveryEnv`], so that tests give their own), probing the candidates, and
-//! which one a stopped engine would be started for.
+//! Where the engine is: the `DOCKER_HOST` forms (with `DOCKER_TLS_VERIFY`), docker contexts and
+//! known sockets (pure functions over a [`DiscoveryEnv`], so that tests give their own), probing
+//! the candidates, and which one a stopped engine would be started for.
 //!
 //! Not here: starting an engine ([`super::start`]), or what answering means for the run's checks
-//! ([`super::restore`]).
+//! ([`super::restore`]), a TLS engine's client and certificates ([`super::tcp_tls`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,13 +24,23 @@ pub enum Host {
     Unix(PathBuf),
     /// `tcp://host:port` (also `http://`); kept as `host:port`.
     Tcp(String),
+    /// `tcp://host:port` with `DOCKER_TLS_VERIFY` (or a docker context with TLS files): the
+    /// engine's certificate verified against `ca.pem` in `certs`, `cert.pem`/`key.pem` presented.
+    TcpTls { authority: String, certs: PathBuf },
     /// `npipe:////./pipe/docker_engine`; kept as the pipe path.
     Npipe(String),
 }
 
 impl Host {
-    /// Parses the forms the docker CLI accepts in `DOCKER_HOST` (ssh and TLS are not supported).
+    /// Parses the forms the docker CLI accepts in `DOCKER_HOST` (ssh is not supported; TLS is
+    /// [`Host::with_tls`], from the environment).
     pub fn parse(text: &str) -> Result<Host, String> {
+        Host::parse_with_default_port(text, 2375)
+    }
+
+    /// [`Host::parse`], `default_port` for a tcp address without one (the docker CLI's 2376 with
+    /// TLS, 2375 without).
+    fn parse_with_default_port(text: &str, default_port: u16) -> Result<Host, String> {
         let text = text.trim();
         if let Some(path) = text.strip_prefix("unix://") {
             if path.is_empty() {
@@ -49,7 +59,7 @@ impl Host {
             if authority.is_empty() || authority.contains('/') {
                 return Err(format!("`{text}`: expected tcp://HOST:PORT"));
             }
-            // The docker CLI defaults the port to 2375 for plain tcp.
+            // The docker CLI defaults the port to 2375 for plain tcp, 2376 with TLS.
             let has_port = match authority.rsplit_once(':') {
                 Some((_, port)) if !authority.ends_with(']') => {
                     port.parse::<u16>()
@@ -61,7 +71,7 @@ impl Host {
             return Ok(Host::Tcp(if has_port {
                 authority.to_owned()
             } else {
-                format!("{authority}:2375")
+                format!("{authority}:{default_port}")
             }));
         }
         if let Some(pipe) = text.strip_prefix("npipe://") {
@@ -80,7 +90,7 @@ impl Host {
         }
         if text.starts_with("https://") {
             return Err(format!(
-                "`{text}`: TLS engines are not supported by the harness (use unix://, tcp:// or npipe://)"
+                "`{text}`: for a TLS engine write tcp://HOST:PORT and set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, as for the docker CLI"
             ));
         }
         Err(format!(
@@ -88,10 +98,33 @@ impl Host {
         ))
     }
 
+    /// `text` (a `DOCKER_HOST` or a context's host) with TLS when `tls` names a certificate
+    /// directory: a tcp address becomes [`Host::TcpTls`] (port 2376 when none is written); a
+    /// socket or a pipe is local and stays as it is, as with the docker CLI.
+    pub fn with_tls(text: &str, tls: Option<&Path>) -> Result<Host, String> {
+        match (Host::parse_with_default_port(text, 2376)?, tls) {
+            (Host::Tcp(authority), Some(certs)) => Ok(Host::TcpTls {
+                authority,
+                certs: certs.to_path_buf(),
+            }),
+            (_, _) => Host::parse(text),
+        }
+    }
+
+    /// What the docker CLI, compose and the suites need besides `DOCKER_HOST` to reach a TLS
+    /// engine (`DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`, with `DOCKER_HOST` itself); nothing for
+    /// the others.
+    pub fn tls_env(&self) -> Vec<(String, String)> {
+        match self {
+            Host::TcpTls { authority, certs } => super::tcp_tls::env(authority, certs),
+            Host::Unix(_) | Host::Tcp(_) | Host::Npipe(_) => Vec::new(),
+        }
+    }
+
     pub fn url(&self) -> String {
         match self {
             Host::Unix(path) => format!("unix://{}", path.display()),
-            Host::Tcp(authority) => format!("tcp://{authority}"),
+            Host::Tcp(authority) | Host::TcpTls { authority, .. } => format!("tcp://{authority}"),
             Host::Npipe(pipe) => format!("npipe://{pipe}"),
         }
     }
@@ -100,7 +133,7 @@ impl Host {
     pub fn socket(&self) -> Option<&Path> {
         match self {
             Host::Unix(path) => Some(path),
-            Host::Tcp(_) | Host::Npipe(_) => None,
+            Host::Tcp(_) | Host::TcpTls { .. } | Host::Npipe(_) => None,
         }
     }
 
@@ -109,10 +142,12 @@ impl Host {
     /// socket or pipe, whose published ports are on this machine.
     pub fn engine_host(&self) -> String {
         match self {
-            Host::Tcp(authority) => match authority.rsplit_once(':') {
-                Some((host, _)) if !authority.ends_with(']') => host.to_owned(),
-                _ => authority.clone(),
-            },
+            Host::Tcp(authority) | Host::TcpTls { authority, .. } => {
+                match authority.rsplit_once(':') {
+                    Some((host, _)) if !authority.ends_with(']') => host.to_owned(),
+                    _ => authority.clone(),
+                }
+            }
             Host::Unix(_) | Host::Npipe(_) => "127.0.0.1".to_owned(),
         }
     }
@@ -121,7 +156,7 @@ impl Host {
     /// are at its own address. A tcp engine on a loopback address is local.
     pub fn is_remote(&self) -> bool {
         match self {
-            Host::Tcp(_) => {
+            Host::Tcp(_) | Host::TcpTls { .. } => {
                 let host = self.engine_host();
                 let bare = host.trim_start_matches('[').trim_end_matches(']');
                 let loopback = bare
@@ -212,6 +247,12 @@ pub struct DiscoveryEnv {
     pub home: Option<PathBuf>,
     pub xdg_runtime_dir: Option<PathBuf>,
     pub platform: Platform,
+    /// `DOCKER_TLS_VERIFY`: any value asks for TLS with verification, as with the docker CLI.
+    pub docker_tls_verify: Option<String>,
+    /// `DOCKER_TLS`: TLS without verification, which the harness refuses.
+    pub docker_tls: Option<String>,
+    /// `DOCKER_CERT_PATH`: ca.pem, cert.pem and key.pem (default: the docker config directory).
+    pub docker_cert_path: Option<PathBuf>,
 }
 
 impl DiscoveryEnv {
@@ -226,6 +267,9 @@ impl DiscoveryEnv {
                 .map(PathBuf::from),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR").map(PathBuf::from),
             platform: Platform::current(),
+            docker_tls_verify: var("DOCKER_TLS_VERIFY"),
+            docker_tls: var("DOCKER_TLS"),
+            docker_cert_path: var("DOCKER_CERT_PATH").map(PathBuf::from),
         }
     }
 
@@ -240,11 +284,14 @@ impl DiscoveryEnv {
 /// context alone when one other than `default` is selected, else the known sockets of the platform.
 pub fn candidates(env: &DiscoveryEnv) -> Result<Vec<Candidate>, Failure> {
     if let Some(text) = &env.docker_host {
-        let host = Host::parse(text).map_err(|problem| {
+        let host = Host::with_tls(text, docker_host_tls(env)?.as_deref()).map_err(|problem| {
             Failure::config(format!("DOCKER_HOST: {problem}")).with_hint(
                 "unset DOCKER_HOST or set it to unix:///PATH, tcp://HOST:PORT or npipe://PATH",
             )
         })?;
+        if let Host::TcpTls { certs, .. } = &host {
+            super::tcp_tls::check_cert_dir(certs, "DOCKER_TLS_VERIFY")?;
+        }
         return Ok(vec![Candidate {
             host,
             source: Source::DockerHost,
@@ -254,6 +301,24 @@ pub fn candidates(env: &DiscoveryEnv) -> Result<Vec<Candidate>, Failure> {
         return Ok(vec![candidate]);
     }
     Ok(known_sockets(env))
+}
+
+/// The certificate directory when `DOCKER_TLS_VERIFY` asks for TLS; an error for `DOCKER_TLS`
+/// alone (TLS without verifying the engine).
+fn docker_host_tls(env: &DiscoveryEnv) -> Result<Option<PathBuf>, Failure> {
+    match (&env.docker_tls_verify, &env.docker_tls) {
+        (Some(_), _) => super::tcp_tls::cert_dir(env.docker_cert_path.as_deref(), env.config_dir().as_deref())
+            .map(Some)
+            .ok_or_else(|| {
+                Failure::config("DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor a home directory says where the certificates are")
+                    .with_hint("set DOCKER_CERT_PATH to the directory of ca.pem, cert.pem and key.pem")
+            }),
+        (None, Some(_)) => Err(Failure::config(
+            "DOCKER_TLS is set without DOCKER_TLS_VERIFY: TLS without verifying the engine's certificate, which the harness never does",
+        )
+        .with_hint("set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)")),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The current docker context's endpoint, when a context other than `default` is selected.
@@ -312,7 +377,24 @@ pub fn context_candidate(env: &DiscoveryEnv) -> Result<Option<Candidate>, Failur
                     meta.display()
                 ))
             })?;
-        let host = Host::parse(host_text).map_err(|problem| {
+        // The CLI keeps a context's TLS files beside its metadata, under the same digest.
+        let tls_dir = config_dir
+            .join("contexts/tls")
+            .join(entry.file_name())
+            .join("docker");
+        let skips_verify = value
+            .pointer("/Endpoints/docker/SkipTLSVerify")
+            .and_then(|v| v.as_bool())
+            == Some(true);
+        if skips_verify && host_text.starts_with("tcp://") {
+            return Err(Failure::config(format!(
+                "{}: docker context `{name}` skips TLS verification (SkipTLSVerify), which the harness never does",
+                meta.display()
+            ))
+            .with_hint("give the context the engine's CA (`docker context update --docker ca=...`)"));
+        }
+        let tls = tls_dir.is_dir().then_some(tls_dir.as_path());
+        let host = Host::with_tls(host_text, tls).map_err(|problem| {
             Failure::config(format!(
                 "{}: docker context `{name}`: {problem}",
                 meta.display()
@@ -413,6 +495,7 @@ pub fn client_for(host: &Host) -> Result<Docker, bollard::errors::Error> {
             120,
             bollard::API_DEFAULT_VERSION,
         ),
+        Host::TcpTls { authority, certs } => super::tcp_tls::client(authority, certs),
         #[cfg(windows)]
         Host::Npipe(pipe) => {
             Docker::connect_with_named_pipe(pipe, 120, bollard::API_DEFAULT_VERSION)
@@ -437,7 +520,16 @@ pub async fn probe(host: &Host, timeout: Duration) -> (Probe, Option<Docker>) {
     };
     match tokio::time::timeout(timeout, docker.ping()).await {
         Ok(Ok(_)) => (Probe::Answered, Some(docker)),
-        Ok(Err(e)) => (Probe::NoAnswer(super::short_error(&e)), None),
+        Ok(Err(e)) => {
+            let said = match host {
+                Host::TcpTls { authority, certs } => super::tcp_tls::explain(&e, authority, certs),
+                Host::Unix(_) | Host::Tcp(_) | Host::Npipe(_) => None,
+            };
+            (
+                Probe::NoAnswer(said.unwrap_or_else(|| super::short_error(&e))),
+                None,
+            )
+        }
         Err(_) => (
             Probe::NoAnswer(format!("no answer within {}", ui::duration(timeout))),
             None,

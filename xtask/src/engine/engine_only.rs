@@ -122,7 +122,8 @@ pub async fn run_engine_only(
             checks,
             passed: failed.is_empty(),
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let passed = report.passed;
+        ui::print_json(serde_json::to_value(&report)?, passed);
     }
     if failed.is_empty() {
         Ok(())

@@ -12,6 +12,8 @@
 
 // Where the engine is: DOCKER_HOST, docker contexts, known sockets, probing them.
 mod discover;
+// Engines on tcp with TLS: their certificates, client and environment.
+mod tcp_tls;
 // What the operating system says about a dockerd: pid files, /proc, signals, root.
 mod os;
 // How the platform starts an engine (as data), launching it, waiting for it to answer.
@@ -62,6 +64,8 @@ use crate::state;
 pub struct Engine {
     pub docker: bollard::Docker,
     pub info: EngineInfo,
+    /// Where it was reached (with its TLS files for a TLS engine: [`Host::tls_env`]).
+    pub host: Host,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -143,12 +147,20 @@ pub async fn connect_at(config: &Config, address: Option<&str>) -> anyhow::Resul
         return connect(config).await;
     };
     let began = Instant::now();
-    let host = Host::parse(address).map_err(|problem| {
-        Failure::config(format!(
-            "{}: the recorded engine address: {problem}",
-            state::Store::of(config).path().display()
-        ))
-    })?;
+    // The address as discovery finds it now, when it is the same engine: a TLS engine keeps its
+    // certificates (`DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`), which the recorded address lacks.
+    let current = candidates(&DiscoveryEnv::from_process())
+        .ok()
+        .and_then(|list| list.into_iter().find(|c| c.host.url() == address));
+    let host = match current {
+        Some(candidate) => candidate.host,
+        None => Host::parse(address).map_err(|problem| {
+            Failure::config(format!(
+                "{}: the recorded engine address: {problem}",
+                state::Store::of(config).path().display()
+            ))
+        })?,
+    };
     match probe(&host, Duration::from_secs(3)).await {
         (Probe::Answered, Some(docker)) => {
             finish_connect(docker, &host, harness_started(config, &host), began.elapsed()).await
@@ -202,6 +214,7 @@ async fn finish_connect(
     let info = info.with_context(|| format!("GET /info from {host}"))?;
     Ok(Engine {
         docker,
+        host: host.clone(),
         info: EngineInfo {
             host: host.url(),
             engine_host: host.engine_host(),

@@ -1,6 +1,7 @@
 //! What the pipeline tells its reporter: stages starting and finishing (each with the time it
 //! measured around its own work and the outcome the pipeline decided), the gate's own steps,
-//! suites' results, facts, notes and progress, and the run's end. Also [`Record`], the events
+//! each test as it starts and ends, each container's state changes, suites' results, facts,
+//! notes and progress, and the run's end. Also [`Record`], the events
 //! of one run in order, which every sink renders from.
 //!
 //! Nothing here renders or prints: that is the sinks' job ([super::sinks]).
@@ -11,6 +12,8 @@ use serde::Serialize;
 
 use crate::junit::SuiteResult;
 use crate::report::{Check, Outcome};
+use crate::stack::ContainerState;
+use crate::suites::TestRun;
 
 /// The stages, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -110,6 +113,27 @@ pub enum Event {
     },
     /// One of the gate's own steps finished.
     Step { stage: Stage, check: Check },
+    /// A test of a suite began, in one of the suite's workers (processes).
+    TestStarted {
+        suite: String,
+        worker: String,
+        id: String,
+        name: String,
+    },
+    /// A test of a suite ended, as its runner said at once (the suite's result is the record).
+    TestFinished {
+        suite: String,
+        worker: String,
+        test: TestRun,
+    },
+    /// A container of the stack entered a state; `at` is since the run began, by the engine's
+    /// clock.
+    ServiceState {
+        service: String,
+        container: String,
+        state: ContainerState,
+        at: Duration,
+    },
     /// A suite finished (or was reported skipped, its cases listed).
     Suite(SuiteResult),
     /// A fact for people and for the report's properties (`target`, `engine_version`, ...).
@@ -130,9 +154,56 @@ pub enum Event {
 #[derive(Debug, Clone, Default)]
 pub struct Record {
     pub events: Vec<(Duration, Event)>,
+    /// When the run began, by the wall clock (`None` in records made by hand).
+    pub started: Option<std::time::SystemTime>,
 }
 
 impl Record {
+    /// Tests as their runners reported them when they ended, with when they ended.
+    pub fn tests(&self) -> impl Iterator<Item = (Duration, &str, &TestRun)> {
+        self.events.iter().filter_map(|(at, e)| match e {
+            Event::TestFinished { suite, test, .. } => Some((*at, suite.as_str(), test)),
+            _ => None,
+        })
+    }
+
+    /// Each container state change: (at, service, container, state).
+    pub fn service_states(&self) -> impl Iterator<Item = (Duration, &str, &str, &ContainerState)> {
+        self.events.iter().filter_map(|(_, e)| match e {
+            Event::ServiceState {
+                service,
+                container,
+                state,
+                at,
+            } => Some((*at, service.as_str(), container.as_str(), state)),
+            _ => None,
+        })
+    }
+
+    /// When a stage began and ended, by the record's clock (a skipped stage has no span).
+    pub fn stage_span(&self, stage: Stage) -> Option<(Duration, Duration)> {
+        let start = self.events.iter().find_map(|(at, e)| match e {
+            Event::StageStarted { stage: s } if *s == stage => Some(*at),
+            _ => None,
+        })?;
+        let end = self.events.iter().rev().find_map(|(at, e)| match e {
+            Event::StageFinished { stage: s, .. } if *s == stage => Some(*at),
+            _ => None,
+        });
+        Some((start, end.unwrap_or(start).max(start)))
+    }
+
+    /// When a suite ran: its result's arrival minus its duration, to that arrival.
+    pub fn suite_spans(&self) -> Vec<(Duration, Duration, &SuiteResult)> {
+        self.events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                Event::Suite(suite) => Some((at.saturating_sub(suite.duration), *at, suite)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The gate's own steps, in the order they finished.
     pub fn steps(&self) -> impl Iterator<Item = (Stage, &Check)> {
         self.events.iter().filter_map(|(_, e)| match e {

@@ -7,7 +7,8 @@
 //!
 //! Reading order: the run's options and state (`run`), the events (`events`), the stages in
 //! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `teardown`), the
-//! engine watched while they run (`watch`), how every path ends (`supervise`), then reporting
+//! engine watched while they run (`watch`), how every path ends (`supervise`, `artefacts`:
+//! report.html and trace.json), then reporting
 //! (`reporter`, `sinks`).
 //!
 //! Not here: how each stage does its work (engine, images, stack, ws, suites, target modules).
@@ -22,6 +23,7 @@ pub mod suites;
 pub mod teardown;
 pub mod watch;
 pub mod supervise;
+pub mod artefacts;
 pub mod reporter;
 pub mod sinks;
 
@@ -72,6 +74,8 @@ async fn new_run(config: crate::config::Config, options: Options) -> Arc<Run> {
 
 impl MissionCritical {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        // First: a signal from here on is the run's, even before its pipeline starts.
+        supervise::Signals::install();
         let config = ctx.config()?;
         for name in &self.suites {
             if !config.suites.iter().any(|s| &s.name == name) {
@@ -102,8 +106,13 @@ impl MissionCritical {
             junit: Some(junit),
             shard: self.shard,
             only_suites: self.suites,
+            suite_args: self.args,
+            json: self.json,
         };
-        let (result, _) = pipeline::run(new_run(config, options).await).await;
+        let (result, run) = pipeline::run(new_run(config, options).await).await;
+        if self.json {
+            ui::print_json(gate_json(&run, &result), result.is_ok());
+        }
         result
     }
 }
@@ -117,6 +126,7 @@ impl DockerUp {
             };
             return crate::engine::run_engine_only(&config, &options, self.json).await;
         }
+        supervise::Signals::install();
         let options = Options {
             command: "docker-up",
             target: TargetChoice::Docker,
@@ -132,13 +142,15 @@ impl DockerUp {
             junit: None,
             shard: None,
             only_suites: Vec::new(),
+            suite_args: Vec::new(),
+            json: false,
         };
         let (result, run) = pipeline::run(new_run(config, options).await).await;
         let up = run::lock(&run.up).take();
         if let Some(report) = &up {
             crate::stack::print_up(report);
             if self.json {
-                println!("{}", serde_json::to_string_pretty(report)?);
+                ui::print_json(serde_json::to_value(report)?, report.passed());
             }
         }
         result?;
@@ -184,6 +196,8 @@ pub async fn engine_and_images(
         junit: None,
         shard: None,
         only_suites: Vec::new(),
+        suite_args: Vec::new(),
+        json: false,
     };
     let (result, run) = pipeline::run(new_run(config, options).await).await;
     result?;
@@ -200,6 +214,63 @@ pub async fn engine_and_images(
         .map(|(_, c)| c.clone())
         .collect();
     Ok((engine, steps))
+}
+
+/// `mission-critical --json`: the verdict, where the reports are, each suite's counts and every
+/// failed test (secrets redacted).
+fn gate_json(run: &Run, result: &anyhow::Result<()>) -> serde_json::Value {
+    let record = run.reporter.record();
+    let verdict = record
+        .finished()
+        .map(|(verdict, total, _)| (verdict.label(), total.as_secs_f64()));
+    let work_dir = run.config.work_dir();
+    let suites: Vec<serde_json::Value> = record
+        .suites()
+        .map(|suite| {
+            let counts = events::Counts::of(suite);
+            serde_json::json!({
+                "name": suite.name,
+                "passed": counts.passed,
+                "failed": counts.failed,
+                "skipped": counts.skipped,
+                "seconds": suite.duration.as_secs_f64(),
+                "error": suite.error,
+            })
+        })
+        .collect();
+    let failed: Vec<serde_json::Value> = record
+        .suites()
+        .flat_map(|suite| {
+            suite
+                .rendered_cases()
+                .into_iter()
+                .filter_map(move |case| match &case.status {
+                    crate::junit::Status::Failed { message, .. }
+                    | crate::junit::Status::Error { message, .. } => Some(serde_json::json!({
+                        "suite": suite.name,
+                        "classname": case.classname,
+                        "name": case.name,
+                        "message": message.lines().next().unwrap_or_default(),
+                    })),
+                    _ => None,
+                })
+        })
+        .collect();
+    let value = serde_json::json!({
+        "verdict": verdict.as_ref().map(|(label, _)| label.clone()),
+        "seconds": verdict.as_ref().map(|(_, total)| *total),
+        "run_id": run.run_id,
+        "target": record.property("target"),
+        "junit": run.options.junit,
+        "report": work_dir.join("report.html"),
+        "trace": work_dir.join("trace.json"),
+        "run_dir": crate::state::Store::of(&run.config).run_dir(&run.run_id),
+        "suites": suites,
+        "failed_tests": failed,
+        "error": result.as_ref().err().map(|e| format!("{e:#}")),
+    });
+    let redacted = crate::junit::redact(&value.to_string(), &run.secrets());
+    serde_json::from_str(&redacted).unwrap_or(value)
 }
 
 async fn git_commit(root: &Path) -> Option<String> {

@@ -25,7 +25,10 @@ impl Reporter {
     pub fn new(sinks: Vec<Box<dyn LiveSink>>) -> Reporter {
         Reporter {
             started: Instant::now(),
-            record: Mutex::new(Record::default()),
+            record: Mutex::new(Record {
+                events: Vec::new(),
+                started: Some(std::time::SystemTime::now()),
+            }),
             sinks,
         }
     }
@@ -33,6 +36,16 @@ impl Reporter {
     /// When the run began.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// When the run began, by the wall clock (engine timestamps are turned into run times
+    /// against it).
+    pub fn started_wall(&self) -> std::time::SystemTime {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .started
+            .unwrap_or_else(std::time::SystemTime::now)
     }
 
     pub fn emit(&self, event: Event) {

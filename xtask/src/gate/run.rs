@@ -66,6 +66,10 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Only these suites (empty: all).
     pub only_suites: Vec<String>,
+    /// `-- ARGS`: passed to the selected suites' runner.
+    pub suite_args: Vec<String>,
+    /// Stdout is the `--json` object's: nothing else may be printed there.
+    pub json: bool,
 }
 
 /// What teardown must undo, recorded the moment it exists.
@@ -75,6 +79,8 @@ pub struct Resources {
     /// The run id of a stack being brought up, so that a half-made stack is found by label.
     pub stack_run_id: Option<String>,
     pub local: Option<LocalTarget>,
+    /// The stack's logs and state changes, followed until teardown.
+    pub follow: Option<crate::stack::Follow>,
 }
 
 /// Everything the pipeline needs, shared with the task it runs in.

@@ -1,7 +1,8 @@
 //! The stack stage: the compose stack built, started and healthy, with the engine's smoke
 //! container running beside it (it proves the engine runs containers; so does the stack, and
 //! neither needs the other). The smoke container's step belongs to the engine stage, whose
-//! clock runs again for it.
+//! clock runs again for it. From before `compose up` until teardown the stack is followed: each
+//! container's logs into the run's `logs/`, its state changes as events.
 //!
 //! Not here: bringing the stack up ([crate::stack]) or the smoke container ([crate::engine]).
 
@@ -97,6 +98,7 @@ pub async fn stack(
     let up = async {
         let prepared = prepared?;
         lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
+        follow(run, engine, &prepared.project.name);
         crate::stack::start(config, engine, prepared, &up_options(run)).await
     };
     // The smoke container's step is reported (and the engine stage ended) as soon as it is done.
@@ -145,6 +147,32 @@ pub async fn stack(
     let passed = report.passed();
     *lock(&run.up) = Some(report);
     (passed && !smoke_failed).then_some(chosen)
+}
+
+/// Follows the project's containers until teardown: their logs into the run's `logs/`, their
+/// state changes as [`Event::ServiceState`], timed against the run's start.
+fn follow(run: &Arc<Run>, engine: &Engine, project: &str) {
+    let logs = crate::state::Store::of(&run.config)
+        .run_dir(&run.run_id)
+        .join("logs");
+    let began = run.reporter.started_wall();
+    let reporter = run.reporter.clone();
+    let sink: crate::stack::StateSink = Arc::new(move |change: crate::stack::StateChange| {
+        reporter.emit(Event::ServiceState {
+            service: change.service,
+            container: change.container,
+            state: change.state,
+            at: change.time.duration_since(began).unwrap_or_default(),
+        })
+    });
+    let follow = crate::stack::follow(
+        &engine.docker,
+        project,
+        logs,
+        std::time::SystemTime::now(),
+        sink,
+    );
+    lock(&run.resources).follow = Some(follow);
 }
 
 /// The stack's progress as the stage's progress events: what changes, and every five seconds

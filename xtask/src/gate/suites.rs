@@ -1,19 +1,21 @@
 //! The checks on the chosen target: the WebSocket stage, then the suites stage (every selected
-//! `[[suite]]` in order, neighbouring `parallel = true` suites at once), and the Python
-//! environment they share, made in the background from the run's start. Suites that cannot run
-//! are still listed, their tests skipped with the reason.
+//! `[[suite]]` in order, neighbouring `parallel = true` suites at once, each test reported as it
+//! starts and ends, a heartbeat naming the running test when nothing else was said for
+//! [`HEARTBEAT`]), and the Python environment they share, made in the background from the run's
+//! start. Suites that cannot run are still listed, their tests skipped with the reason.
 //!
 //! Not here: running a suite ([crate::suites]) or the WebSocket client ([crate::ws]).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{Runner, SuiteCfg, TargetKind};
 use crate::flags::TargetChoice;
 use crate::junit::SuiteResult;
 use crate::report::Check;
-use crate::suites::{PythonEnv, Requirements, SuiteEnv};
+use crate::suites::{PythonEnv, Requirements, SuiteEnv, SuiteRun, TestEvent, TestSink};
 
 use super::events::{Event, Stage, StageOutcome};
 use super::run::{lock, Run, StageClock, Until};
@@ -121,9 +123,122 @@ fn suite_env(run: &Run, chosen: Option<&Chosen>) -> SuiteEnv {
     }
 }
 
+/// How long the suites may be silent before a heartbeat names what runs.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// What runs now, for the heartbeat: when anything was last said, and the running tests.
+#[derive(Default)]
+struct Pulse {
+    last: Option<Instant>,
+    /// (suite, worker) → (test, since).
+    running: BTreeMap<(String, String), (String, Instant)>,
+    /// Suites running, since.
+    suites: BTreeMap<String, Instant>,
+}
+
+/// The suite's tests as the run's events, and in the pulse.
+fn live_sink(run: &Arc<Run>, suite: &str, pulse: &Arc<Mutex<Pulse>>) -> TestSink {
+    let reporter = run.reporter.clone();
+    let suite = suite.to_owned();
+    let pulse = pulse.clone();
+    Arc::new(move |event: TestEvent| {
+        {
+            let mut pulse = lock(&pulse);
+            pulse.last = Some(Instant::now());
+            match &event {
+                TestEvent::Started { worker, name, .. } => {
+                    pulse.running.insert(
+                        (suite.clone(), worker.clone()),
+                        (name.clone(), Instant::now()),
+                    );
+                }
+                TestEvent::Finished { worker, .. } => {
+                    pulse.running.remove(&(suite.clone(), worker.clone()));
+                }
+            }
+        }
+        reporter.emit(match event {
+            TestEvent::Started { worker, id, name } => Event::TestStarted {
+                suite: suite.clone(),
+                worker,
+                id,
+                name,
+            },
+            TestEvent::Finished { worker, test } => Event::TestFinished {
+                suite: suite.clone(),
+                worker,
+                test,
+            },
+        });
+    })
+}
+
+/// Says every [`HEARTBEAT`] of silence which tests (or suites) still run; ends when dropped.
+fn heartbeat(run: &Arc<Run>, pulse: &Arc<Mutex<Pulse>>) -> AbortOnDrop {
+    let reporter = run.reporter.clone();
+    let pulse = pulse.clone();
+    AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let message = {
+                let mut pulse = lock(&pulse);
+                let quiet = pulse.last.is_none_or(|last| last.elapsed() >= HEARTBEAT);
+                if !quiet || pulse.suites.is_empty() {
+                    continue;
+                }
+                pulse.last = Some(Instant::now());
+                let mut running: Vec<String> = pulse
+                    .running
+                    .iter()
+                    .map(|((suite, _), (test, since))| {
+                        format!("{suite}: {test} ({})", crate::ui::duration(since.elapsed()))
+                    })
+                    .collect();
+                for (suite, since) in &pulse.suites {
+                    if !pulse.running.keys().any(|(s, _)| s == suite) {
+                        running.push(format!(
+                            "{suite}: no test running ({} into the suite)",
+                            crate::ui::duration(since.elapsed())
+                        ));
+                    }
+                }
+                format!("still running {}", running.join("; "))
+            };
+            reporter.emit(Event::Progress {
+                stage: Stage::Suites,
+                message,
+            });
+        }
+    }))
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The repository the suites' files are named against: `GITHUB_WORKSPACE` on GitHub, else the
+/// nearest directory above the configuration holding `.git`, else the configuration's own.
+fn repo_root(config_root: &Path) -> PathBuf {
+    if let Some(workspace) = std::env::var_os("GITHUB_WORKSPACE").filter(|w| !w.is_empty()) {
+        let workspace = PathBuf::from(workspace);
+        return std::fs::canonicalize(&workspace).unwrap_or(workspace);
+    }
+    let root = std::fs::canonicalize(config_root).unwrap_or_else(|_| config_root.to_owned());
+    root.ancestors()
+        .find(|dir| dir.join(".git").exists())
+        .map_or_else(|| root.clone(), Path::to_path_buf)
+}
+
 /// The suites stage: in order, consecutive `parallel = true` suites at the same time.
 pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
     let clock = StageClock::start(run, Stage::Suites);
+    let pulse = Arc::new(Mutex::new(Pulse::default()));
+    let _heartbeat = heartbeat(run, &pulse);
     let python = python.get(run).await;
     let env = suite_env(run, Some(chosen));
     let selected = run.selected_suites();
@@ -160,7 +275,7 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
         let results = futures_util::future::join_all(
             group
                 .into_iter()
-                .map(|suite| run_one(run, suite, &env, python)),
+                .map(|suite| run_one(run, suite, &env, python, &pulse)),
         )
         .await;
         for result in results {
@@ -177,10 +292,11 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
 }
 
 async fn run_one(
-    run: &Run,
+    run: &Arc<Run>,
     suite: &SuiteCfg,
     env: &SuiteEnv,
     python: Option<&PythonEnv>,
+    pulse: &Arc<Mutex<Pulse>>,
 ) -> SuiteResult {
     let shard = run.options.shard;
     if !suite.needs.is_empty() && !suite.needs.contains(&env.target) {
@@ -205,7 +321,21 @@ async fn run_one(
         return crate::suites::collect_skipped_shard(&run.config, suite, env, None, reason, shard)
             .await;
     }
-    crate::suites::run_suite(&run.config, suite, env, python, shard).await
+    let suite_run = SuiteRun {
+        shard,
+        extra_args: run.options.suite_args.clone(),
+        live: Some(live_sink(run, &suite.name, pulse)),
+        repo_root: Some(repo_root(&run.config.root)),
+    };
+    {
+        // The heartbeat counts its silence from the suite's start.
+        let mut pulse = lock(pulse);
+        pulse.suites.insert(suite.name.clone(), Instant::now());
+        pulse.last = Some(Instant::now());
+    }
+    let result = crate::suites::run_suite_with(&run.config, suite, env, python, &suite_run).await;
+    lock(pulse).suites.remove(&suite.name);
+    result
 }
 
 /// Every selected suite's tests, listed as skipped with the reason (nothing silently

@@ -5,14 +5,20 @@
 //! Not here: the stages ([super::pipeline]); the exit code of an error ([crate::error]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::config::DEFAULT_INTERRUPT_STOP_TIMEOUT;
 use crate::error::{exit_kind_of, ExitKind, Failure};
+use crate::stack::{self, Level, Urgency};
 
 use super::events::{Event, Stage, Verdict};
 use super::run::Run;
 use super::sinks;
+
+/// After the second signal during teardown: how long the removal of what has stopped may still
+/// take before the harness exits.
+const LAST_REMOVAL: Duration = Duration::from_secs(1);
 
 /// How the pipeline ended.
 #[derive(Debug)]
@@ -60,28 +66,54 @@ where
 
 /// Teardown, the verdict, the report and the summary, whatever the ending; the command's result.
 pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
-    // From here a signal no longer reaches the pipeline. During teardown a first signal lets it
-    // finish (the run then counts as interrupted); a second one, or one after the run was
-    // already interrupted, ends the harness at once.
+    // From here a signal no longer reaches the pipeline: each one raises the teardown's urgency
+    // instead. After a signal containers get `stack.interrupt_stop_timeout_s`, then are killed;
+    // after the next one what has not stopped is killed at once and the harness exits at the
+    // latest a second later, removal finished or not; one more exits at once.
     let teardown_signals = Arc::new(AtomicUsize::new(0));
     let already_interrupted = matches!(ending, Ending::Interrupted(_));
-    let _second_signal = AbortOnDrop(tokio::spawn({
+    let (raise_urgency, urgency) = Urgency::channel(if already_interrupted {
+        Level::Interrupted
+    } else {
+        Level::Graceful
+    });
+    let short = run
+        .config
+        .stack
+        .as_ref()
+        .map_or(DEFAULT_INTERRUPT_STOP_TIMEOUT, |s| {
+            s.interrupt_stop_timeout_s.duration()
+        });
+    let _later_signals = AbortOnDrop(tokio::spawn({
         let teardown_signals = teardown_signals.clone();
         async move {
             let mut signals = Signals::new();
             loop {
                 signals.next().await;
-                let seen = teardown_signals.fetch_add(1, Ordering::SeqCst) + 1;
-                if already_interrupted || seen >= 2 {
-                    eprintln!(
-                        "interrupted again: exiting before teardown and the report are finished"
-                    );
-                    std::process::exit(130);
+                teardown_signals.fetch_add(1, Ordering::SeqCst);
+                match stack::stop::raise(&raise_urgency) {
+                    Level::Graceful | Level::Interrupted => crate::ui::say(format!(
+                        "interrupted during teardown: containers get {} to stop, then are killed \
+                         (interrupt again to kill them now)",
+                        crate::ui::duration(short)
+                    )),
+                    Level::Now => break,
                 }
-                crate::ui::say(
-                    "interrupted during teardown: finishing it (interrupt again to exit at once)",
-                );
             }
+            crate::ui::say(format!(
+                "interrupted again: killing what has not stopped and removing it; exiting within {}",
+                crate::ui::duration(LAST_REMOVAL)
+            ));
+            tokio::select! {
+                _ = signals.next() => {}
+                _ = tokio::time::sleep(LAST_REMOVAL) => {}
+            }
+            eprintln!(
+                "exiting before teardown and the report are finished: what is left keeps its \
+                 labels and its record; the next run's sweep or cargo xtask docker-down --all \
+                 removes it"
+            );
+            std::process::exit(130);
         }
     }));
     if let Ending::Panicked(message) = &ending {
@@ -99,7 +131,7 @@ pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
         }
     }
     let failed_before = run.failed() || !matches!(ending, Ending::Completed);
-    super::teardown::teardown(run, failed_before, already_interrupted).await;
+    super::teardown::teardown(run, failed_before, already_interrupted, &urgency).await;
     let ending = match ending {
         Ending::Completed | Ending::Error(_) | Ending::Panicked(_)
             if teardown_signals.load(Ordering::SeqCst) > 0 =>
@@ -136,6 +168,20 @@ pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
     };
     let summary = sinks::summary::render(&record, run.options.command, report);
     eprint!("{}", crate::junit::redact(&summary, &run.secrets()));
+    // The gate's own pictures of the run: only a run of the suites has a report to look at.
+    if run.options.until == super::run::Until::Suites && run.options.junit.is_some() {
+        match super::artefacts::write(run, &record) {
+            Ok(written) => crate::ui::say(format!(
+                "report: {} · trace: {} (open in Perfetto or chrome://tracing) · logs: {}",
+                written.report.display(),
+                written.trace.display(),
+                crate::state::Store::of(&run.config)
+                    .run_dir(&run.run_id)
+                    .display()
+            )),
+            Err(e) => crate::ui::say(format!("the HTML report and trace were not written: {e:#}")),
+        }
+    }
     github(run, &record);
 
     match ending {
@@ -178,28 +224,37 @@ fn write_report(run: &Run, record: &super::events::Record) -> anyhow::Result<()>
                 .options
                 .shard
                 .map(|s| format!("{}/{}", s.index, s.count)),
+            hostname: crate::junit::hostname(),
         },
     );
     crate::junit::write(&report, path)
 }
 
-/// The GitHub step summary and annotations, when running under GitHub Actions.
+/// The GitHub step summary (when `GITHUB_STEP_SUMMARY` is set) and the annotations (when
+/// `GITHUB_ACTIONS=true`).
 fn github(run: &Run, record: &super::events::Record) {
-    let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") else {
-        return;
-    };
     let secrets = run.secrets();
-    let markdown = sinks::github::markdown(record, run.options.junit.as_deref());
-    use std::io::Write;
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-    {
-        let _ = file.write_all(crate::junit::redact(&markdown, &secrets).as_bytes());
+    if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
+        let markdown = sinks::github::markdown(record, run.options.junit.as_deref());
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+        {
+            let _ = file.write_all(crate::junit::redact(&markdown, &secrets).as_bytes());
+        }
     }
-    for line in sinks::github::annotations(record) {
-        println!("{}", crate::junit::redact(&line, &secrets));
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        // Workflow commands are read from stdout and stderr; under --json stdout is the object's.
+        for line in sinks::github::annotations(record) {
+            let line = crate::junit::redact(&line, &secrets);
+            if run.options.json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
     }
 }
 
@@ -212,36 +267,68 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM, as one stream.
-pub struct Signals {
-    #[cfg(unix)]
-    sigterm: Option<tokio::signal::unix::Signal>,
-}
+/// Ctrl-C (SIGINT) and SIGTERM, as one queue: from [`Signals::install`] on, each signal is handed
+/// once to whoever waits next, however long after it came, so that none is lost before the
+/// pipeline starts or between two waits.
+pub struct Signals(());
+
+/// The signals that came and were not taken yet.
+static QUEUE: OnceLock<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<&'static str>>> =
+    OnceLock::new();
 
 impl Signals {
-    pub fn new() -> Signals {
-        Signals {
+    /// Takes SIGINT and SIGTERM over from their default (ending the process): call it first
+    /// thing in a command that runs the pipeline. Later calls do nothing. Needs the runtime.
+    pub fn install() {
+        QUEUE.get_or_init(|| {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
             #[cfg(unix)]
-            sigterm: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
-        }
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                for (kind, name) in [
+                    (SignalKind::interrupt(), "SIGINT"),
+                    (SignalKind::terminate(), "SIGTERM"),
+                ] {
+                    // Registered now, not when first awaited: from here on a signal is queued.
+                    let Ok(mut stream) = signal(kind) else {
+                        continue;
+                    };
+                    let sender = sender.clone();
+                    tokio::spawn(async move {
+                        while stream.recv().await.is_some() {
+                            if sender.send(name).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+            #[cfg(not(unix))]
+            tokio::spawn(async move {
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    if sender.send("SIGINT").is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::sync::Mutex::new(receiver)
+        });
     }
 
-    /// Waits for the next signal and names it.
+    pub fn new() -> Signals {
+        Signals::install();
+        Signals(())
+    }
+
+    /// Waits for the next signal and names it. Cancel-safe: a wait given up takes none.
     pub async fn next(&mut self) -> &'static str {
-        #[cfg(unix)]
-        let terminated = async {
-            match self.sigterm.as_mut() {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
+        Signals::install();
+        let Some(queue) = QUEUE.get() else {
+            return std::future::pending().await;
         };
-        #[cfg(not(unix))]
-        let terminated = std::future::pending::<()>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = terminated => "SIGTERM",
+        match queue.lock().await.recv().await {
+            Some(name) => name,
+            None => std::future::pending().await,
         }
     }
 }
@@ -284,6 +371,8 @@ mod tests {
             junit: Some(junit.clone()),
             shard: None,
             only_suites: Vec::new(),
+            suite_args: Vec::new(),
+            json: false,
         };
         let run = Arc::new(Run::new(
             config,

@@ -7,27 +7,37 @@
 use std::time::{Duration, Instant};
 
 use crate::report::Check;
+use crate::stack::Urgency;
 use crate::state::StackState;
 
 use super::events::{Stage, StageOutcome};
 use super::run::{lock, Keep, Run, StageClock};
 
-/// Undoes what the run made (or keeps it); `failed` says whether the run failed.
-pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
+/// Undoes what the run made (or keeps it); `failed` says whether the run failed. Containers stop
+/// as `urgency` says (it rises with the signals that arrive meanwhile).
+pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urgency) {
     let keep = match run.options.keep {
         Keep::Always => true,
         Keep::OnFailure => failed && !interrupted,
         Keep::Never => false,
     };
-    let (stack, stack_run_id, local) = {
+    let (stack, stack_run_id, local, follow) = {
         let mut resources = lock(&run.resources);
         (
             resources.stack.take(),
             resources.stack_run_id.take(),
             resources.local.take(),
+            resources.follow.take(),
         )
     };
+    // The logs end here, kept stack or not: before the containers are removed, so that their
+    // stopping is not mistaken for news, and with the harness, which exits after this. Timed
+    // as teardown's own work when there is a teardown.
+    let mut follow = follow;
     if keep {
+        if let Some(follow) = follow.take() {
+            follow.stop().await;
+        }
         let mut kept = Vec::new();
         if let Some(stack) = &stack {
             if let Err(e) = crate::stack::keep(&run.config, &stack.run_id) {
@@ -72,10 +82,16 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
     }
     let lost = lock(&run.engine_lost).clone();
     if stack.is_none() && stack_run_id.is_none() && local.is_none() && lost.is_none() {
+        if let Some(follow) = follow.take() {
+            follow.stop().await;
+        }
         run.skip(Stage::Teardown, "nothing to undo");
         return;
     }
     let mut clock = StageClock::start(run, Stage::Teardown);
+    if let Some(follow) = follow.take() {
+        follow.stop().await;
+    }
     // The engine went away mid-run: restored as at the start, then the stack is removed from it,
     // all within the loss's budget.
     let engine_back = match &lost {
@@ -102,11 +118,21 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         ));
     } else if stack.is_some() || stack_run_id.is_some() {
         let started = Instant::now();
+        if stack.is_none() {
+            // `compose up` was cut short: wait until its process group has ended (at most its
+            // stop grace), so that nothing it asked the engine for appears after the removal.
+            tokio::task::spawn_blocking(crate::process::finish_pending_kills)
+                .await
+                .ok();
+        }
         let stack = stack.unwrap_or_else(|| {
             unfinished_stack(run, stack_run_id.as_deref().unwrap_or(&run.run_id))
         });
-        let result =
-            tokio::time::timeout(down_deadline, crate::stack::down(&run.config, &stack)).await;
+        let result = tokio::time::timeout(
+            down_deadline,
+            crate::stack::down_with(&run.config, &stack, urgency),
+        )
+        .await;
         clock.step(match result {
             Ok(Ok(check)) => check,
             Ok(Err(e)) => Check::failed("stack down", started.elapsed(), format!("{e:#}")),

@@ -110,7 +110,8 @@ pub(super) async fn engine_check() -> (Check, Option<Reached>) {
     let check =
         Check::new("engine", Outcome::Warned, started.elapsed(), detail).with_remedy(match named {
             Some(Candidate {
-                host: Host::Tcp(_), ..
+                host: Host::Tcp(_) | Host::TcpTls { .. },
+                ..
             }) => "start the engine at that address, or point DOCKER_HOST at one that runs",
             _ => "`cargo xtask docker-up` starts the engine, `--install` installs it",
         });

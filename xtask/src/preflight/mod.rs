@@ -28,11 +28,9 @@ impl crate::flags::Doctor {
         let checks = run_checks(&config).await;
         if self.json {
             let failed = checks.iter().any(|c| c.outcome == Outcome::Failed);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({ "ok": !failed, "checks": checks })
-                )?
+            ui::print_json(
+                serde_json::json!({ "ok": !failed, "checks": checks }),
+                !failed,
             );
         }
         eprint!("{}", render(&checks));

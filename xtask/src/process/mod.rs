@@ -408,8 +408,10 @@ impl Process {
         std_cmd.stdout(stdio(cmd.stdout, log.as_ref())?);
         std_cmd.stderr(stdio(cmd.stderr, log.as_ref())?);
         sys::before_spawn(&mut std_cmd);
+        // No `kill_on_drop`: a dropped process gets terminate first and the kill only after its
+        // stop grace (see `Drop`), the leader like the rest of its group, so that a runner
+        // interrupted with the gate can still end cleanly.
         let mut tokio_cmd = tokio::process::Command::from(std_cmd);
-        tokio_cmd.kill_on_drop(true);
         let mut child = tokio_cmd.spawn().with_context(|| {
             format!(
                 "cannot run `{command}`{}",
@@ -617,12 +619,27 @@ impl Drop for Process {
         let group = self.group.clone();
         let grace = self.stop_grace;
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(grace);
+            // The grace, but no longer than the group lives: an interrupted harness waits for
+            // these before it exits, and a group that ended on terminate needs no kill.
+            let deadline = Instant::now() + grace;
+            loop {
+                if group.is_empty() {
+                    return;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(GROUP_POLL));
+            }
             group.signal(Signal::Kill);
         });
         lock(&PENDING_KILLS).push(killer);
     }
 }
+
+/// How often a dropped process's killer looks whether its group has ended.
+const GROUP_POLL: Duration = Duration::from_millis(50);
 
 /// A daemon the harness started and leaves running ([`Cmd::spawn_daemon`]).
 #[derive(Debug)]
@@ -642,9 +659,9 @@ impl Daemon {
 /// The kills that dropped processes still have to send.
 static PENDING_KILLS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
-/// Waits (at most the longest stop grace) until every dropped process's group got its kill.
-/// Call before exiting after an interruption, so that a child ignoring terminate does not
-/// outlive the harness.
+/// Waits until every dropped process's group has ended on its terminate, or got its kill at the
+/// end of its stop grace (at most the longest grace). Call before exiting after an interruption,
+/// so that a child ignoring terminate does not outlive the harness.
 pub fn finish_pending_kills() {
     let pending = std::mem::take(&mut *lock(&PENDING_KILLS));
     for killer in pending {

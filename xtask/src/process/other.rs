@@ -28,6 +28,11 @@ impl Group {
                 .status();
         }
     }
+
+    /// Not known without the platform's groups: a dropped process waits out its grace.
+    pub fn is_empty(&self) -> bool {
+        self.pid.is_none()
+    }
 }
 
 pub fn describe(status: ExitStatus) -> String {

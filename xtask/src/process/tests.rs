@@ -134,6 +134,28 @@ async fn a_dropped_process_is_stopped_with_its_group() {
     assert_group_gone(pid);
 }
 
+/// A dropped process whose group ends on terminate is not waited for over its whole grace: an
+/// interrupted harness exits as soon as its children are gone.
+#[tokio::test]
+async fn a_dropped_process_that_ends_on_terminate_is_not_waited_for() {
+    let process = sh("sleep 300")
+        .stop_grace(Duration::from_secs(3600))
+        .spawn()
+        .unwrap();
+    let pid = process.pid().unwrap() as i32;
+    drop(process);
+    let joined = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(finish_pending_kills),
+    )
+    .await;
+    assert!(
+        joined.is_ok(),
+        "the kill waited out its hour of grace although the group had ended"
+    );
+    assert_group_gone(pid);
+}
+
 #[tokio::test]
 async fn lines_arrive_as_printed_and_the_log_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();

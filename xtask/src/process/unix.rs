@@ -51,6 +51,62 @@ impl Group {
             unsafe { libc::killpg(pgid, number) };
         }
     }
+
+    /// No live process is left in the group. Zombies do not count: an orphan's zombie waits for
+    /// whoever reaps for the machine (in a container that may be a lazy PID 1), and it runs no
+    /// more. Where live members cannot be told from zombies, any member counts.
+    pub fn is_empty(&self) -> bool {
+        let Some(pgid) = self.pgid else {
+            return true;
+        };
+        // SAFETY: signal 0 only asks whether any member exists.
+        let result = unsafe { libc::killpg(pgid, 0) };
+        if result == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return true;
+        }
+        only_zombies_in(pgid)
+    }
+}
+
+/// Whether every process of group `pgid` is a zombie, from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn only_zombies_in(pgid: libc::pid_t) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let group = pgid.to_string();
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`: comm may hold spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (Some(state), Some(_ppid), Some(member_of)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if member_of == group && state != "Z" && state != "X" {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(not(target_os = "linux"))]
+fn only_zombies_in(_pgid: libc::pid_t) -> bool {
+    false
 }
 
 pub fn describe(status: ExitStatus) -> String {

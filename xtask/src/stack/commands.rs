@@ -81,6 +81,12 @@ impl crate::flags::Health {
             )
         };
         eprintln!("{engine_line}");
+        if report.stack.is_none() {
+            if self.json {
+                ui::print_json(serde_json::to_value(&report)?, false);
+            }
+            return Err(super::record::no_recorded_run(&config).into());
+        }
         if let Some(stack) = &report.stack {
             eprintln!("project {} (run {})", stack.project, stack.run_id);
             let rows: Vec<Vec<String>> = report
@@ -116,7 +122,7 @@ impl crate::flags::Health {
             }
         }
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            ui::print_json(serde_json::to_value(&report)?, report.healthy);
         }
         if report.healthy {
             Ok(())
@@ -169,9 +175,15 @@ impl crate::flags::DockerDown {
         if chosen.is_empty() && !self.all {
             ui::say("no kept stack is recorded in state.json: nothing to remove");
         }
+        let mut removed: Vec<serde_json::Value> = Vec::new();
         for stack in &chosen {
             let check = down::down(&config, stack).await?;
             say_check(&check);
+            removed.push(serde_json::json!({
+                "run_id": stack.run_id,
+                "project": stack.project,
+                "check": check,
+            }));
             if check.outcome == Outcome::Failed {
                 if let Some(output) = &check.output {
                     eprintln!("{output}");
@@ -189,6 +201,12 @@ impl crate::flags::DockerDown {
                     other_hosts_older_than: self.older_than.filter(|_| self.any_host),
                 };
                 let report = down::sweep(&config, &engine, how).await?;
+                removed.extend(
+                    report
+                        .removed
+                        .iter()
+                        .map(|line| serde_json::json!({ "leftover": line })),
+                );
                 for line in &report.removed {
                     ui::say(format!("removed {line}"));
                 }
@@ -219,6 +237,12 @@ impl crate::flags::DockerDown {
             if check.outcome == Outcome::Failed {
                 failed.push(check.detail);
             }
+        }
+        if self.json {
+            ui::print_json(
+                serde_json::json!({ "removed": removed, "problems": failed }),
+                failed.is_empty(),
+            );
         }
         if failed.is_empty() {
             Ok(())

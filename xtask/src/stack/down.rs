@@ -23,8 +23,9 @@ use super::labels::{
     checkout_tag, image_repository, LABEL_IMAGE_PROJECT, LABEL_IMAGE_ROOT, LABEL_ROOT_PATH,
     TAG_PREFIX,
 };
+use super::stop::{stop_containers, Level, Urgency};
 use super::{plural, record, run_dir, short_id, COMPOSE_PROJECT};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_INTERRUPT_STOP_TIMEOUT};
 use crate::engine::{self, Engine};
 use crate::error::Failure;
 use crate::owner::{Liveness, Owner};
@@ -67,27 +68,25 @@ impl Labelled {
 /// Every container, network and volume carrying `label` (`key=value`).
 pub async fn find_labelled(docker: &bollard::Docker, label: &str) -> anyhow::Result<Labelled> {
     let filter = filters(&[("label", label)]);
-    let containers = docker
-        .list_containers(Some(
+    // The three lists at once: teardown after a signal has seconds, not round trips, to spare.
+    let (containers, networks, volumes) = tokio::join!(
+        docker.list_containers(Some(
             ListContainersOptionsBuilder::new()
                 .all(true)
                 .filters(&filter)
                 .build(),
-        ))
-        .await
-        .with_context(|| format!("cannot list containers labelled {label}"))?;
-    let networks = docker
-        .list_networks(Some(
+        )),
+        docker.list_networks(Some(
             ListNetworksOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-        .with_context(|| format!("cannot list networks labelled {label}"))?;
-    let volumes = docker
-        .list_volumes(Some(
+        )),
+        docker.list_volumes(Some(
             ListVolumesOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-        .with_context(|| format!("cannot list volumes labelled {label}"))?;
+        )),
+    );
+    let containers =
+        containers.with_context(|| format!("cannot list containers labelled {label}"))?;
+    let networks = networks.with_context(|| format!("cannot list networks labelled {label}"))?;
+    let volumes = volumes.with_context(|| format!("cannot list volumes labelled {label}"))?;
     Ok(Labelled {
         containers: containers
             .into_iter()
@@ -179,24 +178,22 @@ pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> V
     problems
 }
 
-/// Stops running containers all at once, each with its own stop timeout (SIGTERM, then SIGKILL
-/// after `StopTimeout`, 10 s by default), as `compose down` would one service at a time.
-pub async fn stop_gracefully(docker: &bollard::Docker, labelled: &Labelled) {
-    let stops = labelled.containers.iter().map(|(id, _, _)| async move {
-        // 304 (already stopped) and 404 (gone) are what we want; anything else shows at removal.
-        let _ = docker
-            .stop_container(id, None::<bollard::query_parameters::StopContainerOptions>)
-            .await;
-    });
-    futures_util::future::join_all(stops).await;
-}
-
 /// Removes a run's containers, networks and volumes through the engine: everything carrying its
 /// run id (the labels override puts it on every container, network and volume compose creates) is
-/// stopped at once, then removed. `compose down -v --remove-orphans` runs only when the project
-/// still holds something without the run id (a container of an earlier run of a shared project
-/// name). Clears its record. Idempotent.
+/// stopped at once, each container with its own grace, then removed. `compose down -v
+/// --remove-orphans` runs only when the project still holds something without the run id (a
+/// container of an earlier run of a shared project name). Clears its record. Idempotent.
 pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> {
+    down_with(config, stack, &Urgency::fixed(Level::Graceful)).await
+}
+
+/// [`down`], with the containers stopped as `urgency` says ([super::stop]): the gate's teardown,
+/// which raises it as signals arrive.
+pub async fn down_with(
+    config: &Config,
+    stack: &StackState,
+    urgency: &Urgency,
+) -> anyhow::Result<Check> {
     let began = Instant::now();
     let engine = engine::connect_at(config, stack.engine.as_deref()).await.map_err(|e| {
         Failure::unavailable(
@@ -207,7 +204,13 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
     let docker = &engine.docker;
     let run_label = format!("{LABEL_RUN_ID}={}", stack.run_id);
     let before = find_labelled(docker, &run_label).await?;
-    stop_gracefully(docker, &before).await;
+    let short = config
+        .stack
+        .as_ref()
+        .map_or(DEFAULT_INTERRUPT_STOP_TIMEOUT, |s| {
+            s.interrupt_stop_timeout_s.duration()
+        });
+    let stopped = stop_containers(docker, &before, urgency, short).await;
     let mut problems = remove_labelled(docker, &before).await;
 
     let mut notes = Vec::new();
@@ -280,6 +283,9 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
             plural(before.volumes.len(), "volume")
         )
     };
+    if !stopped.killed.is_empty() {
+        detail.push_str(&format!("; killed {}", stopped.killed.join(", ")));
+    }
     if removed_by_compose > 0 {
         detail.push_str(&format!(
             "; compose down removed {removed_by_compose} more of earlier runs"

@@ -4,16 +4,20 @@
 //! [labels] (the labels override and per-checkout image names), [prepare] (all of that before
 //! the engine is needed), [record] (the stack's entries in the run store), [watch] (readiness as
 //! a pure state machine), [containers] (the engine calls the wait and health make), `probe`
-//! (healthchecks podman without systemd does not run), [up],
-//! [health], [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
-//! `health`, `docker-down`: the only part that prints).
+//! (healthchecks podman without systemd does not run), [up], [follow] (every container's logs
+//! and state changes for the whole run), [health], [stop] (a run's containers, each with its
+//! grace, or quickly after a signal), [down] (and the sweep of dead runs' leftovers), and
+//! [commands] (`docker-up`, `health`, `docker-down`: the only part that prints).
 //!
 //! CONTRACT (the gate, `monitor` and `ws-check` call these; none of them print):
 //! - [`prepare`]`(config, &UpOptions) -> Prepared` (no engine needed) then
 //!   [`start`]`(config, engine, Prepared, &UpOptions) -> UpReport`; [`up`] is both. A failed wait
 //!   is `Ok` with [`UpReport::passed`] false and the stack left for [`down`]; `Err` only when it
 //!   could not start (no `[stack]`, no compose, engine error), typed with [`Failure`].
-//! - [`down`]`(config, &StackState) -> Check`: removes the run's resources, forgets its record.
+//! - [`down`]`(config, &StackState) -> Check`: stops the run's containers (each with its own
+//!   grace), removes the run's resources, forgets its record. [`down_with`]`(.., &Urgency)`: the
+//!   same, stopping as the [`Urgency`] says (after a signal `stack.interrupt_stop_timeout_s`,
+//!   then killed).
 //! - [`keep`]`(config, run_id)`: the gate's `--keep`: the run outlives its owner until
 //!   `docker-down`. [`remove_leftovers`]`(config, engine)`: dead, unkept runs of this checkout.
 //! - [`choose`]`(config, run)`: the kept stack a command acts on (`--run ID`, else the newest).
@@ -33,7 +37,9 @@ pub mod watch;
 // Healthchecks the engine does not run itself (podman without systemd).
 mod probe;
 pub mod up;
+pub mod follow;
 pub mod health;
+pub mod stop;
 pub mod down;
 pub mod commands;
 
@@ -53,9 +59,10 @@ pub use commands::print_up;
 pub use compose::{Compose, Flavour, Project};
 pub use containers::{container_logs, container_ports, inspect_project, PublishedPorts};
 pub use down::{
-    down, find_labelled, prune_images, remove_checkout_images, remove_labelled, remove_leftovers,
-    stop_gracefully, sweep, ImagesReport, Labelled, Sweep, SweepReport,
+    down, down_with, find_labelled, prune_images, remove_checkout_images, remove_labelled,
+    remove_leftovers, sweep, ImagesReport, Labelled, Sweep, SweepReport,
 };
+pub use follow::{follow, ContainerState, Follow, StateChange, StateSink};
 pub use health::{
     health_of, health_report, health_snapshot, EngineHealth, HealthReport, HealthSnapshot,
     ServiceHealth,
@@ -63,7 +70,8 @@ pub use health::{
 pub use labels::{image_tag, labels_override};
 pub use model::Model;
 pub use prepare::{abandon, prepare, Prepared};
-pub use record::{choose, keep, Chosen};
+pub use record::{choose, keep, no_recorded_run, Chosen};
+pub use stop::{Level, Urgency};
 pub use up::{start, up};
 pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Watch};
 

@@ -110,7 +110,11 @@ pub(super) async fn libpod_healthcheck(host: &Host, container: &str) -> anyhow::
                 .with_context(|| format!("cannot connect to {host}"))?;
             get(stream, &path).await
         }
-        Host::Npipe(_) => anyhow::bail!("{host}: podman's API is not reached over a named pipe"),
+        Host::TcpTls { .. } | Host::Npipe(_) => {
+            anyhow::bail!(
+                "{host}: the harness asks podman for healthchecks over a socket or plain tcp only"
+            )
+        }
     }
 }
 

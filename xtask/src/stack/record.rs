@@ -75,6 +75,16 @@ pub(super) fn forget(config: &Config, run_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error of `health`, `ws-check` and `monitor` when no stack is recorded to act on: a usage
+/// error (exit 2), the same for all three.
+pub fn no_recorded_run(config: &Config) -> Failure {
+    Failure::config(format!(
+        "no run is recorded in {}: no kept stack to act on",
+        Store::of(config).path().display()
+    ))
+    .with_hint("run `cargo xtask docker-up` first, or name a run with --run ID")
+}
+
 /// The record of a run, when there is one.
 pub(super) fn find(config: &Config, run_id: &str) -> Option<StackRecord> {
     Store::of(config).read().ok()?.stacks.get(run_id).cloned()

@@ -393,8 +393,9 @@ pub async fn start(
     })
 }
 
-/// What every compose call of a run gets besides `[stack] env`: `DOCKER_HOST`, the engine the
-/// harness uses, and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
+/// What every compose call of a run (and its suites) gets besides `[stack] env`: `DOCKER_HOST`,
+/// the engine the harness uses (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for a TLS
+/// engine), and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
 /// it: `"${XTASK_ENGINE_HOST-127.0.0.1}:8080:8080"` binds loopback here and the engine's own
 /// address on a remote engine).
 ///
@@ -409,6 +410,9 @@ pub fn engine_env(engine: &Engine) -> BTreeMap<String, String> {
             engine.info.engine_host.clone(),
         ),
     ]);
+    // A TLS engine as the docker CLI reads it (recorded with the stack's environment, so that
+    // `down` later reaches it the same way).
+    env.extend(engine.host.tls_env());
     if engine.info.podman && std::env::var_os("DOCKER_BUILDKIT").is_none() {
         env.insert("DOCKER_BUILDKIT".to_owned(), "0".to_owned());
     }

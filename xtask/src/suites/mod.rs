@@ -21,11 +21,16 @@
 //! pub fn child_env(suite: &SuiteCfg, env: &SuiteEnv, py: Option<&PythonEnv>) -> Vec<(String, String)>
 //!
 //! pub async fn run_suite(config, suite, env, py: Option<&PythonEnv>, shard: Option<Shard>) -> SuiteResult
+//! pub struct SuiteRun { shard, extra_args: Vec<String>, live: Option<TestSink>, repo_root }
+//! pub async fn run_suite_with(config, suite, env, py, &SuiteRun) -> SuiteResult   // live tests, `-- ARGS`
 //! pub async fn collect_skipped(config, suite, env, py, reason: &str) -> SuiteResult
 //! pub async fn collect_skipped_shard(config, suite, env, py, reason: &str, shard: Option<Shard>) -> SuiteResult
 //! pub async fn ensure_requirements(config, py: &PythonEnv, files: &[PathBuf]) -> anyhow::Result<PathBuf>
 //! pub fn shard_of(test_id: &str, count: u32) -> u32                      // 1-based, stable (FNV-1a)
 //! ```
+//!
+//! Every run writes the runner's whole output to `runs/<run id>/suites/<suite>.log`. With a
+//! [`live::TestSink`], each test is reported as it starts and ends ([live]).
 //!
 //! `run_suite` never returns an error: whatever went wrong is in the [`SuiteResult`] (an `error`
 //! case). Each runner is a [`crate::process::Process`] in its own process group: at its deadline
@@ -38,6 +43,7 @@ mod python;
 mod pytest;
 mod nextest;
 mod shard;
+pub mod live;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +55,7 @@ use crate::junit::{self, Case, Status, SuiteResult, OUTPUT_LIMIT};
 use crate::process::{Cmd, Finished, Signal};
 
 pub use crate::process::KILL_GRACE;
+pub use live::{TestEvent, TestOutcome, TestRun, TestSink};
 pub use pytest::pytest_case_name;
 pub use python::{
     ensure_requirements, python_env, python_env_with, PythonEnv, Requirements, REQUIREMENTS_STAMP,
@@ -201,6 +208,19 @@ pub fn child_env(
 // ---------------------------------------------------------------------------------------------
 // Running a suite.
 
+/// How one run of a suite goes, besides its `[[suite]]` table.
+#[derive(Clone, Default)]
+pub struct SuiteRun {
+    pub shard: Option<Shard>,
+    /// `mission-critical -- ARGS`: after the suite's own `args` (`-k auth_tokens`, a nextest
+    /// filter). Tests they leave out are reported skipped.
+    pub extra_args: Vec<String>,
+    /// Receives each test as it starts and ends.
+    pub live: Option<TestSink>,
+    /// Test files are named relative to this (the repository) in live events.
+    pub repo_root: Option<PathBuf>,
+}
+
 /// Runs one suite under its deadline (`timeout_s`) and returns its cases. pytest needs `py`.
 pub async fn run_suite(
     config: &Config,
@@ -209,14 +229,31 @@ pub async fn run_suite(
     py: Option<&PythonEnv>,
     shard: Option<Shard>,
 ) -> SuiteResult {
+    let run = SuiteRun {
+        shard,
+        ..SuiteRun::default()
+    };
+    run_suite_with(config, suite, env, py, &run).await
+}
+
+/// [`run_suite`] with the command line's arguments and a live view of its tests.
+pub async fn run_suite_with(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+    run: &SuiteRun,
+) -> SuiteResult {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let mut result = match suite.runner {
         Runner::Pytest => match py {
-            Some(py) => run_pytest(config, suite, env, py, shard, Mode::Run).await,
+            Some(py) => run_pytest(config, suite, env, py, run, Mode::Run).await,
             None => errored(suite, "pytest suite run without a Python environment", ""),
         },
-        Runner::Nextest => run_nextest(config, suite, env, shard).await,
+        Runner::Nextest => run_nextest(config, suite, env, run).await,
     };
+    result.started = Some(started_at);
     result.duration = started.elapsed();
     scrub(&mut result, &env.secrets);
     result
@@ -246,10 +283,15 @@ pub async fn collect_skipped_shard(
     shard: Option<Shard>,
 ) -> SuiteResult {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let listed = match suite.runner {
         Runner::Pytest => match py {
             Some(py) => {
-                let result = run_pytest(config, suite, env, py, shard, Mode::Collect).await;
+                let collect = SuiteRun {
+                    shard,
+                    ..SuiteRun::default()
+                };
+                let result = run_pytest(config, suite, env, py, &collect, Mode::Collect).await;
                 if result.error.is_none() {
                     Ok(result.cases)
                 } else {
@@ -282,6 +324,7 @@ pub async fn collect_skipped_shard(
             .collect(),
         Err(()) => vec![Case::skipped(&suite.name, &suite.name, reason)],
     };
+    result.started = Some(started_at);
     result.duration = started.elapsed();
     scrub(&mut result, &env.secrets);
     result

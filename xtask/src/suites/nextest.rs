@@ -9,9 +9,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::live::NextestLines;
 use super::{
     add_error, child_env, command_line, errored, file_stem, printed, results_dir, run_runner,
-    runner, stopped_reason, SuiteEnv,
+    runner, stopped_reason, SuiteEnv, SuiteRun,
 };
 use crate::config::{Config, SuiteCfg};
 use crate::flags::Shard;
@@ -105,13 +106,16 @@ pub(super) async fn nextest_list(
     Ok(tests)
 }
 
-/// Lists, then runs a nextest suite under its deadline (the listing counts against it).
+/// Lists, then runs a nextest suite under its deadline (the listing counts against it). With a
+/// live sink, nextest prints its `libtest-json-plus` lines on stdout (an experimental format it
+/// enables with `NEXTEST_EXPERIMENTAL_LIBTEST_JSON=1`), one per test started and ended.
 pub(super) async fn run_nextest(
     config: &Config,
     suite: &SuiteCfg,
     env: &SuiteEnv,
-    shard: Option<Shard>,
+    suite_run: &SuiteRun,
 ) -> SuiteResult {
+    let shard = suite_run.shard;
     let started = Instant::now();
     let deadline = suite.timeout_s.duration();
     let dir = results_dir(config, env);
@@ -157,20 +161,38 @@ pub(super) async fn run_nextest(
         "xtask".into(),
     ];
     args.extend(suite.args.iter().cloned());
+    args.extend(suite_run.extra_args.iter().cloned());
     if let Some(shard) = shard {
         args.push("--partition".into());
         args.push(format!("hash:{}/{}", shard.index, shard.count));
     }
-    let empty_is_fine = suite.allow_empty || shard.is_some();
+    if suite_run.live.is_some() {
+        args.extend(["--message-format".into(), "libtest-json-plus".into()]);
+    }
+    // Arguments may leave every test out (`-- some_filter` matching none): not an error then.
+    let empty_is_fine = suite.allow_empty || shard.is_some() || !suite_run.extra_args.is_empty();
     args.push(format!(
         "--no-tests={}",
         if empty_is_fine { "pass" } else { "fail" }
     ));
     let line = command_line(&cargo(), &args);
-    let command = runner(Cmd::new(cargo()))
+    let mut command = runner(Cmd::new(cargo()))
         .args(&args)
         .current_dir(&config.root)
-        .envs(child_env(suite, env, None));
+        .envs(child_env(suite, env, None))
+        .log_to(dir.join(format!("{stem}.log")));
+    if let Some(sink) = suite_run.live.clone() {
+        let lines = NextestLines::default();
+        command = command
+            .env("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", "1")
+            .on_line(std::sync::Arc::new(move |stream, line| {
+                if stream == crate::process::Stream::Stdout {
+                    if let Some(event) = lines.event(line) {
+                        sink(event);
+                    }
+                }
+            }));
+    }
     let run = match run_runner(command, remaining, env).await {
         Ok(run) => run,
         Err(e) => {
@@ -207,6 +229,11 @@ pub(super) async fn run_nextest(
             stopped_reason(env)
         } else if !run.success() {
             format!("not run: cargo nextest run ended ({})", run.describe())
+        } else if !suite_run.extra_args.is_empty() {
+            format!(
+                "deselected by the arguments `{}`",
+                suite_run.extra_args.join(" ")
+            )
         } else {
             continue;
         };

@@ -8,19 +8,20 @@
 
 use std::collections::BTreeSet;
 
+use super::live::Follower;
 use super::{
     add_error, child_env, command_line, errored, file_stem, printed, results_dir, run_runner,
-    runner, shard_of, stopped_reason, Mode, PythonEnv, SuiteEnv, COLLECT_TIMEOUT,
+    runner, shard_of, stopped_reason, Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
 };
 use crate::config::{Config, SuiteCfg};
-use crate::flags::Shard;
 use crate::junit::{self, Case, Status, SuiteResult};
 use crate::process::Cmd;
 
 /// The pytest plugin the harness adds (`-p xtask_pytest`): it records every collected test with
 /// its markers before any deselection, and keeps only this shard's tests. The hash is the same
 /// FNV-1a as [`shard_of`].
-const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard."""
+const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard, reports each
+test as it starts and ends."""
 import json
 import os
 
@@ -35,8 +36,37 @@ def _fnv1a(text):
     return value
 
 
+_WORKER = os.environ.get("XTASK_WORKER") or os.environ.get("PYTEST_XDIST_WORKER") or "0"
+# node id -> (absolute path, line of its definition), the failing line, its reports so far.
+_WHERE = {}
+_FAILED_AT = {}
+_STATE = {}
+
+
+def _emit(record):
+    events = os.environ.get("XTASK_PYTEST_EVENTS")
+    if not events:
+        return
+    record["worker"] = _WORKER
+    line = (json.dumps(record) + "\n").encode("utf-8")
+    # One appending write per line: several workers may share the file.
+    fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _path_of(item):
+    path = getattr(item, "path", None) or getattr(item, "fspath", None)
+    return str(path) if path is not None else None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        line = item.location[1]
+        _WHERE[item.nodeid] = (_path_of(item), line + 1 if line is not None else None)
     record = os.environ.get("XTASK_PYTEST_RECORD")
     if record:
         with open(record, "w", encoding="utf-8") as out:
@@ -51,13 +81,77 @@ def pytest_collection_modifyitems(session, config, items):
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+
+
+def pytest_deselected(items):
+    record = os.environ.get("XTASK_PYTEST_RECORD")
+    if record:
+        with open(record, "a", encoding="utf-8") as out:
+            for item in items:
+                out.write(json.dumps({"nodeid": item.nodeid, "markers": [], "deselected": True}) + "\n")
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _STATE[nodeid] = {"outcome": "passed", "duration": 0.0, "message": None}
+    _emit({"event": "started", "nodeid": nodeid})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    made = yield
+    report = made.get_result()
+    if report.failed and call.excinfo is not None and item.nodeid not in _FAILED_AT:
+        # The deepest line of the test's own file in the traceback: where it failed.
+        path = _path_of(item)
+        for entry in reversed(list(call.excinfo.traceback)):
+            if str(entry.path) == path:
+                _FAILED_AT[item.nodeid] = entry.lineno + 1
+                break
+
+
+def _message(report):
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return crash.message
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2])
+    return str(report.longrepr) if report.longrepr else None
+
+
+def pytest_runtest_logreport(report):
+    state = _STATE.setdefault(report.nodeid, {"outcome": "passed", "duration": 0.0, "message": None})
+    state["duration"] += getattr(report, "duration", 0.0) or 0.0
+    if report.failed:
+        if state["outcome"] not in ("failed", "error"):
+            state["outcome"] = "failed" if report.when == "call" else "error"
+            state["message"] = _message(report)
+    elif report.skipped and state["outcome"] == "passed":
+        state["outcome"] = "skipped"
+        reason = getattr(report, "wasxfail", None)
+        state["message"] = "xfail: " + reason if reason is not None else _message(report)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    state = _STATE.pop(nodeid, {"outcome": "passed", "duration": 0.0, "message": None})
+    path, line = _WHERE.get(nodeid, (None, None))
+    _emit({
+        "event": "finished",
+        "nodeid": nodeid,
+        "outcome": state["outcome"],
+        "duration": state["duration"],
+        "message": state["message"],
+        "file": path,
+        "line": _FAILED_AT.get(nodeid, line),
+    })
 "#;
 
-/// A test pytest collected.
+/// A test pytest collected (or, `deselected`, one it then left out: by marker, `-k`, shard).
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Collected {
     nodeid: String,
     markers: Vec<String>,
+    #[serde(default)]
+    deselected: bool,
 }
 
 /// pytest's JUnit classname and name for a node id (as its `mangle_test_address` does):
@@ -82,9 +176,10 @@ pub(super) async fn run_pytest(
     suite: &SuiteCfg,
     env: &SuiteEnv,
     py: &PythonEnv,
-    shard: Option<Shard>,
+    suite_run: &SuiteRun,
     mode: Mode,
 ) -> SuiteResult {
+    let shard = suite_run.shard;
     let deadline = match mode {
         Mode::Run => suite.timeout_s.duration(),
         Mode::Collect => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
@@ -94,13 +189,15 @@ pub(super) async fn run_pytest(
     let stem = file_stem(suite, shard);
     let junit_path = dir.join(format!("{stem}.xml"));
     let record_path = dir.join(format!("{stem}.collected.jsonl"));
+    let events_path = dir.join(format!("{stem}.events.jsonl"));
+    let log_path = dir.join(format!("{stem}.log"));
     let prepared = (|| -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let plugin = plugin_dir.join("xtask_pytest.py");
         if std::fs::read_to_string(&plugin).ok().as_deref() != Some(PYTEST_PLUGIN) {
             crate::state::write_atomic(&plugin, PYTEST_PLUGIN.as_bytes())?;
         }
-        for stale in [&junit_path, &record_path] {
+        for stale in [&junit_path, &record_path, &events_path] {
             match std::fs::remove_file(stale) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
@@ -118,6 +215,9 @@ pub(super) async fn run_pytest(
 
     let mut args: Vec<String> = vec!["-m".into(), "pytest".into()];
     args.extend(suite.args.iter().cloned());
+    if mode == Mode::Run {
+        args.extend(suite_run.extra_args.iter().cloned());
+    }
     args.extend(
         ["-p", "no:cacheprovider", "-p", "xtask_pytest", "-q"]
             .iter()
@@ -160,7 +260,9 @@ pub(super) async fn run_pytest(
         .current_dir(&config.root)
         .envs(child_env(suite, env, Some(py)))
         .env("PYTHONPATH", python_path)
-        .env("XTASK_PYTEST_RECORD", &record_path);
+        .env("XTASK_PYTEST_RECORD", &record_path)
+        .env("XTASK_PYTEST_EVENTS", &events_path)
+        .log_to(&log_path);
     let command = match shard {
         Some(shard) => command.env(
             "XTASK_PYTEST_SHARD",
@@ -169,7 +271,19 @@ pub(super) async fn run_pytest(
         None => command.env_remove("XTASK_PYTEST_SHARD"),
     };
     let line = command_line(&py.python, &args);
-    let run = match run_runner(command, deadline, env).await {
+    let follower = match (&suite_run.live, mode) {
+        (Some(sink), Mode::Run) => Some(Follower::start(
+            events_path.clone(),
+            suite_run.repo_root.clone(),
+            sink.clone(),
+        )),
+        _ => None,
+    };
+    let run = run_runner(command, deadline, env).await;
+    if let Some(follower) = follower {
+        follower.finish().await;
+    }
+    let run = match run {
         Ok(run) => run,
         Err(e) => {
             return errored(
@@ -188,6 +302,12 @@ pub(super) async fn run_pytest(
                 .collect()
         })
         .unwrap_or_default();
+    let deselected: BTreeSet<&str> = collected
+        .iter()
+        .filter(|item| item.deselected)
+        .map(|item| item.nodeid.as_str())
+        .collect();
+    let collected: Vec<&Collected> = collected.iter().filter(|item| !item.deselected).collect();
     let in_shard = |nodeid: &str| shard.is_none_or(|s| shard_of(nodeid, s.count) == s.index);
     let marked = |item: &Collected| {
         env.skip_markers
@@ -236,6 +356,16 @@ pub(super) async fn run_pytest(
         }
         let reason = match marked(item) {
             Some(marker) => format!("deselected on the {} target: marked `{marker}`", env.target),
+            None if deselected.contains(item.nodeid.as_str()) => {
+                if suite_run.extra_args.is_empty() {
+                    "deselected by the suite's arguments".to_owned()
+                } else {
+                    format!(
+                        "deselected by the arguments `{}`",
+                        suite_run.extra_args.join(" ")
+                    )
+                }
+            }
             None if run.timed_out => {
                 format!(
                     "not finished: the suite timed out after {}s",

@@ -94,7 +94,7 @@ impl crate::flags::WsCheck {
             );
         }
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&result)?);
+            ui::print_json(serde_json::to_value(&result)?, result.passed);
         }
         if result.passed {
             ui::say("ws-check passed");

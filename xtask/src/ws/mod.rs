@@ -4,7 +4,8 @@
 //! steps of one user are in [connect], the figures and failures in [summary], secret scrubbing
 //! in [scrub], the `ws-check` command (the only place that prints) in [command].
 //!
-//! Not here: the `monitor` command ([crate::monitor]), the HTTP client ([crate::http]).
+//! Not here: the `monitor` command ([crate::monitor]), the HTTP client ([crate::http]), what TLS
+//! trusts ([crate::tls]).
 //!
 //! CONTRACT (the gate and `monitor` call these; the signatures are relied upon):
 //!
@@ -86,6 +87,9 @@ pub struct WsPlan {
     pub connect_timeout: Duration,
     pub users: usize,
     pub messages: usize,
+    /// What `wss://` and an `https://` token URL trust (the platform's roots and
+    /// `targets.staging.ca_file`).
+    pub tls: crate::tls::Tls,
 }
 
 impl fmt::Debug for WsPlan {
@@ -101,6 +105,7 @@ impl fmt::Debug for WsPlan {
             .field("connect_timeout", &self.connect_timeout)
             .field("users", &self.users)
             .field("messages", &self.messages)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +190,7 @@ pub fn plan_from_config(
         connect_timeout: cfg.connect_timeout_s.duration(),
         users: overrides.users,
         messages: overrides.messages,
+        tls: crate::tls::Tls::of(config),
     })
 }
 
@@ -195,17 +201,17 @@ pub fn recorded_endpoints(
     config: &Config,
     run: Option<&str>,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    let store = state::Store::of(config);
     if let Some(chosen) = crate::stack::choose(config, run)? {
         return Ok(chosen.record.stack.endpoints);
     }
     endpoints::resolve_all(&config.endpoints, &endpoints::NoPorts).map_err(|e| {
-        Failure::config(format!(
-            "no run is recorded in {} ({e})",
-            store.path().display()
-        ))
-        .with_hint("run `cargo xtask docker-up` first, or pass --url (and --token-url or --token)")
-        .into()
+        // The same error (and exit code) as `health` and `monitor` without a recorded run.
+        crate::stack::no_recorded_run(config)
+            .with_hint(format!(
+                "run `cargo xtask docker-up` first, or pass --url (and --token-url or --token); \
+                 the endpoints need published ports ({e})"
+            ))
+            .into()
     })
 }
 

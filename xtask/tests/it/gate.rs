@@ -1,11 +1,13 @@
 //! The gate end to end, against the real engine, on a stack written by someone else
-//! (`fixtures/gate`): docker, the local fallback, a failing test, forced targets, Ctrl-C.
+//! (`fixtures/gate`): docker (its report.html rendered in Chromium, its trace, its logs), the
+//! local fallback, a failing test (on GitHub: the step summary and annotations), suite
+//! arguments, forced targets, Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn fixture() -> PathBuf {
+pub fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate")
 }
 
@@ -75,7 +77,7 @@ fn leftovers(run_id: &str) -> Vec<String> {
     found
 }
 
-fn run_id_of(report: &str) -> String {
+pub fn run_id_of(report: &str) -> String {
     let start = report
         .find("name=\"run_id\" value=\"")
         .expect("run id property")
@@ -128,9 +130,91 @@ fn docker_target_passes_and_reports_every_step() {
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("mission-critical: PASSED"), "{stderr}");
+    // Each test named as it finished, before its suite's line.
+    let test_line = stderr
+        .find("web  PASS  test_health")
+        .unwrap_or_else(|| panic!("no live line for test_health:\n{stderr}"));
+    assert!(test_line < stderr.find("suite web:").unwrap(), "{stderr}");
+    let run_id = run_id_of(&xml);
     assert!(
-        leftovers(&run_id_of(&xml)).is_empty(),
+        leftovers(&run_id).is_empty(),
         "teardown left resources behind"
+    );
+
+    // The run's directory: every service's log (from start to teardown), the suite's whole
+    // output, the report and the trace.
+    let run_dir = fixture().join("target/xtask/runs").join(&run_id);
+    for service in ["cache", "web"] {
+        let log = std::fs::read_to_string(run_dir.join(format!("logs/{service}.log")))
+            .unwrap_or_else(|e| panic!("no log of {service}: {e}"));
+        assert!(log.contains("started"), "{service}: {log}");
+        assert!(log.contains("healthy"), "{service}: {log}");
+        // The web server prints nothing; redis does.
+        assert!(
+            service != "cache" || log.contains("Ready to accept connections"),
+            "the container's own output is kept: {log}"
+        );
+    }
+    let suite_log = std::fs::read_to_string(run_dir.join("suites/web.log")).unwrap();
+    assert!(suite_log.contains("passed"), "{suite_log}");
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("trace.json")).unwrap())
+            .unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    for name in ["stack ok", "healthy", "test_health"] {
+        assert!(
+            events.iter().any(|e| e["ph"] == "X" && e["name"] == name),
+            "no complete event {name} in the trace"
+        );
+    }
+    let report = run_dir.join("report.html");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("PASSED") && html.contains("logs/web.log"),
+        "{html}"
+    );
+
+    // As a person sees it: Chromium renders it, the verdict and every lane are in its DOM.
+    let Some(chromium) = crate::require::program("chromium", &["--version"]) else {
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let shot = profile.path().join("report.png");
+    let headless = |extra: &[&std::ffi::OsStr]| {
+        Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--window-size=1400,2000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(format!("file://{}", report.display()))
+            .output()
+            .unwrap()
+    };
+    let dom = headless(&["--dump-dom".as_ref()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("class=\"verdict pass\""), "{dom}");
+    for lane in ["preflight", "stack", "teardown", "cache", "web"] {
+        assert!(
+            dom.contains(&format!("title=\"{lane}\">{lane}")),
+            "no lane {lane} in the rendered page"
+        );
+    }
+    let screenshot = format!("--screenshot={}", shot.display());
+    let out = headless(&[screenshot.as_ref()]);
+    let png =
+        std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot ({e}): {}", explain(&out)));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        png.len()
     );
 }
 
@@ -140,10 +224,42 @@ fn a_failing_test_fails_the_gate_and_is_named_with_its_output() {
         return;
     }
     let report = Report::new();
-    let output = gate(&report, &[], &[("FIXTURE_FAIL", "1")]);
+    // As on GitHub Actions: a step summary to append to, annotations on stdout.
+    let summary = report.0.path().join("step-summary.md");
+    let workspace = fixture();
+    let output = gate(
+        &report,
+        &[],
+        &[
+            ("FIXTURE_FAIL", "1"),
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+            ("GITHUB_WORKSPACE", workspace.to_str().unwrap()),
+        ],
+    );
     assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
     let xml = report.text();
     assert!(xml.contains("test_fails_when_asked"), "{xml}");
+    let markdown = std::fs::read_to_string(&summary).unwrap();
+    assert!(markdown.contains("### Failed tests (1)"), "{markdown}");
+    assert!(
+        markdown.contains("| web | test_fails_when_asked | AssertionError: failing on purpose"),
+        "{markdown}"
+    );
+    let source = std::fs::read_to_string(workspace.join("tests/test_web.py")).unwrap();
+    let line = source
+        .lines()
+        .position(|l| l.contains("failing on purpose"))
+        .unwrap()
+        + 1;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let annotation =
+        format!("::error file=tests/test_web.py,line={line},title=web test_fails_when_asked::");
+    assert!(
+        stdout.contains(&annotation),
+        "{annotation}\n{}",
+        explain(&output)
+    );
     assert!(
         xml.contains("failing on purpose"),
         "the failure's output must be in the report:\n{xml}"
@@ -187,6 +303,46 @@ fn without_an_engine_it_falls_back_to_local() {
         std::net::TcpStream::connect("127.0.0.1:18480").is_err(),
         "the local web process still listens"
     );
+}
+
+#[test]
+fn suite_arguments_reach_the_runner_and_the_rest_is_reported_skipped() {
+    if crate::require::python().is_none() {
+        return;
+    }
+    let report = Report::new();
+    let output = gate(
+        &report,
+        &[
+            "--target",
+            "local",
+            "--suite",
+            "web",
+            "--json",
+            "--",
+            "-k",
+            "test_health",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+    let xml = report.text();
+    xmllint_valid(&report.path());
+    let echoes = xml.find("test_echoes_the_path").expect("listed");
+    assert!(
+        xml[echoes..]
+            .split("</testcase>")
+            .next()
+            .unwrap()
+            .contains("deselected by the arguments `-k test_health`"),
+        "{xml}"
+    );
+    // --json: one object on stdout, `passed` at the top.
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", explain(&output)));
+    assert_eq!(json["passed"], true, "{json}");
+    assert_eq!(json["suites"][0]["passed"], 1, "{json}");
+    assert!(std::path::Path::new(json["report"].as_str().unwrap()).is_file());
 }
 
 #[test]

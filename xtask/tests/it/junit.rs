@@ -108,6 +108,7 @@ fn every_kind() -> Report {
         ],
         suites: vec![suite, empty],
         secrets: vec![],
+        ..Report::default()
     }
 }
 
@@ -176,10 +177,15 @@ fn rendered_xml_of_a_small_report() {
             ..SuiteResult::default()
         }],
         secrets: vec![],
+        time: Some(Duration::from_millis(1500)),
+        started: Some(std::time::UNIX_EPOCH + Duration::from_millis(1_795_763_858_123)),
+        hostname: Some("ci-7".into()),
+        ..Report::default()
     };
+    // The root's time is the run's wall time; each suite says when and where it ran.
     let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
-<testsuites name="gate" tests="2" failures="0" errors="0">
-    <testsuite name="harness" tests="1" skipped="1" errors="0" failures="0" time="0.000">
+<testsuites name="gate" tests="2" failures="0" errors="0" time="1.500">
+    <testsuite name="harness" tests="1" skipped="1" errors="0" failures="0" time="0.000" timestamp="2026-11-27T07:17:38.123Z" hostname="ci-7">
         <properties>
             <property name="target" value="local"/>
         </properties>
@@ -187,7 +193,7 @@ fn rendered_xml_of_a_small_report() {
             <skipped message="no engine"/>
         </testcase>
     </testsuite>
-    <testsuite name="s" tests="1" skipped="0" errors="0" failures="0" time="0.250">
+    <testsuite name="s" tests="1" skipped="0" errors="0" failures="0" time="0.250" hostname="ci-7">
         <testcase name="t" classname="m" time="0.005"/>
     </testsuite>
 </testsuites>
@@ -248,6 +254,7 @@ fn hostile_output_stays_valid() {
         harness: vec![Check::failed("step", Duration::ZERO, hostile.clone()).with_output(huge)],
         suites: vec![suite],
         secrets: vec!["s3cr3t-TOKEN".into()],
+        ..Report::default()
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -321,7 +328,7 @@ fn pytest_and_nextest_files_parse_into_cases() {
 }
 
 #[test]
-fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
+fn merge_of_two_shards_sums_counts_and_names_each_shards_harness_cases() {
     let Some(xmllint) = crate::require::xmllint() else {
         return;
     };
@@ -331,7 +338,10 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
     let dir = tempfile::tempdir().unwrap();
     let shard = |index: usize, property: &str, status: Status| Report {
         name: "mission-critical".into(),
-        properties: vec![("shard".into(), property.into())],
+        properties: vec![
+            ("shard".into(), property.into()),
+            ("interrupted".into(), "false".into()),
+        ],
         harness: vec![Check::passed("engine available", Duration::ZERO, "")],
         suites: vec![SuiteResult {
             name: "e2e".into(),
@@ -342,6 +352,7 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
             ..SuiteResult::default()
         }],
         secrets: vec![],
+        ..Report::default()
     };
     let first = dir.path().join("one.xml");
     let second = dir.path().join("two.xml");
@@ -378,15 +389,44 @@ fn merge_of_two_shards_sums_counts_and_keeps_first_properties() {
     // One harness suite and one e2e suite, each holding both shards' cases.
     assert_eq!(python_counts(&python, &merged), (2, 6, 0, 0, 1));
     let xml = std::fs::read_to_string(&merged).unwrap();
-    assert!(xml.contains(r#"<property name="shard" value="1/2"/>"#));
-    assert!(!xml.contains("2/2"));
+    assert!(
+        xml.contains(r#"<property name="shard" value="1/2, 2/2"/>"#),
+        "{xml}"
+    );
+    assert!(xml.contains(r#"<property name="interrupted" value="false"/>"#));
     assert!(
         xml.contains(r#"tests="6" failures="0" errors="0""#),
         "{xml}"
     );
     let suites = junit::parse_suites(&xml).unwrap();
+    let harness: Vec<&str> = suites[0].cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        harness,
+        ["shard 1/2: engine available", "shard 2/2: engine available"]
+    );
     let names: Vec<&str> = suites[1].cases.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["test_1_a", "test_1_b", "test_2_a", "test_2_b"]);
+
+    // An interrupted shard makes the merged report interrupted (and the merge fail), whichever
+    // input it is; --json says so in one object.
+    let mut interrupted = shard(2, "2/2", Status::Passed);
+    interrupted.properties[1].1 = "true".into();
+    let third = dir.path().join("three.xml");
+    junit::write(&interrupted, &third).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["junit-merge", "--json", "-o"])
+        .arg(&merged)
+        .arg(&first)
+        .arg(&third)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["passed"], false, "{json}");
+    assert_eq!(json["interrupted"], true, "{json}");
+    assert!(std::fs::read_to_string(&merged)
+        .unwrap()
+        .contains(r#"<property name="interrupted" value="true"/>"#));
 
     // A failing shard makes the merge exit 1, after writing the file.
     junit::write(

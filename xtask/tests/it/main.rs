@@ -1,6 +1,7 @@
 //! Integration tests, one binary: one module per area. Tests that need the engine use the real one.
 
 mod config;
+mod contract;
 mod daemons;
 mod engine;
 mod engines;
@@ -8,11 +9,14 @@ mod engines_shared;
 mod gate;
 mod hook;
 mod images;
+mod interrupt;
 mod junit;
 mod require;
 mod stack;
 mod suites;
 mod tidy;
+mod tls;
+mod tls_engine;
 mod ws;
 
 /// Copies a fixture into a test's own directory, without what earlier runs left in it (`target`,

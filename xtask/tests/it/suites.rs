@@ -11,7 +11,7 @@ use std::time::Duration;
 use xtask::config::{self, Config, SuiteCfg, TargetKind};
 use xtask::flags::Shard;
 use xtask::junit::{self, Case, Report, Status, SuiteResult};
-use xtask::suites::{self, PythonEnv, SuiteEnv};
+use xtask::suites::{self, PythonEnv, SuiteEnv, SuiteRun, TestEvent, TestOutcome};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -263,6 +263,123 @@ async fn failing_test_shows_its_output() {
     assert!(
         stderr.contains("FAILING-STDERR-MARKER"),
         "stderr kept: {failed:#?}"
+    );
+    assert_reportable(&result);
+}
+
+/// A sink that keeps every live event.
+fn recorder() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<TestEvent>>>,
+    suites::TestSink,
+) {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink: suites::TestSink = {
+        let events = events.clone();
+        std::sync::Arc::new(move |event| events.lock().unwrap().push(event))
+    };
+    (events, sink)
+}
+
+#[tokio::test]
+async fn each_test_is_reported_as_it_ends_with_its_file_and_failing_line() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let (events, sink) = recorder();
+    let run = SuiteRun {
+        live: Some(sink),
+        repo_root: Some(std::fs::canonicalize(&project.config.root).unwrap()),
+        ..SuiteRun::default()
+    };
+    let result = suites::run_suite_with(
+        &project.config,
+        &project.suite("failing"),
+        &env(TargetKind::Docker),
+        Some(&py),
+        &run,
+    )
+    .await;
+    assert!(!result.passed());
+    let events = events.lock().unwrap().clone();
+    let started: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            TestEvent::Started { name, .. } => Some(name.as_str()),
+            TestEvent::Finished { .. } => None,
+        })
+        .collect();
+    assert_eq!(started, ["test_fine", "test_broken_promise"], "{events:#?}");
+    let finished: Vec<&suites::TestRun> = events
+        .iter()
+        .filter_map(|e| match e {
+            TestEvent::Finished { test, .. } => Some(test),
+            TestEvent::Started { .. } => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 2, "{events:#?}");
+    assert_eq!(finished[0].outcome, TestOutcome::Passed);
+    let broken = finished[1];
+    assert_eq!(broken.outcome, TestOutcome::Failed);
+    // Named as the JUnit report names it, so that the two can be matched.
+    let junit_case = case(&result, "test_broken_promise");
+    assert_eq!(
+        (broken.classname.as_str(), broken.name.as_str()),
+        (junit_case.classname.as_str(), junit_case.name.as_str())
+    );
+    assert_eq!(broken.file.as_deref(), Some("failing/test_failing.py"));
+    let source =
+        std::fs::read_to_string(project.config.root.join("failing/test_failing.py")).unwrap();
+    let assert_line = source
+        .lines()
+        .position(|l| l.contains("assert 2 + 2 == 5"))
+        .unwrap() as u32
+        + 1;
+    assert_eq!(broken.line, Some(assert_line), "the line that failed");
+    assert!(
+        broken
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("arithmetic is broken")),
+        "{broken:#?}"
+    );
+    // The runner's whole output is kept in the run's suite log.
+    let log = project
+        .config
+        .work_dir()
+        .join("runs/run-42/suites/failing.log");
+    let log = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(log.contains("FAILING-STDOUT-MARKER"), "{log}");
+    assert!(log.contains("1 failed, 1 passed"), "{log}");
+}
+
+#[tokio::test]
+async fn suite_arguments_select_tests_and_the_rest_are_reported_skipped() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let run = SuiteRun {
+        extra_args: vec!["-k".into(), "test_fine".into()],
+        ..SuiteRun::default()
+    };
+    let result = suites::run_suite_with(
+        &project.config,
+        &project.suite("failing"),
+        &env(TargetKind::Docker),
+        Some(&py),
+        &run,
+    )
+    .await;
+    assert!(result.passed(), "{result:#?}");
+    assert_eq!(case(&result, "test_fine").status, Status::Passed);
+    assert_eq!(
+        case(&result, "test_broken_promise").status,
+        Status::Skipped {
+            reason: "deselected by the arguments `-k test_fine`".into()
+        }
     );
     assert_reportable(&result);
 }
@@ -656,17 +773,48 @@ async fn nextest_suite_merges_nextest_junit() {
     assert!(names.contains("tests::adds"), "{listed:#?}");
     assert!(names.contains("tests::fails_on_purpose"), "{listed:#?}");
 
-    let result = suites::run_suite(
+    let (events, sink) = recorder();
+    let live = SuiteRun {
+        live: Some(sink),
+        ..SuiteRun::default()
+    };
+    let result = suites::run_suite_with(
         &project.config,
         &suite,
         &env(TargetKind::Docker),
         None,
-        None,
+        &live,
     )
     .await;
     assert!(!result.passed());
     assert_eq!(result.error, None, "{result:#?}");
     assert_eq!(case(&result, "tests::adds").status, Status::Passed);
+    // nextest's machine-readable lines: every test that ran, named as its JUnit case.
+    let finished: BTreeSet<(String, String, &str)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            TestEvent::Finished { test, .. } => Some((
+                test.classname.clone(),
+                test.name.clone(),
+                test.outcome.label(),
+            )),
+            TestEvent::Started { .. } => None,
+        })
+        .collect();
+    let adds = case(&result, "tests::adds");
+    let fails = case(&result, "tests::fails_on_purpose");
+    let ignored = case(&result, "tests::ignored_one");
+    assert_eq!(
+        finished,
+        BTreeSet::from([
+            (adds.classname.clone(), adds.name.clone(), "PASS"),
+            (fails.classname.clone(), fails.name.clone(), "FAIL"),
+            (ignored.classname.clone(), ignored.name.clone(), "SKIP"),
+        ])
+    );
+
     let failed = case(&result, "tests::fails_on_purpose");
     let Status::Failed { output, .. } = &failed.status else {
         panic!("{failed:#?}");
@@ -684,6 +832,26 @@ async fn nextest_suite_merges_nextest_junit() {
     );
     assert_reportable(&result);
 
+    // A filter after `--` runs only what it matches; the rest is reported skipped.
+    let filtered = SuiteRun {
+        extra_args: vec!["adds".into()],
+        ..SuiteRun::default()
+    };
+    let result = suites::run_suite_with(
+        &project.config,
+        &suite,
+        &env(TargetKind::Docker),
+        None,
+        &filtered,
+    )
+    .await;
+    assert!(result.passed(), "{result:#?}");
+    assert_eq!(
+        case(&result, "tests::fails_on_purpose").status,
+        Status::Skipped {
+            reason: "deselected by the arguments `adds`".into()
+        }
+    );
     // Shards (nextest's own hash partition): every test in exactly one shard.
     let mut seen = Vec::new();
     for index in 1..=2 {

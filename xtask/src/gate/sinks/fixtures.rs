@@ -1,12 +1,15 @@
-//! Recorded runs the sinks' snapshot tests render: a passing docker run, a run with no engine
-//! that fell back to local processes, and a run whose suite failed. Times are fixed so that
-//! renderings are stable.
+//! Recorded runs the sinks' snapshot tests render: a passing docker run (with its services'
+//! state changes and its tests as they ran), a run with no engine that fell back to local
+//! processes, and a run whose suite failed (a pytest test with its file and line). Times are
+//! fixed so that renderings are stable.
 
 use std::time::Duration;
 
 use crate::gate::events::{Event, Record, Stage, StageOutcome, Verdict};
 use crate::junit::{Case, Status, SuiteResult};
 use crate::report::{Check, Outcome};
+use crate::stack::ContainerState;
+use crate::suites::{TestOutcome, TestRun};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -19,8 +22,44 @@ struct Builder {
 impl Builder {
     fn new() -> Builder {
         Builder {
-            record: Record::default(),
+            record: Record {
+                events: Vec::new(),
+                // 2026-11-27T07:17:38Z
+                started: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_795_763_858)),
+            },
         }
+    }
+    /// A container's state change, noticed at `at_ms`, by the engine's clock at `engine_ms`.
+    fn service(self, at_ms: u64, service: &str, state: ContainerState, engine_ms: u64) -> Builder {
+        self.at(
+            at_ms,
+            Event::ServiceState {
+                service: service.into(),
+                container: format!("chat-4242_{service}_1"),
+                state,
+                at: ms(engine_ms),
+            },
+        )
+    }
+    /// A test that started at `start_ms` and ended at `end_ms`.
+    fn test(self, start_ms: u64, end_ms: u64, suite: &str, test: TestRun) -> Builder {
+        self.at(
+            start_ms,
+            Event::TestStarted {
+                suite: suite.into(),
+                worker: "0".into(),
+                id: test.id.clone(),
+                name: test.name.clone(),
+            },
+        )
+        .at(
+            end_ms,
+            Event::TestFinished {
+                suite: suite.into(),
+                worker: "0".into(),
+                test,
+            },
+        )
     }
     fn at(mut self, at_ms: u64, event: Event) -> Builder {
         self.record.events.push((ms(at_ms), event));
@@ -79,6 +118,32 @@ fn passed(classname: &str, name: &str, time_ms: u64) -> Case {
     Case::new(classname, name, Status::Passed).with_time(ms(time_ms))
 }
 
+fn test_run(file: &str, name: &str, outcome: TestOutcome, time_ms: u64) -> TestRun {
+    let classname = file.trim_end_matches(".py").replace('/', ".");
+    TestRun {
+        id: format!("{file}::{name}"),
+        classname,
+        name: name.into(),
+        outcome,
+        duration: ms(time_ms),
+        message: None,
+        file: Some(file.into()),
+        line: None,
+    }
+}
+
+fn probe(exit_code: i64) -> ContainerState {
+    ContainerState::Probe {
+        exit_code,
+        took: ms(40),
+        output: if exit_code == 0 {
+            "accepting connections".into()
+        } else {
+            "no response".into()
+        },
+    }
+}
+
 fn preflight(b: Builder) -> Builder {
     b.started(0, Stage::Preflight)
         .property(1, "run_id", "19a2b3c4d5e-4242")
@@ -125,6 +190,15 @@ pub fn docker_passing() -> Record {
         )
         .finished(44, Stage::Images, 3, StageOutcome::Passed)
         .started(44, Stage::Stack)
+        .service(1000, "postgres", ContainerState::Created, 1000)
+        .service(1000, "backend", ContainerState::Created, 1000)
+        .service(1100, "postgres", ContainerState::Started, 1100)
+        .service(1300, "backend", ContainerState::Started, 1300)
+        .service(2100, "postgres", probe(1), 2100)
+        .service(3150, "postgres", probe(0), 3150)
+        .service(3200, "postgres", ContainerState::Healthy, 3200)
+        .service(4590, "backend", probe(0), 4590)
+        .service(4600, "backend", ContainerState::Healthy, 4600)
         .step(
             600,
             Stage::Engine,
@@ -168,6 +242,28 @@ pub fn docker_passing() -> Record {
         )
         .finished(5110, Stage::Ws, 109, StageOutcome::Passed)
         .started(5110, Stage::Suites)
+        .test(
+            5200,
+            6400,
+            "e2e",
+            test_run(
+                "tests/e2e/test_chat.py",
+                "test_agent_answers",
+                TestOutcome::Passed,
+                1200,
+            ),
+        )
+        .test(
+            6400,
+            7300,
+            "e2e",
+            test_run(
+                "tests/e2e/test_chat.py",
+                "test_two_users",
+                TestOutcome::Passed,
+                900,
+            ),
+        )
         .at(
             9000,
             Event::Suite(suite(
@@ -182,6 +278,24 @@ pub fn docker_passing() -> Record {
         )
         .finished(9000, Stage::Suites, 3890, StageOutcome::Passed)
         .started(9000, Stage::Teardown)
+        .service(9010, "postgres", ContainerState::Stopping, 9010)
+        .service(9010, "backend", ContainerState::Stopping, 9010)
+        .service(
+            9300,
+            "backend",
+            ContainerState::Died {
+                exit_code: Some("0".into()),
+            },
+            9300,
+        )
+        .service(
+            9400,
+            "postgres",
+            ContainerState::Died {
+                exit_code: Some("0".into()),
+            },
+            9400,
+        )
         .step(
             9500,
             Stage::Teardown,
@@ -317,6 +431,23 @@ pub fn failing_suite() -> Record {
         )
         .finished(4100, Stage::Ws, 100, StageOutcome::Failed)
         .skipped(4100, Stage::Suites, "the WebSocket check failed")
+        .test(
+            2500,
+            3300,
+            "e2e",
+            TestRun {
+                message: Some(
+                    "AssertionError: expected agent_completed, got error, then: s3cret".into(),
+                ),
+                line: Some(42),
+                ..test_run(
+                    "tests/e2e/test_chat.py",
+                    "test_agent_answers, with commas",
+                    TestOutcome::Failed,
+                    800,
+                )
+            },
+        )
         .at(
             4200,
             Event::Suite(suite(

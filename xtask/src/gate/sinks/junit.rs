@@ -15,6 +15,8 @@ pub struct ReportMeta<'a> {
     pub secrets: &'a [String],
     /// `K/N` when the run was one shard.
     pub shard: Option<String>,
+    /// The machine the run ran on.
+    pub hostname: Option<String>,
 }
 
 /// The report of a run.
@@ -57,7 +59,39 @@ pub fn report(record: &Record, meta: ReportMeta<'_>) -> crate::junit::Report {
         harness,
         suites: record.suites().cloned().collect(),
         secrets: meta.secrets.to_vec(),
+        time: record.finished().map(|(_, total, _)| total),
+        harness_time: Some(harness_wall_time(record)),
+        started: record.started,
+        hostname: meta.hostname,
     }
+}
+
+/// The wall time of the gate's own stages (all but the suites): the union of their spans, so
+/// that stages that overlap (pre-flight beside the engine, the smoke container beside the
+/// stack) count once.
+pub fn harness_wall_time(record: &Record) -> std::time::Duration {
+    let mut spans: Vec<(std::time::Duration, std::time::Duration)> = Stage::ALL
+        .into_iter()
+        .filter(|stage| *stage != Stage::Suites)
+        .filter_map(|stage| record.stage_span(stage))
+        .collect();
+    spans.sort();
+    let mut total = std::time::Duration::ZERO;
+    let mut current: Option<(std::time::Duration, std::time::Duration)> = None;
+    for (start, end) in spans {
+        current = match current {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    if let Some((s, e)) = current {
+        total += e - s;
+    }
+    total
 }
 
 #[cfg(test)]
@@ -72,6 +106,7 @@ mod tests {
                 name: "mission-critical chat".into(),
                 secrets: &["s3cret".to_owned()],
                 shard: None,
+                hostname: Some("ci-runner-7".into()),
             },
         ))
         .unwrap()

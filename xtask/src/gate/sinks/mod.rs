@@ -1,6 +1,6 @@
 //! The sinks: each turns the run's events into one view. Live sinks see events as they come
 //! (`terminal`, `stream`); the others render the whole [`Record`] at the end (`summary`, `junit`,
-//! `github`). Every sink's rendering is a pure function of events, tested with snapshots against
+//! `github`, `html` and `trace`, the last two through the lanes of `timeline`). Every sink's rendering is a pure function of events, tested with snapshots against
 //! the runs in [`fixtures`]. Each sink matches every [`Event`] kind explicitly, so a new kind
 //! cannot be dropped by one of them unnoticed.
 //!
@@ -14,6 +14,9 @@ pub mod stream;
 pub mod summary;
 pub mod junit;
 pub mod github;
+pub mod timeline;
+pub mod html;
+pub mod trace;
 
 #[cfg(test)]
 pub mod fixtures;

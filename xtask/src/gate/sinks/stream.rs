@@ -69,6 +69,32 @@ pub fn json_line(at: Duration, event: &Event) -> Value {
             json!({ "stage": stage, "elapsed": secs(*elapsed), "outcome": outcome }),
         ),
         Event::Step { stage, check } => ("step", json!({ "stage": stage, "check": check })),
+        Event::TestStarted {
+            suite,
+            worker,
+            id,
+            name,
+        } => (
+            "test_started",
+            json!({ "suite": suite, "worker": worker, "id": id, "name": name }),
+        ),
+        Event::TestFinished {
+            suite,
+            worker,
+            test,
+        } => (
+            "test_finished",
+            json!({ "suite": suite, "worker": worker, "test": test }),
+        ),
+        Event::ServiceState {
+            service,
+            container,
+            state,
+            at,
+        } => (
+            "service_state",
+            json!({ "service": service, "container": container, "state": state, "engine_at": secs(*at) }),
+        ),
         Event::Suite(suite) => {
             let counts = Counts::of(suite);
             (

@@ -1,39 +1,152 @@
-//! The terminal, as the run goes: one line per stage start and end, per step, per suite, per
-//! note and progress message, on stderr (timestamped when stderr is not a terminal).
+//! The terminal, as the run goes: one line per stage start and end, per step, per test as it
+//! ends (`e2e  PASS  test_name  0.42s`), per suite, per note and progress message, per container
+//! that died or turned unhealthy, on stderr (timestamped when stderr is not a terminal). On a
+//! terminal, one status line under them is redrawn with the counts and the test running.
 //!
 //! Not here: the summary table at the end ([super::summary]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::gate::events::{Counts, Event, Stage, StageOutcome};
 use crate::gate::reporter::LiveSink;
+use crate::stack::ContainerState;
+use crate::suites::TestOutcome;
 use crate::ui;
 
-/// Prints each event's line through [`ui::say`].
+/// What the lines so far tell the next one.
+#[derive(Default)]
+pub struct View {
+    /// The stage whose lines are printing: a step of another stage names its stage.
+    current: Option<Stage>,
+    /// Containers being stopped: their exit is expected, not news.
+    stopping: BTreeSet<String>,
+}
+
+/// Prints each event's line through [`ui::say`]; on a terminal, keeps a status line under them.
 #[derive(Default)]
 pub struct Terminal {
-    /// The stage whose lines are printing: a step of another stage names its stage.
-    current: Mutex<Option<Stage>>,
+    state: Mutex<TerminalState>,
+}
+
+#[derive(Default)]
+struct TerminalState {
+    view: View,
+    status: Status,
+    /// The status line is on screen.
+    shown: bool,
+}
+
+/// The tests so far, for the status line.
+#[derive(Default)]
+pub struct Status {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    /// (suite, worker) -> (test, when it began).
+    running: BTreeMap<(String, String), (String, Duration)>,
+    /// The suites stage runs: only then is the line shown.
+    active: bool,
+}
+
+impl Status {
+    /// Takes in one event; `true` while the suites run (the line is worth showing).
+    pub fn update(&mut self, at: Duration, event: &Event) -> bool {
+        match event {
+            Event::TestStarted {
+                suite,
+                worker,
+                name,
+                ..
+            } => {
+                self.running
+                    .insert((suite.clone(), worker.clone()), (name.clone(), at));
+            }
+            Event::TestFinished {
+                suite,
+                worker,
+                test,
+            } => {
+                self.running.remove(&(suite.clone(), worker.clone()));
+                match test.outcome {
+                    TestOutcome::Passed => self.passed += 1,
+                    TestOutcome::Failed | TestOutcome::Error => self.failed += 1,
+                    TestOutcome::Skipped => self.skipped += 1,
+                }
+            }
+            Event::StageStarted {
+                stage: Stage::Suites,
+            } => self.active = true,
+            Event::StageFinished {
+                stage: Stage::Suites,
+                ..
+            } => {
+                self.running.clear();
+                self.active = false;
+            }
+            Event::StageStarted { .. }
+            | Event::StageFinished { .. }
+            | Event::Step { .. }
+            | Event::ServiceState { .. }
+            | Event::Suite(_)
+            | Event::Property { .. }
+            | Event::Note(_)
+            | Event::Progress { .. }
+            | Event::Finished { .. } => {}
+        }
+        self.active && (self.passed + self.failed + self.skipped > 0 || !self.running.is_empty())
+    }
+
+    /// `12 passed, 1 failed, 0 skipped · e2e: test_x (3.1s)`.
+    pub fn line(&self, at: Duration) -> String {
+        let mut line = format!(
+            "▸ {} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        );
+        for ((suite, _), (test, since)) in &self.running {
+            line.push_str(&format!(
+                " · {suite}: {test} ({})",
+                ui::duration(at.saturating_sub(*since))
+            ));
+        }
+        line.chars().take(200).collect()
+    }
 }
 
 impl LiveSink for Terminal {
-    fn event(&self, _at: Duration, event: &Event) {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(line) = line(event, *current) {
-            ui::say(line);
+    fn event(&self, at: Duration, event: &Event) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let printed = line(event, &mut state.view);
+        let interactive = ui::interactive();
+        let show = state.status.update(at, event) && interactive;
+        if printed.is_none() && !show && !state.shown {
+            return;
         }
-        if let Event::StageStarted { stage } = event {
-            *current = Some(*stage);
+        if state.shown {
+            // Off with the status line before anything else is printed.
+            eprint!("\r\x1b[2K");
+            state.shown = false;
+        }
+        if let Some(printed) = printed {
+            ui::say(printed);
+        }
+        if show {
+            eprint!("{}", state.status.line(at));
+            state.shown = true;
         }
     }
 }
 
-/// The line for one event, given the stage whose lines were printing; `None` for events that
-/// print nothing here.
-pub fn line(event: &Event, current: Option<Stage>) -> Option<String> {
+/// The line for one event, given what was printed so far; `None` for events that print nothing
+/// here.
+pub fn line(event: &Event, view: &mut View) -> Option<String> {
+    let current = view.current;
     match event {
-        Event::StageStarted { stage } => Some(format!("── {}", stage.name())),
+        Event::StageStarted { stage } => {
+            view.current = Some(*stage);
+            Some(format!("── {}", stage.name()))
+        }
         Event::StageFinished {
             stage,
             elapsed,
@@ -69,6 +182,40 @@ pub fn line(event: &Event, current: Option<Stage>) -> Option<String> {
                 format!(": {}", check.detail)
             }
         )),
+        // The status line says what runs; the line comes when it ends.
+        Event::TestStarted { .. } => None,
+        Event::TestFinished { suite, test, .. } => Some(format!(
+            "  {suite}  {:<5} {}  {}{}",
+            test.outcome.label(),
+            test.name,
+            ui::duration(test.duration),
+            match (&test.outcome, &test.message) {
+                (TestOutcome::Failed | TestOutcome::Error, Some(message)) => format!(": {message}"),
+                _ => String::new(),
+            }
+        )),
+        Event::ServiceState {
+            service,
+            container,
+            state,
+            ..
+        } => match state {
+            ContainerState::Stopping => {
+                view.stopping.insert(container.clone());
+                None
+            }
+            ContainerState::Died { .. } if view.stopping.contains(container) => None,
+            ContainerState::Died { .. } | ContainerState::Oom | ContainerState::Unhealthy => {
+                Some(format!(
+                    "  service {service}: container {container} {}",
+                    state.describe()
+                ))
+            }
+            ContainerState::Created
+            | ContainerState::Started
+            | ContainerState::Probe { .. }
+            | ContainerState::Healthy => None,
+        },
         Event::Suite(suite) => {
             let counts = Counts::of(suite);
             Some(format!(
@@ -100,15 +247,12 @@ mod tests {
 
     /// Every event of a run, as the terminal shows it.
     fn transcript(record: &crate::gate::events::Record) -> String {
-        let mut current = None;
+        let mut view = View::default();
         let mut out = String::new();
         for (_, event) in &record.events {
-            if let Some(line) = line(event, current) {
+            if let Some(line) = line(event, &mut view) {
                 out.push_str(&line);
                 out.push('\n');
-            }
-            if let Event::StageStarted { stage } = event {
-                current = Some(*stage);
             }
         }
         out
