@@ -747,13 +747,6 @@ fn validate(
     let endpoint_names: Vec<String> = raw.endpoints.keys().cloned().collect();
     let mut endpoints = BTreeMap::new();
     for (name, template) in raw.endpoints {
-        if name == crate::endpoints::ENGINE_HOST {
-            return Err(at.at(
-                template.span(),
-                "endpoints.engine_host",
-                "`engine_host` is reserved: `{engine_host}` is the engine's host; name this endpoint otherwise",
-            ));
-        }
         check_template(
             at,
             &template,
@@ -882,12 +875,9 @@ fn validate(
                 if let Some(ready) = &process.ready {
                     let parsed = Template::parse(ready)
                         .map_err(|e| at.at(span.clone(), "targets.local.processes.ready", e))?;
-                    if parsed.uses_engine_host() {
-                        return Err(at.at(
-                            span,
-                            "targets.local.processes.ready",
-                            "`{engine_host}` is known only in [endpoints] (the docker target's)",
-                        ));
+                    let key = "targets.local.processes.ready";
+                    if let Some(problem) = crate::endpoints::engine_host_problem(&parsed, key) {
+                        return Err(at.at(span, key, problem));
                     }
                     if let Some(unknown) = parsed.unknown_references(&[], &names).into_iter().next()
                     {
@@ -970,13 +960,8 @@ fn check_template(
     endpoints: &[String],
 ) -> Result<(), Failure> {
     let parsed = Template::parse(template.get_ref()).map_err(|e| at.at(template.span(), key, e))?;
-    // Only the docker target's endpoints are resolved with an engine at hand.
-    if parsed.uses_engine_host() && !key.starts_with("endpoints.") {
-        return Err(at.at(
-            template.span(),
-            key,
-            "`{engine_host}` is known only in [endpoints] (the docker target's); refer to such an endpoint here instead",
-        ));
+    if let Some(problem) = crate::endpoints::engine_host_problem(&parsed, key) {
+        return Err(at.at(template.span(), key, problem));
     }
     match parsed
         .unknown_references(services, endpoints)

@@ -132,6 +132,18 @@ impl Template {
     }
 }
 
+/// What is wrong with `{engine_host}` in the template under `key`: the reserved name taken by an
+/// endpoint, or the placeholder outside `[endpoints]` (only the docker target's endpoints are
+/// resolved with an engine at hand).
+pub fn engine_host_problem(template: &Template, key: &str) -> Option<&'static str> {
+    if key == format!("endpoints.{ENGINE_HOST}") {
+        return Some("`engine_host` is reserved: `{engine_host}` is the engine's host; name this endpoint otherwise");
+    }
+    (template.uses_engine_host() && !key.starts_with("endpoints.")).then_some(
+        "`{engine_host}` is known only in [endpoints] (the docker target's); refer to such an endpoint here instead",
+    )
+}
+
 /// Where resolution looks things up.
 pub trait Lookup {
     /// The host port published for a service's container port.
