@@ -66,8 +66,21 @@ impl crate::flags::Ci {
         // Compose v2 in a tool directory of ci's own: DOCKER_CONFIG=<it> makes `docker compose`
         // v2 for the steps (and tests) that ask for it, and leaves everyone else's compose alone.
         let compose_v2 = if self.no_install {
-            steps.push(Check::skipped("install compose v2", "--no-install"));
-            None
+            // What an earlier `ci` installed is still used.
+            let dir = compose_v2_dir(&config);
+            let found = compose_v2_version(&dir).await;
+            steps.push(Check::skipped(
+                "install compose v2",
+                format!(
+                    "--no-install; {}",
+                    found
+                        .as_deref()
+                        .map_or("none in target/xtask/tools".to_owned(), |v| {
+                            format!("{v} found in {}", dir.display())
+                        })
+                ),
+            ));
+            found.map(|_| dir)
         } else {
             let started = Instant::now();
             match install_compose_v2(&config).await {
@@ -205,19 +218,9 @@ async fn install_compose_v2(
     config: &crate::config::Config,
 ) -> anyhow::Result<(std::path::PathBuf, String)> {
     let tools = config.work_dir().join("tools");
-    let docker_config = tools.join("docker-config");
+    let docker_config = compose_v2_dir(config);
     let plugin = docker_config.join("cli-plugins").join("docker-compose");
-    let version = || async {
-        crate::process::Cmd::new("docker")
-            .args(["compose", "version"])
-            .env("DOCKER_CONFIG", &docker_config)
-            .output(std::time::Duration::from_secs(30))
-            .await
-            .ok()
-            .filter(|f| f.success())
-            .and_then(|f| crate::stack::compose::parse_version(&f.stdout))
-            .filter(|v| v.starts_with("2."))
-    };
+    let version = || compose_v2_version(&docker_config);
     if let Some(found) = version().await {
         return Ok((
             docker_config.clone(),
@@ -252,4 +255,22 @@ async fn install_compose_v2(
         docker_config.clone(),
         format!("installed {found} at {}", plugin.display()),
     ))
+}
+
+/// The `DOCKER_CONFIG` directory `ci` installs compose v2 into.
+fn compose_v2_dir(config: &crate::config::Config) -> std::path::PathBuf {
+    config.work_dir().join("tools").join("docker-config")
+}
+
+/// `docker compose version` with `DOCKER_CONFIG=dir`, when it is v2.
+async fn compose_v2_version(dir: &std::path::Path) -> Option<String> {
+    crate::process::Cmd::new("docker")
+        .args(["compose", "version"])
+        .env("DOCKER_CONFIG", dir)
+        .output(std::time::Duration::from_secs(30))
+        .await
+        .ok()
+        .filter(|f| f.success())
+        .and_then(|f| crate::stack::compose::parse_version(&f.stdout))
+        .filter(|v| v.starts_with("2."))
 }
