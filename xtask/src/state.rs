@@ -267,16 +267,7 @@ pub fn unix_ms() -> u64 {
 
 /// Whether a process with this pid is alive (signal 0).
 pub fn pid_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
-        let result = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        pid == std::process::id()
-    }
+    crate::process::pid_alive(pid)
 }
 
 /// A short stable digest of the repository root, for the `io.xtask.root` label.

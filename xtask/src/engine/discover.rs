@@ -634,6 +634,7 @@ mod tests {
         assert_eq!(list[0].host.url(), "npipe:////./pipe/docker_engine");
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn probing_a_missing_socket_says_so_and_picks_the_next() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,9 @@
 //! What the operating system says about a dockerd, and the few things the engine work asks of it:
 //! the pid files a killed dockerd (and its containerd) leaves behind, whether a pid is a live
 //! dockerd or a zombie (`/proc`), a process's name and command line, SIGTERM to the recorded
-//! dockerd, whether we are root. Linux today; a later issue adds the Windows and macOS answers here.
+//! dockerd, whether we are root. The harness spawns dockerd itself only on Linux: on macOS the
+//! pid-file and /proc answers are "nothing known" (there is no /proc), and on Windows, where the
+//! engine is Docker Desktop's, only whether a process is gone is asked.
 //!
 //! Not here: starting processes ([`crate::process`]), deciding what to do about a stale pid file
 //! ([`super::restore`]).
@@ -103,10 +105,13 @@ fn process_state(proc_root: &Path, pid: u32) -> Option<char> {
 
 /// Whether a process is gone (exited, or a zombie nobody reaped yet). Reaps it when it is our child.
 pub fn process_gone(pid: u32) -> bool {
-    // SAFETY: WNOHANG never blocks; it only reaps when `pid` is our own exited child.
-    unsafe {
-        let mut status = 0;
-        libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG);
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: WNOHANG never blocks; it only reaps when `pid` is our own exited child.
+        unsafe {
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, libc::WNOHANG);
+        }
     }
     !state::pid_alive(pid) || process_state(Path::new("/proc"), pid) == Some('Z')
 }
@@ -156,17 +161,38 @@ pub(super) fn command_line(pid: u32) -> Vec<String> {
 
 /// Asks one process (the dockerd the harness recorded, never a group) to exit: SIGTERM.
 pub(super) fn terminate(pid: u32) -> std::io::Result<()> {
-    // SAFETY: kill sends a signal to the one pid given; the caller checked it is our dockerd.
-    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    #[cfg(unix)]
+    {
+        let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+        // SAFETY: kill sends a signal to the one pid given; the caller checked it is our dockerd.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
-    Ok(())
+    #[cfg(windows)]
+    {
+        // Windows has no "please exit" for a process that is not ours: the harness never spawns
+        // dockerd there (Docker Desktop is started and stopped by its own means).
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("pid {pid}: the harness stops a dockerd it spawned only on Linux and macOS"),
+        ))
+    }
 }
 
-/// Whether the harness runs as root (installing packages needs it).
+/// Whether the harness runs as root (installing packages with apt-get needs it; there is no
+/// apt-get on Windows, so never there).
 pub(super) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+    #[cfg(windows)]
+    {
+        false
+    }
 }
 
 #[cfg(test)]

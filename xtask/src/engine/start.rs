@@ -512,6 +512,7 @@ mod tests {
         .installed());
     }
 
+    #[cfg(unix)]
     /// A plan that spawns `script` (a shell standing in for dockerd) with its log in `dir`.
     fn fake_dockerd(dir: &Path, script: &str) -> StartPlan {
         StartPlan::Dockerd {
@@ -521,6 +522,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_spawned_dockerd_is_a_daemon_in_a_session_of_its_own_that_appends_to_its_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -560,6 +562,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_dockerd_that_exits_before_answering_is_reported_with_its_log() {
         let dir = tempfile::tempdir().unwrap();

@@ -212,10 +212,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM, as one stream.
+/// Ctrl-C (SIGINT) and SIGTERM, as one stream; on Windows Ctrl-C and Ctrl-Break (what the
+/// harness sends its own children to interrupt them, and what a console sends on Ctrl+Break).
 pub struct Signals {
     #[cfg(unix)]
     sigterm: Option<tokio::signal::unix::Signal>,
+    #[cfg(windows)]
+    ctrl_break: Option<tokio::signal::windows::CtrlBreak>,
 }
 
 impl Signals {
@@ -223,6 +226,8 @@ impl Signals {
         Signals {
             #[cfg(unix)]
             sigterm: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+            #[cfg(windows)]
+            ctrl_break: tokio::signal::windows::ctrl_break().ok(),
         }
     }
 
@@ -237,11 +242,26 @@ impl Signals {
                 None => std::future::pending::<()>().await,
             }
         };
-        #[cfg(not(unix))]
-        let terminated = std::future::pending::<()>();
+        #[cfg(unix)]
+        const INTERRUPT: &str = "SIGINT";
+        #[cfg(unix)]
+        const TERMINATE: &str = "SIGTERM";
+        #[cfg(windows)]
+        let terminated = async {
+            match self.ctrl_break.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(windows)]
+        const INTERRUPT: &str = "Ctrl-C";
+        #[cfg(windows)]
+        const TERMINATE: &str = "Ctrl-Break";
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = terminated => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => INTERRUPT,
+            _ = terminated => TERMINATE,
         }
     }
 }
@@ -252,7 +272,8 @@ impl Default for Signals {
     }
 }
 
-#[cfg(test)]
+// The stage's process is `sleep`, and the check that it is gone is `kill -0`.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::flags::TargetChoice;

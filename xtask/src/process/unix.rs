@@ -23,6 +23,10 @@ pub fn before_spawn_daemon(command: &mut std::process::Command) {
     };
 }
 
+pub fn spawn_daemon(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    command.spawn()
+}
+
 /// A process group the harness created (its leader's pid).
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -51,6 +55,25 @@ impl Group {
             unsafe { libc::killpg(pgid, number) };
         }
     }
+
+    /// Nothing holds a group to the harness's life on Unix: a detached group simply runs on.
+    pub fn release(&self) {}
+}
+
+/// Whether a process with this pid exists (a zombie counts until it is reaped).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether the process took the kill at the end of its grace (or could not be waited for at all).
+pub fn ended_by_us(status: Option<ExitStatus>) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.is_none_or(|status| status.signal() == Some(libc::SIGKILL))
 }
 
 pub fn describe(status: ExitStatus) -> String {
