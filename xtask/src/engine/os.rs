@@ -195,6 +195,76 @@ pub(super) fn is_root() -> bool {
     }
 }
 
+/// Where the Docker Desktop installer put it (`InstallLocation` of its uninstall entry in the
+/// registry, machine-wide or for this user). Windows only.
+pub(super) fn desktop_install_location() -> Option<PathBuf> {
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::Registry::{HKEY_CURRENT_USER, HKEY_LOCAL_MACHINE};
+        let key = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall\Docker Desktop";
+        [HKEY_LOCAL_MACHINE, HKEY_CURRENT_USER]
+            .into_iter()
+            .find_map(|root| registry_string(root, key, "InstallLocation"))
+            .filter(|location| !location.trim().is_empty())
+            .map(PathBuf::from)
+    }
+    #[cfg(not(windows))]
+    {
+        None
+    }
+}
+
+/// A string value from the registry (`REG_SZ` or `REG_EXPAND_SZ`, expanded); the harness is a
+/// 64-bit program, so it reads the 64-bit view, where the Docker Desktop installer writes.
+#[cfg(windows)]
+fn registry_string(
+    root: windows_sys::Win32::System::Registry::HKEY,
+    key: &str,
+    value: &str,
+) -> Option<String> {
+    use windows_sys::Win32::Foundation::ERROR_SUCCESS;
+    use windows_sys::Win32::System::Registry::{RegGetValueW, RRF_RT_REG_SZ};
+    let wide = |text: &str| text.encode_utf16().chain([0]).collect::<Vec<u16>>();
+    let (key, value) = (wide(key), wide(value));
+    // REG_EXPAND_SZ values come back expanded, as REG_SZ (asking for REG_EXPAND_SZ itself is
+    // refused unless expansion is turned off).
+    let flags = RRF_RT_REG_SZ;
+    let mut size = 0u32;
+    // SAFETY: NUL-terminated names; a null buffer asks for the size only.
+    let status = unsafe {
+        RegGetValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut size,
+        )
+    };
+    if status != ERROR_SUCCESS || size == 0 {
+        return None;
+    }
+    let mut buffer = vec![0u16; (size as usize).div_ceil(2)];
+    // SAFETY: the buffer holds `size` bytes.
+    let status = unsafe {
+        RegGetValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            flags,
+            std::ptr::null_mut(),
+            buffer.as_mut_ptr().cast(),
+            &mut size,
+        )
+    };
+    if status != ERROR_SUCCESS {
+        return None;
+    }
+    let end = buffer.iter().position(|c| *c == 0).unwrap_or(buffer.len());
+    Some(String::from_utf16_lossy(&buffer[..end]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +359,23 @@ mod tests {
         assert_eq!(
             inspect_pid_file_of(&pid_file, &dir.path().join("proc"), "containerd"),
             PidFile::Live { pid: 77 }
+        );
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn windows_registry_strings_are_read() {
+        use windows_sys::Win32::System::Registry::HKEY_LOCAL_MACHINE;
+        let root = registry_string(
+            HKEY_LOCAL_MACHINE,
+            r"SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+            "SystemRoot",
+        )
+        .expect("every Windows has its SystemRoot in the registry");
+        assert_eq!(root.as_bytes().get(1), Some(&b':'), "{root}");
+        assert_eq!(
+            registry_string(HKEY_LOCAL_MACHINE, r"SOFTWARE\no such key", "x"),
+            None
         );
     }
 

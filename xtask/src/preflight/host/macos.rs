@@ -191,7 +191,7 @@ mod tests {
             Some((1234, "nginx".to_owned()))
         );
         assert_eq!(
-            parse_lsof("p77\ncom.docker.backend\np78\ncother\n"),
+            parse_lsof("p77\nccom.docker.backend\np78\ncother\n"),
             Some((77, "com.docker.backend".to_owned()))
         );
         assert_eq!(parse_lsof(""), None);
