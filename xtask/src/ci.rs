@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the project's own checks, exactly what `.ci/run` calls. On a fresh Debian
 //! machine it installs what is missing, starts the engine through the same restoration code users
-//! get, then runs fmt, clippy, every test, and the gate against the reference stack.
+//! get, then runs fmt, clippy, every test, the gate against the reference stack, and the platform
+//! checks ([`crate::cross`]: clippy for Windows and macOS, the library's tests under Wine).
 
 use std::time::Instant;
 
@@ -13,7 +14,8 @@ use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
-/// base image, xmllint to validate JUnit against the XSD.
+/// base image, xmllint to validate JUnit against the XSD (and [`crate::cross::PACKAGES`]: mingw
+/// and Wine for the Windows tests).
 const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-compose",
@@ -31,11 +33,19 @@ impl crate::flags::Ci {
         sh.change_dir(&config.root);
         let mut steps: Vec<Check> = Vec::new();
 
+        let packages: Vec<&str> = match self.platforms_only {
+            true => crate::cross::PACKAGES.to_vec(),
+            false => PACKAGES
+                .iter()
+                .chain(crate::cross::PACKAGES)
+                .copied()
+                .collect(),
+        };
         if self.no_install {
             steps.push(Check::skipped("install packages", "--no-install"));
         } else {
             let started = Instant::now();
-            let installed = crate::engine::install_packages(PACKAGES, &Progress::terminal())
+            let installed = crate::engine::install_packages(&packages, &Progress::terminal())
                 .await
                 .context("installing the project's packages")?;
             let detail = if installed {
@@ -46,8 +56,12 @@ impl crate::flags::Ci {
             steps.push(Check::passed(
                 "install packages",
                 started.elapsed(),
-                format!("{detail}: {}", PACKAGES.join(", ")),
+                format!("{detail}: {}", packages.join(", ")),
             ));
+        }
+        if self.platforms_only {
+            steps.extend(crate::cross::checks(&config.root).await);
+            return finish(&steps);
         }
 
         // The engine and the images, made by the gate's own stages.
@@ -116,25 +130,30 @@ impl crate::flags::Ci {
                 Err(e) => Check::failed(name, started.elapsed(), e.to_string()),
             });
         }
-
-        eprint!("\n{}", crate::report::table(&steps));
-        let failed = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Failed)
-            .count();
-        let passed = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Passed)
-            .count();
-        let skipped = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Skipped)
-            .count();
-        // A plain closing line that CI systems read.
-        println!("ci: {passed} passed, {failed} failed, {skipped} skipped");
-        if failed > 0 {
-            return Err(Failure::check(format!("{failed} ci step(s) failed")).into());
-        }
-        Ok(())
+        steps.extend(crate::cross::checks(&config.root).await);
+        finish(&steps)
     }
+}
+
+/// The table, the closing line CI systems read, and the result.
+fn finish(steps: &[Check]) -> anyhow::Result<()> {
+    eprint!("\n{}", crate::report::table(steps));
+    let failed = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Failed)
+        .count();
+    let passed = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Passed)
+        .count();
+    let skipped = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Skipped)
+        .count();
+    // A plain closing line that CI systems read.
+    println!("ci: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        return Err(Failure::check(format!("{failed} ci step(s) failed")).into());
+    }
+    Ok(())
 }
