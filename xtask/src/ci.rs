@@ -33,13 +33,14 @@ impl crate::flags::Ci {
         sh.change_dir(&config.root);
         let mut steps: Vec<Check> = Vec::new();
 
-        let packages: Vec<&str> = match self.platforms_only {
-            true => crate::cross::PACKAGES.to_vec(),
-            false => PACKAGES
+        let packages: Vec<&str> = if self.platforms_only {
+            crate::cross::PACKAGES.to_vec()
+        } else {
+            PACKAGES
                 .iter()
                 .chain(crate::cross::PACKAGES)
                 .copied()
-                .collect(),
+                .collect()
         };
         if self.no_install {
             steps.push(Check::skipped("install packages", "--no-install"));

@@ -265,7 +265,7 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Whether a process with this pid is alive (signal 0).
+/// Whether a process with this pid is alive (signal 0 on Unix, the process's exit code on Windows).
 pub fn pid_alive(pid: u32) -> bool {
     crate::process::pid_alive(pid)
 }

@@ -431,9 +431,10 @@ pub(super) async fn wait_for_answer(
                     .unwrap_or_default(),
                 _ => String::new(),
             };
-            let notes = match launched.notes.is_empty() {
-                true => String::new(),
-                false => format!(" ({})", launched.notes.join("; ")),
+            let notes = if launched.notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", launched.notes.join("; "))
             };
             anyhow::bail!(
                 "the engine at {host} did not answer within {}{tail}{cause}{notes}",
@@ -503,18 +504,13 @@ async fn wsl_diagnosis() -> Option<String> {
         .env("WSL_UTF8", "1")
         .output(Duration::from_secs(15))
         .await;
-    let text;
-    let wsl_list = match &listed {
+    let wsl_list: Result<String, String> = match &listed {
         Ok(finished) if finished.success() => {
-            text = desktop::decode_wsl_output(finished.stdout.as_bytes());
-            Ok(text.as_str())
+            Ok(desktop::decode_wsl_output(finished.stdout.as_bytes()))
         }
         // `wsl -l -v` exits non-zero when nothing is installed: what it says is the answer.
-        Ok(finished) => {
-            text = desktop::decode_wsl_output(finished.combined.as_bytes());
-            Ok(text.as_str())
-        }
-        Err(_) => Err("could not run"),
+        Ok(finished) => Ok(desktop::decode_wsl_output(finished.combined.as_bytes())),
+        Err(e) => Err(format!("could not run: {e:#}")),
     };
     let desktop_log = std::env::var_os("LOCALAPPDATA")
         .map(|dir| {
@@ -527,7 +523,7 @@ async fn wsl_diagnosis() -> Option<String> {
         .and_then(|path| std::fs::read_to_string(path).ok())
         .map(|text| crate::process::last_lines(&text, 200))
         .unwrap_or_default();
-    desktop::wsl_cause(wsl_list, &desktop_log)
+    desktop::wsl_cause(wsl_list.as_deref().map_err(String::as_str), &desktop_log)
 }
 
 /// The last non-empty lines of a log file, on one line.
