@@ -276,7 +276,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn libtest_output_gives_the_counts_and_the_windows_specific_passes() {
+    fn libtest_output_gives_the_counts_and_those_named_for_their_platform() {
         let text = "\nrunning 4 tests\n\
             test engine::discover::tests::windows_looks_at_the_desktop_npipes ... ok\n\
             test engine::start::tests::macos_colima_plans ... ok\n\

@@ -655,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn macos_desktop_plans_open_docker_and_wait_at_its_socket() {
+    fn macos_plans_open_docker_and_wait_at_its_socket() {
         let engine = EngineCfg::default();
         let log = Path::new("dockerd.log");
         let socket = Host::Unix(PathBuf::from("/Users/me/.docker/run/docker.sock"));
