@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: the project's own checks, exactly what `.ci/run` calls. On a fresh Debian
 //! machine it installs what is missing (Debian packages, compose v2 in a tool directory of its
 //! own), starts the engine through the same restoration code users get, then runs fmt, clippy,
-//! every test, and the gate against the reference stack on compose v1 and on compose v2.
+//! every test, the gate against the reference stack on compose v1 and on compose v2, and the
+//! platform checks ([`crate::cross`]: clippy for Windows and macOS, the library's tests under Wine).
 
 use std::time::Instant;
 
@@ -17,7 +18,8 @@ use crate::{ui, Ctx};
 /// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html,
 /// openssl for the TLS tests' certificates; podman (and catatonit, its container init) for the
 /// podman tests; iproute2 and util-linux (`ip netns`, `nsenter`, `unshare`) for the private
-/// engines the tests run in network namespaces of their own.
+/// engines the tests run in network namespaces of their own (and [`crate::cross::PACKAGES`]:
+/// mingw and Wine for the Windows tests).
 const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-compose",
@@ -44,11 +46,20 @@ impl crate::flags::Ci {
         sh.change_dir(&config.root);
         let mut steps: Vec<Check> = Vec::new();
 
+        let packages: Vec<&str> = if self.platforms_only {
+            crate::cross::PACKAGES.to_vec()
+        } else {
+            PACKAGES
+                .iter()
+                .chain(crate::cross::PACKAGES)
+                .copied()
+                .collect()
+        };
         if self.no_install {
             steps.push(Check::skipped("install packages", "--no-install"));
         } else {
             let started = Instant::now();
-            let installed = crate::engine::install_packages(PACKAGES, &Progress::terminal())
+            let installed = crate::engine::install_packages(&packages, &Progress::terminal())
                 .await
                 .context("installing the project's packages")?;
             let detail = if installed {
@@ -59,8 +70,12 @@ impl crate::flags::Ci {
             steps.push(Check::passed(
                 "install packages",
                 started.elapsed(),
-                format!("{detail}: {}", PACKAGES.join(", ")),
+                format!("{detail}: {}", packages.join(", ")),
             ));
+        }
+        if self.platforms_only {
+            steps.extend(crate::cross::checks(&config.root).await);
+            return finish(&steps);
         }
 
         // Compose v2 in a tool directory of ci's own: DOCKER_CONFIG=<it> makes `docker compose`
@@ -186,26 +201,8 @@ impl crate::flags::Ci {
                 Err(e) => Check::failed(name, started.elapsed(), e.to_string()),
             });
         }
-
-        eprint!("\n{}", crate::report::table(&steps));
-        let failed = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Failed)
-            .count();
-        let passed = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Passed)
-            .count();
-        let skipped = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Skipped)
-            .count();
-        // A plain closing line that CI systems read.
-        println!("ci: {passed} passed, {failed} failed, {skipped} skipped");
-        if failed > 0 {
-            return Err(Failure::check(format!("{failed} ci step(s) failed")).into());
-        }
-        Ok(())
+        steps.extend(crate::cross::checks(&config.root).await);
+        finish(&steps)
     }
 }
 
@@ -273,4 +270,27 @@ async fn compose_v2_version(dir: &std::path::Path) -> Option<String> {
         .filter(|f| f.success())
         .and_then(|f| crate::stack::compose::parse_version(&f.stdout))
         .filter(|v| v.starts_with("2."))
+}
+
+/// The table, the closing line CI systems read, and the result.
+fn finish(steps: &[Check]) -> anyhow::Result<()> {
+    eprint!("\n{}", crate::report::table(steps));
+    let failed = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Failed)
+        .count();
+    let passed = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Passed)
+        .count();
+    let skipped = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Skipped)
+        .count();
+    // A plain closing line that CI systems read.
+    println!("ci: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        return Err(Failure::check(format!("{failed} ci step(s) failed")).into());
+    }
+    Ok(())
 }

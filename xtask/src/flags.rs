@@ -240,6 +240,9 @@ pub struct Ci {
     /// Skip running the gate against the reference stack
     #[arg(long)]
     pub no_gate: bool,
+    /// Only the platform checks: clippy for Windows and macOS, the library's tests under Wine
+    #[arg(long)]
+    pub platforms_only: bool,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `24h`, or a bare number of seconds.

@@ -6,7 +6,9 @@
 //! host's apt sources name, then the rootfs is streamed as a tar into the engine's import
 //! (`POST /images/create?fromSrc=-`, what `docker import` does). The temporary rootfs is always
 //! removed (unmounting what debootstrap left mounted: the Linux-specific part, at the end of this
-//! file); no image is ever deleted here.
+//! file); no image is ever deleted here. debootstrap exists only on Linux: on macOS and Windows an
+//! image that cannot be pulled is a failed check that says so and names the other ways (a pull,
+//! `docker load`, `smoke_fallback_image`).
 //!
 //! Not here: starting the engine, pulling and the smoke container ([`crate::engine`]).
 
@@ -30,6 +32,9 @@ pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// How long tar may take to exit once the import has read all it wrote.
 const TAR_EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// debootstrap builds Debian root filesystems on Linux only.
+const DEBOOTSTRAP_HERE: bool = cfg!(target_os = "linux");
 
 /// Makes every `[images]` entry present; one check per image (idempotent: fast when present).
 pub async fn provision(
@@ -82,6 +87,17 @@ pub async fn provision_one(
             .with_remedy(format!(
                 "make a registry reachable, load the image (`docker load`), or set `provision = \"debootstrap\"` under [images.\"{name}\"]"
             ))),
+        Provision::Debootstrap if !DEBOOTSTRAP_HERE => Ok(Check::failed(
+            check_name,
+            began.elapsed(),
+            format!(
+                "cannot be pulled ({pull_error}), and `provision = \"debootstrap\"` cannot build it here: debootstrap exists only on Linux, not on {}",
+                std::env::consts::OS
+            ),
+        )
+        .with_remedy(format!(
+            "make a registry reachable, load the image (`docker load -i FILE`), or set `smoke_fallback_image` under [engine] to an image the engine has (and `provision = \"pull\"` under [images.\"{name}\"])"
+        ))),
         Provision::Debootstrap => {
             let suite = match &image.suite {
                 Some(suite) => suite.clone(),
@@ -468,8 +484,12 @@ async fn ensure_tagged(engine: &Engine, name: &str, id: &str) -> anyhow::Result<
     ))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Linux only: what debootstrap leaves mounted in its rootfs.
+
 /// Removes a rootfs: unmounts whatever debootstrap left mounted inside it (a killed run may
 /// leave /proc or /dev bound), and never crosses into another filesystem.
+#[cfg(target_os = "linux")]
 pub fn remove_rootfs(rootfs: &Path) -> anyhow::Result<()> {
     if !rootfs.exists() {
         return Ok(());
@@ -487,7 +507,18 @@ pub fn remove_rootfs(rootfs: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot remove the temporary rootfs {}", rootfs.display()))
 }
 
+/// Removes a rootfs. debootstrap never ran here (it exists only on Linux), so nothing is mounted.
+#[cfg(not(target_os = "linux"))]
+pub fn remove_rootfs(rootfs: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(rootfs) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)
+            .with_context(|| format!("cannot remove the temporary rootfs {}", rootfs.display())),
+        _ => Ok(()),
+    }
+}
+
 /// Mount points under `dir`, deepest first.
+#[cfg(target_os = "linux")]
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut mounts: Vec<PathBuf> = text
@@ -500,6 +531,7 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     mounts
 }
 
+#[cfg(target_os = "linux")]
 fn device_of(path: &Path) -> anyhow::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(std::fs::symlink_metadata(path)
@@ -507,6 +539,7 @@ fn device_of(path: &Path) -> anyhow::Result<u64> {
         .dev())
 }
 
+#[cfg(target_os = "linux")]
 fn remove_same_fs(dir: &Path, device: u64) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     for entry in std::fs::read_dir(dir)? {
@@ -643,6 +676,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
     fn rootfs_removal_removes_the_tree() {
         let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! errors), what every step uses (the process runner, who owns a run, the run store, progress,
 //! checks, output for people), the pipeline's steps in order (preflight, engine, images, stack, target, ws,
 //! suites, junit), the pipeline itself (gate), the other commands (monitor), and the project's
-//! own tasks (ci, hook).
+//! own tasks (ci, its platform checks in cross, hook).
 
 pub mod flags;
 pub mod config;
@@ -32,6 +32,7 @@ pub mod gate;
 pub mod monitor;
 
 pub mod ci;
+pub mod cross;
 pub mod hook;
 
 use std::path::PathBuf;

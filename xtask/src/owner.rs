@@ -179,18 +179,9 @@ fn start_time_of(stat: &str) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether a process with this pid is alive (signal 0).
+/// Whether a process with this pid is alive (signal 0 on Unix, its exit code on Windows).
 pub fn pid_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
-        let result = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        pid == std::process::id()
-    }
+    crate::process::pid_alive(pid)
 }
 
 #[cfg(test)]

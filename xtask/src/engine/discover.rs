@@ -262,9 +262,13 @@ impl DiscoveryEnv {
             docker_host: var("DOCKER_HOST"),
             docker_context: var("DOCKER_CONTEXT"),
             docker_config: var("DOCKER_CONFIG").map(PathBuf::from),
-            home: var("HOME")
-                .or_else(|| var("USERPROFILE"))
-                .map(PathBuf::from),
+            // On Windows HOME, when set, is often a shell's idea of it (`/c/Users/me`).
+            home: if cfg!(windows) {
+                var("USERPROFILE").or_else(|| var("HOME"))
+            } else {
+                var("HOME").or_else(|| var("USERPROFILE"))
+            }
+            .map(PathBuf::from),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR").map(PathBuf::from),
             platform: Platform::current(),
             docker_tls_verify: var("DOCKER_TLS_VERIFY"),
@@ -419,10 +423,17 @@ pub fn known_sockets(env: &DiscoveryEnv) -> Vec<Candidate> {
     };
     match env.platform {
         Platform::Windows => {
-            return vec![Candidate {
-                host: Host::Npipe("//./pipe/docker_engine".to_owned()),
+            // Docker Desktop serves both; its `desktop-linux` context names the second.
+            return [
+                "//./pipe/docker_engine",
+                "//./pipe/dockerDesktopLinuxEngine",
+            ]
+            .into_iter()
+            .map(|pipe| Candidate {
+                host: Host::Npipe(pipe.to_owned()),
                 source: Source::Known("Docker Desktop"),
-            }];
+            })
+            .collect();
         }
         Platform::Linux | Platform::Macos => {
             push(PathBuf::from(DEFAULT_SOCKET), "dockerd");
@@ -748,6 +759,8 @@ mod tests {
         assert_eq!(error.kind(), crate::error::ExitKind::Usage);
     }
 
+    // Unix socket paths under a Unix home.
+    #[cfg(unix)]
     #[test]
     fn default_context_means_known_sockets() {
         let dir = tempfile::tempdir().unwrap();
@@ -781,15 +794,77 @@ mod tests {
     }
 
     #[test]
-    fn windows_looks_at_the_desktop_pipe() {
+    fn windows_looks_at_the_desktop_npipes() {
         let env = DiscoveryEnv {
             platform: Platform::Windows,
             ..DiscoveryEnv::default()
         };
         let list = candidates(&env).unwrap();
-        assert_eq!(list[0].host.url(), "npipe:////./pipe/docker_engine");
+        let urls: Vec<String> = list.iter().map(|c| c.host.url()).collect();
+        assert_eq!(
+            urls,
+            vec![
+                "npipe:////./pipe/docker_engine",
+                "npipe:////./pipe/dockerDesktopLinuxEngine"
+            ]
+        );
+        assert_eq!(start_target(&list).unwrap().host, list[0].host);
     }
 
+    /// A Windows user's profile as Docker Desktop leaves it: `%USERPROFILE%\.docker` with the
+    /// `desktop-linux` context selected, under a directory whose name has a space.
+    #[test]
+    fn windows_npipe_discovery_from_a_fake_desktop_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("Jane Doe");
+        let config_dir = profile.join(".docker");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::write(
+            config_dir.join("config.json"),
+            r#"{"auths": {}, "credsStore": "desktop", "currentContext": "desktop-linux"}"#,
+        )
+        .unwrap();
+        let meta = write_context(
+            &config_dir,
+            "fe9c6bd7a66301f49ca9b6a70b217107cd1284598bfc254700c989b916da791e",
+            "desktop-linux",
+            "npipe:////./pipe/dockerDesktopLinuxEngine",
+        );
+        let env = DiscoveryEnv {
+            home: Some(profile.clone()),
+            platform: Platform::Windows,
+            ..DiscoveryEnv::default()
+        };
+        let list = candidates(&env).unwrap();
+        assert_eq!(
+            list,
+            vec![Candidate {
+                host: Host::Npipe("//./pipe/dockerDesktopLinuxEngine".into()),
+                source: Source::Context {
+                    name: "desktop-linux".into(),
+                    meta: meta.clone()
+                },
+            }]
+        );
+        assert!(
+            list[0].source.to_string().contains("Jane Doe"),
+            "{}",
+            list[0].source
+        );
+        // DOCKER_HOST still wins; `npipe://` alone is Docker Desktop's default pipe.
+        let env = DiscoveryEnv {
+            docker_host: Some("npipe://".into()),
+            ..env
+        };
+        assert_eq!(
+            candidates(&env).unwrap()[0].host.url(),
+            "npipe:////./pipe/docker_engine"
+        );
+        // A pipe is not a unix socket: no file to look for.
+        assert_eq!(Host::Npipe("//./pipe/docker_engine".into()).socket(), None);
+    }
+
+    #[cfg(unix)]
     #[tokio::test]
     async fn probing_a_missing_socket_says_so_and_picks_the_next() {
         let dir = tempfile::tempdir().unwrap();

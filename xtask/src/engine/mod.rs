@@ -5,7 +5,8 @@
 //! `crate::engine::X`.
 //!
 //! The steps follow in reading order below. Platform-specific code lives in `os` and `start` (and,
-//! for processes, in [`crate::process`]); a later issue adds the Windows and macOS parts there.
+//! for processes, in [`crate::process`]); what Docker Desktop's and colima's tools print is read in
+//! `desktop`.
 //!
 //! Not here: base images ([`crate::images`]), compose stacks ([`crate::stack`]). Nothing but
 //! `engine_only` prints: progress goes through a [`Progress`] the caller hands down.
@@ -18,6 +19,8 @@ mod tcp_tls;
 mod os;
 // How the platform starts an engine (as data), launching it, waiting for it to answer.
 mod start;
+// Docker Desktop and colima as data: install locations, sc.exe and wsl.exe output, profiles.
+mod desktop;
 // The whole restoration, with its checks: discover, settle pid files, start, connect.
 mod restore;
 // The engine packages (`--install`, `ci`).

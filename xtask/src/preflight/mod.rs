@@ -6,7 +6,7 @@
 //! Not here: reading the machine itself (`host`, the platform-specific part), starting the engine
 //! ([`crate::engine`]).
 
-// What the checks read from the machine: /proc, statvfs.
+// What the checks read from the machine, per platform: /proc, sysctl and lsof, the Windows APIs.
 mod host;
 // What the checks ask the engine: does it answer, where does it write.
 mod engine;
@@ -66,17 +66,17 @@ pub fn render(checks: &[Check]) -> String {
 /// Every pre-flight check. The CPU sample (about a second) runs while the others run.
 pub async fn run_checks(config: &Config) -> Vec<Check> {
     let sample = config.preflight.cpu_sample_ms.duration();
-    let cpu = tokio::task::spawn_blocking(move || {
+    let cpu = tokio::spawn(async move {
         let started = Instant::now();
-        (host::cpu_busy_percent(sample), started.elapsed())
+        (host::cpu_busy_percent(sample).await, started.elapsed())
     });
     let (engine_check, reached) = engine::engine_check().await;
-    let mut checks = vec![memory(config), disk(config, reached.as_ref())];
+    let mut checks = vec![memory(config).await, disk(config, reached.as_ref())];
     let ports_started = Instant::now();
     for port in &config.preflight.free_ports {
-        checks.push(port_check(config, port.0, ports_started));
+        checks.push(port_check(config, port.0, ports_started).await);
     }
-    checks.push(runtimes());
+    checks.push(runtimes().await);
     checks.push(engine_check);
     checks.push(compose_flavour(config).await);
     checks.push(python(config).await);
@@ -94,10 +94,10 @@ fn shortfall(config: &Config) -> Outcome {
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-fn memory(config: &Config) -> Check {
+async fn memory(config: &Config) -> Check {
     let started = Instant::now();
-    let Some((total, available)) = host::meminfo() else {
-        return Check::skipped("memory", "not readable on this platform (no /proc/meminfo)");
+    let Some((total, available)) = host::meminfo().await else {
+        return Check::skipped("memory", "not readable on this machine");
     };
     let (total, available) = (total as f64 / GIB, available as f64 / GIB);
     let min = config.preflight.min_memory_gib.0;
@@ -143,7 +143,7 @@ fn disk(config: &Config, engine: Option<&engine::Reached>) -> Check {
 
 fn cpu_check(config: &Config, busy: Option<f64>, elapsed: Duration) -> Check {
     let Some(busy) = busy else {
-        return Check::skipped("cpu load", "not readable on this platform (no /proc/stat)");
+        return Check::skipped("cpu load", "not readable on this machine");
     };
     let max = config.preflight.max_cpu_percent.0;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -159,9 +159,9 @@ fn cpu_check(config: &Config, busy: Option<f64>, elapsed: Duration) -> Check {
     }
 }
 
-fn port_check(config: &Config, port: u16, started: Instant) -> Check {
+async fn port_check(config: &Config, port: u16, started: Instant) -> Check {
     let name = format!("port {port} free");
-    match host::port_holder(port) {
+    match host::port_holder(port).await {
         None => Check::passed(name, started.elapsed(), "free"),
         Some(holder) => Check::new(name, shortfall(config), started.elapsed(), format!("in use by {holder}"))
             .with_remedy("stop that program yourself (the harness never does), or remove the port from preflight.free_ports"),
@@ -179,7 +179,7 @@ const RUNTIMES: &[&str] = &[
     "Docker Desktop",
 ];
 
-fn runtimes() -> Check {
+async fn runtimes() -> Check {
     let started = Instant::now();
     if !host::process_list_readable() {
         return Check::skipped(
@@ -188,6 +188,7 @@ fn runtimes() -> Check {
         );
     }
     let running: Vec<String> = host::processes()
+        .await
         .into_iter()
         .filter(|(_, comm)| RUNTIMES.contains(&comm.as_str()))
         .map(|(pid, comm)| format!("{comm} (pid {pid})"))

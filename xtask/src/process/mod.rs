@@ -249,8 +249,7 @@ impl Cmd {
         let mut std_cmd = self.std_command();
         std_cmd.stdout(log.try_clone()?).stderr(log);
         sys::before_spawn_daemon(&mut std_cmd);
-        let child = std_cmd
-            .spawn()
+        let child = sys::spawn_daemon(&mut std_cmd)
             .with_context(|| format!("cannot run `{}`", self.display()))?;
         Ok(Daemon(child))
     }
@@ -495,6 +494,8 @@ impl Process {
     /// it with [`Cmd::output_to_file`]: a captured stream would end with the harness.
     pub fn detach(self) -> Option<u32> {
         let pid = self.pid();
+        // A Job object would end its processes with the harness's exit.
+        self.group.release();
         // Our Drop would stop the group and the child handle's kill-on-drop would kill the
         // leader: leak both on purpose (the harness is about to exit).
         std::mem::forget(self);
@@ -691,9 +692,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(unix)]
 #[path = "unix.rs"]
 mod sys;
-#[cfg(not(unix))]
-#[path = "other.rs"]
+#[cfg(windows)]
+#[path = "windows.rs"]
 mod sys;
+
+pub use sys::{ended_by_us, pid_alive};
 
 mod output;
 use output::{read_stream, Collected, Tail};

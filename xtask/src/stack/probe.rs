@@ -98,12 +98,16 @@ async fn interval_of(docker: &bollard::Docker, container: &str) -> Duration {
 pub(super) async fn libpod_healthcheck(host: &Host, container: &str) -> anyhow::Result<u16> {
     let path = format!("/v4.0.0/libpod/containers/{container}/healthcheck");
     match host {
+        #[cfg(unix)]
         Host::Unix(socket) => {
             let stream = tokio::net::UnixStream::connect(socket)
                 .await
                 .with_context(|| format!("cannot connect to {host}"))?;
             get(stream, &path).await
         }
+        // Podman's Docker-compatible socket is a unix socket; Windows reaches podman over a pipe.
+        #[cfg(not(unix))]
+        Host::Unix(_) => anyhow::bail!("{host}: unix sockets are not reachable from this platform"),
         Host::Tcp(authority) => {
             let stream = tokio::net::TcpStream::connect(authority.as_str())
                 .await

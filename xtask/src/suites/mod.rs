@@ -195,10 +195,10 @@ pub fn child_env(
     vars.extend(env.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(py) = py {
         vars.push(("VIRTUAL_ENV".to_owned(), py.venv.display().to_string()));
-        let path = std::env::var("PATH").unwrap_or_default();
+        let path = std::env::var("PATH").ok();
         vars.push((
             "PATH".to_owned(),
-            format!("{}:{path}", py.venv.join("bin").display()),
+            python::prepend_to_search_path(&python::venv_bin(&py.venv), path.as_deref()),
         ));
     }
     vars.extend(suite.env.iter().map(|(k, v)| (k.clone(), v.clone())));

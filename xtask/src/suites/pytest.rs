@@ -251,10 +251,10 @@ pub(super) async fn run_pytest(
         Mode::Collect => args.push("--collect-only".into()),
     }
 
-    let python_path = match std::env::var("PYTHONPATH") {
-        Ok(existing) if !existing.is_empty() => format!("{}:{existing}", plugin_dir.display()),
-        _ => plugin_dir.display().to_string(),
-    };
+    let python_path = super::python::prepend_to_search_path(
+        &plugin_dir,
+        std::env::var("PYTHONPATH").ok().as_deref(),
+    );
     let command = runner(Cmd::new(&py.python))
         .args(&args)
         .current_dir(&config.root)
