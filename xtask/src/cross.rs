@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use crate::process::{Cmd, LineSink};
 use crate::report::Check;
 
@@ -216,6 +218,10 @@ async fn run_wine_tests(root: &Path) -> anyhow::Result<TestCounts> {
     let target = target_dir(root);
     let deps = target.join(WINE_TARGET).join("debug").join("deps");
     build_prng_shim(root, &deps).await?;
+    // Wine makes the prefix on first use, but only inside a directory that exists.
+    let prefix = target.join("wine").join("prefix");
+    std::fs::create_dir_all(&prefix)
+        .with_context(|| format!("cannot create the Wine prefix {}", prefix.display()))?;
     let runner_var = format!(
         "CARGO_TARGET_{}_RUNNER",
         WINE_TARGET.to_ascii_uppercase().replace('-', "_")
@@ -234,7 +240,7 @@ async fn run_wine_tests(root: &Path) -> anyhow::Result<TestCounts> {
         ])
         .current_dir(root)
         .env(runner_var, &wine)
-        .env("WINEPREFIX", target.join("wine").join("prefix"))
+        .env("WINEPREFIX", &prefix)
         .env("WINEDEBUG", "-all")
         // No Mono or Gecko install prompts while the prefix is created.
         .env("WINEDLLOVERRIDES", "mscoree,mshtml=")

@@ -2,7 +2,8 @@
 //! the owner's pid, the host it runs on (hostname and machine id), the boot it runs in, and its
 //! start time; whether such an owner still runs (a pid of another boot, or reused by another
 //! process since, is not the owner); and the labels that carry all of it on every resource.
-//! Linux reads `/proc` and `/etc/machine-id`; elsewhere only the hostname and the pid are known.
+//! Linux reads `/proc` and `/etc/machine-id`; Windows asks for the process's creation time;
+//! elsewhere only the hostname and the pid are known.
 //!
 //! Not here: the run store that records owners ([crate::state]), the sweep that acts on them
 //! ([crate::stack::down]).
@@ -164,15 +165,23 @@ pub fn boot_id() -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
-/// When process `pid` started, in clock ticks after boot (`/proc/PID/stat` field 22); `None`
-/// when it does not run or the platform has no /proc.
+/// When process `pid` started: on Linux in clock ticks after boot (`/proc/PID/stat` field 22), on
+/// Windows its creation time; `None` when it does not run, or elsewhere (macOS: the pid alone).
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    start_time_of(&stat)
+    #[cfg(windows)]
+    {
+        crate::process::start_time(pid)
+    }
+    #[cfg(not(windows))]
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        start_time_of(&stat)
+    }
 }
 
 /// Field 22 of a `/proc/PID/stat` line; the command name (field 2) may hold spaces and
 /// parentheses, so fields are counted after its last `)`.
+#[cfg(any(not(windows), test))]
 fn start_time_of(stat: &str) -> Option<u64> {
     let after_name = stat.rsplit_once(')')?.1;
     // After the name come field 3 (state) onwards: field 22 is the 20th of them.
@@ -194,6 +203,7 @@ mod tests {
                     1000 10 18446744073709551615";
         assert_eq!(start_time_of(stat), Some(987654));
         assert_eq!(start_time_of("garbage"), None);
+        #[cfg(any(target_os = "linux", windows))]
         assert!(start_time(std::process::id()).is_some());
     }
 
@@ -202,11 +212,14 @@ mod tests {
         let me = Owner::me();
         assert_eq!(me.liveness(), Liveness::Alive);
         assert!(me.host.as_deref().is_some_and(|h| !h.is_empty()));
-        // The same pid with another start time: the pid was reused by another process.
+        // The same pid with another start time: the pid was reused by another process (where the
+        // platform tells start times: Linux and Windows).
+        #[cfg(any(target_os = "linux", windows))]
         let reused = Owner {
             start: me.start.map(|s| s + 1),
             ..me.clone()
         };
+        #[cfg(any(target_os = "linux", windows))]
         assert!(
             matches!(&reused.liveness(), Liveness::Gone(why) if why.contains("another process")),
             "{:?}",

@@ -696,6 +696,8 @@ mod sys;
 #[path = "windows.rs"]
 mod sys;
 
+#[cfg(windows)]
+pub use sys::start_time;
 pub use sys::{ended_by_us, pid_alive};
 
 mod output;

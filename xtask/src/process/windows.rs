@@ -28,7 +28,7 @@ use windows_sys::Win32::System::JobObjects::{
     JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 use windows_sys::Win32::System::Threading::{
-    GetExitCodeProcess, OpenProcess, OpenThread, ResumeThread, TerminateProcess,
+    GetExitCodeProcess, GetProcessTimes, OpenProcess, OpenThread, ResumeThread, TerminateProcess,
     CREATE_BREAKAWAY_FROM_JOB, CREATE_NEW_PROCESS_GROUP, CREATE_SUSPENDED, DETACHED_PROCESS,
     PROCESS_QUERY_LIMITED_INFORMATION, THREAD_SUSPEND_RESUME,
 };
@@ -240,6 +240,27 @@ pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: a handle with query rights and a place for the code.
     let read = unsafe { GetExitCodeProcess(handle.0, &mut code) } != 0;
     read && code == STILL_ACTIVE as u32
+}
+
+/// When process `pid` was created (100 ns ticks since 1601), so that a reused pid is told from
+/// its first owner; `None` when it does not run or is not ours to query.
+pub fn start_time(pid: u32) -> Option<u64> {
+    // SAFETY: query rights only; the handle is closed when `Owned` drops.
+    let handle = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if handle.is_null() {
+        return None;
+    }
+    let handle = Owned(handle);
+    let zero = || windows_sys::Win32::Foundation::FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero(), zero(), zero(), zero());
+    // SAFETY: a handle with query rights and four places for the times.
+    let read =
+        unsafe { GetProcessTimes(handle.0, &mut created, &mut exited, &mut kernel, &mut user) };
+    (read != 0)
+        .then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
 }
 
 pub fn describe(status: ExitStatus) -> String {
