@@ -727,7 +727,7 @@ fn validate(
 
     let stack = match raw.stack {
         None => None,
-        Some(stack) => {
+        Some(mut stack) => {
             if stack.services.get_ref().is_empty() {
                 return Err(at.at(
                     stack.services.span(),
@@ -744,13 +744,7 @@ fn validate(
                 ));
             }
             Some(StackCfg {
-                speed: stack_keys::SpeedCfg {
-                    probe_interval_ms: stack.probe_interval_ms,
-                    ready: stack_keys::ready(at, stack.ready, stack.services.get_ref())?,
-                    start: stack.start,
-                    reuse: stack.reuse,
-                    reset: stack_keys::reset(at, stack.reset)?,
-                },
+                speed: stack_keys::speed(at, &mut stack)?,
                 compose_file,
                 service_budget_s: stack.service_budget_s,
                 services: stack.services.into_inner(),
@@ -895,6 +889,10 @@ fn validate(
                 if let Some(ready) = &process.ready {
                     let parsed = Template::parse(ready)
                         .map_err(|e| at.at(span.clone(), "targets.local.processes.ready", e))?;
+                    let key = "targets.local.processes.ready";
+                    if let Some(problem) = crate::endpoints::engine_host_problem(&parsed, key) {
+                        return Err(at.at(span, key, problem));
+                    }
                     if let Some(unknown) = parsed.unknown_references(&[], &names).into_iter().next()
                     {
                         return Err(at.at(span, "targets.local.processes.ready", unknown));
@@ -975,15 +973,8 @@ fn check_template(
     services: &[String],
     endpoints: &[String],
 ) -> Result<(), Failure> {
-    let parsed = Template::parse(template.get_ref()).map_err(|e| at.at(template.span(), key, e))?;
-    match parsed
-        .unknown_references(services, endpoints)
-        .into_iter()
-        .next()
-    {
-        Some(problem) => Err(at.at(template.span(), key, problem)),
-        None => Ok(()),
-    }
+    crate::endpoints::check(template.get_ref(), key, services, endpoints)
+        .map_err(|problem| at.at(template.span(), key, problem))
 }
 
 impl Config {

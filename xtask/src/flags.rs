@@ -203,6 +203,12 @@ pub struct DockerDown {
     /// Remove this run (its id, as `docker-up` and `health` print it) instead of the newest kept stack
     #[arg(long, value_name = "ID")]
     pub run: Option<String>,
+    /// With --all on a shared engine: also remove other hosts' runs of this checkout path that began at least --older-than ago (their owners cannot be checked from here)
+    #[arg(long, requires_all = ["all", "older_than"])]
+    pub any_host: bool,
+    /// With --any-host: how old another host's run must be to be removed, e.g. 2h, 1d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "any_host")]
+    pub older_than: Option<std::time::Duration>,
 
     /// Stop the engine too, but only if the harness started it
     #[arg(long)]
@@ -240,6 +246,9 @@ pub struct Ci {
     /// Skip running the gate against the reference stack
     #[arg(long)]
     pub no_gate: bool,
+    /// Only the platform checks: clippy for Windows and macOS, the library's tests under Wine
+    #[arg(long)]
+    pub platforms_only: bool,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `24h`, or a bare number of seconds.
@@ -257,9 +266,10 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86400.0,
         _ => {
             return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+                "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
             ))
         }
     };
@@ -294,6 +304,7 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
         assert_eq!(parse_duration("24h").unwrap().as_secs(), 86400);
         assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
         assert!(parse_duration("3 weeks").is_err());
         assert!(parse_duration("0s").is_err());
     }
@@ -304,6 +315,17 @@ mod tests {
         assert!(parse_shard("4/3").is_err());
         assert!(parse_shard("0/3").is_err());
         assert!(parse_shard("x").is_err());
+    }
+
+    #[test]
+    fn any_host_needs_all_and_an_age() {
+        let parse = |args: &[&str]| {
+            Xtask::try_parse_from(["cargo xtask", "docker-down"].iter().chain(args))
+        };
+        assert!(parse(&["--all", "--any-host", "--older-than", "2h"]).is_ok());
+        assert!(parse(&["--all", "--any-host"]).is_err());
+        assert!(parse(&["--any-host", "--older-than", "2h"]).is_err());
+        assert!(parse(&["--all", "--older-than", "2h"]).is_err());
     }
 
     #[test]

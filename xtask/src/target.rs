@@ -160,17 +160,7 @@ impl LocalProcess {
 
 /// Whether it took the SIGKILL at the end of the grace (or could not be waited for at all).
 fn killed(finished: &Finished) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        finished
-            .status
-            .is_none_or(|status| status.signal() == Some(libc::SIGKILL))
-    }
-    #[cfg(not(unix))]
-    {
-        finished.status.is_none()
-    }
+    crate::process::ended_by_us(finished.status)
 }
 
 /// Starts the `[targets.local]` processes in order, each ready before the next starts, saying

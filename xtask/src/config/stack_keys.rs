@@ -44,13 +44,28 @@ pub enum StartMode {
     Compose,
 }
 
+/// The keys of a raw `[stack]`, validated (`ready` and `reset` are taken out of it).
+pub(super) fn speed(at: &Locator<'_>, stack: &mut super::RawStack) -> Result<SpeedCfg, Failure> {
+    Ok(SpeedCfg {
+        probe_interval_ms: stack.probe_interval_ms,
+        ready: ready(
+            at,
+            std::mem::take(&mut stack.ready),
+            stack.services.get_ref(),
+        )?,
+        start: stack.start,
+        reuse: stack.reuse,
+        reset: reset(at, stack.reset.take())?,
+    })
+}
+
 pub(super) fn default_probe_interval() -> u64 {
     100
 }
 
 /// `stack.ready`: each entry names a service of `stack.services` and a `http://` or `tcp://`
-/// template that may use `{port:SERVICE:PORT}` and `${VAR}`.
-pub(super) fn ready(
+/// template that may use `{port:SERVICE:PORT}`, `{engine_host}` and `${VAR}`.
+fn ready(
     at: &Locator<'_>,
     raw: BTreeMap<String, Spanned<String>>,
     services: &[String],
@@ -90,10 +105,7 @@ pub(super) fn ready(
 }
 
 /// `stack.reset`: a command (program and arguments), not empty when given.
-pub(super) fn reset(
-    at: &Locator<'_>,
-    raw: Option<Spanned<Vec<String>>>,
-) -> Result<Vec<String>, Failure> {
+fn reset(at: &Locator<'_>, raw: Option<Spanned<Vec<String>>>) -> Result<Vec<String>, Failure> {
     match raw {
         Some(command) if command.get_ref().is_empty() => Err(at.at(
             command.span(),
@@ -137,6 +149,13 @@ mod tests {
         assert!(stack.reuse);
         assert_eq!(stack.reset, ["python", "reset.py"]);
         assert_eq!(stack.ready["cache"], "tcp://127.0.0.1:{port:cache:6379}");
+        // Where a remote engine publishes the port.
+        let stack = with_stack("[stack.ready]\nweb = \"http://{engine_host}:{port:web:80}/\"\n")
+            .unwrap()
+            .stack
+            .unwrap()
+            .speed;
+        assert_eq!(stack.ready["web"], "http://{engine_host}:{port:web:80}/");
     }
 
     #[test]

@@ -82,7 +82,10 @@ impl Host {
         }
         if text.starts_with("ssh://") {
             return Err(format!(
-                "`{text}`: ssh engines are not supported by the harness (use unix://, tcp:// or npipe://)"
+                "`{text}`: ssh engines are not supported by the harness; forward the engine's socket \
+                 over ssh and point DOCKER_HOST (or a docker context) at the forwarded end: \
+                 `ssh -NL 127.0.0.1:23750:/var/run/docker.sock HOST` then DOCKER_HOST=tcp://127.0.0.1:23750, \
+                 or `ssh -NL /tmp/remote-docker.sock:/var/run/docker.sock HOST` then DOCKER_HOST=unix:///tmp/remote-docker.sock"
             ));
         }
         if text.starts_with("https://") {
@@ -131,6 +134,37 @@ impl Host {
         match self {
             Host::Unix(path) => Some(path),
             Host::Tcp(_) | Host::TcpTls { .. } | Host::Npipe(_) => None,
+        }
+    }
+
+    /// What `{engine_host}` in an endpoint template becomes: the host of a tcp engine (an IPv6
+    /// address keeps its brackets, so that it goes into a URL as it is), `127.0.0.1` for a local
+    /// socket or pipe, whose published ports are on this machine.
+    pub fn engine_host(&self) -> String {
+        match self {
+            Host::Tcp(authority) | Host::TcpTls { authority, .. } => {
+                match authority.rsplit_once(':') {
+                    Some((host, _)) if !authority.ends_with(']') => host.to_owned(),
+                    _ => authority.clone(),
+                }
+            }
+            Host::Unix(_) | Host::Npipe(_) => "127.0.0.1".to_owned(),
+        }
+    }
+
+    /// A tcp engine on another machine: its disk is not this machine's, and its published ports
+    /// are at its own address. A tcp engine on a loopback address is local.
+    pub fn is_remote(&self) -> bool {
+        match self {
+            Host::Tcp(_) | Host::TcpTls { .. } => {
+                let host = self.engine_host();
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let loopback = bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+                !(loopback || bare.eq_ignore_ascii_case("localhost"))
+            }
+            Host::Unix(_) | Host::Npipe(_) => false,
         }
     }
 
@@ -228,9 +262,13 @@ impl DiscoveryEnv {
             docker_host: var("DOCKER_HOST"),
             docker_context: var("DOCKER_CONTEXT"),
             docker_config: var("DOCKER_CONFIG").map(PathBuf::from),
-            home: var("HOME")
-                .or_else(|| var("USERPROFILE"))
-                .map(PathBuf::from),
+            // On Windows HOME, when set, is often a shell's idea of it (`/c/Users/me`).
+            home: if cfg!(windows) {
+                var("USERPROFILE").or_else(|| var("HOME"))
+            } else {
+                var("HOME").or_else(|| var("USERPROFILE"))
+            }
+            .map(PathBuf::from),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR").map(PathBuf::from),
             platform: Platform::current(),
             docker_tls_verify: var("DOCKER_TLS_VERIFY"),
@@ -385,10 +423,17 @@ pub fn known_sockets(env: &DiscoveryEnv) -> Vec<Candidate> {
     };
     match env.platform {
         Platform::Windows => {
-            return vec![Candidate {
-                host: Host::Npipe("//./pipe/docker_engine".to_owned()),
+            // Docker Desktop serves both; its `desktop-linux` context names the second.
+            return [
+                "//./pipe/docker_engine",
+                "//./pipe/dockerDesktopLinuxEngine",
+            ]
+            .into_iter()
+            .map(|pipe| Candidate {
+                host: Host::Npipe(pipe.to_owned()),
                 source: Source::Known("Docker Desktop"),
-            }];
+            })
+            .collect();
         }
         Platform::Linux | Platform::Macos => {
             push(PathBuf::from(DEFAULT_SOCKET), "dockerd");
@@ -611,7 +656,10 @@ mod tests {
         assert!(Host::parse("tcp://host:notaport")
             .unwrap_err()
             .contains("not a port"));
-        assert!(Host::parse("ssh://me@box").unwrap_err().contains("ssh"));
+        let ssh = Host::parse("ssh://me@box").unwrap_err();
+        assert!(ssh.contains("ssh engines are not supported"), "{ssh}");
+        assert!(ssh.contains("DOCKER_HOST=tcp://127.0.0.1:23750"), "{ssh}");
+        assert!(Host::parse("https://box:2376").unwrap_err().contains("TLS"));
         assert!(Host::parse("/var/run/docker.sock").is_err());
         assert_eq!(
             Host::parse("unix:///tmp/x.sock").unwrap().url(),
@@ -623,6 +671,30 @@ mod tests {
         assert!(!Host::parse("unix:///tmp/d.sock")
             .unwrap()
             .is_default_socket());
+    }
+
+    #[test]
+    fn the_engine_host_is_the_tcp_host_else_loopback() {
+        let host = |text: &str| Host::parse(text).unwrap();
+        assert_eq!(host("tcp://10.0.3.2:2375").engine_host(), "10.0.3.2");
+        assert!(host("tcp://10.0.3.2:2375").is_remote());
+        assert_eq!(host("tcp://docker.example").engine_host(), "docker.example");
+        assert_eq!(host("tcp://[fd00::2]:2375").engine_host(), "[fd00::2]");
+        assert!(host("tcp://[fd00::2]:2375").is_remote());
+        for local in [
+            "tcp://127.0.0.1:2375",
+            "tcp://localhost:2375",
+            "tcp://[::1]:2375",
+        ] {
+            assert!(!host(local).is_remote(), "{local}");
+        }
+        assert_eq!(host("tcp://127.0.0.1:2375").engine_host(), "127.0.0.1");
+        assert_eq!(
+            host("unix:///run/podman/podman.sock").engine_host(),
+            "127.0.0.1"
+        );
+        assert!(!host("unix:///run/podman/podman.sock").is_remote());
+        assert_eq!(host("npipe://").engine_host(), "127.0.0.1");
     }
 
     #[test]
@@ -687,6 +759,8 @@ mod tests {
         assert_eq!(error.kind(), crate::error::ExitKind::Usage);
     }
 
+    // Unix socket paths under a Unix home.
+    #[cfg(unix)]
     #[test]
     fn default_context_means_known_sockets() {
         let dir = tempfile::tempdir().unwrap();
@@ -720,15 +794,77 @@ mod tests {
     }
 
     #[test]
-    fn windows_looks_at_the_desktop_pipe() {
+    fn windows_looks_at_the_desktop_npipes() {
         let env = DiscoveryEnv {
             platform: Platform::Windows,
             ..DiscoveryEnv::default()
         };
         let list = candidates(&env).unwrap();
-        assert_eq!(list[0].host.url(), "npipe:////./pipe/docker_engine");
+        let urls: Vec<String> = list.iter().map(|c| c.host.url()).collect();
+        assert_eq!(
+            urls,
+            vec![
+                "npipe:////./pipe/docker_engine",
+                "npipe:////./pipe/dockerDesktopLinuxEngine"
+            ]
+        );
+        assert_eq!(start_target(&list).unwrap().host, list[0].host);
     }
 
+    /// A Windows user's profile as Docker Desktop leaves it: `%USERPROFILE%\.docker` with the
+    /// `desktop-linux` context selected, under a directory whose name has a space.
+    #[test]
+    fn windows_npipe_discovery_from_a_fake_desktop_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("Jane Doe");
+        let config_dir = profile.join(".docker");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::write(
+            config_dir.join("config.json"),
+            r#"{"auths": {}, "credsStore": "desktop", "currentContext": "desktop-linux"}"#,
+        )
+        .unwrap();
+        let meta = write_context(
+            &config_dir,
+            "fe9c6bd7a66301f49ca9b6a70b217107cd1284598bfc254700c989b916da791e",
+            "desktop-linux",
+            "npipe:////./pipe/dockerDesktopLinuxEngine",
+        );
+        let env = DiscoveryEnv {
+            home: Some(profile.clone()),
+            platform: Platform::Windows,
+            ..DiscoveryEnv::default()
+        };
+        let list = candidates(&env).unwrap();
+        assert_eq!(
+            list,
+            vec![Candidate {
+                host: Host::Npipe("//./pipe/dockerDesktopLinuxEngine".into()),
+                source: Source::Context {
+                    name: "desktop-linux".into(),
+                    meta: meta.clone()
+                },
+            }]
+        );
+        assert!(
+            list[0].source.to_string().contains("Jane Doe"),
+            "{}",
+            list[0].source
+        );
+        // DOCKER_HOST still wins; `npipe://` alone is Docker Desktop's default pipe.
+        let env = DiscoveryEnv {
+            docker_host: Some("npipe://".into()),
+            ..env
+        };
+        assert_eq!(
+            candidates(&env).unwrap()[0].host.url(),
+            "npipe:////./pipe/docker_engine"
+        );
+        // A pipe is not a unix socket: no file to look for.
+        assert_eq!(Host::Npipe("//./pipe/docker_engine".into()).socket(), None);
+    }
+
+    #[cfg(unix)]
     #[tokio::test]
     async fn probing_a_missing_socket_says_so_and_picks_the_next() {
         let dir = tempfile::tempdir().unwrap();

@@ -109,12 +109,28 @@ pub async fn engine(run: &Arc<Run>, clock: &mut StageClock<'_>) -> anyhow::Resul
             engine.info.server_version, engine.info.api_version
         ),
     );
-    match crate::stack::remove_leftovers(&run.config, &engine).await {
-        Ok(removed) if !removed.is_empty() => run.note(format!(
-            "removed leftovers of dead runs: {}",
-            removed.join(", ")
-        )),
-        Ok(_) => {}
+    match crate::stack::sweep(&run.config, &engine, crate::stack::Sweep::LEFTOVERS).await {
+        Ok(report) => {
+            if !report.removed.is_empty() {
+                run.note(format!(
+                    "removed leftovers of dead runs: {}",
+                    report.removed.join(", ")
+                ));
+            }
+            if !report.problems.is_empty() {
+                run.note(format!(
+                    "could not remove every leftover of dead runs: {}",
+                    report.problems.join("; ")
+                ));
+            }
+            // A shared engine: say what other hosts run here, never judge it.
+            if !report.other_hosts.is_empty() {
+                run.note(format!(
+                    "left runs of other hosts on this engine: {}",
+                    report.other_hosts.join("; ")
+                ));
+            }
+        }
         Err(e) => run.note(format!("could not look for leftovers of dead runs: {e:#}")),
     }
     *lock(&run.engine) = Some(engine.clone());

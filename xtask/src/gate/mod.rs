@@ -3,11 +3,12 @@
 //! images. Stages emit [`events::Event`]s to one [`reporter::Reporter`], whose sinks render the
 //! terminal, the JSON event stream, the summary, the JUnit report and the GitHub step summary.
 //! Teardown and the report happen on every path: success, failure, a suite past its deadline,
-//! Ctrl-C, SIGTERM, a panic.
+//! an engine lost mid-run, Ctrl-C, SIGTERM, a panic.
 //!
 //! Reading order: the run's options and state (`run`), the events (`events`), the stages in
-//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `teardown`), how
-//! every path ends (`supervise`, `artefacts`: report.html and trace.json), then reporting
+//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `teardown`), the
+//! engine watched while they run (`watch`), how every path ends (`supervise`, `artefacts`:
+//! report.html and trace.json), then reporting
 //! (`reporter`, `sinks`).
 //!
 //! Not here: how each stage does its work (engine, images, stack, ws, suites, target modules).
@@ -20,6 +21,7 @@ pub mod target;
 pub mod stack;
 pub mod suites;
 pub mod teardown;
+pub mod watch;
 pub mod supervise;
 pub mod artefacts;
 pub mod reporter;

@@ -106,6 +106,10 @@ pub struct Run {
     pub engine: Mutex<Option<crate::engine::Engine>>,
     /// What the stack's `up` reported (for `docker-up`'s output).
     pub up: Mutex<Option<crate::stack::UpReport>>,
+    /// The engine stopped answering during the run ([super::watch] says so once).
+    pub engine_lost: Mutex<Option<super::watch::Lost>>,
+    /// Asks the running suites to stop (the reason), once the engine is lost.
+    pub stop_suites: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// The run's secrets, shared with the sinks that redact them.
@@ -129,7 +133,14 @@ impl Run {
             outcomes: Mutex::new(BTreeMap::new()),
             engine: Mutex::new(None),
             up: Mutex::new(None),
+            engine_lost: Mutex::new(None),
+            stop_suites: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Why the rest of the run did not happen when the engine was lost (`engine lost at 41.2s`).
+    pub fn lost_reason(&self) -> Option<String> {
+        lock(&self.engine_lost).as_ref().map(|lost| lost.reason())
     }
 
     pub fn emit(&self, event: Event) {

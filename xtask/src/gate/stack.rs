@@ -78,7 +78,7 @@ pub async fn stack(
         return (!engine_failed).then(|| Chosen {
             kind: TargetKind::Docker,
             endpoints: BTreeMap::new(),
-            extra_env: engine.host.tls_env().into_iter().collect(),
+            extra_env: crate::stack::up::engine_env(engine),
             skip_markers: config.targets.docker_skip_markers.clone(),
         });
     };
@@ -135,24 +135,23 @@ pub async fn stack(
     let report = report?;
     run.property("compose_flavour", report.compose.to_string());
     lock(&run.resources).stack = Some(report.state.clone());
+    // The suites talk to the engine the stack runs on (DOCKER_HOST), whatever their own
+    // environment says.
+    let mut extra_env = crate::stack::up::engine_env(engine);
+    extra_env.extend([
+        (
+            "XTASK_COMPOSE_PROJECT".to_owned(),
+            report.state.project.clone(),
+        ),
+        (
+            "XTASK_COMPOSE_FILE".to_owned(),
+            report.state.compose_file.display().to_string(),
+        ),
+    ]);
     let chosen = Chosen {
         kind: TargetKind::Docker,
         endpoints: report.endpoints.clone(),
-        extra_env: BTreeMap::from_iter(
-            [
-                (
-                    "XTASK_COMPOSE_PROJECT".to_owned(),
-                    report.state.project.clone(),
-                ),
-                (
-                    "XTASK_COMPOSE_FILE".to_owned(),
-                    report.state.compose_file.display().to_string(),
-                ),
-            ]
-            // Suites that act on containers reach a TLS engine as the docker CLI does.
-            .into_iter()
-            .chain(engine.host.tls_env()),
-        ),
+        extra_env,
         skip_markers: config.targets.docker_skip_markers.clone(),
     };
     let passed = report.passed();
@@ -248,8 +247,34 @@ fn follow(run: &Arc<Run>, engine: &Engine, project: &str) {
 fn stack_progress(run: &Run) -> crate::stack::Progress {
     let reporter = run.reporter.clone();
     let last_waiting = std::sync::Mutex::new(std::time::Instant::now());
+    let logs = crate::state::Store::of(&run.config)
+        .run_dir(&run.run_id)
+        .join("logs");
     Arc::new(move |event: &crate::stack::UpEvent| {
         use crate::stack::UpEvent;
+        if let UpEvent::ServiceReady {
+            service,
+            after,
+            signal,
+            ..
+        } = event
+        {
+            // The engine's own events are in the log already; readiness may come first from the
+            // harness's probe.
+            let state = match signal {
+                crate::stack::watch::Signal::Running => "running (no healthcheck)",
+                _ => "healthy",
+            };
+            crate::stack::follow::note(
+                &logs,
+                service,
+                &format!(
+                    "service {service} {state} for the harness ({}), {} after start",
+                    signal.describe(),
+                    crate::ui::duration(*after)
+                ),
+            );
+        }
         let message = match event {
             UpEvent::Compose(compose) => format!("compose: {compose}"),
             UpEvent::Starting { project, command } => {

@@ -120,6 +120,7 @@ fn suite_env(run: &Run, chosen: Option<&Chosen>) -> SuiteEnv {
         skip_markers: chosen.map(|c| c.skip_markers.clone()).unwrap_or_default(),
         secrets: run.secrets(),
         durations: None,
+        stop: Some(crate::suites::Stop::new(run.stop_suites.subscribe())),
     }
 }
 
@@ -250,6 +251,23 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
         });
     let mut index = 0;
     while index < selected.len() {
+        if let Some(reason) = run.lost_reason() {
+            // The engine is gone: what has not started is listed, not run.
+            for suite in &selected[index..] {
+                let result = crate::suites::collect_skipped_shard(
+                    &run.config,
+                    suite,
+                    &env,
+                    python,
+                    &reason,
+                    run.options.shard,
+                )
+                .await;
+                run.emit(Event::Suite(result));
+            }
+            failed = true;
+            break;
+        }
         let mut group = vec![selected[index]];
         index += 1;
         while selected[index - 1].parallel && index < selected.len() && selected[index].parallel {

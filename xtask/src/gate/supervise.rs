@@ -267,7 +267,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM, as one queue: from [`Signals::install`] on, each signal is handed
+/// Ctrl-C (SIGINT) and SIGTERM (on Windows Ctrl-C and Ctrl-Break), as one queue: from [`Signals::install`] on, each signal is handed
 /// once to whoever waits next, however long after it came, so that none is lost before the
 /// pipeline starts or between two waits.
 pub struct Signals(());
@@ -303,14 +303,28 @@ impl Signals {
                     });
                 }
             }
-            #[cfg(not(unix))]
-            tokio::spawn(async move {
-                while tokio::signal::ctrl_c().await.is_ok() {
-                    if sender.send("SIGINT").is_err() {
-                        break;
+            // On Windows: Ctrl-C, and Ctrl-Break (what a console sends on Ctrl+Break, and what
+            // the harness sends its own children to interrupt them).
+            #[cfg(windows)]
+            {
+                let interrupts = sender.clone();
+                tokio::spawn(async move {
+                    while tokio::signal::ctrl_c().await.is_ok() {
+                        if interrupts.send("Ctrl-C").is_err() {
+                            break;
+                        }
                     }
+                });
+                if let Ok(mut ctrl_break) = tokio::signal::windows::ctrl_break() {
+                    tokio::spawn(async move {
+                        while ctrl_break.recv().await.is_some() {
+                            if sender.send("Ctrl-Break").is_err() {
+                                break;
+                            }
+                        }
+                    });
                 }
-            });
+            }
             tokio::sync::Mutex::new(receiver)
         });
     }
@@ -339,7 +353,8 @@ impl Default for Signals {
     }
 }
 
-#[cfg(test)]
+// The stage's process is `sleep`, and the check that it is gone is `kill -0`.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::flags::TargetChoice;

@@ -84,19 +84,26 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urge
         if !kept.is_empty() {
             run.note(format!("kept {}", kept.join(" and ")));
         }
-        run.skip(
-            Stage::Teardown,
-            match run.options.keep {
-                Keep::Always if run.options.command == "docker-up" => {
-                    "kept: docker-up leaves its stack up"
-                }
-                Keep::Always => "kept (--keep)",
-                _ => "kept (--keep-on-failure)",
-            },
-        );
+        let reason = match run.options.keep {
+            Keep::Always if run.options.command == "docker-up" => {
+                "kept: docker-up leaves its stack up"
+            }
+            Keep::Always => "kept (--keep)",
+            _ => "kept (--keep-on-failure)",
+        };
+        // A kept stack stays, but a lost engine is still brought back.
+        let lost = lock(&run.engine_lost).clone();
+        if let Some(lost) = lost {
+            let mut clock = StageClock::start(run, Stage::Teardown);
+            super::watch::recover(run, &lost, &mut clock).await;
+            clock.finish_as(StageOutcome::Skipped(reason.to_owned()));
+            return;
+        }
+        run.skip(Stage::Teardown, reason);
         return;
     }
-    if stack.is_none() && stack_run_id.is_none() && local.is_none() {
+    let lost = lock(&run.engine_lost).clone();
+    if stack.is_none() && stack_run_id.is_none() && local.is_none() && lost.is_none() {
         if let Some(follow) = follow.take() {
             follow.stop().await;
         }
@@ -107,6 +114,15 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urge
     if let Some(follow) = follow.take() {
         follow.stop().await;
     }
+    // The engine went away mid-run: restored as at the start, then the stack is removed from it,
+    // all within the loss's budget.
+    let engine_back = match &lost {
+        Some(lost) => super::watch::recover(run, lost, &mut clock).await,
+        None => true,
+    };
+    let down_deadline = lost.as_ref().map_or(Duration::from_secs(120), |lost| {
+        lost.deadline().saturating_duration_since(Instant::now())
+    });
     if let Some(mut local) = local {
         let started = Instant::now();
         let stopped = local.stop().await;
@@ -116,7 +132,13 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urge
             stopped.join("; "),
         ));
     }
-    if stack.is_some() || stack_run_id.is_some() {
+    if (stack.is_some() || stack_run_id.is_some()) && !engine_back {
+        clock.step(Check::failed(
+            "stack down",
+            Duration::ZERO,
+            "the engine is not back: the stack stays recorded, and `cargo xtask docker-down --all` removes it once the engine answers",
+        ));
+    } else if stack.is_some() || stack_run_id.is_some() {
         let started = Instant::now();
         if stack.is_none() {
             // `compose up` was cut short: wait until its process group has ended (at most its
@@ -129,7 +151,7 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urge
             unfinished_stack(run, stack_run_id.as_deref().unwrap_or(&run.run_id))
         });
         let result = tokio::time::timeout(
-            Duration::from_secs(120),
+            down_deadline,
             crate::stack::down_with(&run.config, &stack, urgency),
         )
         .await;
@@ -139,7 +161,10 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urge
             Err(_) => Check::failed(
                 "stack down",
                 started.elapsed(),
-                "did not finish within 120s",
+                format!(
+                    "did not finish within {}",
+                    crate::ui::duration(down_deadline)
+                ),
             ),
         });
     }
@@ -159,6 +184,11 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
         .as_ref()
         .expect("a stack run id is only recorded with a [stack]");
     let isolated = run.options.isolation == super::run::Isolation::Isolated;
+    let engine = lock(&run.engine).clone();
+    let mut compose_env = crate::stack::compose_env(stack, isolated);
+    if let Some(engine) = &engine {
+        compose_env.extend(crate::stack::up::engine_env(engine));
+    }
     StackState {
         run_id: run_id.to_owned(),
         project: crate::stack::project_name(&run.config, run_id, isolated),
@@ -167,7 +197,8 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
         services: stack.services.clone(),
         endpoints: Default::default(),
         isolated,
-        compose_env: crate::stack::compose_env(stack, isolated),
+        compose_env,
+        engine: engine.map(|e| e.info.host),
         started_unix_ms: crate::state::unix_ms(),
     }
 }

@@ -249,8 +249,7 @@ impl Cmd {
         let mut std_cmd = self.std_command();
         std_cmd.stdout(log.try_clone()?).stderr(log);
         sys::before_spawn_daemon(&mut std_cmd);
-        let child = std_cmd
-            .spawn()
+        let child = sys::spawn_daemon(&mut std_cmd)
             .with_context(|| format!("cannot run `{}`", self.display()))?;
         Ok(Daemon(child))
     }
@@ -311,11 +310,13 @@ pub struct Finished {
     pub elapsed: Duration,
     /// It was stopped at its deadline.
     pub timed_out: bool,
+    /// It was stopped before its deadline because the caller asked ([`Process::wait_or_stop`]).
+    pub stopped: bool,
 }
 
 impl Finished {
     pub fn success(&self) -> bool {
-        !self.timed_out && self.status.is_some_and(|s| s.success())
+        !self.timed_out && !self.stopped && self.status.is_some_and(|s| s.success())
     }
 
     pub fn code(&self) -> Option<i32> {
@@ -493,6 +494,8 @@ impl Process {
     /// it with [`Cmd::output_to_file`]: a captured stream would end with the harness.
     pub fn detach(self) -> Option<u32> {
         let pid = self.pid();
+        // A Job object would end its processes with the harness's exit.
+        self.group.release();
         // Our Drop would stop the group and the child handle's kill-on-drop would kill the
         // leader: leak both on purpose (the harness is about to exit).
         std::mem::forget(self);
@@ -518,6 +521,39 @@ impl Process {
             }
         };
         Ok(self.finish(status, timed_out).await)
+    }
+
+    /// [`Process::wait`], and when `stop` completes first, what the deadline would do: its
+    /// signals (a runner writes its report on the interrupt), then the kill. Such an end is
+    /// [`Finished::stopped`].
+    pub async fn wait_or_stop(
+        mut self,
+        deadline: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Finished> {
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(deadline, self.child.wait()) => Some(waited),
+            () = stop => None,
+        };
+        match waited {
+            Some(Ok(status)) => {
+                let status =
+                    status.with_context(|| format!("cannot wait for `{}`", self.command))?;
+                Ok(self.finish(Some(status), false).await)
+            }
+            Some(Err(_)) => {
+                let steps = self.on_deadline.clone();
+                let status = self.escalate(&steps).await;
+                Ok(self.finish(status, true).await)
+            }
+            None => {
+                let steps = self.on_deadline.clone();
+                let status = self.escalate(&steps).await;
+                let mut finished = self.finish(status, false).await;
+                finished.stopped = true;
+                Ok(finished)
+            }
+        }
     }
 
     /// Stops it now: terminate, its stop grace, kill. Returns what it left.
@@ -566,6 +602,7 @@ impl Process {
             dropped: collected.combined.dropped,
             elapsed: self.started.elapsed(),
             timed_out,
+            stopped: false,
         }
     }
 }
@@ -655,9 +692,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(unix)]
 #[path = "unix.rs"]
 mod sys;
-#[cfg(not(unix))]
-#[path = "other.rs"]
+#[cfg(windows)]
+#[path = "windows.rs"]
 mod sys;
+
+#[cfg(windows)]
+pub use sys::start_time;
+pub use sys::{ended_by_us, pid_alive};
 
 mod output;
 use output::{read_stream, Collected, Tail};

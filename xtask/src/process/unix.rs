@@ -23,6 +23,10 @@ pub fn before_spawn_daemon(command: &mut std::process::Command) {
     };
 }
 
+pub fn spawn_daemon(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    command.spawn()
+}
+
 /// A process group the harness created (its leader's pid).
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -66,6 +70,9 @@ impl Group {
         }
         only_zombies_in(pgid)
     }
+
+    /// Nothing holds a group to the harness's life on Unix: a detached group simply runs on.
+    pub fn release(&self) {}
 }
 
 /// Whether every process of group `pgid` is a zombie, from /proc (Linux).
@@ -107,6 +114,22 @@ fn only_zombies_in(pgid: libc::pid_t) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn only_zombies_in(_pgid: libc::pid_t) -> bool {
     false
+}
+
+/// Whether a process with this pid exists (a zombie counts until it is reaped).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether the process took the kill at the end of its grace (or could not be waited for at all).
+pub fn ended_by_us(status: Option<ExitStatus>) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.is_none_or(|status| status.signal() == Some(libc::SIGKILL))
 }
 
 pub fn describe(status: ExitStatus) -> String {

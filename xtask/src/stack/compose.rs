@@ -504,6 +504,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)] // `sh` stands in for compose
     #[tokio::test]
     async fn a_call_carries_env_and_directory_and_renders_without_a_shell() {
         let dir = tempfile::tempdir().unwrap();
@@ -558,6 +559,7 @@ mod tests {
         assert_ne!(with_dotenv, p.model_key());
     }
 
+    #[cfg(unix)] // `sh` stands in for compose
     #[tokio::test]
     async fn a_call_past_its_deadline_is_stopped_and_named() {
         let error = run_checked(Cmd::new("sleep").arg("30"), Duration::from_millis(200))
@@ -575,6 +577,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)] // `sh` stands in for compose
     #[tokio::test]
     async fn a_failed_call_names_the_command_and_the_end_of_its_stderr() {
         let script = "for i in $(seq 1 80); do echo \"line $i\" >&2; done; echo out; exit 3";

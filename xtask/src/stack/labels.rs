@@ -180,7 +180,14 @@ mod tests {
     #[test]
     fn override_labels_everything_but_externals_and_keeps_the_version() {
         let config = config("/repo");
-        let labels = state::run_labels(&config, "r1", &state::Owner { pid: 42 });
+        let labels = state::run_labels(
+            &config,
+            "r1",
+            &state::Owner {
+                pid: 42,
+                ..Default::default()
+            },
+        );
         assert_eq!(labels[LABEL_PID], "42");
         assert_eq!(labels[LABEL_ROOT], state::root_digest(Path::new("/repo")));
         let value = labels_override(&model(), &labels);
@@ -226,7 +233,14 @@ mod tests {
     #[test]
     fn built_services_get_an_image_name_of_the_checkout_labelled_with_its_root() {
         let (one, other) = (config("/work/one"), config("/work/other"));
-        let labels = state::run_labels(&one, "r1", &state::Owner { pid: 42 });
+        let labels = state::run_labels(
+            &one,
+            "r1",
+            &state::Owner {
+                pid: 42,
+                ..Default::default()
+            },
+        );
         let value = with_checkout_images(labels_override(&model(), &labels), &model(), &one);
         let tag = checkout_tag(Path::new("/work/one"));
         assert_eq!(tag.len(), "xtask-".len() + 8);

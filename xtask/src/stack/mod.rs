@@ -4,11 +4,11 @@
 //! [labels] (the labels override and per-checkout image names), [prepare] (all of that before
 //! the engine is needed), [record] (the stack's entries in the run store), [watch] (readiness as
 //! a pure state machine), [containers] (the engine calls the wait and health make), [probe] (the
-//! harness's own readiness probes), [order] (dependency order on that readiness), [up], [reuse]
-//! (warm stacks), [follow] (every container's logs and state changes for the whole run), [health],
-//! [stop] (a run's containers, each with its grace, or quickly after a signal),
-//! [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
-//! `health`, `docker-down`: the only part that prints).
+//! harness's own readiness probes), `podman` (healthchecks podman without systemd does not run),
+//! [order] (dependency order on that readiness), [up], [reuse] (warm stacks), [follow] (every
+//! container's logs and state changes for the whole run), [health], [stop] (a run's containers,
+//! each with its grace, or quickly after a signal), [down] (and the sweep of dead runs'
+//! leftovers), and [commands] (`docker-up`, `health`, `docker-down`: the only part that prints).
 //!
 //! CONTRACT (the gate, `monitor` and `ws-check` call these; none of them print):
 //! - [`prepare`]`(config, &UpOptions) -> Prepared` (no engine needed) then
@@ -38,6 +38,8 @@ pub mod record;
 pub mod containers;
 pub mod watch;
 pub mod probe;
+// Healthchecks the engine does not run itself (podman without systemd).
+mod podman;
 pub mod order;
 pub mod up;
 pub mod reuse;

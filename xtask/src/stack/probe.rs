@@ -88,17 +88,23 @@ pub fn healthcheck_probe(response: &ContainerInspectResponse) -> Option<ProbeSpe
 }
 
 /// The `[stack.ready]` probe of a service, its template resolved against the ports its
-/// container publishes. `Err` says why it cannot be resolved (yet).
+/// container publishes and the engine's host (`{engine_host}`: where a remote engine publishes
+/// them). `Err` says why it cannot be resolved (yet).
 pub fn ready_probe(
     service: &str,
     template: &str,
     response: &ContainerInspectResponse,
+    engine_host: &str,
     timeout: Duration,
 ) -> Result<ProbeSpec, String> {
     let mut ports = PublishedPorts::default();
     ports.add(service, response);
     let templates = BTreeMap::from([(format!("stack.ready.{service}"), template.to_owned())]);
-    let resolved = crate::endpoints::resolve_all(&templates, &ports)?;
+    let lookup = crate::endpoints::OnEngine {
+        ports: &ports,
+        engine_host,
+    };
+    let resolved = crate::endpoints::resolve_all(&templates, &lookup)?;
     let url = resolved.into_values().next().unwrap_or_default();
     match url.strip_prefix("tcp://") {
         Some(address) => Ok(ProbeSpec::Tcp {
@@ -256,6 +262,8 @@ pub struct Probes {
     interval: Duration,
     /// `[stack.ready]` templates, by service.
     ready: BTreeMap<String, String>,
+    /// `{engine_host}` in those templates.
+    engine_host: String,
     /// How long one `[stack.ready]` probe may take.
     ready_timeout: Duration,
     /// What an `https://` `[stack.ready]` probe trusts.
@@ -275,12 +283,14 @@ impl Probes {
     pub fn new(
         interval: Duration,
         ready: BTreeMap<String, String>,
+        engine_host: String,
         tls: crate::tls::Tls,
     ) -> Probes {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         Probes {
             interval,
             ready,
+            engine_host,
             ready_timeout: Duration::from_secs(2),
             tls,
             specs: BTreeMap::new(),
@@ -322,10 +332,9 @@ impl Probes {
                         None::<bollard::query_parameters::InspectContainerOptions>,
                     )
                     .await;
-                match response
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| ready_probe(service, template, &r, self.ready_timeout))
-                {
+                match response.map_err(|e| e.to_string()).and_then(|r| {
+                    ready_probe(service, template, &r, &self.engine_host, self.ready_timeout)
+                }) {
                     Ok(spec) => spec,
                     Err(problem) => {
                         self.problems.insert(container.to_owned(), problem);
@@ -442,6 +451,7 @@ mod tests {
                 "cache",
                 "tcp://127.0.0.1:{port:cache:6379}",
                 &response,
+                "127.0.0.1",
                 second
             ),
             Ok(ProbeSpec::Tcp {
@@ -454,6 +464,7 @@ mod tests {
                 "cache",
                 "http://127.0.0.1:{port:cache:6379}/up",
                 &response,
+                "127.0.0.1",
                 second
             ),
             Ok(ProbeSpec::Http {
@@ -461,8 +472,28 @@ mod tests {
                 timeout: second
             })
         );
-        let error =
-            ready_probe("cache", "tcp://127.0.0.1:{port:cache:1}", &response, second).unwrap_err();
+        // On a remote engine, where it publishes ports.
+        assert_eq!(
+            ready_probe(
+                "cache",
+                "tcp://{engine_host}:{port:cache:6379}",
+                &response,
+                "10.0.3.2",
+                second
+            ),
+            Ok(ProbeSpec::Tcp {
+                address: "10.0.3.2:40001".into(),
+                timeout: second
+            })
+        );
+        let error = ready_probe(
+            "cache",
+            "tcp://127.0.0.1:{port:cache:1}",
+            &response,
+            "127.0.0.1",
+            second,
+        )
+        .unwrap_err();
         assert!(error.contains("publishes no host port"), "{error}");
     }
 

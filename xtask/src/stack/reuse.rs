@@ -232,6 +232,19 @@ pub async fn take(
     let mut attempt = Attempt::default();
     for record in warm {
         let run_id = &record.stack.run_id;
+        // A warm stack on another engine (a remote one, podman) is that engine's: neither taken
+        // nor removed from here.
+        if let Some(other) = record
+            .stack
+            .engine
+            .as_deref()
+            .filter(|host| *host != engine.info.host)
+        {
+            attempt.notes.push(format!(
+                "warm stack {run_id} runs on another engine ({other}): left as it is"
+            ));
+            continue;
+        }
         let Some(lease) = try_lease(config, run_id)? else {
             attempt
                 .notes
@@ -336,6 +349,7 @@ async fn check(
                     service,
                     template,
                     response,
+                    &engine.info.engine_host,
                     Duration::from_secs(2),
                 )?)),
                 None => match recent_engine_check(response) {
@@ -403,7 +417,13 @@ async fn check(
         ports.add(&inspected.service, response);
     }
     let resolving = Instant::now();
-    let endpoints = crate::endpoints::resolve_all(&config.endpoints, &ports)?;
+    let endpoints = crate::endpoints::resolve_all(
+        &config.endpoints,
+        &crate::endpoints::OnEngine {
+            ports: &ports,
+            engine_host: &engine.info.engine_host,
+        },
+    )?;
     let endpoints_check = Check::passed(
         "endpoints resolved",
         resolving.elapsed(),
@@ -412,7 +432,7 @@ async fn check(
     let mut state = record.stack.clone();
     state.endpoints = endpoints.clone();
     if !stack.speed.reset.is_empty() {
-        reset(config, &state, &stack.speed.reset).await?;
+        reset(config, engine, &state, &stack.speed.reset).await?;
     }
     Ok(UpReport {
         run_id: state.run_id.clone(),
@@ -479,13 +499,21 @@ fn recent_engine_check(response: &ContainerInspectResponse) -> Option<Duration> 
 }
 
 /// `stack.reset`, run in the configuration's directory with what a suite receives about the
-/// stack (`<NAME>_URL`, `XTASK_COMPOSE_PROJECT`, `XTASK_COMPOSE_FILE`, `XTASK_RUN_ID`).
-async fn reset(config: &Config, state: &StackState, argv: &[String]) -> Result<(), String> {
-    let mut env: Vec<(String, String)> = state
-        .endpoints
-        .iter()
-        .map(|(name, url)| (crate::endpoints::env_name(name), url.clone()))
-        .collect();
+/// stack (`<NAME>_URL`, `XTASK_COMPOSE_PROJECT`, `XTASK_COMPOSE_FILE`, `XTASK_RUN_ID`) and its
+/// engine (`DOCKER_HOST`, `XTASK_ENGINE_HOST`: [super::up::engine_env]).
+async fn reset(
+    config: &Config,
+    engine: &Engine,
+    state: &StackState,
+    argv: &[String],
+) -> Result<(), String> {
+    let mut env: Vec<(String, String)> = super::up::engine_env(engine).into_iter().collect();
+    env.extend(
+        state
+            .endpoints
+            .iter()
+            .map(|(name, url)| (crate::endpoints::env_name(name), url.clone())),
+    );
     env.push(("XTASK_COMPOSE_PROJECT".into(), state.project.clone()));
     env.push((
         "XTASK_COMPOSE_FILE".into(),

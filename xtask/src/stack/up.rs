@@ -35,7 +35,7 @@ use crate::endpoints;
 use crate::engine::Engine;
 use crate::process::Finished;
 use crate::report::{Check, Outcome};
-use crate::state::{self, Owner, ServiceRecord, StackState};
+use crate::state::{self, ServiceRecord, StackState};
 use crate::ui;
 
 /// Brings the stack up and waits until every service is healthy: [`prepare`], then [`start`].
@@ -55,11 +55,11 @@ pub async fn start(
     let stack = stack_cfg(config)?;
     let Prepared {
         run_id,
-        owner_pid,
+        owner,
         keep,
         isolated,
         compose,
-        project,
+        mut project,
         model,
         began,
         ..
@@ -72,10 +72,9 @@ pub async fn start(
         StartMode::Compose => false,
         StartMode::Auto => !compose.is_v1(),
     };
-    let mut project = project;
-    // A TLS engine reaches compose as the docker CLI reads it; recorded with the stack's
-    // environment, so that `down` later goes to the same engine.
-    project.env.extend(engine.host.tls_env());
+    // One engine for everything: compose talks to the engine the harness found (a context, a
+    // known socket, podman's), not to its own default.
+    project.env.extend(engine_env(engine));
     let project_name = project.name.clone();
     let mut stack_state = StackState {
         run_id: run_id.clone(),
@@ -86,19 +85,23 @@ pub async fn start(
         endpoints: BTreeMap::new(),
         isolated,
         compose_env: project.env.clone(),
+        engine: Some(engine.info.host.clone()),
         started_unix_ms: state::unix_ms(),
     };
     // The record before anything is created: a run killed halfway is found.
-    record::begin(config, &stack_state, Owner { pid: owner_pid }, keep)?;
+    record::begin(config, &stack_state, owner, keep)?;
 
     // Follow the engine first, then act: the subscription replays from `watch_from`.
     let docker = &engine.docker;
     let watch_from = SystemTime::now();
     let (mut events, _events_task) = subscribe(docker, &project_name, watch_from);
+    // Podman without systemd runs no healthcheck: the wait asks it to.
+    let mut podman_healthchecks = super::podman::Healthchecks::for_engine(engine);
     // Services a `service_healthy` condition waits on are watched too when the harness starts
-    // their dependents, although `[stack] services` may not list them.
+    // their dependents, or when the engine must be asked to run their healthchecks (compose
+    // waits for their engine status), although `[stack] services` may not list them.
     let mut watched = stack.services.clone();
-    if ordered {
+    if ordered || podman_healthchecks.is_some() {
         for service in StartOrder::awaited_healthy(&model) {
             if !watched.contains(&service) && model.services.contains_key(&service) {
                 watched.push(service);
@@ -110,6 +113,7 @@ pub async fn start(
     let mut probes = Probes::new(
         Duration::from_millis(stack.speed.probe_interval_ms),
         stack.speed.ready.clone(),
+        engine.info.engine_host.clone(),
         crate::tls::Tls::of(config),
     );
     let before: Vec<(Inspected, ContainerInspectResponse)> =
@@ -238,6 +242,10 @@ pub async fn start(
                 if ordered && !compose.is_v1() && up_result.is_none() && event.action == "create" && starts_at_once(&model, &event.service) {
                     start_early(docker, &event.container).await;
                 }
+                if event.action == "health_status" {
+                    // Podman's event does not say which status: the container does.
+                    event.action = super::podman::health_action(docker, &event.container).await;
+                }
                 for change in watch.on_event(&event, SystemTime::now()) {
                     report_change(&options.progress, &change, &mut failed, &mut starter);
                 }
@@ -299,6 +307,9 @@ pub async fn start(
                     last_tick = Instant::now();
                     let mut pending = watch.pending(SystemTime::now());
                     pending.retain(|(service, _)| stack.services.contains(service));
+                    if let Some(healthchecks) = &mut podman_healthchecks {
+                        healthchecks.tick(docker, watch.awaiting_health()).await;
+                    }
                     emit(&options.progress, UpEvent::Waiting {
                         elapsed: began.elapsed(),
                         pending,
@@ -331,10 +342,12 @@ pub async fn start(
                 format!("{compose}, project {project_name}")
             },
         ),
+        // What compose said is the message itself (a person reads the step's line, not only
+        // the report's case body): the failed call, then the end of its stderr.
         Some(Ok(finished)) => Check::failed(
             "compose up",
             finished.elapsed,
-            compose::describe_failure(finished, up_timeout),
+            format!("{}", compose::failure(finished, up_timeout)),
         )
         .with_output(finished.stderr_tail(compose::STDERR_LINES)),
         Some(Err(e)) => Check::failed("compose up", up_elapsed, format!("{e:#}")),
@@ -440,7 +453,11 @@ pub async fn start(
                 ports.add(&inspected.service, response);
             }
         }
-        match endpoints::resolve_all(&config.endpoints, &ports) {
+        let lookup = endpoints::OnEngine {
+            ports: &ports,
+            engine_host: &engine.info.engine_host,
+        };
+        match endpoints::resolve_all(&config.endpoints, &lookup) {
             Ok(resolved) => (
                 Check::passed(
                     "endpoints resolved",
@@ -491,6 +508,32 @@ pub async fn start(
         waited,
         state: stack_state,
     })
+}
+
+/// What every compose call of a run (and its suites) gets besides `[stack] env`: `DOCKER_HOST`,
+/// the engine the harness uses (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for a TLS
+/// engine), and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
+/// it: `"${XTASK_ENGINE_HOST-127.0.0.1}:8080:8080"` binds loopback here and the engine's own
+/// address on a remote engine).
+///
+/// On podman also `DOCKER_BUILDKIT=0` (unless the caller set it): podman's compatible API has no
+/// BuildKit, and compose v2 would otherwise try to run a BuildKit container of its own (pulled
+/// from a registry).
+pub fn engine_env(engine: &Engine) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([
+        ("DOCKER_HOST".to_owned(), engine.info.host.clone()),
+        (
+            "XTASK_ENGINE_HOST".to_owned(),
+            engine.info.engine_host.clone(),
+        ),
+    ]);
+    // A TLS engine as the docker CLI reads it (recorded with the stack's environment, so that
+    // `down` later reaches it the same way).
+    env.extend(engine.host.tls_env());
+    if engine.info.podman && std::env::var_os("DOCKER_BUILDKIT").is_none() {
+        env.insert("DOCKER_BUILDKIT".to_owned(), "0".to_owned());
+    }
+    env
 }
 
 fn report_change(

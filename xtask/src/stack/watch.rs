@@ -103,6 +103,8 @@ struct Tracked {
     /// The first passing probe of the harness, and the engine's first healthy status.
     probe_at: Option<SystemTime>,
     engine_at: Option<SystemTime>,
+    /// The engine's health status is healthy (its time may be unknown: `engine_at`).
+    engine_healthy: bool,
 }
 
 impl Tracked {
@@ -281,6 +283,21 @@ impl Watch {
         self.services.get(service)?.get(container)?.healthcheck
     }
 
+    /// Live containers with a healthcheck whose engine has not said healthy yet, ready by the
+    /// harness's probe or not: compose's `service_healthy` waits for the engine's own status, and
+    /// the report gives the engine's time (an engine that runs no healthchecks is asked to).
+    pub fn awaiting_health(&self) -> Vec<String> {
+        self.services
+            .values()
+            .flat_map(|containers| {
+                containers
+                    .iter()
+                    .filter(|(_, t)| t.live() && t.healthcheck == Some(true) && !t.engine_healthy)
+                    .map(|(id, _)| id.clone())
+            })
+            .collect()
+    }
+
     /// Services not ready yet, each with how long its newest container has run.
     pub fn pending(&self, now: SystemTime) -> Vec<(String, Option<Duration>)> {
         self.services
@@ -319,6 +336,7 @@ impl Watch {
                 tracked.running = inspected.running;
             }
             let healthy = inspected.health == Some(HealthStatusEnum::HEALTHY);
+            tracked.engine_healthy = healthy;
             if healthy && tracked.engine_at.is_none() {
                 tracked.engine_at = inspected.first_healthy;
             }
@@ -468,6 +486,7 @@ impl Watch {
                 tracked.signal = None;
                 tracked.probe_at = None;
                 tracked.engine_at = None;
+                tracked.engine_healthy = false;
                 if let Some(healthcheck) = event.healthcheck {
                     tracked.healthcheck = Some(healthcheck);
                 }
@@ -506,6 +525,7 @@ impl Watch {
                 match status.as_str() {
                     "healthy" => {
                         tracked.healthcheck = Some(true);
+                        tracked.engine_healthy = true;
                         tracked.engine_at.get_or_insert(event.time);
                         tracked.mark_ready(event.time, Signal::Engine, now);
                         let change = self.settle(&service);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::live::NextestLines;
 use super::{
-    add_error, child_env, command_line, errored, file_stem, printed, results_dir, runner, SuiteEnv,
-    SuiteRun,
+    add_error, child_env, command_line, errored, file_stem, printed, results_dir, run_runner,
+    runner, stopped_reason, SuiteEnv, SuiteRun,
 };
 use crate::config::{Config, SuiteCfg};
 use crate::flags::Shard;
@@ -223,7 +223,7 @@ pub(super) async fn run_nextest(
                 }
             }));
     }
-    let run = match command.output(remaining).await {
+    let run = match run_runner(command, remaining, env).await {
         Ok(run) => run,
         Err(e) => {
             return errored(
@@ -255,6 +255,8 @@ pub(super) async fn run_nextest(
                 "not finished: the suite timed out after {}s",
                 deadline.as_secs()
             )
+        } else if run.stopped {
+            stopped_reason(env)
         } else if !run.success() {
             format!("not run: cargo nextest run ended ({})", run.describe())
         } else if !suite_run.extra_args.is_empty() {
@@ -274,6 +276,9 @@ pub(super) async fn run_nextest(
     use nextest_metadata::NextestExitCode as Code;
     let problem = if run.timed_out {
         Some(format!("timed out after {}s", deadline.as_secs()))
+    } else if run.stopped {
+        // Whoever stopped it reports why (the gate: one case for the lost engine).
+        None
     } else {
         match run.code() {
             Some(Code::OK) => None,

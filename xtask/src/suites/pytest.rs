@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::live::Follower;
 use super::{
-    add_error, child_env, command_line, errored, file_stem, printed, results_dir, runner, shard_of,
-    Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
+    add_error, child_env, command_line, errored, file_stem, printed, results_dir, run_runner,
+    runner, shard_of, stopped_reason, Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
 };
 use crate::config::{Config, SuiteCfg};
 use crate::junit::{self, Case, Status, SuiteResult};
@@ -323,10 +323,10 @@ pub(super) async fn run_pytest(
         Mode::Collect => args.push("--collect-only".into()),
     }
 
-    let python_path = match std::env::var("PYTHONPATH") {
-        Ok(existing) if !existing.is_empty() => format!("{}:{existing}", plugin_dir.display()),
-        _ => plugin_dir.display().to_string(),
-    };
+    let python_path = super::python::prepend_to_search_path(
+        &plugin_dir,
+        std::env::var("PYTHONPATH").ok().as_deref(),
+    );
     let command = runner(Cmd::new(&py.python))
         .args(&args)
         .current_dir(&config.root)
@@ -368,7 +368,7 @@ pub(super) async fn run_pytest(
         )),
         _ => None,
     };
-    let run = command.output(deadline).await;
+    let run = run_runner(command, deadline, env).await;
     if let Some(follower) = follower {
         follower.finish().await;
     }
@@ -473,6 +473,7 @@ pub(super) async fn run_pytest(
                     deadline.as_secs()
                 )
             }
+            None if run.stopped => stopped_reason(env),
             None => continue,
         };
         cases.push(Case::skipped(classname, name, reason));
@@ -488,6 +489,9 @@ pub(super) async fn run_pytest(
 
     let problem = if run.timed_out {
         Some(format!("timed out after {}s", deadline.as_secs()))
+    } else if run.stopped {
+        // Whoever stopped it reports why (the gate: one case for the lost engine).
+        None
     } else {
         match run.code() {
             Some(0) => None,
@@ -508,7 +512,7 @@ pub(super) async fn run_pytest(
         }
     };
     let problem = problem.or_else(|| {
-        (!xml_exists && run.code() != Some(5))
+        (!xml_exists && run.code() != Some(5) && !run.stopped)
             .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
     });
     if let Some(problem) = problem {

@@ -157,6 +157,20 @@ const CASES: &[(&str, &str, &str, usize, &str)] = &[
         15,
         "stack.interrupt_stop_timeout_s",
     ),
+    (
+        "engine_host outside [endpoints]",
+        "url = \"{web}/ws\"",
+        "url = \"ws://{engine_host}:80/ws\"",
+        20,
+        "ws_check.url",
+    ),
+    (
+        "an endpoint named engine_host",
+        "web = \"http://127.0.0.1:{port:web:80}\"",
+        "web = \"http://127.0.0.1:{port:web:80}\"\nengine_host = \"http://x\"",
+        18,
+        "endpoints.engine_host",
+    ),
 ];
 
 fn project_with(harness: &str) -> tempfile::TempDir {
@@ -195,6 +209,20 @@ fn a_staging_ca_file_is_resolved_against_the_file() {
     let ca_file = config.targets.staging.unwrap().ca_file.unwrap();
     assert!(ca_file.is_absolute(), "{}", ca_file.display());
     assert!(ca_file.ends_with("certs/ca.pem"), "{}", ca_file.display());
+}
+
+#[test]
+fn engine_host_is_a_placeholder_of_endpoints() {
+    let dir = project_with(&GOOD.replacen(
+        "web = \"http://127.0.0.1:{port:web:80}\"",
+        "web = \"http://{engine_host}:{port:web:80}\"",
+        1,
+    ));
+    let config = xtask::config::load(Some(&dir.path().join("harness.toml"))).unwrap();
+    assert_eq!(
+        config.endpoints["web"],
+        "http://{engine_host}:{port:web:80}"
+    );
 }
 
 #[test]

@@ -1,8 +1,15 @@
 //! Integration tests, one binary: one module per area. Tests that need the engine use the real one.
+//!
+//! Unix only: they drive a real dockerd, compose, `sh` and /proc. The Windows code is covered by
+//! the library's tests, which `cargo xtask ci` runs as a Windows program under Wine.
+#![cfg(unix)]
 
 mod config;
 mod contract;
+mod daemons;
 mod engine;
+mod engines;
+mod engines_shared;
 mod gate;
 mod hook;
 mod images;

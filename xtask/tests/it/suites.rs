@@ -62,6 +62,7 @@ fn env(target: TargetKind) -> SuiteEnv {
         extra: BTreeMap::new(),
         skip_markers: Vec::new(),
         secrets: Vec::new(),
+        stop: None,
     }
 }
 

@@ -33,6 +33,8 @@ fn healthy_event_makes_a_service_ready_with_its_times() {
     let changes = watch.on_event(&start, at(1_101));
     assert!(matches!(&changes[0], Change::Started { service } if service == "db"));
     assert!(watch.ready("db").is_none());
+    // Its healthcheck is what it waits for (an engine that runs none is asked to).
+    assert_eq!(watch.awaiting_health(), ["c1"]);
     let changes = watch.on_event(
         &event("health_status: healthy", "c1", "db", 3_600),
         at(3_603),
@@ -44,6 +46,7 @@ fn healthy_event_makes_a_service_ready_with_its_times() {
     assert_eq!(ready.after, Duration::from_millis(2_500));
     assert_eq!(ready.noticed, Some(Duration::from_millis(3)));
     assert!(!watch.all_ready());
+    assert!(watch.awaiting_health().is_empty());
     assert_eq!(watch.pending(at(4_000)), vec![("web".to_owned(), None)]);
 
     let mut start = event("start", "c2", "web", 4_000);
@@ -238,12 +241,16 @@ fn a_passing_probe_makes_a_service_ready_before_the_engine_and_both_times_are_ke
     assert_eq!(ready.probe_after, Some(Duration::from_millis(250)));
     assert_eq!(ready.engine_after, None);
     assert!(!watch.starting_container("db", "c1"));
+    // Ready for the harness, not yet for the engine: compose's `service_healthy` waits for the
+    // engine's status, so an engine that runs no healthchecks is still asked to.
+    assert_eq!(watch.awaiting_health(), ["c1"]);
     // The engine's own check a moment later adds its time, and changes nothing else.
     let changes = watch.on_event(
         &event("health_status: healthy", "c1", "db", 2_000),
         at(2_001),
     );
     assert!(changes.is_empty(), "{changes:?}");
+    assert!(watch.awaiting_health().is_empty());
     let ready = watch.ready("db").unwrap();
     assert_eq!(ready.signal, Signal::Probe);
     assert_eq!(ready.after, Duration::from_millis(250));
