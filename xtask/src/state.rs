@@ -296,10 +296,11 @@ pub fn run_labels(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn stack(run_id: &str, started_unix_ms: u64) -> StackState {
+    /// A recorded stack for tests (also the stack record's).
+    pub(crate) fn stack(run_id: &str, started_unix_ms: u64) -> StackState {
         StackState {
             run_id: run_id.into(),
             project: format!("p-{run_id}"),

@@ -74,15 +74,7 @@ pub async fn restore_with(
         let started_by_harness = harness_started(config, &candidate.host);
         let engine =
             finish_connect(docker, &candidate.host, started_by_harness, time_to_answer).await?;
-        checks.push(available_check(&engine, &discovery, time_to_answer));
-        checks.push(response_check(config, time_to_answer, None));
-        return Ok(Restoration {
-            engine,
-            checks,
-            discovery,
-            start_method: None,
-            pid: None,
-        });
+        return Ok(answered(config, engine, checks, discovery, time_to_answer));
     }
 
     let target = start_target(&list).ok_or_else(|| {
@@ -141,15 +133,7 @@ pub async fn restore_with(
             let engine = finish_connect(docker, &target.host, false, time_to_answer).await?;
             discovery.chosen = Some(target.host.url());
             discovery.reason = format!("{}, answered while the harness waited", target.source);
-            checks.push(available_check(&engine, &discovery, time_to_answer));
-            checks.push(response_check(config, time_to_answer, None));
-            return Ok(Restoration {
-                engine,
-                checks,
-                discovery,
-                start_method: None,
-                pid: None,
-            });
+            return Ok(answered(config, engine, checks, discovery, time_to_answer));
         }
     }
 
@@ -397,6 +381,25 @@ fn settle_containerd_pid_file(
         ));
     }
     Ok(())
+}
+
+/// An engine that answered without the harness starting it: its checks and the restoration.
+fn answered(
+    config: &Config,
+    engine: Engine,
+    mut checks: Vec<Check>,
+    discovery: Discovery,
+    time_to_answer: Duration,
+) -> Restoration {
+    checks.push(available_check(&engine, &discovery, time_to_answer));
+    checks.push(response_check(config, time_to_answer, None));
+    Restoration {
+        engine,
+        checks,
+        discovery,
+        start_method: None,
+        pid: None,
+    }
 }
 
 fn available_check(engine: &Engine, discovery: &Discovery, time_to_answer: Duration) -> Check {

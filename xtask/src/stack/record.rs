@@ -153,20 +153,7 @@ pub fn choose(config: &Config, run: Option<&str>) -> anyhow::Result<Option<Chose
 mod tests {
     use super::*;
 
-    fn stack(run_id: &str, started_unix_ms: u64) -> StackState {
-        StackState {
-            run_id: run_id.into(),
-            project: format!("p-{run_id}"),
-            compose_file: "compose.yaml".into(),
-            compose_flavour: "docker-compose".into(),
-            services: vec!["web".into()],
-            endpoints: BTreeMap::new(),
-            isolated: true,
-            compose_env: BTreeMap::new(),
-            engine: None,
-            started_unix_ms,
-        }
-    }
+    use crate::state::tests::stack;
 
     #[test]
     fn a_gate_run_beside_a_kept_stack_records_and_forgets_only_its_own() {
