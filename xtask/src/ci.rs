@@ -1,8 +1,9 @@
 //! `cargo xtask ci`: the project's own checks, exactly what `.ci/run` calls. On a fresh Debian
 //! machine it installs what is missing (Debian packages, compose v2 in a tool directory of its
 //! own), starts the engine through the same restoration code users get, then runs fmt, clippy,
-//! every test, the gate against the reference stack on compose v1 and on compose v2, and the
-//! platform checks ([`crate::cross`]: clippy for Windows and macOS, the library's tests under Wine).
+//! every test, the gate against the reference stack on compose v1 and on compose v2, and beside
+//! them the platform checks ([`crate::cross`]: clippy for Windows and macOS, the library's tests
+//! under Wine).
 
 use std::time::Instant;
 
@@ -74,7 +75,7 @@ impl crate::flags::Ci {
             ));
         }
         if self.platforms_only {
-            steps.extend(crate::cross::checks(&config.root).await);
+            steps.extend(crate::cross::checks(&config.root, &crate::cross::Show::Live).await);
             return finish(&steps);
         }
 
@@ -192,16 +193,37 @@ impl crate::flags::Ci {
                 )),
             }
         }
-        for (name, command) in cargo_steps {
-            ui::say(format!("ci: {name}"));
-            let started = Instant::now();
-            let result = command.run();
-            steps.push(match result {
-                Ok(()) => Check::passed(name, started.elapsed(), "ok"),
-                Err(e) => Check::failed(name, started.elapsed(), e.to_string()),
-            });
+        // The platform checks need neither the engine nor the host build (they build in a
+        // target directory of their own): they run beside the steps below, their output in logs.
+        let cross_logs = config.work_dir().join("ci");
+        ui::say(format!(
+            "ci: platform checks, beside the other steps (output in {})",
+            cross_logs.display()
+        ));
+        let root = config.root.clone();
+        let cross = tokio::spawn(async move {
+            crate::cross::checks(&root, &crate::cross::Show::Logs(cross_logs)).await
+        });
+        // The steps block on their commands: the runtime moves the platform checks elsewhere.
+        tokio::task::block_in_place(|| {
+            for (name, command) in cargo_steps {
+                ui::say(format!("ci: {name}"));
+                let started = Instant::now();
+                let result = command.run();
+                steps.push(match result {
+                    Ok(()) => Check::passed(name, started.elapsed(), "ok"),
+                    Err(e) => Check::failed(name, started.elapsed(), e.to_string()),
+                });
+            }
+        });
+        match cross.await {
+            Ok(checks) => steps.extend(checks),
+            Err(e) => steps.push(Check::failed(
+                "platform checks",
+                std::time::Duration::ZERO,
+                format!("the platform checks' task ended: {e}"),
+            )),
         }
-        steps.extend(crate::cross::checks(&config.root).await);
         finish(&steps)
     }
 }

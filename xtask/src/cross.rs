@@ -4,7 +4,9 @@
 //! and the library's tests built for `x86_64-pc-windows-gnu` and run as a Windows program under
 //! Wine, with the `ProcessPrng` shim Wine 8 lacks (built with mingw from
 //! `ci/wine/bcryptprimitives.c` beside the test executable, never committed). Each is a row of
-//! its own in ci's table; the Wine row carries the test counts.
+//! its own in ci's table; the Wine row carries the test counts. They build in a target directory
+//! of their own (`target/cross`), so that ci runs them beside its other steps instead of waiting
+//! for cargo's lock on `target/` (see [`Show`]).
 //!
 //! Not here: installing mingw and Wine (ci's package step), the other checks ([`crate::ci`]).
 
@@ -41,11 +43,33 @@ const WINDOWS_WORDS: &[&str] = &["windows", "npipe", "desktop"];
 /// A cold build of the crate for one more target, with everything it depends on.
 const BUILD_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
+/// Where the checks' output goes.
+#[derive(Debug, Clone)]
+pub enum Show {
+    /// On the terminal, as it comes (`ci --platforms-only`).
+    Live,
+    /// Into one file a step in this directory (when they run beside ci's other steps, whose
+    /// output they would otherwise interleave); a failed step's row ends with its output's tail.
+    Logs(PathBuf),
+}
+
+impl Show {
+    fn apply(&self, cmd: Cmd, step: &str) -> Cmd {
+        match self {
+            Show::Live => cmd.show_output(),
+            Show::Logs(dir) => {
+                let _ = std::fs::create_dir_all(dir);
+                cmd.log_to(dir.join(format!("{step}.log")))
+            }
+        }
+    }
+}
+
 /// Every platform check, in order: the targets, clippy for each, the Wine run.
-pub async fn checks(root: &Path) -> Vec<Check> {
+pub async fn checks(root: &Path, show: &Show) -> Vec<Check> {
     let mut checks = vec![add_targets(root).await];
-    checks.extend(clippy(root).await);
-    checks.push(wine_tests(root).await);
+    checks.extend(clippy(root, show).await);
+    checks.push(wine_tests(root, show).await);
     checks
 }
 
@@ -74,7 +98,7 @@ pub async fn add_targets(root: &Path) -> Check {
 /// `cargo clippy -p xtask --all-targets --target T -- -D warnings`, one check per target, one
 /// after the other: cargo lets one build at a time use a target directory, and each already
 /// spreads its work over the cores.
-pub async fn clippy(root: &Path) -> Vec<Check> {
+pub async fn clippy(root: &Path, show: &Show) -> Vec<Check> {
     let mut checks = Vec::new();
     for target in CLIPPY_TARGETS {
         let started = Instant::now();
@@ -84,13 +108,15 @@ pub async fn clippy(root: &Path) -> Vec<Check> {
         // that target's SDK: a stand-in compiler writes empty objects (see ci/check-cc).
         let variable = target.replace('-', "_");
         let check_cc = root.join("ci").join("check-cc");
-        let run = Cmd::new("cargo")
+        let cmd = Cmd::new("cargo")
             .args(["clippy", "-p", "xtask", "--all-targets", "--locked"])
             .args(["--target", target, "--", "-D", "warnings"])
             .env(format!("CC_{variable}"), &check_cc)
             .env(format!("AR_{variable}"), &check_cc)
-            .current_dir(root)
-            .show_output()
+            .env("CARGO_TARGET_DIR", target_dir(root))
+            .current_dir(root);
+        let run = show
+            .apply(cmd, &format!("clippy-{target}"))
             .run(BUILD_DEADLINE)
             .await;
         checks.push(match run {
@@ -163,11 +189,13 @@ pub fn parse_test_output(text: &str) -> Option<TestCounts> {
     summary.then_some(counts)
 }
 
-/// Where cargo puts its builds (`CARGO_TARGET_DIR`, else `target` at the root).
+/// Where the platform checks build: `cross` in cargo's target directory (`CARGO_TARGET_DIR`,
+/// else `target` at the root), so that they never wait on the host build's lock.
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(|dir| root.join(dir))
         .unwrap_or_else(|| root.join("target"))
+        .join("cross")
 }
 
 /// Wine's loader: the 64-bit one itself when Debian's `wine` wrapper is around it (the wrapper
@@ -185,11 +213,11 @@ fn wine_program() -> Option<PathBuf> {
 /// `cargo test -p xtask --lib --target x86_64-pc-windows-gnu` with Wine as cargo's runner: a
 /// private Wine prefix under the target directory, the `ProcessPrng` shim beside the executable,
 /// insta told where the snapshots are (it cannot ask cargo from inside Wine).
-pub async fn wine_tests(root: &Path) -> Check {
+pub async fn wine_tests(root: &Path, show: &Show) -> Check {
     let started = Instant::now();
     let name = format!("windows tests ({WINE_TARGET}, wine)");
     crate::ui::say(format!("ci: {name}"));
-    match run_wine_tests(root).await {
+    match run_wine_tests(root, show).await {
         Ok(counts) if counts.failed > 0 => {
             Check::failed(name, started.elapsed(), counts.to_string())
         }
@@ -208,7 +236,7 @@ pub async fn wine_tests(root: &Path) -> Check {
     }
 }
 
-async fn run_wine_tests(root: &Path) -> anyhow::Result<TestCounts> {
+async fn run_wine_tests(root: &Path, show: &Show) -> anyhow::Result<TestCounts> {
     let wine = wine_program().ok_or_else(|| {
         crate::error::Failure::unavailable(
             "wine is not installed",
@@ -226,9 +254,7 @@ async fn run_wine_tests(root: &Path) -> anyhow::Result<TestCounts> {
         "CARGO_TARGET_{}_RUNNER",
         WINE_TARGET.to_ascii_uppercase().replace('-', "_")
     );
-    // Live output for people; the counts come from the captured stdout.
-    let echo: LineSink = Arc::new(|_, line: &str| eprintln!("{line}"));
-    let finished = Cmd::new("cargo")
+    let cmd = Cmd::new("cargo")
         .args([
             "test",
             "-p",
@@ -246,9 +272,16 @@ async fn run_wine_tests(root: &Path) -> anyhow::Result<TestCounts> {
         .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
         .env("INSTA_WORKSPACE_ROOT", root)
         .env("INSTA_UPDATE", "no")
-        .on_line(echo)
-        .output(BUILD_DEADLINE)
-        .await?;
+        .env("CARGO_TARGET_DIR", &target);
+    // The counts come from the captured stdout, whatever is shown.
+    let cmd = match show {
+        Show::Live => {
+            let echo: LineSink = Arc::new(|_, line: &str| eprintln!("{line}"));
+            cmd.on_line(echo)
+        }
+        Show::Logs(_) => show.apply(cmd, "windows-tests"),
+    };
+    let finished = cmd.output(BUILD_DEADLINE).await?;
     match parse_test_output(&finished.stdout) {
         Some(counts) => Ok(counts),
         None => Err(finished.failure()),
