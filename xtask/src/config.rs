@@ -38,6 +38,16 @@ pub struct Config {
     pub suites: Vec<SuiteCfg>,
     pub targets: TargetsCfg,
     pub fallback: FallbackCfg,
+    pub gate: GateCfg,
+}
+
+/// `[gate]`: how the gate runs its suites.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateCfg {
+    /// Workers the tests of `parallel` suites are spread over (`--jobs` wins); none: the
+    /// harness's default ([`crate::suites::DEFAULT_JOBS`]).
+    pub jobs: Option<Jobs>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,8 +231,10 @@ pub struct SuiteCfg {
     pub timeout_s: Secs,
     /// Exit 5 (no tests collected) is a pass.
     pub allow_empty: bool,
-    /// May run at the same time as other parallel suites.
+    /// Its tests may run at the same time as other tests (spread over the gate's workers).
     pub parallel: bool,
+    /// Its tests carrying one of these pytest markers run alone, nothing else running.
+    pub serial_markers: Vec<String>,
     pub env: BTreeMap<String, String>,
 }
 
@@ -347,6 +359,12 @@ validated!(
     "a percentage within 0..100"
 );
 validated!(
+    /// A number of workers, 1..=64.
+    Jobs(u32), i64,
+    |v| u32::try_from(v).ok().filter(|j| (1..=64).contains(j)).ok_or_else(|| format!("must be a number of workers within 1..64, got {v}")),
+    "a number of workers within 1..64"
+);
+validated!(
     /// A quantity that cannot be negative.
     NonNegative(f64), f64,
     |v| if v >= 0.0 && v.is_finite() { Ok(v) } else { Err(format!("must not be negative, got {v}")) },
@@ -414,6 +432,8 @@ struct RawFile {
     targets: RawTargets,
     #[serde(default)]
     fallback: RawFallback,
+    #[serde(default)]
+    gate: GateCfg,
 }
 
 #[derive(Deserialize)]
@@ -498,8 +518,14 @@ struct RawSuite {
     allow_empty: bool,
     #[serde(default)]
     parallel: bool,
+    #[serde(default = "default_serial_markers")]
+    serial_markers: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+}
+
+fn default_serial_markers() -> Vec<String> {
+    vec!["destructive".to_owned()]
 }
 
 fn default_suite_timeout() -> Secs {
@@ -781,6 +807,7 @@ fn validate(
             timeout_s: suite.timeout_s,
             allow_empty: suite.allow_empty,
             parallel: suite.parallel,
+            serial_markers: suite.serial_markers,
             env: suite.env,
         });
     }
@@ -907,6 +934,7 @@ fn validate(
             local,
         },
         fallback: FallbackCfg { order },
+        gate: raw.gate,
     })
 }
 

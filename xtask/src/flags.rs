@@ -171,6 +171,9 @@ pub struct MissionCritical {
     /// Run only these suites (repeatable)
     #[arg(long = "suite", value_name = "NAME")]
     pub suites: Vec<String>,
+    /// Spread the tests of `parallel` suites over N workers on the one stack (1: one test at a time; default: [gate] jobs, else 4)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,

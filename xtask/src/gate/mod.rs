@@ -6,7 +6,7 @@
 //! Ctrl-C, SIGTERM, a panic.
 //!
 //! Reading order: the run's options and state (`run`), the events (`events`), the stages in
-//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `teardown`), how
+//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `parallel`, `teardown`), how
 //! every path ends (`supervise`, `artefacts`: report.html and trace.json), then reporting
 //! (`reporter`, `sinks`).
 //!
@@ -19,6 +19,7 @@ pub mod machine;
 pub mod target;
 pub mod stack;
 pub mod suites;
+pub mod parallel;
 pub mod teardown;
 pub mod supervise;
 pub mod artefacts;
@@ -103,6 +104,10 @@ impl MissionCritical {
             shard: self.shard,
             only_suites: self.suites,
             suite_args: self.args,
+            jobs: self
+                .jobs
+                .or(config.gate.jobs.map(|jobs| jobs.0))
+                .unwrap_or(crate::suites::DEFAULT_JOBS),
             json: self.json,
         };
         let (result, run) = pipeline::run(new_run(config, options).await).await;
@@ -138,6 +143,7 @@ impl DockerUp {
             shard: None,
             only_suites: Vec::new(),
             suite_args: Vec::new(),
+            jobs: 1,
             json: false,
         };
         let (result, run) = pipeline::run(new_run(config, options).await).await;
@@ -192,6 +198,7 @@ pub async fn engine_and_images(
         shard: None,
         only_suites: Vec::new(),
         suite_args: Vec::new(),
+        jobs: 1,
         json: false,
     };
     let (result, run) = pipeline::run(new_run(config, options).await).await;

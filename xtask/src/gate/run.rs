@@ -68,6 +68,8 @@ pub struct Options {
     pub only_suites: Vec<String>,
     /// `-- ARGS`: passed to the selected suites' runner.
     pub suite_args: Vec<String>,
+    /// Workers the tests of `parallel` suites are spread over (1: one test at a time).
+    pub jobs: u32,
     /// Stdout is the `--json` object's: nothing else may be printed there.
     pub json: bool,
 }

@@ -308,6 +308,7 @@ mod tests {
             shard: None,
             only_suites: Vec::new(),
             suite_args: Vec::new(),
+            jobs: 1,
             json: false,
         };
         let run = Arc::new(Run::new(

@@ -117,7 +117,9 @@ pub(super) async fn run_nextest(
 ) -> SuiteResult {
     let shard = suite_run.shard;
     let started = Instant::now();
-    let deadline = suite.timeout_s.duration();
+    let deadline = suite_run
+        .deadline
+        .unwrap_or_else(|| suite.timeout_s.duration());
     let dir = results_dir(config, env);
     let stem = file_stem(suite, shard);
     let junit_path = std::path::absolute(dir.join(format!("{stem}.xml")))
@@ -168,6 +170,9 @@ pub(super) async fn run_nextest(
     }
     if suite_run.live.is_some() {
         args.extend(["--message-format".into(), "libtest-json-plus".into()]);
+    }
+    if let Some(threads) = suite_run.threads {
+        args.extend(["--test-threads".into(), threads.to_string()]);
     }
     // Arguments may leave every test out (`-- some_filter` matching none): not an error then.
     let empty_is_fine = suite.allow_empty || shard.is_some() || !suite_run.extra_args.is_empty();

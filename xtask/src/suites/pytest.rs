@@ -9,8 +9,9 @@
 use std::collections::BTreeSet;
 
 use super::live::Follower;
+use super::plan::{Collection, PlanTest};
 use super::{
-    add_error, child_env, command_line, errored, file_stem, printed, results_dir, runner, shard_of,
+    add_error, child_env, command_line, errored, printed, results_dir, run_stem, runner, shard_of,
     Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
 };
 use crate::config::{Config, SuiteCfg};
@@ -18,8 +19,9 @@ use crate::junit::{self, Case, Status, SuiteResult};
 use crate::process::Cmd;
 
 /// The pytest plugin the harness adds (`-p xtask_pytest`): it records every collected test with
-/// its markers before any deselection, and keeps only this shard's tests. The hash is the same
-/// FNV-1a as [`shard_of`].
+/// its markers before any deselection, and keeps only this shard's tests (the hash is the same
+/// FNV-1a as [`shard_of`]) and, for a worker of the plan, only the node ids in
+/// `XTASK_PYTEST_ONLY`.
 const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard, reports each
 test as it starts and ends."""
 import json
@@ -78,6 +80,16 @@ def pytest_collection_modifyitems(session, config, items):
         index, count = (int(part) for part in shard.split("/"))
         keep = [item for item in items if _fnv1a(item.nodeid) % count == index - 1]
         drop = [item for item in items if _fnv1a(item.nodeid) % count != index - 1]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    only = os.environ.get("XTASK_PYTEST_ONLY")
+    if only:
+        # A worker of the harness's plan: only its share, a file of node ids.
+        with open(only, encoding="utf-8") as source:
+            wanted = {line.rstrip("\n") for line in source if line.strip()}
+        keep = [item for item in items if item.nodeid in wanted]
+        drop = [item for item in items if item.nodeid not in wanted]
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
@@ -145,6 +157,114 @@ def pytest_runtest_logfinish(nodeid, location):
     })
 "#;
 
+/// Why the run's selection leaves a test out (a skip marker of the target, the arguments);
+/// `None` when it selects it.
+fn left_out(
+    item: &Collected,
+    deselected: &BTreeSet<&str>,
+    env: &SuiteEnv,
+    suite_run: &SuiteRun,
+) -> Option<String> {
+    let marked = env
+        .skip_markers
+        .iter()
+        .find(|m| item.markers.iter().any(|have| have == *m));
+    match marked {
+        Some(marker) => Some(format!(
+            "deselected on the {} target: marked `{marker}`",
+            env.target
+        )),
+        None if deselected.contains(item.nodeid.as_str()) => {
+            Some(if suite_run.extra_args.is_empty() {
+                "deselected by the suite's arguments".to_owned()
+            } else {
+                format!(
+                    "deselected by the arguments `{}`",
+                    suite_run.extra_args.join(" ")
+                )
+            })
+        }
+        None => None,
+    }
+}
+
+/// The tests a run of the suite will select, for the plan ([super::plan]): collected with the
+/// run's own arguments and markers, each with its markers, and the ones it leaves out, skipped
+/// with the reason. `Err`: why they could not be collected (the suite then runs whole).
+pub(super) async fn collect_plan(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: &PythonEnv,
+    suite_run: &SuiteRun,
+) -> Result<Collection, String> {
+    let result = run_pytest(config, suite, env, py, suite_run, Mode::Plan).await;
+    if let Some(error) = result.error {
+        return Err(error);
+    }
+    let stem = run_stem(suite, suite_run, Mode::Plan);
+    let record = results_dir(config, env).join(format!("{stem}.collected.jsonl"));
+    let lines: Vec<Collected> = std::fs::read_to_string(&record)
+        .map_err(|e| format!("cannot read {}: {e}", record.display()))?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let deselected: BTreeSet<&str> = lines
+        .iter()
+        .filter(|item| item.deselected)
+        .map(|item| item.nodeid.as_str())
+        .collect();
+    let shard = suite_run.shard;
+    let mut collection = Collection::default();
+    for item in lines.iter().filter(|item| {
+        !item.deselected && shard.is_none_or(|s| shard_of(&item.nodeid, s.count) == s.index)
+    }) {
+        let (classname, name) = pytest_case_name(&item.nodeid);
+        let key = super::plan::case_key(&classname, &name);
+        collection.order.push(key.clone());
+        match left_out(item, &deselected, env, suite_run) {
+            Some(reason) => collection
+                .skipped
+                .push(Case::skipped(classname, name, reason)),
+            None => collection.tests.push(PlanTest {
+                id: item.nodeid.clone(),
+                key,
+                markers: item.markers.clone(),
+            }),
+        }
+    }
+    Ok(collection)
+}
+
+/// The tests a worker finished, by node id, as its plugin said when each ended.
+fn finished_tests(events: &std::path::Path) -> std::collections::BTreeMap<String, Case> {
+    use super::live::{TestEvent, TestOutcome};
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| match super::live::pytest_event(line, None) {
+            Some(TestEvent::Finished { test, .. }) => Some(test),
+            _ => None,
+        })
+        .map(|test| {
+            let message = test.message.clone().unwrap_or_default();
+            let status = match test.outcome {
+                TestOutcome::Passed => Status::Passed,
+                TestOutcome::Failed => Status::Failed {
+                    message,
+                    output: String::new(),
+                },
+                TestOutcome::Error => Status::Error {
+                    message,
+                    output: String::new(),
+                },
+                TestOutcome::Skipped => Status::Skipped { reason: message },
+            };
+            let case = Case::new(&test.classname, &test.name, status).with_time(test.duration);
+            (test.id, case)
+        })
+        .collect()
+}
+
 /// A test pytest collected (or, `deselected`, one it then left out: by marker, `-k`, shard).
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Collected {
@@ -181,12 +301,17 @@ pub(super) async fn run_pytest(
 ) -> SuiteResult {
     let shard = suite_run.shard;
     let deadline = match mode {
-        Mode::Run => suite.timeout_s.duration(),
-        Mode::Collect => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
+        Mode::Run => suite_run
+            .deadline
+            .unwrap_or_else(|| suite.timeout_s.duration()),
+        Mode::Collect | Mode::Plan => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
     };
     let dir = results_dir(config, env);
     let plugin_dir = config.work_dir().join("pytest");
-    let stem = file_stem(suite, shard);
+    let stem = run_stem(suite, suite_run, mode);
+    // A worker of the plan runs only its share: these node ids, one a line.
+    let only = suite_run.only.as_ref().filter(|_| mode == Mode::Run);
+    let only_path = dir.join(format!("{stem}.ids"));
     let junit_path = dir.join(format!("{stem}.xml"));
     let record_path = dir.join(format!("{stem}.collected.jsonl"));
     let events_path = dir.join(format!("{stem}.events.jsonl"));
@@ -203,6 +328,10 @@ pub(super) async fn run_pytest(
                 _ => {}
             }
         }
+        if let Some(ids) = only {
+            let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+            crate::state::write_atomic(&only_path, text.as_bytes())?;
+        }
         Ok(())
     })();
     if let Err(e) = prepared {
@@ -215,7 +344,7 @@ pub(super) async fn run_pytest(
 
     let mut args: Vec<String> = vec!["-m".into(), "pytest".into()];
     args.extend(suite.args.iter().cloned());
-    if mode == Mode::Run {
+    if mode != Mode::Collect {
         args.extend(suite_run.extra_args.iter().cloned());
     }
     args.extend(
@@ -237,18 +366,19 @@ pub(super) async fn run_pytest(
                 .iter()
                 .map(|s| s.to_string()),
             );
-            if !env.skip_markers.is_empty() {
-                let expression = env
-                    .skip_markers
-                    .iter()
-                    .map(|m| format!("not {m}"))
-                    .collect::<Vec<_>>()
-                    .join(" and ");
-                args.push("-m".into());
-                args.push(expression);
-            }
         }
-        Mode::Collect => args.push("--collect-only".into()),
+        Mode::Collect | Mode::Plan => args.push("--collect-only".into()),
+    }
+    // The plan collects what the run will select: the same arguments and markers.
+    if mode != Mode::Collect && !env.skip_markers.is_empty() {
+        let expression = env
+            .skip_markers
+            .iter()
+            .map(|m| format!("not {m}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        args.push("-m".into());
+        args.push(expression);
     }
 
     let python_path = match std::env::var("PYTHONPATH") {
@@ -269,6 +399,14 @@ pub(super) async fn run_pytest(
             format!("{}/{}", shard.index, shard.count),
         ),
         None => command.env_remove("XTASK_PYTEST_SHARD"),
+    };
+    let command = match only {
+        Some(_) => command.env("XTASK_PYTEST_ONLY", &only_path),
+        None => command.env_remove("XTASK_PYTEST_ONLY"),
+    };
+    let command = match &suite_run.worker {
+        Some(worker) => command.env("XTASK_WORKER", worker),
+        None => command,
     };
     let line = command_line(&py.python, &args);
     let follower = match (&suite_run.live, mode) {
@@ -309,15 +447,8 @@ pub(super) async fn run_pytest(
         .collect();
     let collected: Vec<&Collected> = collected.iter().filter(|item| !item.deselected).collect();
     let in_shard = |nodeid: &str| shard.is_none_or(|s| shard_of(nodeid, s.count) == s.index);
-    let marked = |item: &Collected| {
-        env.skip_markers
-            .iter()
-            .find(|m| item.markers.iter().any(|have| have == *m))
-            .cloned()
-    };
-
     let mut result = SuiteResult::new(&suite.name);
-    if mode == Mode::Collect {
+    if mode != Mode::Run {
         if !run.success() && run.code() != Some(5) {
             result.error = Some(format!("collection failed ({})", run.describe()));
             result.output = Some(output);
@@ -348,33 +479,65 @@ pub(super) async fn run_pytest(
         .iter()
         .map(|c| (c.classname.clone(), c.name.clone()))
         .collect();
+    let chunk: Option<BTreeSet<&str>> = only.map(|ids| ids.iter().map(String::as_str).collect());
+    let in_chunk = |nodeid: &str| chunk.as_ref().is_none_or(|ids| ids.contains(nodeid));
+    // A worker killed before it wrote its JUnit file still said which tests it finished.
+    let finished = match chunk {
+        Some(_) => finished_tests(&events_path),
+        None => Default::default(),
+    };
+    let worker = suite_run.worker.as_deref().unwrap_or("0");
     // Tests deselected by marker: reported skipped, with the reason.
-    for item in collected.iter().filter(|item| in_shard(&item.nodeid)) {
+    for item in collected
+        .iter()
+        .filter(|item| in_shard(&item.nodeid) && in_chunk(&item.nodeid))
+    {
         let (classname, name) = pytest_case_name(&item.nodeid);
         if seen.contains(&(classname.clone(), name.clone())) {
             continue;
         }
-        let reason = match marked(item) {
-            Some(marker) => format!("deselected on the {} target: marked `{marker}`", env.target),
-            None if deselected.contains(item.nodeid.as_str()) => {
-                if suite_run.extra_args.is_empty() {
-                    "deselected by the suite's arguments".to_owned()
-                } else {
-                    format!(
-                        "deselected by the arguments `{}`",
-                        suite_run.extra_args.join(" ")
-                    )
-                }
-            }
+        if let Some(case) = finished.get(item.nodeid.as_str()) {
+            cases.push(case.clone());
+            continue;
+        }
+        let reason = match left_out(item, &deselected, env, suite_run) {
+            Some(reason) => reason,
             None if run.timed_out => {
                 format!(
                     "not finished: the suite timed out after {}s",
                     deadline.as_secs()
                 )
             }
+            None if chunk.is_some() => {
+                format!(
+                    "not run: worker {worker} ended before it ({})",
+                    run.describe()
+                )
+            }
             None => continue,
         };
         cases.push(Case::skipped(classname, name, reason));
+    }
+    // A worker's node ids that its own collection did not find (a test whose id changed since
+    // the plan's collection): never silently dropped.
+    let known: BTreeSet<&str> = collected
+        .iter()
+        .map(|item| item.nodeid.as_str())
+        .chain(deselected.iter().copied())
+        .collect();
+    let lost: Vec<&str> = only
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|id| !known.contains(id))
+        .collect();
+    for id in &lost {
+        let (classname, name) = pytest_case_name(id);
+        cases.push(Case::skipped(
+            classname,
+            name,
+            format!("not run: worker {worker} did not collect it"),
+        ));
     }
     let has_error_case = cases
         .iter()
@@ -409,6 +572,14 @@ pub(super) async fn run_pytest(
     let problem = problem.or_else(|| {
         (!xml_exists && run.code() != Some(5))
             .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
+    });
+    let problem = problem.or_else(|| {
+        (!lost.is_empty()).then(|| {
+            format!(
+                "worker {worker} did not collect {} of its tests (their node ids changed since the plan's collection?)",
+                lost.len()
+            )
+        })
     });
     if let Some(problem) = problem {
         add_error(&mut result, problem);

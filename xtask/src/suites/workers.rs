@@ -1,0 +1,291 @@
+//! Running a [`Plan`]: its lanes at once, each lane's chunks one after the other, then the chunks
+//! that run alone, one at a time. Each chunk is one run of its suite's own runner
+//! ([super::run_suite_with]) with its share of the tests, its worker's name (the live events'
+//! `worker`) and what is left of its suite's deadline (counted from the plan's start), in its own
+//! process group like any suite. A worker that fails or crashes does not stop the others. A
+//! suite's chunks are merged into one [`SuiteResult`] the moment its last chunk ends: its cases
+//! in collection order (the tests its selection left out among them, skipped), its wall time
+//! from its first chunk's start, one error naming each worker that failed, and its workers' logs
+//! joined into `<suite>.log`.
+//!
+//! Not here: the schedule ([super::plan]); events and printing (the gate, through [`Hooks`]).
+//! Dropping [`run_plan`]'s future (Ctrl-C) drops every running chunk, which stops its group.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::plan::{case_key, Chunk, Collection, Part, Plan};
+use super::{
+    file_stem, pytest_case_name, results_dir, run_suite_with, scrub, PythonEnv, SuiteEnv, SuiteRun,
+    TestSink,
+};
+use crate::config::{Config, Runner, SuiteCfg};
+use crate::junit::{self, Case, SuiteResult, OUTPUT_LIMIT};
+
+/// Makes the sink of a suite's tests (by suite name).
+pub type LiveFor = Arc<dyn Fn(&str) -> TestSink + Send + Sync>;
+
+/// What the caller hears while the plan runs.
+pub struct Hooks {
+    /// The sink of a suite's tests as they start and end.
+    pub live: Option<LiveFor>,
+    /// A suite's merged result, the moment its last chunk ended.
+    pub done: Arc<dyn Fn(&SuiteResult) + Send + Sync>,
+}
+
+/// Runs the plan; every planned suite's merged result, in the order of `suites`. `base` holds
+/// what every chunk shares: the shard, the arguments after `--`, the repository root.
+pub async fn run_plan(
+    config: &Config,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+    base: &SuiteRun,
+    suites: &[(&SuiteCfg, Option<&Collection>)],
+    plan: &Plan,
+    hooks: &Hooks,
+) -> Vec<SuiteResult> {
+    let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
+    for chunk in plan.chunks() {
+        *remaining.entry(chunk.suite.clone()).or_default() += 1;
+    }
+    let state = Running {
+        config,
+        env,
+        py,
+        base,
+        suites,
+        plan,
+        hooks,
+        started: Instant::now(),
+        remaining: Mutex::new(remaining),
+        parts: Mutex::default(),
+        merged: Mutex::default(),
+    };
+    futures_util::future::join_all(plan.lanes.iter().map(|lane| {
+        let state = &state;
+        async move {
+            for chunk in lane {
+                state.run(chunk).await;
+            }
+        }
+    }))
+    .await;
+    for chunk in &plan.alone {
+        state.run(chunk).await;
+    }
+    let mut merged = lock(&state.merged);
+    suites
+        .iter()
+        .filter_map(|(suite, _)| merged.remove(&suite.name))
+        .collect()
+}
+
+/// A plan as it runs: what each chunk needs, and each suite's parts until its last one ends.
+struct Running<'a> {
+    config: &'a Config,
+    env: &'a SuiteEnv,
+    py: Option<&'a PythonEnv>,
+    base: &'a SuiteRun,
+    suites: &'a [(&'a SuiteCfg, Option<&'a Collection>)],
+    plan: &'a Plan,
+    hooks: &'a Hooks,
+    started: Instant,
+    /// Chunks not yet ended, by suite.
+    remaining: Mutex<BTreeMap<String, usize>>,
+    /// Ended chunks, by suite: (worker, result).
+    parts: Mutex<BTreeMap<String, Vec<(String, SuiteResult)>>>,
+    merged: Mutex<BTreeMap<String, SuiteResult>>,
+}
+
+impl Running<'_> {
+    async fn run(&self, chunk: &Chunk) {
+        let Some(&(suite, collection)) = self.suites.iter().find(|(s, _)| s.name == chunk.suite)
+        else {
+            return;
+        };
+        let threads =
+            (suite.runner == Runner::Nextest && chunk.worker != "0").then_some(self.plan.jobs);
+        let result = run_chunk(self, suite, chunk, threads).await;
+        let finished = {
+            let mut parts = lock(&self.parts);
+            let list = parts.entry(chunk.suite.clone()).or_default();
+            list.push((chunk.worker.clone(), result));
+            let mut remaining = lock(&self.remaining);
+            let left = remaining.entry(chunk.suite.clone()).or_default();
+            *left = left.saturating_sub(1);
+            (*left == 0).then(|| std::mem::take(list))
+        };
+        if let Some(finished) = finished {
+            let result = merge(
+                self.config,
+                self.env,
+                self.base,
+                suite,
+                collection,
+                finished,
+            );
+            (self.hooks.done)(&result);
+            lock(&self.merged).insert(suite.name.clone(), result);
+        }
+    }
+}
+
+/// One chunk: its suite's runner with its share, or, when the suite's deadline passed before it
+/// could start, its tests skipped and a timeout error.
+async fn run_chunk(
+    running: &Running<'_>,
+    suite: &SuiteCfg,
+    chunk: &Chunk,
+    threads: Option<u32>,
+) -> SuiteResult {
+    let deadline = suite.timeout_s.duration();
+    let left = deadline.saturating_sub(running.started.elapsed());
+    let only = match &chunk.part {
+        Part::Whole => None,
+        Part::Tests(ids) => Some(ids.clone()),
+    };
+    if left.is_zero() {
+        let mut result = SuiteResult::new(&suite.name);
+        result.started = Some(SystemTime::now());
+        result.error = Some(format!(
+            "timed out after {}s before worker {} started",
+            deadline.as_secs(),
+            chunk.worker
+        ));
+        for id in only.iter().flatten() {
+            let (classname, name) = pytest_case_name(id);
+            result.cases.push(Case::skipped(
+                classname,
+                name,
+                format!(
+                    "not run: the suite timed out after {}s before worker {} started",
+                    deadline.as_secs(),
+                    chunk.worker
+                ),
+            ));
+        }
+        return result;
+    }
+    let base = running.base;
+    let run = SuiteRun {
+        shard: base.shard,
+        extra_args: base.extra_args.clone(),
+        live: running.hooks.live.as_ref().map(|live| live(&suite.name)),
+        repo_root: base.repo_root.clone(),
+        only,
+        worker: Some(chunk.worker.clone()),
+        threads,
+        deadline: Some(left),
+    };
+    run_suite_with(running.config, suite, running.env, running.py, &run).await
+}
+
+/// A suite's result from its chunks' (`(worker, result)`, in the order they ended).
+fn merge(
+    config: &Config,
+    env: &SuiteEnv,
+    base: &SuiteRun,
+    suite: &SuiteCfg,
+    collection: Option<&Collection>,
+    parts: Vec<(String, SuiteResult)>,
+) -> SuiteResult {
+    let shares = parts
+        .iter()
+        .filter(|(worker, _)| worker != "0")
+        .count()
+        .max(1);
+    if parts.len() == 1 && collection.is_none_or(|c| c.skipped.is_empty()) {
+        let (worker, result) = parts.into_iter().next().expect("one part");
+        join_logs(config, env, base, suite, &[worker]);
+        return result;
+    }
+    let mut result = SuiteResult::new(&suite.name);
+    let mut errors = Vec::new();
+    let mut outputs = Vec::new();
+    let mut start: Option<SystemTime> = None;
+    let mut end: Option<SystemTime> = None;
+    let mut workers = Vec::new();
+    for (worker, part) in parts {
+        result.cases.extend(part.cases);
+        if let Some(error) = part.error {
+            errors.push(format!("worker {worker}: {error}"));
+        }
+        if let Some(output) = part.output {
+            let share = junit::keep_tail(&output, OUTPUT_LIMIT / shares);
+            outputs.push(format!("=== worker {worker} ===\n{share}"));
+        }
+        result.interrupted |= part.interrupted;
+        if let Some(began) = part.started {
+            start = Some(start.map_or(began, |s| s.min(began)));
+            let ended = began + part.duration;
+            end = Some(end.map_or(ended, |e| e.max(ended)));
+        }
+        workers.push(worker);
+    }
+    if let Some(collection) = collection {
+        result.cases.extend(collection.skipped.iter().cloned());
+        let position: BTreeMap<&str, usize> = collection
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (key.as_str(), i))
+            .collect();
+        result.cases.sort_by_key(|case| {
+            position
+                .get(case_key(&case.classname, &case.name).as_str())
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
+    }
+    result.error = (!errors.is_empty()).then(|| errors.join("; "));
+    result.output = (!outputs.is_empty()).then(|| outputs.join("\n"));
+    result.started = start;
+    result.duration = match (start, end) {
+        (Some(start), Some(end)) => end.duration_since(start).unwrap_or(Duration::ZERO),
+        _ => Duration::ZERO,
+    };
+    scrub(&mut result, &env.secrets);
+    join_logs(config, env, base, suite, &workers);
+    result
+}
+
+/// The workers' logs of a suite (`<suite>.<worker>.log`) joined into `<suite>.log`, each under
+/// a line naming its worker, so that every suite keeps one log as without a plan.
+fn join_logs(
+    config: &Config,
+    env: &SuiteEnv,
+    base: &SuiteRun,
+    suite: &SuiteCfg,
+    workers: &[String],
+) {
+    let dir = results_dir(config, env);
+    let stem = file_stem(suite, base.shard);
+    let logs: Vec<(String, std::path::PathBuf)> = workers
+        .iter()
+        .map(|w| (w.clone(), dir.join(format!("{stem}.{w}.log"))))
+        .filter(|(_, path)| path.is_file())
+        .collect();
+    if logs.is_empty() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (worker, path) in &logs {
+        joined.extend_from_slice(format!("=== xtask: worker {worker} ===\n").as_bytes());
+        joined.extend(std::fs::read(path).unwrap_or_default());
+        if !joined.ends_with(b"\n") {
+            joined.push(b'\n');
+        }
+    }
+    if crate::state::write_atomic(&dir.join(format!("{stem}.log")), &joined).is_ok() {
+        for (_, path) in logs {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
