@@ -187,6 +187,9 @@ pub struct SuiteRun {
     pub threads: Option<u32>,
     /// The runner's deadline when not the suite's `timeout_s` (what is left of it in a plan).
     pub deadline: Option<Duration>,
+    /// pytest: once collected, wait until this file exists before running the tests (a worker
+    /// started ahead of its turn).
+    pub wait: Option<PathBuf>,
 }
 
 /// Runs one suite under its deadline (`timeout_s`) and returns its cases. pytest needs `py`.

@@ -24,8 +24,15 @@ const PROCESS_START_S: f64 = 1.0;
 /// The weight of a test without a recorded duration whose suite has none recorded either.
 const UNKNOWN_S: f64 = 1.0;
 
-/// Per-test durations in seconds: suite → case key ([`case_key`]) → seconds.
-pub type Durations = BTreeMap<String, BTreeMap<String, f64>>;
+/// How long things took last time, in seconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Durations {
+    /// Suite → case key ([`case_key`]) → seconds.
+    pub tests: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Suite → its wall time, when known: what a suite that runs whole weighs (its tests may
+    /// have overlapped, or waited on each other).
+    pub walls: BTreeMap<String, f64>,
+}
 
 /// A test's key in [`Durations`]: its JUnit classname and name.
 pub fn case_key(classname: &str, name: &str) -> String {
@@ -38,22 +45,28 @@ pub fn case_key(classname: &str, name: &str) -> String {
 /// when there is neither: every test then weighs the same.
 pub fn last_durations(config: &Config, junit: Option<&Path>) -> Durations {
     let work_dir = config.work_dir();
-    if let Some(durations) = std::fs::read_to_string(work_dir.join("durations.json"))
+    if let Some(tests) = std::fs::read_to_string(work_dir.join("durations.json"))
         .ok()
-        .and_then(|text| serde_json::from_str::<Durations>(&text).ok())
+        .and_then(|text| serde_json::from_str(&text).ok())
     {
-        return durations;
+        return Durations {
+            tests,
+            walls: BTreeMap::new(),
+        };
     }
     let junit = junit.map_or_else(|| work_dir.join("junit.xml"), Path::to_path_buf);
     let Some(suites) = std::fs::read_to_string(junit)
         .ok()
         .and_then(|xml| crate::junit::parse_suites(&xml).ok())
     else {
-        return Durations::new();
+        return Durations::default();
     };
-    let mut durations = Durations::new();
+    let mut durations = Durations::default();
     for suite in suites.into_iter().filter(|s| s.name != "harness") {
-        let tests = durations.entry(suite.name).or_default();
+        durations
+            .walls
+            .insert(suite.name.clone(), suite.time.as_secs_f64());
+        let tests = durations.tests.entry(suite.name).or_default();
         // A skipped case took no time because it did not run: it is unknown, not free.
         for case in suite
             .cases
@@ -160,7 +173,7 @@ struct Unit {
 /// nothing to run) runs whole: on a worker when it is `parallel`, alone otherwise.
 pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, jobs: u32) -> Plan {
     let weight = |suite: &str, key: &str| -> f64 {
-        let known = durations.get(suite);
+        let known = durations.tests.get(suite);
         if let Some(seconds) = known.and_then(|tests| tests.get(key)) {
             return *seconds;
         }
@@ -171,9 +184,16 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
     };
     let whole = |suite: &str| -> f64 {
         durations
+            .walls
             .get(suite)
-            .map(|tests| tests.values().sum::<f64>())
-            .filter(|total| *total > 0.0)
+            .copied()
+            .or_else(|| {
+                durations
+                    .tests
+                    .get(suite)
+                    .map(|tests| tests.values().sum::<f64>())
+            })
+            .filter(|seconds| *seconds > 0.0)
             .unwrap_or(UNKNOWN_S)
     };
 
@@ -272,6 +292,9 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
                 seconds,
             });
         }
+        // A suite that runs whole first: the pytest processes after it start ahead of their turn
+        // (super::workers), and it cannot.
+        chunks.sort_by_key(|c| c.part != Part::Whole);
         if !chunks.is_empty() {
             plan.lanes.push(chunks);
         }
@@ -345,8 +368,8 @@ mod tests {
     }
 
     fn durations(suite: &str, tests: &[(&str, f64)]) -> Durations {
-        let mut d = Durations::new();
-        d.insert(
+        let mut d = Durations::default();
+        d.tests.insert(
             suite.to_owned(),
             tests
                 .iter()
@@ -403,7 +426,7 @@ mod tests {
                 (&lonely, None),
                 (&e2e, Some(&e2e_tests)),
             ],
-            &Durations::new(),
+            &Durations::default(),
             3,
         );
         let placed: Vec<&str> = plan.lanes.iter().flatten().flat_map(ids).collect();
@@ -431,13 +454,23 @@ mod tests {
         load.runner = Runner::Nextest;
         let tests = collection(&[("old", &[]), ("new", &[])]);
         let mut known = durations("e2e", &[("old", 4.0)]);
-        known.extend(durations("load", &[("a", 2.0), ("b", 3.0)]));
+        known
+            .tests
+            .extend(durations("load", &[("a", 2.0), ("b", 3.0)]).tests);
         let plan = plan(&[(&e2e, Some(&tests)), (&load, None)], &known, 4);
         let seconds: BTreeMap<Vec<&str>, f64> =
             plan.chunks().map(|c| (ids(c), c.seconds)).collect();
         assert_eq!(seconds[&vec!["<whole>"]], 5.0);
         assert_eq!(seconds[&vec!["new"]], 4.0, "{plan:#?}");
         assert_eq!(plan.lanes.len(), 3);
+        // A suite's wall time, when known, is what it weighs whole (its tests waited on each
+        // other, or overlapped).
+        known.walls.insert("load".to_owned(), 3.5);
+        let plan = super::plan(&[(&e2e, Some(&tests)), (&load, None)], &known, 4);
+        assert_eq!(plan.lanes[0][0].seconds, 4.0);
+        assert!(plan
+            .chunks()
+            .any(|c| c.part == Part::Whole && c.seconds == 3.5));
     }
 
     #[test]
@@ -447,7 +480,9 @@ mod tests {
         let mc_tests = collection(&[("a", &[])]);
         let e2e_tests = collection(&[("x", &[]), ("y", &[])]);
         let mut known = durations("mc", &[("a", 2.0)]);
-        known.extend(durations("e2e", &[("x", 2.5), ("y", 0.5)]));
+        known
+            .tests
+            .extend(durations("e2e", &[("x", 2.5), ("y", 0.5)]).tests);
         let plan = plan(
             &[(&mc, Some(&mc_tests)), (&e2e, Some(&e2e_tests))],
             &known,
@@ -466,7 +501,7 @@ mod tests {
     fn one_job_or_no_parallel_suite_runs_every_suite_whole_alone() {
         let e2e = suite("e2e", true);
         let tests = collection(&[("a", &["destructive"]), ("b", &[])]);
-        let plan = plan(&[(&e2e, Some(&tests))], &Durations::new(), 1);
+        let plan = plan(&[(&e2e, Some(&tests))], &Durations::default(), 1);
         assert!(plan.lanes.is_empty());
         assert_eq!(plan.alone.len(), 1);
         assert_eq!(plan.alone[0].part, Part::Whole);

@@ -26,6 +26,7 @@ const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collecte
 test as it starts and ends."""
 import json
 import os
+import time
 
 import pytest
 
@@ -93,6 +94,16 @@ def pytest_collection_modifyitems(session, config, items):
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+
+
+def pytest_collection_finish(session):
+    go = os.environ.get("XTASK_PYTEST_WAIT")
+    if go and not os.path.exists(go):
+        # A worker started ahead of its turn: collected, it waits for the harness's word (its
+        # deadline, the harness's, ends the wait if that never comes).
+        print(f"xtask: worker {_WORKER} collected, waiting for its turn ({go})", flush=True)
+        while not os.path.exists(go):
+            time.sleep(0.02)
 
 
 def pytest_deselected(items):
@@ -236,14 +247,22 @@ pub(super) async fn collect_plan(
     Ok(collection)
 }
 
-/// The tests a worker finished, by node id, as its plugin said when each ended.
-fn finished_tests(events: &std::path::Path) -> std::collections::BTreeMap<String, Case> {
+/// The tests a worker began, and those it finished (by node id, as cases), as its plugin said.
+fn worker_events(
+    events: &std::path::Path,
+) -> (BTreeSet<String>, std::collections::BTreeMap<String, Case>) {
     use super::live::{TestEvent, TestOutcome};
     let text = std::fs::read_to_string(events).unwrap_or_default();
-    text.lines()
+    let mut began = BTreeSet::new();
+    let finished = text
+        .lines()
         .filter_map(|line| match super::live::pytest_event(line, None) {
             Some(TestEvent::Finished { test, .. }) => Some(test),
-            _ => None,
+            Some(TestEvent::Started { id, .. }) => {
+                began.insert(id);
+                None
+            }
+            None => None,
         })
         .map(|test| {
             let message = test.message.clone().unwrap_or_default();
@@ -262,7 +281,8 @@ fn finished_tests(events: &std::path::Path) -> std::collections::BTreeMap<String
             let case = Case::new(&test.classname, &test.name, status).with_time(test.duration);
             (test.id, case)
         })
-        .collect()
+        .collect();
+    (began, finished)
 }
 
 /// A test pytest collected (or, `deselected`, one it then left out: by marker, `-k`, shard).
@@ -404,6 +424,10 @@ pub(super) async fn run_pytest(
         Some(_) => command.env("XTASK_PYTEST_ONLY", &only_path),
         None => command.env_remove("XTASK_PYTEST_ONLY"),
     };
+    let command = match suite_run.wait.as_ref().filter(|_| mode == Mode::Run) {
+        Some(go) => command.env("XTASK_PYTEST_WAIT", go),
+        None => command.env_remove("XTASK_PYTEST_WAIT"),
+    };
     let command = match &suite_run.worker {
         Some(worker) => command.env("XTASK_WORKER", worker),
         None => command,
@@ -481,9 +505,10 @@ pub(super) async fn run_pytest(
         .collect();
     let chunk: Option<BTreeSet<&str>> = only.map(|ids| ids.iter().map(String::as_str).collect());
     let in_chunk = |nodeid: &str| chunk.as_ref().is_none_or(|ids| ids.contains(nodeid));
-    // A worker killed before it wrote its JUnit file still said which tests it finished.
-    let finished = match chunk {
-        Some(_) => finished_tests(&events_path),
+    // A worker killed before it wrote its JUnit file still said which tests it began and
+    // finished.
+    let (began, finished) = match chunk {
+        Some(_) => worker_events(&events_path),
         None => Default::default(),
     };
     let worker = suite_run.worker.as_deref().unwrap_or("0");
@@ -506,6 +531,12 @@ pub(super) async fn run_pytest(
                 format!(
                     "not finished: the suite timed out after {}s",
                     deadline.as_secs()
+                )
+            }
+            None if chunk.is_some() && began.contains(&item.nodeid) => {
+                format!(
+                    "not finished: worker {worker} ended during it ({})",
+                    run.describe()
                 )
             }
             None if chunk.is_some() => {

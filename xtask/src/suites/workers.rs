@@ -15,10 +15,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::Notify;
+
 use super::plan::{case_key, Chunk, Collection, Part, Plan};
 use super::{
     file_stem, pytest_case_name, results_dir, run_suite_with, scrub, PythonEnv, SuiteEnv, SuiteRun,
-    TestSink,
+    TestEvent, TestSink,
 };
 use crate::config::{Config, Runner, SuiteCfg};
 use crate::junit::{self, Case, SuiteResult, OUTPUT_LIMIT};
@@ -45,9 +47,23 @@ pub async fn run_plan(
     plan: &Plan,
     hooks: &Hooks,
 ) -> Vec<SuiteResult> {
+    let chunks: Vec<&Chunk> = plan.chunks().collect();
     let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
-    for chunk in plan.chunks() {
+    for chunk in &chunks {
         *remaining.entry(chunk.suite.clone()).or_default() += 1;
+    }
+    // After each chunk, the next of its lane (or of the chunks that run alone).
+    let mut next = vec![None; chunks.len()];
+    let mut at = 0;
+    for lane in &plan.lanes {
+        for i in 0..lane.len() {
+            next[at + i] = (i + 1 < lane.len()).then_some(at + i + 1);
+        }
+        at += lane.len();
+    }
+    let first_alone = (!plan.alone.is_empty()).then_some(at);
+    for i in at..chunks.len() {
+        next[i] = (i + 1 < chunks.len()).then_some(i + 1);
     }
     let state = Running {
         config,
@@ -58,22 +74,34 @@ pub async fn run_plan(
         plan,
         hooks,
         started: Instant::now(),
+        next,
+        first_alone,
+        lanes_left: Mutex::new(plan.lanes.len()),
+        spawn: chunks.iter().map(|_| Arc::new(Notify::new())).collect(),
+        turn: chunks.iter().map(|_| tokio::sync::Notify::new()).collect(),
         remaining: Mutex::new(remaining),
         parts: Mutex::default(),
         merged: Mutex::default(),
     };
-    futures_util::future::join_all(plan.lanes.iter().map(|lane| {
-        let state = &state;
-        async move {
-            for chunk in lane {
-                state.run(chunk).await;
-            }
-        }
-    }))
-    .await;
-    for chunk in &plan.alone {
-        state.run(chunk).await;
+    let mut lane_start = 0;
+    for lane in &plan.lanes {
+        state.spawn[lane_start].notify_one();
+        state.turn[lane_start].notify_one();
+        lane_start += lane.len();
     }
+    if let Some(first) = first_alone {
+        if plan.lanes.is_empty() {
+            state.spawn[first].notify_one();
+            state.turn[first].notify_one();
+        }
+    }
+    futures_util::future::join_all(
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(index, chunk)| state.run(index, chunk)),
+    )
+    .await;
     let mut merged = lock(&state.merged);
     suites
         .iter()
@@ -81,7 +109,13 @@ pub async fn run_plan(
         .collect()
 }
 
-/// A plan as it runs: what each chunk needs, and each suite's parts until its last one ends.
+/// A plan as it runs: what each chunk needs, when each may start its runner (`spawn`) and its
+/// tests (`turn`), and each suite's parts until its last one ends. A chunk's turn comes when the
+/// one before it in its lane ended (the first ones at once; the first that runs alone when every
+/// lane ended). A pytest chunk's runner starts ahead of its turn, once the chunk before it began
+/// its first test (the first that runs alone: once any lane did), so that it has started and
+/// collected by then and only waits for its turn (`XTASK_PYTEST_WAIT`), and so that the
+/// runners' starts, which take the CPU, do not all fall at once.
 struct Running<'a> {
     config: &'a Config,
     env: &'a SuiteEnv,
@@ -91,6 +125,12 @@ struct Running<'a> {
     plan: &'a Plan,
     hooks: &'a Hooks,
     started: Instant,
+    /// By chunk index (the lanes' in order, then the lone ones'): the chunk after it.
+    next: Vec<Option<usize>>,
+    first_alone: Option<usize>,
+    lanes_left: Mutex<usize>,
+    spawn: Vec<Arc<Notify>>,
+    turn: Vec<Notify>,
     /// Chunks not yet ended, by suite.
     remaining: Mutex<BTreeMap<String, usize>>,
     /// Ended chunks, by suite: (worker, result).
@@ -99,14 +139,77 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
-    async fn run(&self, chunk: &Chunk) {
+    async fn run(&self, index: usize, chunk: &Chunk) {
         let Some(&(suite, collection)) = self.suites.iter().find(|(s, _)| s.name == chunk.suite)
         else {
             return;
         };
         let threads =
             (suite.runner == Runner::Nextest && chunk.worker != "0").then_some(self.plan.jobs);
-        let result = run_chunk(self, suite, chunk, threads).await;
+        let live = self.chunk_sink(index, suite);
+        let waits = suite.runner == Runner::Pytest && matches!(chunk.part, Part::Tests(_));
+        let result = if waits {
+            self.spawn[index].notified().await;
+            let go = results_dir(self.config, self.env).join(format!(
+                "{}.{}.go",
+                file_stem(suite, self.base.shard),
+                chunk.worker
+            ));
+            let _ = std::fs::remove_file(&go);
+            let its_turn = async {
+                self.turn[index].notified().await;
+                if let Err(e) = crate::state::write_atomic(&go, b"go\n") {
+                    // The worker then waits until its deadline, which reports it.
+                    crate::ui::say(format!("cannot write {}: {e}", go.display()));
+                }
+            };
+            let (result, ()) = futures_util::future::join(
+                run_chunk(self, suite, chunk, threads, live, Some(go.clone())),
+                its_turn,
+            )
+            .await;
+            let _ = std::fs::remove_file(&go);
+            result
+        } else {
+            self.turn[index].notified().await;
+            run_chunk(self, suite, chunk, threads, live, None).await
+        };
+        self.ended(index, suite, collection, chunk, result);
+    }
+
+    /// What the chunk's runner says of its tests, to the caller; its first test lets the runner
+    /// of the chunk after it start.
+    fn chunk_sink(&self, index: usize, suite: &SuiteCfg) -> TestSink {
+        let forward = self.hooks.live.as_ref().map(|live| live(&suite.name));
+        let mut after: Vec<Arc<Notify>> = self.next[index]
+            .map(|next| self.spawn[next].clone())
+            .into_iter()
+            .collect();
+        if let Some(first) = self.first_alone.filter(|first| index < *first) {
+            after.push(self.spawn[first].clone());
+        }
+        let began = std::sync::atomic::AtomicBool::new(false);
+        Arc::new(move |event: TestEvent| {
+            if matches!(event, TestEvent::Started { .. })
+                && !began.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                after.iter().for_each(|spawn| spawn.notify_one());
+            }
+            if let Some(forward) = &forward {
+                forward(event);
+            }
+        })
+    }
+
+    /// A chunk ended: the next one's turn, and its suite's result once it was the last.
+    fn ended(
+        &self,
+        index: usize,
+        suite: &SuiteCfg,
+        collection: Option<&Collection>,
+        chunk: &Chunk,
+        result: SuiteResult,
+    ) {
         let finished = {
             let mut parts = lock(&self.parts);
             let list = parts.entry(chunk.suite.clone()).or_default();
@@ -128,6 +231,24 @@ impl Running<'_> {
             (self.hooks.done)(&result);
             lock(&self.merged).insert(suite.name.clone(), result);
         }
+        // A chunk that never began a test (it crashed, or had none) did not start the next.
+        match self.next[index] {
+            Some(next) => {
+                self.spawn[next].notify_one();
+                self.turn[next].notify_one();
+            }
+            None if self.first_alone.is_none_or(|first| index < first) => {
+                let mut lanes_left = lock(&self.lanes_left);
+                *lanes_left = lanes_left.saturating_sub(1);
+                if *lanes_left == 0 {
+                    if let Some(first) = self.first_alone {
+                        self.spawn[first].notify_one();
+                        self.turn[first].notify_one();
+                    }
+                }
+            }
+            None => {}
+        }
     }
 }
 
@@ -138,6 +259,8 @@ async fn run_chunk(
     suite: &SuiteCfg,
     chunk: &Chunk,
     threads: Option<u32>,
+    live: TestSink,
+    wait: Option<std::path::PathBuf>,
 ) -> SuiteResult {
     let deadline = suite.timeout_s.duration();
     let left = deadline.saturating_sub(running.started.elapsed());
@@ -171,12 +294,13 @@ async fn run_chunk(
     let run = SuiteRun {
         shard: base.shard,
         extra_args: base.extra_args.clone(),
-        live: running.hooks.live.as_ref().map(|live| live(&suite.name)),
+        live: Some(live),
         repo_root: base.repo_root.clone(),
         only,
         worker: Some(chunk.worker.clone()),
         threads,
         deadline: Some(left),
+        wait,
     };
     run_suite_with(running.config, suite, running.env, running.py, &run).await
 }
