@@ -101,7 +101,9 @@ def pytest_collection_finish(session):
     if go and not os.path.exists(go):
         # A worker started ahead of its turn: collected, it waits for the harness's word (its
         # deadline, the harness's, ends the wait if that never comes).
-        print(f"xtask: worker {_WORKER} collected, waiting for its turn ({go})", flush=True)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"xtask: worker {_WORKER} collected, waiting for its turn ({go})")
         while not os.path.exists(go):
             time.sleep(0.02)
 

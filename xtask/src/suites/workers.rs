@@ -62,8 +62,8 @@ pub async fn run_plan(
         at += lane.len();
     }
     let first_alone = (!plan.alone.is_empty()).then_some(at);
-    for i in at..chunks.len() {
-        next[i] = (i + 1 < chunks.len()).then_some(i + 1);
+    for (i, after) in next.iter_mut().enumerate().skip(at) {
+        *after = (i + 1 < chunks.len()).then_some(i + 1);
     }
     let state = Running {
         config,

@@ -7,6 +7,7 @@ mod gate;
 mod hook;
 mod images;
 mod junit;
+mod parallel;
 mod require;
 mod stack;
 mod suites;

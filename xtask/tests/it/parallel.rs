@@ -1,0 +1,409 @@
+//! One plan over several workers (`--jobs N`), against the fixture pytest project
+//! (`fixtures/suites/pytest_project`: `parallel`, `crashing`, `parallel_hanging`): tests that
+//! prove to each other that they ran at the same time, a destructive one that proves it ran
+//! alone, a worker that dies, and every worker's process group stopped at the deadline and when
+//! the plan is dropped.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use xtask::config::{self, TargetKind};
+use xtask::junit::Status;
+use xtask::suites::plan::{Chunk, Part, Plan};
+use xtask::suites::{self, Collection, Durations, Hooks, SuiteRun, TestEvent};
+
+use crate::suites::{assert_group_gone, assert_reportable, case, env, project};
+
+/// What a test keeps of a plan's hooks.
+type Kept<T> = Arc<Mutex<Vec<T>>>;
+
+/// Hooks that keep every test event and every finished suite's name.
+fn recording() -> (Hooks, Kept<TestEvent>, Kept<String>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Hooks {
+        live: Some({
+            let events = events.clone();
+            Arc::new(move |_suite: &str| -> suites::TestSink {
+                let events = events.clone();
+                Arc::new(move |event| events.lock().unwrap().push(event))
+            })
+        }),
+        done: {
+            let done = done.clone();
+            Arc::new(move |result: &xtask::junit::SuiteResult| {
+                done.lock().unwrap().push(result.name.clone())
+            })
+        },
+    };
+    (hooks, events, done)
+}
+
+fn ids(collection: &Collection) -> Vec<String> {
+    collection.tests.iter().map(|t| t.id.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_plan_runs_tests_at_once_and_destructive_ones_alone_after() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let track = tempfile::tempdir().unwrap();
+    let mut suite = project.suite("parallel");
+    suite
+        .env
+        .insert("TRACK_DIR".into(), track.path().display().to_string());
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun {
+        extra_args: vec!["-k".into(), "not left_out".into()],
+        ..SuiteRun::default()
+    };
+
+    let collection =
+        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
+            .await
+            .expect("the suite is collected");
+    assert_eq!(collection.tests.len(), 3, "{collection:#?}");
+    let alone = collection
+        .tests
+        .iter()
+        .find(|t| t.id.ends_with("test_alone"))
+        .unwrap();
+    assert!(
+        alone.markers.contains(&"destructive".to_owned()),
+        "{alone:#?}"
+    );
+    assert_eq!(collection.skipped.len(), 1, "{collection:#?}");
+
+    let planned = [(&suite, Some(&collection))];
+    let plan = suites::plan(&planned, &Durations::default(), 2);
+    assert_eq!(plan.lanes.len(), 2, "{plan:#?}");
+    assert_eq!(plan.alone.len(), 1, "{plan:#?}");
+    assert_eq!(plan.alone[0].worker, "serial");
+
+    let (hooks, events, done) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    assert_eq!(results.len(), 1);
+    let result = &results[0];
+    // test_together_a and _b each waited, while it ran, for the other to begin; test_alone
+    // found nothing else running and both others done.
+    assert!(result.passed(), "{result:#?}");
+    for name in ["test_together_a", "test_together_b", "test_alone"] {
+        assert_eq!(case(result, name).status, Status::Passed, "{result:#?}");
+    }
+    assert_eq!(
+        case(result, "test_left_out_by_arguments").status,
+        Status::Skipped {
+            reason: "deselected by the arguments `-k not left_out`".into()
+        }
+    );
+    // One suite, its cases in collection order, its wall time over its workers.
+    let names: Vec<&str> = result.cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "test_together_a",
+            "test_together_b",
+            "test_left_out_by_arguments",
+            "test_alone"
+        ]
+    );
+    assert!(result.started.is_some() && result.duration > Duration::ZERO);
+    assert_eq!(*done.lock().unwrap(), ["parallel"]);
+    assert_reportable(result);
+
+    // Each test reported live, by the worker that ran it.
+    let workers: BTreeSet<(String, String)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            TestEvent::Finished { worker, test } => Some((test.name.clone(), worker.clone())),
+            TestEvent::Started { .. } => None,
+        })
+        .collect();
+    let serial: Vec<&str> = workers
+        .iter()
+        .filter(|(_, w)| w == "serial")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(serial, ["test_alone"], "{workers:?}");
+    let lanes: BTreeSet<&str> = workers
+        .iter()
+        .filter(|(n, _)| n.starts_with("test_together"))
+        .map(|(_, w)| w.as_str())
+        .collect();
+    assert_eq!(lanes, BTreeSet::from(["w1", "w2"]), "{workers:?}");
+
+    // One log for the suite, each worker's output under its name.
+    let dir = project.config.work_dir().join("runs/run-42/suites");
+    let log = std::fs::read_to_string(dir.join("parallel.log")).unwrap();
+    for worker in ["w1", "w2", "serial"] {
+        assert!(
+            log.contains(&format!("=== xtask: worker {worker} ===")),
+            "{log}"
+        );
+        assert!(!dir.join(format!("parallel.{worker}.log")).exists());
+    }
+}
+
+#[tokio::test]
+async fn the_next_worker_process_starts_ahead_and_waits_for_its_turn() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let track = tempfile::tempdir().unwrap();
+    let with_track = |name: &str| {
+        let mut suite = project.suite(name);
+        suite
+            .env
+            .insert("TRACK_DIR".into(), track.path().display().to_string());
+        suite
+    };
+    let (first, second) = (with_track("ahead_first"), with_track("ahead_second"));
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    let mut collections = Vec::new();
+    for suite in [&first, &second] {
+        collections.push(
+            suites::collect_for_plan(&project.config, suite, &environment, Some(&py), &base)
+                .await
+                .unwrap(),
+        );
+    }
+    // Both suites on one worker, one after the other.
+    let chunk = |suite: &str, collection: &Collection| Chunk {
+        suite: suite.into(),
+        worker: "w1".into(),
+        part: Part::Tests(ids(collection)),
+        seconds: 1.0,
+    };
+    let plan = Plan {
+        jobs: 1,
+        lanes: vec![vec![
+            chunk("ahead_first", &collections[0]),
+            chunk("ahead_second", &collections[1]),
+        ]],
+        alone: Vec::new(),
+    };
+    let planned = [
+        (&first, Some(&collections[0])),
+        (&second, Some(&collections[1])),
+    ];
+    let (hooks, _, done) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    // test_first ran until the second suite's pytest had started and collected (ahead of its
+    // turn); test_second, run by it, found test_first done (not before its turn).
+    for result in &results {
+        assert!(result.passed(), "{result:#?}");
+    }
+    assert_eq!(*done.lock().unwrap(), ["ahead_first", "ahead_second"]);
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_is_one_error_and_its_unrun_tests_are_skipped() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let suite = project.suite("crashing");
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    let collection =
+        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
+            .await
+            .expect("the suite is collected");
+    let all = ids(&collection);
+    assert_eq!(all.len(), 4, "{all:?}");
+    // By hand, so that the dying test and the one after it share a worker.
+    let chunk = |worker: &str, tests: &[String]| Chunk {
+        suite: "crashing".into(),
+        worker: worker.into(),
+        part: Part::Tests(tests.to_vec()),
+        seconds: 1.0,
+    };
+    let plan = Plan {
+        jobs: 2,
+        lanes: vec![vec![chunk("w1", &all[..2])], vec![chunk("w2", &all[2..])]],
+        alone: Vec::new(),
+    };
+    let planned = [(&suite, Some(&collection))];
+    let (hooks, _, _) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    let result = &results[0];
+    // The other worker went on.
+    assert_eq!(case(result, "test_3_elsewhere").status, Status::Passed);
+    assert_eq!(case(result, "test_4_elsewhere_too").status, Status::Passed);
+    let reason = |name: &str| match &case(result, name).status {
+        Status::Skipped { reason } => reason.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert!(
+        reason("test_1_kills_its_worker").starts_with("not finished: worker w1 ended during it"),
+        "{result:#?}"
+    );
+    assert!(
+        reason("test_2_after_the_crash").starts_with("not run: worker w1 ended before it"),
+        "{result:#?}"
+    );
+    let error = result.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("worker w1: "), "{error}");
+    assert!(!error.contains("w2"), "{error}");
+    let counts = result.counts();
+    assert_eq!((counts.errors, counts.passed()), (1, 2), "{result:#?}");
+}
+
+/// Waits (60 s at most) until both hanging tests wrote their record; their process groups.
+async fn both_hanging(dir: &Path) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let records: Vec<String> = ["one", "two"]
+            .iter()
+            .filter_map(|name| std::fs::read_to_string(dir.join(name)).ok())
+            .collect();
+        if records.len() == 2 {
+            return records
+                .iter()
+                .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both hanging tests did not start within 60s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_plan_stops_every_workers_group() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let hang = tempfile::tempdir().unwrap();
+    let mut suite = project.suite("parallel_hanging");
+    suite
+        .env
+        .insert("HANG_DIR".into(), hang.path().display().to_string());
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    let collection =
+        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
+            .await
+            .unwrap();
+    let planned = [(&suite, Some(&collection))];
+    let plan = suites::plan(&planned, &Durations::default(), 2);
+    assert_eq!(plan.lanes.len(), 2, "{plan:#?}");
+    let (hooks, _, _) = recording();
+    let running = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    );
+    let groups = tokio::select! {
+        results = running => panic!("the plan ended on its own: {results:#?}"),
+        groups = both_hanging(hang.path()) => groups,
+    };
+    // The plan's future is dropped here, as when the gate is interrupted.
+    assert_ne!(groups[0], groups[1], "each worker has its own group");
+    xtask::process::finish_pending_kills();
+    for group in groups {
+        assert_group_gone(group).await;
+    }
+}
+
+#[tokio::test]
+async fn the_deadline_stops_every_worker_and_reports_their_tests() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let hang = tempfile::tempdir().unwrap();
+    let mut suite = project.suite("parallel_hanging");
+    suite
+        .env
+        .insert("HANG_DIR".into(), hang.path().display().to_string());
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    let collection =
+        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
+            .await
+            .unwrap();
+    // Long enough for both workers to start on a loaded machine; the plan counts it from its
+    // own start.
+    suite.timeout_s = config::Secs(45);
+    let planned = [(&suite, Some(&collection))];
+    let plan = suites::plan(&planned, &Durations::default(), 2);
+    let (hooks, _, _) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    let result = &results[0];
+    let error = result.error.as_deref().unwrap_or_default();
+    for worker in ["w1", "w2"] {
+        assert!(
+            error.contains(&format!("worker {worker}: timed out")),
+            "{error}"
+        );
+    }
+    for name in ["test_hang_one", "test_hang_two"] {
+        assert!(
+            matches!(&case(result, name).status, Status::Skipped { reason } if reason.starts_with("not finished: the suite timed out")),
+            "{result:#?}"
+        );
+    }
+    for group in both_hanging(hang.path()).await {
+        assert_group_gone(group).await;
+    }
+}
