@@ -56,6 +56,10 @@ pub struct TestRun {
     pub file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
+    /// When it ended, by its runner's clock (pytest): the harness reads the plugin's file every
+    /// [`FOLLOW_EVERY`], later than that.
+    #[serde(skip)]
+    pub ended: Option<std::time::SystemTime>,
 }
 
 /// What a runner says while it runs.
@@ -105,6 +109,9 @@ struct PluginLine {
     file: Option<String>,
     #[serde(default)]
     line: Option<u32>,
+    /// Seconds since the epoch, when the plugin wrote the line.
+    #[serde(default)]
+    at: Option<f64>,
 }
 
 /// A path as the report names it: relative to the repository when it lies inside it.
@@ -145,6 +152,10 @@ pub fn pytest_event(line: &str, repo_root: Option<&Path>) -> Option<TestEvent> {
                     message: parsed.message.as_deref().and_then(first_line),
                     file: parsed.file.map(|f| repo_relative(&f, repo_root)),
                     line: parsed.line,
+                    ended: parsed
+                        .at
+                        .filter(|at| at.is_finite() && *at > 0.0)
+                        .map(|at| std::time::UNIX_EPOCH + Duration::from_secs_f64(at)),
                 },
             })
         }
@@ -307,6 +318,7 @@ impl NextestLines {
                 message,
                 file: None,
                 line: None,
+                ended: None,
             },
         })
     }
@@ -359,7 +371,20 @@ mod tests {
         assert_eq!(test.message.as_deref(), Some("AssertionError: 1 == 2"));
         assert_eq!(test.file.as_deref(), Some("tests/e2e/test_a.py"));
         assert_eq!(test.line, Some(12));
+        assert_eq!(test.ended, None);
         assert!(pytest_event("collected 3 items", Some(root)).is_none());
+        // The plugin's own clock, when it says it.
+        let stamped = pytest_event(
+            r#"{"event": "finished", "nodeid": "t.py::a", "outcome": "passed", "at": 1700000000.25}"#,
+            None,
+        );
+        let Some(TestEvent::Finished { test, .. }) = stamped else {
+            panic!("{stamped:?}")
+        };
+        assert_eq!(
+            test.ended,
+            Some(std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250))
+        );
     }
 
     #[test]

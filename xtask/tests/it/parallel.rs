@@ -407,3 +407,90 @@ async fn the_deadline_stops_every_worker_and_reports_their_tests() {
         assert_group_gone(group).await;
     }
 }
+
+/// The complete events of the tests in a trace: (name, thread, start, end) in microseconds.
+fn traced_tests(trace: &serde_json::Value) -> Vec<(String, u64, u64, u64)> {
+    trace["traceEvents"]
+        .as_array()
+        .expect("traceEvents")
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"].as_str().is_some_and(|c| c.starts_with("test,")))
+        .map(|e| {
+            let start = e["ts"].as_u64().unwrap();
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["tid"].as_u64().unwrap(),
+                start,
+                start + e["dur"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The tests on another thread (worker) whose span overlaps `name`'s. Tests of one worker run
+/// one after the other in one process; their spans, which end when the harness read each
+/// test's end, may touch.
+fn overlapping(tests: &[(String, u64, u64, u64)], name: &str) -> Vec<String> {
+    let (_, thread, start, end) = tests
+        .iter()
+        .find(|t| t.0 == name)
+        .unwrap_or_else(|| panic!("{name} is not in the trace: {tests:?}"));
+    tests
+        .iter()
+        .filter(|(_, t, s, e)| t != thread && s < end && e > start)
+        .map(|(n, ..)| n.clone())
+        .collect()
+}
+
+#[test]
+fn a_parallel_gate_runs_its_destructive_test_alone_in_its_trace() {
+    if !crate::gate::engine_available() {
+        return;
+    }
+    let report = crate::gate::Report::new();
+    let track = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--config")
+        .arg(crate::gate::fixture().join("harness.parallel.toml"))
+        .arg("mission-critical")
+        .arg("--junit")
+        .arg(report.path())
+        .env("TRACK_DIR", track.path())
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::gate::explain(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("plan: worker w1"), "{stderr}");
+    assert!(stderr.contains("plan: then alone: web ×1"), "{stderr}");
+    let xml = report.text();
+    for test in [
+        "test_together_a",
+        "test_restarts_the_cache",
+        "test_quick[/three]",
+    ] {
+        assert!(xml.contains(test), "{xml}");
+    }
+    let run_dir = crate::gate::fixture()
+        .join("target/xtask/runs")
+        .join(crate::gate::run_id_of(&xml));
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("trace.json")).unwrap())
+            .unwrap();
+    let tests = traced_tests(&trace);
+    assert_eq!(tests.len(), 6, "{tests:?}");
+    assert_eq!(
+        overlapping(&tests, "test_restarts_the_cache"),
+        Vec::<String>::new(),
+        "no other test runs while the destructive one does"
+    );
+    assert!(
+        overlapping(&tests, "test_together_a").contains(&"test_together_b".to_owned()),
+        "the two ran at once, on two workers: {tests:?}"
+    );
+}

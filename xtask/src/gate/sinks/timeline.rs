@@ -181,12 +181,20 @@ pub fn of(record: &Record) -> Timeline {
         let live: Vec<Span> = record
             .tests()
             .filter(|(_, name, _)| *name == suite.name)
-            .map(|(at, _, test)| Span {
-                start: at.saturating_sub(test.duration).max(start),
-                end: at,
-                label: test.name.clone(),
-                kind: test_kind(test.outcome),
-                worker: None,
+            .map(|(at, _, test)| {
+                // The end by the runner's own clock when it said (the harness heard it later).
+                let end = test
+                    .ended
+                    .zip(record.started)
+                    .and_then(|(ended, began)| ended.duration_since(began).ok())
+                    .map_or(at, |ended| ended.min(at));
+                Span {
+                    start: end.saturating_sub(test.duration).max(start),
+                    end,
+                    label: test.name.clone(),
+                    kind: test_kind(test.outcome),
+                    worker: None,
+                }
             })
             .collect();
         suite_lane.tests = if live.is_empty() {
@@ -381,5 +389,29 @@ mod tests {
         let e2e = timeline.lanes.iter().find(|l| l.name == "e2e").unwrap();
         assert_eq!(e2e.tests.len(), 2);
         assert!(e2e.tests.iter().all(|t| t.end <= e2e.spans[0].end));
+    }
+
+    #[test]
+    fn a_test_ends_when_its_runner_said_not_when_the_harness_read_it() {
+        let mut record = fixtures::docker_passing();
+        let began = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        record.started = Some(began);
+        let (heard, duration) = record
+            .events
+            .iter_mut()
+            .find_map(|(at, event)| match event {
+                crate::gate::events::Event::TestFinished { test, .. } => {
+                    // The runner said it 80 ms before the harness read its file.
+                    test.ended = Some(began + *at - Duration::from_millis(80));
+                    Some((*at, test.duration))
+                }
+                _ => None,
+            })
+            .unwrap();
+        let timeline = of(&record);
+        let e2e = timeline.lanes.iter().find(|l| l.name == "e2e").unwrap();
+        let first = &e2e.tests[0];
+        assert_eq!(first.end, heard - Duration::from_millis(80));
+        assert_eq!(first.start, first.end - duration);
     }
 }
