@@ -119,7 +119,7 @@ def pytest_deselected(items):
 
 
 def pytest_runtest_logstart(nodeid, location):
-    _STATE[nodeid] = {"outcome": "passed", "duration": 0.0, "message": None}
+    _STATE[nodeid] = {"outcome": "passed", "duration": 0.0, "message": None, "began": time.time()}
     _emit({"event": "started", "nodeid": nodeid})
 
 
@@ -169,6 +169,7 @@ def pytest_runtest_logfinish(nodeid, location):
         "message": state["message"],
         "file": path,
         "line": _FAILED_AT.get(nodeid, line),
+        "began": state.get("began"),
     })
 "#;
 

@@ -182,14 +182,17 @@ pub fn of(record: &Record) -> Timeline {
             .tests()
             .filter(|(_, name, _)| *name == suite.name)
             .map(|(at, _, test)| {
-                // The end by the runner's own clock when it said (the harness heard it later).
-                let end = test
-                    .ended
-                    .zip(record.started)
-                    .and_then(|(ended, began)| ended.duration_since(began).ok())
-                    .map_or(at, |ended| ended.min(at));
+                // By the runner's own clock when it said (the harness heard the end later).
+                let since_start = |time: Option<std::time::SystemTime>| {
+                    time.zip(record.started)
+                        .and_then(|(time, began)| time.duration_since(began).ok())
+                };
+                let end = since_start(test.ended).map_or(at, |ended| ended.min(at));
+                let began = since_start(test.began)
+                    .filter(|began| *began <= end)
+                    .unwrap_or_else(|| end.saturating_sub(test.duration));
                 Span {
-                    start: end.saturating_sub(test.duration).max(start),
+                    start: began.max(start),
                     end,
                     label: test.name.clone(),
                     kind: test_kind(test.outcome),
@@ -413,5 +416,18 @@ mod tests {
         let first = &e2e.tests[0];
         assert_eq!(first.end, heard - Duration::from_millis(80));
         assert_eq!(first.start, first.end - duration);
+        // When it began too: pytest's time between the test's phases is the test's.
+        for (at, event) in &mut record.events {
+            if let crate::gate::events::Event::TestFinished { test, .. } = event {
+                test.began = Some(began + *at - duration - Duration::from_millis(50));
+                break;
+            }
+        }
+        let timeline = of(&record);
+        let e2e = timeline.lanes.iter().find(|l| l.name == "e2e").unwrap();
+        assert_eq!(
+            e2e.tests[0].start,
+            heard - duration - Duration::from_millis(50)
+        );
     }
 }
