@@ -1,9 +1,12 @@
-//! One schedule of a run's tests over N workers on the one stack (`--jobs N`, `[gate] jobs`): the
-//! tests of `parallel` suites, longest first by the durations of the last report, each to the
-//! worker that would finish it soonest; then, one at a time with nothing else running, the suites
-//! that are not `parallel` (whole, as without a plan) and the tests carrying one of their suite's
-//! `serial_markers` (`destructive`: they restart services). A pure function of the collected
-//! tests and the durations, and where those durations come from ([`last_durations`]).
+//! One schedule of a run's tests over N workers on the one stack (`--jobs N`, `[gate] jobs`):
+//! first, one at a time with nothing else running, the suites that are not `parallel` (whole, as
+//! without a plan) and the tests carrying one of their suite's `serial_markers` (`destructive`:
+//! they restart services); then the tests of `parallel` suites, longest first by the durations of
+//! the last report, each to the worker that would finish it soonest. The lone ones go first: the
+//! workers' runners start while they run (they wait on the stack, not on the CPU), and, as in a
+//! run without a plan, the later tests run against a stack that has been restarted. A pure
+//! function of the collected tests and the durations, and where those durations come from
+//! ([`last_durations`]).
 //!
 //! Not here: collecting the tests ([super::pytest]), running the plan ([super::workers]).
 
@@ -124,8 +127,8 @@ pub struct Chunk {
     pub seconds: f64,
 }
 
-/// The schedule: the lanes at once, each one's chunks one after the other; then `alone`, one at
-/// a time.
+/// The schedule: first `alone`, one at a time; then the lanes at once, each one's chunks one
+/// after the other.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub jobs: u32,
@@ -134,30 +137,28 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Every chunk, in order: the lone ones, then each lane's.
     pub fn chunks(&self) -> impl Iterator<Item = &Chunk> {
-        self.lanes.iter().flatten().chain(&self.alone)
+        self.alone.iter().chain(self.lanes.iter().flatten())
     }
 
-    /// The plan for people, one line per worker and one for what runs alone.
+    /// The plan for people: one line for what runs alone first, one per worker.
     pub fn describe(&self) -> Vec<String> {
         let chunk = |c: &Chunk| match &c.part {
             Part::Whole => c.suite.clone(),
             Part::Tests(ids) => format!("{} ×{}", c.suite, ids.len()),
         };
-        let mut lines: Vec<String> = self
-            .lanes
-            .iter()
-            .map(|lane| {
-                let expected: f64 = lane.iter().map(|c| c.seconds).sum();
-                let worker = lane.first().map_or("", |c| c.worker.as_str());
-                let parts: Vec<String> = lane.iter().map(chunk).collect();
-                format!("worker {worker}: {} (~{expected:.1}s)", parts.join(", "))
-            })
-            .collect();
+        let mut lines = Vec::new();
         if !self.alone.is_empty() {
             let parts: Vec<String> = self.alone.iter().map(chunk).collect();
-            lines.push(format!("then alone: {}", parts.join(", ")));
+            lines.push(format!("first alone: {}", parts.join(", ")));
         }
+        lines.extend(self.lanes.iter().map(|lane| {
+            let expected: f64 = lane.iter().map(|c| c.seconds).sum();
+            let worker = lane.first().map_or("", |c| c.worker.as_str());
+            let parts: Vec<String> = lane.iter().map(chunk).collect();
+            format!("worker {worker}: {} (~{expected:.1}s)", parts.join(", "))
+        }));
         lines
     }
 }
@@ -409,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn serial_markers_run_alone_after_and_other_suites_share_the_workers() {
+    fn serial_markers_run_alone_first_and_other_suites_share_the_workers() {
         let mc = suite("mission_critical", true);
         let e2e = suite("e2e", true);
         let lonely = suite("lonely", false);
@@ -442,8 +443,12 @@ mod tests {
         assert_eq!(plan.lanes.len(), 3);
         assert_eq!(
             suites_of(&plan),
-            ["mission_critical", "e2e", "lonely"],
+            ["lonely", "mission_critical", "e2e"],
             "{plan:#?}"
+        );
+        assert_eq!(
+            plan.describe()[0],
+            "first alone: lonely, mission_critical ×2"
         );
     }
 

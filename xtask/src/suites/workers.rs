@@ -1,5 +1,5 @@
-//! Running a [`Plan`]: its lanes at once, each lane's chunks one after the other, then the chunks
-//! that run alone, one at a time. Each chunk is one run of its suite's own runner
+//! Running a [`Plan`]: first the chunks that run alone, one at a time, then its lanes at once,
+//! each lane's chunks one after the other. Each chunk is one run of its suite's own runner
 //! ([super::run_suite_with]) with its share of the tests, its worker's name (the live events'
 //! `worker`) and what is left of its suite's deadline (counted from the plan's start), in its own
 //! process group like any suite. A worker that fails or crashes does not stop the others. A
@@ -47,23 +47,22 @@ pub async fn run_plan(
     plan: &Plan,
     hooks: &Hooks,
 ) -> Vec<SuiteResult> {
+    // In order: the chunks that run alone, then each lane's.
     let chunks: Vec<&Chunk> = plan.chunks().collect();
     let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
     for chunk in &chunks {
         *remaining.entry(chunk.suite.clone()).or_default() += 1;
     }
-    // After each chunk, the next of its lane (or of the chunks that run alone).
-    let mut next = vec![None; chunks.len()];
-    let mut at = 0;
+    // After each chunk, the next that runs alone, or the next of its lane.
+    let alone = plan.alone.len();
+    let mut next: Vec<Option<usize>> = (0..alone)
+        .map(|i| (i + 1 < alone).then_some(i + 1))
+        .collect();
+    let mut lane_heads = Vec::new();
     for lane in &plan.lanes {
-        for i in 0..lane.len() {
-            next[at + i] = (i + 1 < lane.len()).then_some(at + i + 1);
-        }
-        at += lane.len();
-    }
-    let first_alone = (!plan.alone.is_empty()).then_some(at);
-    for (i, after) in next.iter_mut().enumerate().skip(at) {
-        *after = (i + 1 < chunks.len()).then_some(i + 1);
+        let head = next.len();
+        lane_heads.push(head);
+        next.extend((0..lane.len()).map(|i| (i + 1 < lane.len()).then_some(head + i + 1)));
     }
     let state = Running {
         config,
@@ -75,25 +74,20 @@ pub async fn run_plan(
         hooks,
         started: Instant::now(),
         next,
-        first_alone,
-        lanes_left: Mutex::new(plan.lanes.len()),
+        alone,
+        lane_heads,
+        alone_left: Mutex::new(alone),
         spawn: chunks.iter().map(|_| Arc::new(Notify::new())).collect(),
-        turn: chunks.iter().map(|_| tokio::sync::Notify::new()).collect(),
+        turn: chunks.iter().map(|_| Notify::new()).collect(),
         remaining: Mutex::new(remaining),
         parts: Mutex::default(),
         merged: Mutex::default(),
     };
-    let mut lane_start = 0;
-    for lane in &plan.lanes {
-        state.spawn[lane_start].notify_one();
-        state.turn[lane_start].notify_one();
-        lane_start += lane.len();
-    }
-    if let Some(first) = first_alone {
-        if plan.lanes.is_empty() {
-            state.spawn[first].notify_one();
-            state.turn[first].notify_one();
-        }
+    if alone > 0 {
+        state.spawn[0].notify_one();
+        state.turn[0].notify_one();
+    } else {
+        state.lanes_go();
     }
     futures_util::future::join_all(
         chunks
@@ -110,12 +104,13 @@ pub async fn run_plan(
 }
 
 /// A plan as it runs: what each chunk needs, when each may start its runner (`spawn`) and its
-/// tests (`turn`), and each suite's parts until its last one ends. A chunk's turn comes when the
-/// one before it in its lane ended (the first ones at once; the first that runs alone when every
-/// lane ended). A pytest chunk's runner starts ahead of its turn, once the chunk before it began
-/// its first test (the first that runs alone: once any lane did), so that it has started and
-/// collected by then and only waits for its turn (`XTASK_PYTEST_WAIT`), and so that the
-/// runners' starts, which take the CPU, do not all fall at once.
+/// tests (`turn`), and each suite's parts until its last one ends. The chunks that run alone
+/// come first, one after the other; when the last has ended, every lane's first chunk gets its
+/// turn, and each later one when the one before it in its lane ended. A pytest chunk's runner
+/// starts ahead of its turn, once the chunk before it began its first test (the lanes' first
+/// ones: once the first lone chunk did), so that it has started and collected by its turn and
+/// only waits for it (`XTASK_PYTEST_WAIT`): the lanes' pytest starts, which take the CPU, happen
+/// while the lone tests wait on the stack, and do not all fall at once.
 struct Running<'a> {
     config: &'a Config,
     env: &'a SuiteEnv,
@@ -125,10 +120,12 @@ struct Running<'a> {
     plan: &'a Plan,
     hooks: &'a Hooks,
     started: Instant,
-    /// By chunk index (the lanes' in order, then the lone ones'): the chunk after it.
+    /// By chunk index (the lone ones' in order, then each lane's): the chunk after it.
     next: Vec<Option<usize>>,
-    first_alone: Option<usize>,
-    lanes_left: Mutex<usize>,
+    /// How many chunks run alone (the first indices).
+    alone: usize,
+    lane_heads: Vec<usize>,
+    alone_left: Mutex<usize>,
     spawn: Vec<Arc<Notify>>,
     turn: Vec<Notify>,
     /// Chunks not yet ended, by suite.
@@ -185,8 +182,8 @@ impl Running<'_> {
             .map(|next| self.spawn[next].clone())
             .into_iter()
             .collect();
-        if let Some(first) = self.first_alone.filter(|first| index < *first) {
-            after.push(self.spawn[first].clone());
+        if index == 0 && self.alone > 0 {
+            after.extend(self.lane_heads.iter().map(|head| self.spawn[*head].clone()));
         }
         let began = std::sync::atomic::AtomicBool::new(false);
         Arc::new(move |event: TestEvent| {
@@ -232,22 +229,23 @@ impl Running<'_> {
             lock(&self.merged).insert(suite.name.clone(), result);
         }
         // A chunk that never began a test (it crashed, or had none) did not start the next.
-        match self.next[index] {
-            Some(next) => {
-                self.spawn[next].notify_one();
-                self.turn[next].notify_one();
+        if let Some(next) = self.next[index] {
+            self.spawn[next].notify_one();
+            self.turn[next].notify_one();
+        } else if index < self.alone {
+            let mut alone_left = lock(&self.alone_left);
+            *alone_left = alone_left.saturating_sub(1);
+            if *alone_left == 0 {
+                self.lanes_go();
             }
-            None if self.first_alone.is_none_or(|first| index < first) => {
-                let mut lanes_left = lock(&self.lanes_left);
-                *lanes_left = lanes_left.saturating_sub(1);
-                if *lanes_left == 0 {
-                    if let Some(first) = self.first_alone {
-                        self.spawn[first].notify_one();
-                        self.turn[first].notify_one();
-                    }
-                }
-            }
-            None => {}
+        }
+    }
+
+    /// Every lane's first chunk may start, and run its tests.
+    fn lanes_go(&self) {
+        for head in &self.lane_heads {
+            self.spawn[*head].notify_one();
+            self.turn[*head].notify_one();
         }
     }
 }

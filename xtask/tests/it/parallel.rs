@@ -46,7 +46,7 @@ fn ids(collection: &Collection) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_plan_runs_tests_at_once_and_destructive_ones_alone_after() {
+async fn a_plan_runs_destructive_tests_alone_first_and_the_others_at_once() {
     let Some(_) = crate::require::python() else {
         return;
     };
@@ -101,8 +101,8 @@ async fn a_plan_runs_tests_at_once_and_destructive_ones_alone_after() {
     .await;
     assert_eq!(results.len(), 1);
     let result = &results[0];
-    // test_together_a and _b each waited, while it ran, for the other to begin; test_alone
-    // found nothing else running and both others done.
+    // test_alone found nothing else running and nothing begun before it; test_together_a and _b
+    // each waited, while it ran, for the other to begin.
     assert!(result.passed(), "{result:#?}");
     for name in ["test_together_a", "test_together_b", "test_alone"] {
         assert_eq!(case(result, name).status, Status::Passed, "{result:#?}");
@@ -467,7 +467,7 @@ fn a_parallel_gate_runs_its_destructive_test_alone_in_its_trace() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("plan: worker w1"), "{stderr}");
-    assert!(stderr.contains("plan: then alone: web ×1"), "{stderr}");
+    assert!(stderr.contains("plan: first alone: web ×1"), "{stderr}");
     let xml = report.text();
     for test in [
         "test_together_a",
