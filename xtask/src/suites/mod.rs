@@ -366,6 +366,19 @@ pub async fn collect_for_plan(
     }
 }
 
+/// Waits until `go` exists (the harness's word that a worker started ahead may run its tests),
+/// at most `deadline`; whether it came.
+async fn wait_for_turn(go: &Path, deadline: Duration) -> bool {
+    let until = Instant::now() + deadline;
+    while !go.exists() {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// The name of one run's result files: the suite's ([`file_stem`]); a worker's share
 /// `<suite>.<worker>`; the plan's collection `<suite>.plan`.
 fn run_stem(suite: &SuiteCfg, run: &SuiteRun, mode: Mode) -> String {

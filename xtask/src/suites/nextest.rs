@@ -152,6 +152,27 @@ pub(super) async fn run_nextest(
             return errored(suite, format!("cannot list the tests: {error}"), &output)
         }
     };
+    if let Some(go) = &suite_run.wait {
+        // A worker started ahead of its turn: listed, it waits for the harness's word.
+        if !super::wait_for_turn(go, deadline.saturating_sub(started.elapsed())).await {
+            let mut result = errored(
+                suite,
+                format!("timed out after {}s before its turn", deadline.as_secs()),
+                "",
+            );
+            result.cases = listed
+                .iter()
+                .map(|t| {
+                    Case::skipped(
+                        &t.binary_id,
+                        &t.name,
+                        "not run: the suite timed out before its turn",
+                    )
+                })
+                .collect();
+            return result;
+        }
+    }
     let remaining = deadline.saturating_sub(started.elapsed());
 
     let mut args: Vec<String> = vec![

@@ -106,11 +106,12 @@ pub async fn run_plan(
 /// A plan as it runs: what each chunk needs, when each may start its runner (`spawn`) and its
 /// tests (`turn`), and each suite's parts until its last one ends. The chunks that run alone
 /// come first, one after the other; when the last has ended, every lane's first chunk gets its
-/// turn, and each later one when the one before it in its lane ended. A pytest chunk's runner
-/// starts ahead of its turn, once the chunk before it began its first test (the lanes' first
-/// ones: once the first lone chunk did), so that it has started and collected by its turn and
-/// only waits for it (`XTASK_PYTEST_WAIT`): the lanes' pytest starts, which take the CPU, happen
-/// while the lone tests wait on the stack, and do not all fall at once.
+/// turn, and each later one when the one before it in its lane ended. A chunk's runner starts
+/// ahead of its turn and waits for it once ready (pytest collected: `XTASK_PYTEST_WAIT`; nextest
+/// listed), so that its start is not on the way: every lane's runners start once the first lone
+/// chunk began its first test (those tests wait on the stack; starts take the CPU); without lone
+/// chunks, each lane's next runner starts once the one before it began its first test, so that
+/// they do not all fall at once.
 struct Running<'a> {
     config: &'a Config,
     env: &'a SuiteEnv,
@@ -144,8 +145,7 @@ impl Running<'_> {
         let threads =
             (suite.runner == Runner::Nextest && chunk.worker != "0").then_some(self.plan.jobs);
         let live = self.chunk_sink(index, suite);
-        let waits = suite.runner == Runner::Pytest && matches!(chunk.part, Part::Tests(_));
-        let result = if waits {
+        let result = {
             self.spawn[index].notified().await;
             let go = results_dir(self.config, self.env).join(format!(
                 "{}.{}.go",
@@ -167,9 +167,6 @@ impl Running<'_> {
             .await;
             let _ = std::fs::remove_file(&go);
             result
-        } else {
-            self.turn[index].notified().await;
-            run_chunk(self, suite, chunk, threads, live, None).await
         };
         self.ended(index, suite, collection, chunk, result);
     }
@@ -183,7 +180,8 @@ impl Running<'_> {
             .into_iter()
             .collect();
         if index == 0 && self.alone > 0 {
-            after.extend(self.lane_heads.iter().map(|head| self.spawn[*head].clone()));
+            // The lone tests wait on the stack: every worker's runner starts meanwhile.
+            after.extend(self.spawn[self.alone..].iter().cloned());
         }
         let began = std::sync::atomic::AtomicBool::new(false);
         Arc::new(move |event: TestEvent| {

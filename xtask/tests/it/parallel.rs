@@ -494,3 +494,48 @@ fn a_parallel_gate_runs_its_destructive_test_alone_in_its_trace() {
         "the two ran at once, on two workers: {tests:?}"
     );
 }
+
+#[tokio::test]
+async fn a_nextest_suite_runs_whole_on_a_worker_with_its_own_threads() {
+    let Some(_) = crate::require::nextest() else {
+        return;
+    };
+    let project = project("nextest_crate");
+    let mut suite = project.suite("rust");
+    suite.parallel = true;
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    assert_eq!(
+        suites::collect_for_plan(&project.config, &suite, &environment, None, &base).await,
+        None,
+        "nextest runs its tests in parallel itself"
+    );
+    let planned = [(&suite, None)];
+    let plan = suites::plan(&planned, &Durations::default(), 3);
+    assert_eq!(plan.lanes.len(), 1);
+    assert_eq!(plan.lanes[0][0].part, Part::Whole);
+    let (hooks, events, done) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        None,
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    let result = &results[0];
+    assert_eq!(case(result, "tests::adds").status, Status::Passed);
+    assert!(
+        matches!(
+            case(result, "tests::fails_on_purpose").status,
+            Status::Failed { .. }
+        ),
+        "{result:#?}"
+    );
+    let output = result.output.as_deref().unwrap_or_default();
+    assert!(output.contains("--test-threads 3"), "{output}");
+    assert!(!events.lock().unwrap().is_empty(), "its tests were live");
+    assert_eq!(*done.lock().unwrap(), ["rust"]);
+}
