@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 import uuid
@@ -60,6 +61,31 @@ def new_user_id(tag="u"):
 
 
 _shared_http = None
+_tls_context = None
+
+
+def tls_context():
+    """What https and wss endpoints are verified against: SSL_CERT_FILE /
+    SSL_CERT_DIR when set (the harness points SSL_CERT_FILE at its CA bundle
+    when staging has its own CA), else None: each client's default roots.
+    Built here because trust_env=False (no proxy) also makes httpx ignore
+    SSL_CERT_FILE. Verification is never turned off."""
+    global _tls_context
+    cafile = os.environ.get("SSL_CERT_FILE", "").strip() or None
+    capath = os.environ.get("SSL_CERT_DIR", "").strip() or None
+    if _tls_context is None and (cafile or capath):
+        _tls_context = ssl.create_default_context(cafile=cafile, capath=capath)
+    return _tls_context
+
+
+def _httpx_verify():
+    return tls_context() or True
+
+
+def _ws_tls(url):
+    """websockets refuses an ssl argument for ws://; for wss:// it gets our context."""
+    context = tls_context()
+    return {"ssl": context} if context is not None and url.startswith("wss://") else {}
 
 
 def http_client():
@@ -68,12 +94,12 @@ def http_client():
     must never go through a proxy."""
     global _shared_http
     if _shared_http is None:
-        _shared_http = httpx.Client(timeout=10.0, trust_env=False)
+        _shared_http = httpx.Client(timeout=10.0, trust_env=False, verify=_httpx_verify())
     return contextlib.nullcontext(_shared_http)
 
 
 def async_http_client(**kw):
-    return httpx.AsyncClient(timeout=10.0, trust_env=False, **kw)
+    return httpx.AsyncClient(timeout=10.0, trust_env=False, verify=_httpx_verify(), **kw)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -141,10 +167,12 @@ def ws_url(token=None):
 async def open_ws(token, via="header"):
     """Open an authenticated WebSocket (token in the header, or ?token=)."""
     if via == "query":
-        return await ws_connect(ws_url(token), proxy=None, max_size=8 * 1024 * 1024, open_timeout=10, compression=None)
+        url = ws_url(token)
+        return await ws_connect(url, proxy=None, max_size=8 * 1024 * 1024, open_timeout=10, compression=None,
+                                **_ws_tls(url))
     return await ws_connect(
         ws_url(), additional_headers={"Authorization": f"Bearer {token}"},
-        proxy=None, max_size=8 * 1024 * 1024, open_timeout=10, compression=None,
+        proxy=None, max_size=8 * 1024 * 1024, open_timeout=10, compression=None, **_ws_tls(ws_url()),
     )
 
 
@@ -153,7 +181,7 @@ async def ws_handshake_status(headers=None, token_query=None):
     or (101, None) when it was accepted."""
     url = ws_url(token_query) if token_query is not None else ws_url()
     try:
-        ws = await ws_connect(url, additional_headers=headers or {}, proxy=None, open_timeout=10)
+        ws = await ws_connect(url, additional_headers=headers or {}, proxy=None, open_timeout=10, **_ws_tls(url))
     except InvalidStatus as exc:
         body = bytes(exc.response.body or b"")
         try:

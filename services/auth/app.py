@@ -97,8 +97,9 @@ def main() -> None:
     port = int(os.environ.get("PORT", "8001"))
     host = os.environ.get("HOST", "127.0.0.1")
     log.info("auth listening on %s:%d issuer=%s", host, port, issuer)
+    # SIGTERM (and SIGINT) end it gracefully; requests still running get 1 s, not aiohttp's 60.
     web.run_app(make_app(secret, issuer), host=host, port=port, access_log=None,
-                print=None, handle_signals=True)
+                print=None, handle_signals=True, shutdown_timeout=1.0)
 
 
 if __name__ == "__main__":

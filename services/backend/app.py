@@ -53,6 +53,7 @@ HARD_FRAME_LIMIT = 4 * 1024 * 1024     # larger frames close the socket (1009)
 MAX_STEP_DELAY_MS = 5000
 MAX_CONTENT_CHARS = 16 * 1024
 MAX_QUEUE = 10000
+SHUTDOWN_STEP_S = 1.0                  # each step of a graceful shutdown; see on_shutdown
 EVENT_TYPES = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
 
 
@@ -523,8 +524,14 @@ async def on_startup(app):
 
 
 async def on_shutdown(app):
-    for conn in app["hub"].all():
-        await conn.ws.close(code=1001, message=b"server shutdown")
+    # All at once and bounded: a client that does not answer the close must not hold up the
+    # exit (`docker stop` gives the whole shutdown 10 s, the harness after a signal 2 s).
+    closes = [conn.ws.close(code=1001, message=b"server shutdown") for conn in app["hub"].all()]
+    if closes:
+        try:
+            await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), SHUTDOWN_STEP_S)
+        except asyncio.TimeoutError:
+            log.warning("websocket clients did not answer the close within %ss", SHUTDOWN_STEP_S)
     for task in list(app["runs"].values()):
         task.cancel()
 
@@ -562,7 +569,10 @@ def main():
     cfg = load_config()
     log.info("backend listening on %s:%d store=%s issuer=%s step_delay_ms=%s",
              cfg["host"], cfg["port"], cfg["store"], cfg["jwt_issuer"], cfg["step_delay_ms"])
-    web.run_app(make_app(cfg), host=cfg["host"], port=cfg["port"], access_log=None, print=None)
+    # SIGTERM (and SIGINT) end it gracefully; requests still running get SHUTDOWN_STEP_S, not
+    # aiohttp's 60 s, so that a stop finishes well within the engine's grace.
+    web.run_app(make_app(cfg), host=cfg["host"], port=cfg["port"], access_log=None, print=None,
+                handle_signals=True, shutdown_timeout=SHUTDOWN_STEP_S)
 
 
 if __name__ == "__main__":

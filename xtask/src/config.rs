@@ -16,6 +16,11 @@ use toml::Spanned;
 use crate::endpoints::Template;
 use crate::error::Failure;
 
+pub mod stack_keys;
+pub mod suite_keys;
+
+pub use suite_keys::{GateCfg, Runner, SuiteCfg};
+
 /// The file name looked for from the current directory upwards.
 pub const FILE_NAME: &str = "harness.toml";
 
@@ -39,15 +44,6 @@ pub struct Config {
     pub targets: TargetsCfg,
     pub fallback: FallbackCfg,
     pub gate: GateCfg,
-}
-
-/// `[gate]`: how the gate runs its suites.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateCfg {
-    /// Workers the tests of `parallel` suites are spread over (`--jobs` wins); none: the
-    /// harness's default ([`crate::suites::DEFAULT_JOBS`]).
-    pub jobs: Option<Jobs>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,7 +174,14 @@ pub struct StackCfg {
     pub isolated_env: BTreeMap<String, String>,
     /// Log lines printed for a service that failed.
     pub log_lines: usize,
+    /// Readiness probes, start order, warm stacks.
+    pub speed: stack_keys::SpeedCfg,
+    /// After a signal, how long each container gets to stop before it is killed.
+    pub interrupt_stop_timeout_s: WholeSecs,
 }
+
+/// `stack.interrupt_stop_timeout_s` when not set (and without a `[stack]`).
+pub const DEFAULT_INTERRUPT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct WsCheckCfg {
@@ -221,30 +224,6 @@ impl Default for PythonCfg {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct SuiteCfg {
-    pub name: String,
-    pub runner: Runner,
-    pub args: Vec<String>,
-    /// Targets this suite can run on; empty: every target.
-    pub needs: Vec<TargetKind>,
-    pub timeout_s: Secs,
-    /// Exit 5 (no tests collected) is a pass.
-    pub allow_empty: bool,
-    /// Its tests may run at the same time as other tests (spread over the gate's workers).
-    pub parallel: bool,
-    /// Its tests carrying one of these pytest markers run alone, nothing else running.
-    pub serial_markers: Vec<String>,
-    pub env: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runner {
-    Pytest,
-    Nextest,
-}
-
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
 )]
@@ -280,6 +259,9 @@ pub struct StagingCfg {
     pub skip_markers: Vec<String>,
     /// How long each endpoint has to answer the usability probe.
     pub probe_timeout_s: Secs,
+    /// A PEM file of CA certificates trusted besides the platform's roots (absolute; validated
+    /// to hold at least one certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +323,12 @@ validated!(
     "a number of seconds greater than 0"
 );
 validated!(
+    /// A duration in whole seconds, 0 or more.
+    WholeSecs(u64), i64,
+    |v| u64::try_from(v).map_err(|_| format!("must be a number of seconds, 0 or more, got {v}")),
+    "a number of seconds, 0 or more"
+);
+validated!(
     /// A duration in milliseconds, greater than 0.
     Millis(u64), i64,
     |v| if v > 0 { Ok(v as u64) } else { Err(format!("must be a number of milliseconds greater than 0, got {v}")) },
@@ -372,6 +360,12 @@ validated!(
 );
 
 impl Secs {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl WholeSecs {
     pub fn duration(self) -> Duration {
         Duration::from_secs(self.0)
     }
@@ -427,7 +421,7 @@ struct RawFile {
     #[serde(default)]
     python: PythonCfg,
     #[serde(default, rename = "suite")]
-    suites: Vec<RawSuite>,
+    suites: Vec<suite_keys::RawSuite>,
     #[serde(default)]
     targets: RawTargets,
     #[serde(default)]
@@ -453,6 +447,17 @@ struct RawStack {
     isolated_env: BTreeMap<String, String>,
     #[serde(default = "default_log_lines")]
     log_lines: usize,
+    #[serde(default = "stack_keys::default_probe_interval")]
+    probe_interval_ms: u64,
+    #[serde(default)]
+    ready: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    start: stack_keys::StartMode,
+    #[serde(default)]
+    reuse: bool,
+    reset: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_interrupt_stop_timeout")]
+    interrupt_stop_timeout_s: WholeSecs,
 }
 
 fn default_budget() -> Secs {
@@ -466,6 +471,9 @@ fn default_true() -> bool {
 }
 fn default_log_lines() -> usize {
     50
+}
+fn default_interrupt_stop_timeout() -> WholeSecs {
+    WholeSecs(DEFAULT_INTERRUPT_STOP_TIMEOUT.as_secs())
 }
 
 #[derive(Deserialize)]
@@ -503,35 +511,6 @@ fn default_connect_timeout() -> Secs {
     Secs(5)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSuite {
-    name: Spanned<String>,
-    runner: Runner,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    needs: Vec<TargetKind>,
-    #[serde(default = "default_suite_timeout")]
-    timeout_s: Secs,
-    #[serde(default)]
-    allow_empty: bool,
-    #[serde(default)]
-    parallel: bool,
-    #[serde(default = "default_serial_markers")]
-    serial_markers: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-}
-
-fn default_serial_markers() -> Vec<String> {
-    vec!["destructive".to_owned()]
-}
-
-fn default_suite_timeout() -> Secs {
-    Secs(900)
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawTargets {
@@ -555,6 +534,7 @@ struct RawStaging {
     skip_markers: Vec<String>,
     #[serde(default = "default_probe_timeout")]
     probe_timeout_s: Secs,
+    ca_file: Option<Spanned<String>>,
 }
 
 fn default_staging_markers() -> Vec<String> {
@@ -714,7 +694,7 @@ fn validate(
 
     let stack = match raw.stack {
         None => None,
-        Some(stack) => {
+        Some(mut stack) => {
             if stack.services.get_ref().is_empty() {
                 return Err(at.at(
                     stack.services.span(),
@@ -731,6 +711,7 @@ fn validate(
                 ));
             }
             Some(StackCfg {
+                speed: stack_keys::speed(at, &mut stack)?,
                 compose_file,
                 service_budget_s: stack.service_budget_s,
                 services: stack.services.into_inner(),
@@ -739,6 +720,7 @@ fn validate(
                 env: stack.env,
                 isolated_env: stack.isolated_env,
                 log_lines: stack.log_lines,
+                interrupt_stop_timeout_s: stack.interrupt_stop_timeout_s,
             })
         }
     };
@@ -790,27 +772,7 @@ fn validate(
         }
     };
 
-    let mut suites: Vec<SuiteCfg> = Vec::new();
-    for suite in raw.suites {
-        if suites.iter().any(|s| &s.name == suite.name.get_ref()) {
-            return Err(at.at(
-                suite.name.span(),
-                "suite.name",
-                format!("suite `{}` is defined twice", suite.name.get_ref()),
-            ));
-        }
-        suites.push(SuiteCfg {
-            name: suite.name.into_inner(),
-            runner: suite.runner,
-            args: suite.args,
-            needs: suite.needs,
-            timeout_s: suite.timeout_s,
-            allow_empty: suite.allow_empty,
-            parallel: suite.parallel,
-            serial_markers: suite.serial_markers,
-            env: suite.env,
-        });
-    }
+    let suites = suite_keys::suites(at, raw.suites)?;
 
     let staging = match raw.targets.staging {
         None => None,
@@ -827,10 +789,21 @@ fn validate(
                 )?;
                 endpoints.insert(name, template.into_inner());
             }
+            let ca_file = match staging.ca_file {
+                None => None,
+                Some(file) => {
+                    let path = root.join(file.get_ref());
+                    crate::tls::read_certificates(&path).map_err(|problem| {
+                        at.at(file.span(), "targets.staging.ca_file", problem)
+                    })?;
+                    Some(path)
+                }
+            };
             Some(StagingCfg {
                 endpoints,
                 skip_markers: staging.skip_markers,
                 probe_timeout_s: staging.probe_timeout_s,
+                ca_file,
             })
         }
     };
@@ -864,6 +837,10 @@ fn validate(
                 if let Some(ready) = &process.ready {
                     let parsed = Template::parse(ready)
                         .map_err(|e| at.at(span.clone(), "targets.local.processes.ready", e))?;
+                    let key = "targets.local.processes.ready";
+                    if let Some(problem) = crate::endpoints::engine_host_problem(&parsed, key) {
+                        return Err(at.at(span, key, problem));
+                    }
                     if let Some(unknown) = parsed.unknown_references(&[], &names).into_iter().next()
                     {
                         return Err(at.at(span, "targets.local.processes.ready", unknown));
@@ -945,15 +922,8 @@ fn check_template(
     services: &[String],
     endpoints: &[String],
 ) -> Result<(), Failure> {
-    let parsed = Template::parse(template.get_ref()).map_err(|e| at.at(template.span(), key, e))?;
-    match parsed
-        .unknown_references(services, endpoints)
-        .into_iter()
-        .next()
-    {
-        Some(problem) => Err(at.at(template.span(), key, problem)),
-        None => Ok(()),
-    }
+    crate::endpoints::check(template.get_ref(), key, services, endpoints)
+        .map_err(|problem| at.at(template.span(), key, problem))
 }
 
 impl Config {

@@ -1,5 +1,6 @@
-//! Endpoint URL templates: `{port:SERVICE:PORT}` (a published port), `{name}` (another endpoint)
-//! and `${VAR}` (the environment). Parsing, validation and resolution; no I/O.
+//! Endpoint URL templates: `{port:SERVICE:PORT}` (a published port), `{name}` (another endpoint),
+//! `{engine_host}` (the engine's host: a tcp engine's address, `127.0.0.1` for a local socket) and
+//! `${VAR}` (the environment). Parsing, validation and resolution; no I/O.
 
 use std::collections::BTreeMap;
 
@@ -14,9 +15,14 @@ pub enum Part {
     },
     /// Another endpoint, resolved first.
     Ref(String),
+    /// `{engine_host}`: where the engine publishes ports (reserved: no endpoint has this name).
+    EngineHost,
     /// An environment variable.
     Env(String),
 }
+
+/// The reserved placeholder `{engine_host}`.
+pub const ENGINE_HOST: &str = "engine_host";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -76,7 +82,11 @@ impl Template {
                 {
                     return Err(format!("`{{{body}}}` is not an endpoint name"));
                 }
-                Part::Ref(body.to_owned())
+                if body == ENGINE_HOST {
+                    Part::EngineHost
+                } else {
+                    Part::Ref(body.to_owned())
+                }
             });
         }
         literal.push_str(rest);
@@ -105,6 +115,11 @@ impl Template {
             .collect()
     }
 
+    /// Whether it uses `{engine_host}`, which only the docker target's `[endpoints]` know.
+    pub fn uses_engine_host(&self) -> bool {
+        self.parts.contains(&Part::EngineHost)
+    }
+
     /// The `(service, container_port)` pairs the template needs.
     pub fn ports(&self) -> impl Iterator<Item = (&str, u16)> {
         self.parts.iter().filter_map(|part| match part {
@@ -117,6 +132,41 @@ impl Template {
     }
 }
 
+/// What is wrong with `{engine_host}` in the template under `key`: the reserved name taken by an
+/// endpoint, or the placeholder outside `[endpoints]` (only the docker target's endpoints are
+/// resolved with an engine at hand).
+pub fn engine_host_problem(template: &Template, key: &str) -> Option<&'static str> {
+    if key == format!("endpoints.{ENGINE_HOST}") {
+        return Some("`engine_host` is reserved: `{engine_host}` is the engine's host; name this endpoint otherwise");
+    }
+    (template.uses_engine_host() && !key.starts_with("endpoints.")).then_some(
+        "`{engine_host}` is known only in [endpoints] (the docker target's); refer to such an endpoint here instead",
+    )
+}
+
+/// What is wrong with the template `text` under `key`, if anything: its syntax, `{engine_host}`
+/// where it is not known ([`engine_host_problem`]), a reference to a service or endpoint that
+/// is not among `services` and `endpoints`.
+pub fn check(
+    text: &str,
+    key: &str,
+    services: &[String],
+    endpoints: &[String],
+) -> Result<(), String> {
+    let parsed = Template::parse(text)?;
+    if let Some(problem) = engine_host_problem(&parsed, key) {
+        return Err(problem.to_owned());
+    }
+    match parsed
+        .unknown_references(services, endpoints)
+        .into_iter()
+        .next()
+    {
+        Some(problem) => Err(problem),
+        None => Ok(()),
+    }
+}
+
 /// Where resolution looks things up.
 pub trait Lookup {
     /// The host port published for a service's container port.
@@ -124,6 +174,28 @@ pub trait Lookup {
     /// An environment variable.
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+    /// `{engine_host}`: known only where there is an engine.
+    fn engine_host(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Published ports on an engine: `{port:...}` from `ports`, `{engine_host}` from the engine.
+pub struct OnEngine<'a> {
+    pub ports: &'a dyn Lookup,
+    pub engine_host: &'a str,
+}
+
+impl Lookup for OnEngine<'_> {
+    fn port(&self, service: &str, container_port: u16) -> Option<u16> {
+        self.ports.port(service, container_port)
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        self.ports.env(name)
+    }
+    fn engine_host(&self) -> Option<String> {
+        Some(self.engine_host.to_owned())
     }
 }
 
@@ -190,6 +262,9 @@ fn resolve_one(
             Part::Ref(other) => {
                 out.push_str(&resolve_one(other, templates, lookup, resolved, visiting)?)
             }
+            Part::EngineHost => out.push_str(&lookup.engine_host().ok_or_else(|| {
+                format!("endpoint `{name}`: {{{ENGINE_HOST}}} is known only on the docker target")
+            })?),
             Part::Env(var) => out.push_str(&lookup.env(var).ok_or_else(|| {
                 format!("endpoint `{name}`: environment variable {var} is not set")
             })?),
@@ -295,6 +370,39 @@ mod tests {
         assert!(resolve_all(&templates, &ports)
             .unwrap_err()
             .contains("refers to itself"));
+    }
+
+    #[test]
+    fn engine_host_is_the_engines_and_unknown_without_one() {
+        let template = Template::parse("http://{engine_host}:{port:web:80}").unwrap();
+        assert!(template.uses_engine_host());
+        assert_eq!(template.parts[1], Part::EngineHost);
+        assert!(template.unknown_references(&["web".into()], &[]).is_empty());
+        let templates = BTreeMap::from([
+            (
+                "web".to_owned(),
+                "http://{engine_host}:{port:web:80}".to_owned(),
+            ),
+            ("health".to_owned(), "{web}/health".to_owned()),
+        ]);
+        let ports = BTreeMap::from([(("web".to_owned(), 80), 49200)]);
+        let on_remote = OnEngine {
+            ports: &ports,
+            engine_host: "10.0.3.2",
+        };
+        let resolved = resolve_all(&templates, &on_remote).unwrap();
+        assert_eq!(resolved["web"], "http://10.0.3.2:49200");
+        assert_eq!(resolved["health"], "http://10.0.3.2:49200/health");
+        let on_local = OnEngine {
+            ports: &ports,
+            engine_host: "127.0.0.1",
+        };
+        assert_eq!(
+            resolve_all(&templates, &on_local).unwrap()["web"],
+            "http://127.0.0.1:49200"
+        );
+        let error = resolve_all(&templates, &ports).unwrap_err();
+        assert!(error.contains("known only on the docker target"), "{error}");
     }
 
     #[test]

@@ -174,6 +174,12 @@ pub struct MissionCritical {
     /// Spread the tests of `parallel` suites over N workers on the one stack (1: one test at a time; default: [gate] jobs, else 4)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
+    /// Take a warm stack kept by an earlier --reuse run when its key matches; keep this run's stack warm when it passes
+    #[arg(long)]
+    pub reuse: bool,
+    /// Per-test durations for --shard and the --jobs plan (a JUnit report, e.g. a CI artifact; default: the last unsharded run's)
+    #[arg(long, value_name = "FILE")]
+    pub durations: Option<PathBuf>,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -200,6 +206,12 @@ pub struct DockerDown {
     /// Remove this run (its id, as `docker-up` and `health` print it) instead of the newest kept stack
     #[arg(long, value_name = "ID")]
     pub run: Option<String>,
+    /// With --all on a shared engine: also remove other hosts' runs of this checkout path that began at least --older-than ago (their owners cannot be checked from here)
+    #[arg(long, requires_all = ["all", "older_than"])]
+    pub any_host: bool,
+    /// With --any-host: how old another host's run must be to be removed, e.g. 2h, 1d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "any_host")]
+    pub older_than: Option<std::time::Duration>,
 
     /// Stop the engine too, but only if the harness started it
     #[arg(long)]
@@ -237,6 +249,9 @@ pub struct Ci {
     /// Skip running the gate against the reference stack
     #[arg(long)]
     pub no_gate: bool,
+    /// Only the platform checks: clippy for Windows and macOS, the library's tests under Wine
+    #[arg(long)]
+    pub platforms_only: bool,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `24h`, or a bare number of seconds.
@@ -254,9 +269,10 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86400.0,
         _ => {
             return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+                "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
             ))
         }
     };
@@ -291,6 +307,7 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
         assert_eq!(parse_duration("24h").unwrap().as_secs(), 86400);
         assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
         assert!(parse_duration("3 weeks").is_err());
         assert!(parse_duration("0s").is_err());
     }
@@ -301,6 +318,17 @@ mod tests {
         assert!(parse_shard("4/3").is_err());
         assert!(parse_shard("0/3").is_err());
         assert!(parse_shard("x").is_err());
+    }
+
+    #[test]
+    fn any_host_needs_all_and_an_age() {
+        let parse = |args: &[&str]| {
+            Xtask::try_parse_from(["cargo xtask", "docker-down"].iter().chain(args))
+        };
+        assert!(parse(&["--all", "--any-host", "--older-than", "2h"]).is_ok());
+        assert!(parse(&["--all", "--any-host"]).is_err());
+        assert!(parse(&["--any-host", "--older-than", "2h"]).is_err());
+        assert!(parse(&["--all", "--older-than", "2h"]).is_err());
     }
 
     #[test]

@@ -34,6 +34,8 @@ impl crate::flags::InstallHook {
         std::fs::create_dir_all(target.parent().unwrap_or(&config.root))?;
         std::fs::write(&target, hook)
             .with_context(|| format!("cannot write {}", target.display()))?;
+        // Git for Windows runs hooks through its own sh whatever their mode.
+        #[cfg(unix)]
         std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         ui::say(format!(
             "installed {} (skip once with XTASK_SKIP_GATE=1 git push)",

@@ -6,7 +6,9 @@
 //! host's apt sources name, then the rootfs is streamed as a tar into the engine's import
 //! (`POST /images/create?fromSrc=-`, what `docker import` does). The temporary rootfs is always
 //! removed (unmounting what debootstrap left mounted: the Linux-specific part, at the end of this
-//! file); no image is ever deleted here.
+//! file); no image is ever deleted here. debootstrap exists only on Linux: on macOS and Windows an
+//! image that cannot be pulled is a failed check that says so and names the other ways (a pull,
+//! `docker load`, `smoke_fallback_image`).
 //!
 //! Not here: starting the engine, pulling and the smoke container ([`crate::engine`]).
 
@@ -30,6 +32,9 @@ pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// How long tar may take to exit once the import has read all it wrote.
 const TAR_EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// debootstrap builds Debian root filesystems on Linux only.
+const DEBOOTSTRAP_HERE: bool = cfg!(target_os = "linux");
 
 /// Makes every `[images]` entry present; one check per image (idempotent: fast when present).
 pub async fn provision(
@@ -82,6 +87,17 @@ pub async fn provision_one(
             .with_remedy(format!(
                 "make a registry reachable, load the image (`docker load`), or set `provision = \"debootstrap\"` under [images.\"{name}\"]"
             ))),
+        Provision::Debootstrap if !DEBOOTSTRAP_HERE => Ok(Check::failed(
+            check_name,
+            began.elapsed(),
+            format!(
+                "cannot be pulled ({pull_error}), and `provision = \"debootstrap\"` cannot build it here: debootstrap exists only on Linux, not on {}",
+                std::env::consts::OS
+            ),
+        )
+        .with_remedy(format!(
+            "make a registry reachable, load the image (`docker load -i FILE`), or set `smoke_fallback_image` under [engine] to an image the engine has (and `provision = \"pull\"` under [images.\"{name}\"])"
+        ))),
         Provision::Debootstrap => {
             let suite = match &image.suite {
                 Some(suite) => suite.clone(),
@@ -350,7 +366,8 @@ async fn build_with_debootstrap(
     result
 }
 
-/// Streams `tar -C ROOTFS -c .` into the engine's import as `name` (what `docker import` does).
+/// Streams `tar -C ROOTFS -c .` into the engine's import as `name` (what `docker import` does),
+/// then proves the engine knows the image by that name. The image's id.
 pub async fn import_rootfs(
     engine: &Engine,
     rootfs: &Path,
@@ -358,7 +375,6 @@ pub async fn import_rootfs(
     deadline: Duration,
     progress: &Progress,
 ) -> anyhow::Result<String> {
-    let (repo, tag) = engine::split_reference(name);
     let mut tar = Cmd::new("tar")
         .arg("--numeric-owner")
         .arg("-C")
@@ -378,10 +394,11 @@ pub async fn import_rootfs(
             Err(e) => Some((Err(e), stdout)),
         }
     });
+    // The whole reference goes in `repo` ("the repo may include a tag", says the engine API):
+    // podman's compatible API ignores `tag` and would name the image `repo:latest`.
     let options = bollard::query_parameters::CreateImageOptions {
         from_src: Some("-".to_owned()),
-        repo: Some(repo.to_owned()),
-        tag: Some(tag.to_owned()),
+        repo: Some(name.to_owned()),
         // Like the images on Docker Hub: a shell when nothing else is said.
         changes: vec![r#"CMD ["bash"]"#.to_owned()],
         message: Some("built by cargo xtask with debootstrap".to_owned()),
@@ -420,11 +437,59 @@ pub async fn import_rootfs(
         finished.describe(),
         finished.stderr.trim()
     );
-    Ok(imported.trim().to_owned())
+    let id = imported.trim().to_owned();
+    ensure_tagged(engine, name, &id).await?;
+    Ok(id)
 }
+
+/// Makes sure the imported image `id` answers to `name`: an engine that dropped the name gets it
+/// put on with a tag; the error says what the engine did instead.
+async fn ensure_tagged(engine: &Engine, name: &str, id: &str) -> anyhow::Result<()> {
+    if engine::image_present(&engine.docker, name).await {
+        return Ok(());
+    }
+    let (repo, tag) = engine::split_reference(name);
+    let tagged = engine
+        .docker
+        .tag_image(
+            id,
+            Some(bollard::query_parameters::TagImageOptions {
+                repo: Some(repo.to_owned()),
+                tag: Some(tag.to_owned()),
+            }),
+        )
+        .await;
+    if engine::image_present(&engine.docker, name).await {
+        return Ok(());
+    }
+    let names = engine
+        .docker
+        .inspect_image(id)
+        .await
+        .ok()
+        .and_then(|image| image.repo_tags)
+        .unwrap_or_default();
+    Err(anyhow::anyhow!(
+        "the engine at {} imported the rootfs as {id} but not as `{name}` (its names: {}){}",
+        engine.info.host,
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        },
+        match tagged {
+            Ok(()) => String::new(),
+            Err(e) => format!("; tagging it failed: {e}"),
+        }
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linux only: what debootstrap leaves mounted in its rootfs.
 
 /// Removes a rootfs: unmounts whatever debootstrap left mounted inside it (a killed run may
 /// leave /proc or /dev bound), and never crosses into another filesystem.
+#[cfg(target_os = "linux")]
 pub fn remove_rootfs(rootfs: &Path) -> anyhow::Result<()> {
     if !rootfs.exists() {
         return Ok(());
@@ -442,7 +507,18 @@ pub fn remove_rootfs(rootfs: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot remove the temporary rootfs {}", rootfs.display()))
 }
 
+/// Removes a rootfs. debootstrap never ran here (it exists only on Linux), so nothing is mounted.
+#[cfg(not(target_os = "linux"))]
+pub fn remove_rootfs(rootfs: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(rootfs) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)
+            .with_context(|| format!("cannot remove the temporary rootfs {}", rootfs.display())),
+        _ => Ok(()),
+    }
+}
+
 /// Mount points under `dir`, deepest first.
+#[cfg(target_os = "linux")]
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut mounts: Vec<PathBuf> = text
@@ -455,6 +531,7 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     mounts
 }
 
+#[cfg(target_os = "linux")]
 fn device_of(path: &Path) -> anyhow::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(std::fs::symlink_metadata(path)
@@ -462,6 +539,7 @@ fn device_of(path: &Path) -> anyhow::Result<u64> {
         .dev())
 }
 
+#[cfg(target_os = "linux")]
 fn remove_same_fs(dir: &Path, device: u64) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     for entry in std::fs::read_dir(dir)? {
@@ -598,6 +676,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
     fn rootfs_removal_removes_the_tree() {
         let dir = tempfile::tempdir().unwrap();

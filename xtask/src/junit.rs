@@ -272,13 +272,18 @@ pub fn check_case(check: &Check) -> Case {
                 }
                 output.push_str(&format!("hint: {remedy}"));
             }
-            (
+            let status = if check.errored {
+                Status::Error {
+                    message: detail,
+                    output,
+                }
+            } else {
                 Status::Failed {
                     message: detail,
                     output,
-                },
-                None,
-            )
+                }
+            };
+            (status, None)
         }
         Outcome::Skipped => (Status::Skipped { reason: detail }, None),
     };
@@ -828,6 +833,38 @@ mod tests {
         assert_eq!(
             case.system_out.as_deref(),
             Some("warning: 6 GiB < 8 GiB\nhint: close something")
+        );
+    }
+
+    #[test]
+    fn an_errored_check_is_an_error_case_and_a_failed_one_a_failure() {
+        let lost = Check::errored(
+            "engine lost at 41.2s",
+            Duration::ZERO,
+            "its event stream ended",
+        );
+        assert!(matches!(
+            check_case(&lost).status,
+            Status::Error { ref message, .. } if message == "its event stream ended"
+        ));
+        let failed = Check::failed("smoke container", Duration::ZERO, "exited with 1");
+        assert!(matches!(check_case(&failed).status, Status::Failed { .. }));
+        let xml = render(&Report {
+            name: "gate".into(),
+            properties: Vec::new(),
+            harness: vec![lost, failed],
+            suites: Vec::new(),
+            secrets: Vec::new(),
+            time: None,
+            harness_time: None,
+            started: None,
+            hostname: None,
+        })
+        .unwrap();
+        assert!(xml.contains("errors=\"1\""), "{xml}");
+        assert!(
+            xml.contains("<error message=\"its event stream ended\""),
+            "{xml}"
         );
     }
 }

@@ -1,9 +1,9 @@
 //! The harness as a library: `main.rs` parses flags and calls into these modules; integration
 //! tests call them directly. Modules in reading order: the edge (flags, config, endpoints,
-//! errors), what every step uses (the process runner, the run store, progress, checks, output
-//! for people), the pipeline's steps in order (preflight, engine, images, stack, target, ws,
+//! errors), what every step uses (the process runner, who owns a run, the run store, progress,
+//! checks, output for people), the pipeline's steps in order (preflight, engine, images, stack, target, ws,
 //! suites, junit), the pipeline itself (gate), the other commands (monitor), and the project's
-//! own tasks (ci, hook).
+//! own tasks (ci, its platform checks in cross, hook).
 
 pub mod flags;
 pub mod config;
@@ -11,11 +11,13 @@ pub mod endpoints;
 pub mod error;
 
 pub mod process;
+pub mod owner;
 pub mod state;
 pub mod progress;
 pub mod report;
 pub mod ui;
 pub mod http;
+pub mod tls;
 
 pub mod preflight;
 pub mod engine;
@@ -30,6 +32,7 @@ pub mod gate;
 pub mod monitor;
 
 pub mod ci;
+pub mod cross;
 pub mod hook;
 
 use std::path::PathBuf;

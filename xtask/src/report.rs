@@ -41,6 +41,10 @@ pub struct Check {
     /// What to do about a failure or warning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remedy: Option<String>,
+    /// A failure of the run itself rather than of what it checked (the engine lost mid-run):
+    /// a JUnit `<error>`, not a `<failure>`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub errored: bool,
 }
 
 impl Check {
@@ -57,6 +61,18 @@ impl Check {
             detail: detail.into(),
             output: None,
             remedy: None,
+            errored: false,
+        }
+    }
+    /// A failed step that is an error of the run (see [`Check::errored`]).
+    pub fn errored(
+        name: impl Into<String>,
+        duration: Duration,
+        detail: impl Into<String>,
+    ) -> Check {
+        Check {
+            errored: true,
+            ..Check::new(name, Outcome::Failed, duration, detail)
         }
     }
     pub fn passed(name: impl Into<String>, duration: Duration, detail: impl Into<String>) -> Check {

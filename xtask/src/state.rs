@@ -2,7 +2,8 @@
 //! the harness keeps or is running, keyed by run id (a kept `docker-up` stack, a gate's own run
 //! while it lives, stacks kept by `--keep`). Every change goes through [`Store::update`], which
 //! holds one lock (in this process and across processes) around read, change and write.
-//! Also here: run ids, the labels that find a run's resources, atomic writes.
+//! Also here: run ids, the labels that find a run's resources (the owner's come from
+//! [crate::owner]), atomic writes.
 //!
 //! Not here: what a stack is made of or how it is removed ([crate::stack]).
 
@@ -19,8 +20,7 @@ pub const LABEL_RUN_ID: &str = "io.xtask.run-id";
 pub const LABEL_PROJECT: &str = "io.xtask.project";
 /// Label: the repository root, so that `docker-down --all` only touches this repository's runs.
 pub const LABEL_ROOT: &str = "io.xtask.root";
-/// Label: pid of the harness process that owns the run, to tell dead runs from live ones.
-pub const LABEL_PID: &str = "io.xtask.pid";
+pub use crate::owner::{pid_alive, Owner, LABEL_BOOT, LABEL_HOST, LABEL_PID, LABEL_PID_START};
 
 /// How long a writer waits for another process's lock on the store before giving up.
 const LOCK_DEADLINE: Duration = Duration::from_secs(30);
@@ -63,26 +63,18 @@ pub struct StackRecord {
     /// What the stack's `up` measured per service, which `health` reports later.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceRecord>,
+    /// A warm stack a later `--reuse` run may take (see `stack::reuse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseRecord>,
 }
 
-/// The process that owns a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    pub pid: u32,
-}
-
-impl Owner {
-    /// This process.
-    pub fn me() -> Owner {
-        Owner {
-            pid: std::process::id(),
-        }
-    }
-
-    /// Whether the owner still runs (on this host).
-    pub fn alive(&self) -> bool {
-        self.pid == std::process::id() || pid_alive(self.pid)
-    }
+/// What makes a kept stack reusable: the key it was kept under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReuseRecord {
+    /// Hash of the normalised compose model, the images' ids, the build contexts, the compose
+    /// program, `[stack]` and `[endpoints]`.
+    pub key: String,
+    pub kept_unix_ms: u64,
 }
 
 /// What `up` measured for one service.
@@ -109,6 +101,10 @@ pub struct StackState {
     /// Environment the compose calls were made with (for `down`).
     #[serde(default)]
     pub compose_env: BTreeMap<String, String>,
+    /// The engine it runs on (`unix:///var/run/docker.sock`, `tcp://10.0.3.2:2375`), which
+    /// `health` and `docker-down` talk to; absent in records of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     pub started_unix_ms: u64,
 }
 
@@ -180,6 +176,7 @@ impl Store {
                     owner: Owner::default(),
                     kept: true,
                     services: BTreeMap::new(),
+                    reuse: None,
                 });
         }
         Ok(state)
@@ -259,24 +256,16 @@ pub fn new_run_id() -> String {
     format!("{:x}-{}", unix_ms(), std::process::id())
 }
 
+/// When a run began, from its id ([`new_run_id`]'s milliseconds); `None` for ids made otherwise.
+pub fn run_started_ms(run_id: &str) -> Option<u64> {
+    let (time, _) = run_id.split_once('-')?;
+    u64::from_str_radix(time, 16).ok()
+}
+
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Whether a process with this pid is alive (signal 0).
-pub fn pid_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
-        let result = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        pid == std::process::id()
-    }
 }
 
 /// A short stable digest of the repository root, for the `io.xtask.root` label.
@@ -297,12 +286,13 @@ pub fn run_labels(
     run_id: &str,
     owner: &Owner,
 ) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (LABEL_RUN_ID.to_owned(), run_id.to_owned()),
         (LABEL_PROJECT.to_owned(), config.project.name.0.clone()),
         (LABEL_ROOT.to_owned(), root_digest(&config.root)),
-        (LABEL_PID.to_owned(), owner.pid.to_string()),
-    ])
+    ]);
+    labels.extend(owner.labels());
+    labels
 }
 
 #[cfg(test)]
@@ -319,6 +309,7 @@ mod tests {
             endpoints: BTreeMap::new(),
             isolated: true,
             compose_env: BTreeMap::new(),
+            engine: None,
             started_unix_ms,
         }
     }
@@ -335,6 +326,7 @@ mod tests {
                     owner: Owner::me(),
                     kept,
                     services: BTreeMap::new(),
+                    reuse: None,
                 })
                 .unwrap();
         }
@@ -384,6 +376,7 @@ mod tests {
                             owner: Owner::me(),
                             kept: false,
                             services: BTreeMap::new(),
+                            reuse: None,
                         })
                         .unwrap()
                 })
@@ -399,6 +392,10 @@ mod tests {
     fn liveness_and_digest() {
         assert!(pid_alive(std::process::id()));
         assert!(!pid_alive(0x7fff_fff0));
+        let id = new_run_id();
+        let began = run_started_ms(&id).unwrap();
+        assert!(unix_ms() >= began && unix_ms() - began < 60_000, "{id}");
+        assert_eq!(run_started_ms("custom"), None);
         assert_eq!(root_digest(Path::new("/a")), root_digest(Path::new("/a")));
         assert_ne!(root_digest(Path::new("/a")), root_digest(Path::new("/b")));
     }

@@ -18,6 +18,7 @@ use crate::endpoints::{self, Lookup};
 use crate::process::{Cmd, Finished, Process};
 use crate::progress::Progress;
 use crate::report::Check;
+use crate::tls::Tls;
 
 /// How long a local process gets between SIGTERM and SIGKILL when it is stopped.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -42,7 +43,8 @@ impl Lookup for EnvWith<'_> {
 }
 
 /// The staging endpoints, when every one is set in the environment and answers within the probe
-/// deadline; otherwise why staging cannot be used (with the cause: refused, no answer, ...).
+/// deadline; otherwise why staging cannot be used (with the cause: refused, no answer, a
+/// certificate that is not trusted, is another host's or has expired, ...).
 pub async fn staging_endpoints(config: &Config) -> anyhow::Result<BTreeMap<String, String>> {
     let staging = config
         .targets
@@ -51,37 +53,48 @@ pub async fn staging_endpoints(config: &Config) -> anyhow::Result<BTreeMap<Strin
         .context("no [targets.staging] in harness.toml")?;
     let resolved = endpoints::resolve_all(&staging.endpoints, &EnvWith(&BTreeMap::new()))
         .map_err(anyhow::Error::msg)?;
+    let tls = Tls::of(config);
     for (name, url) in &resolved {
-        answers(url, staging.probe_timeout_s.duration())
-            .await
-            .with_context(|| format!("endpoint `{name}` does not answer"))?;
+        if let Err(e) = answers(url, staging.probe_timeout_s.duration(), &tls).await {
+            let why = match crate::tls::failure_in(&e) {
+                Some(failure) if failure.is_certificate() => "has a certificate problem",
+                _ => "does not answer",
+            };
+            return Err(e.context(format!("endpoint `{name}` {why}")));
+        }
     }
     Ok(resolved)
 }
 
-/// Whether something answers at `url`: any HTTP status for http(s), a TCP connection for ws(s).
-async fn answers(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    if url.starts_with("http://") {
-        crate::http::get(url, timeout).await.map(|_| ())
-    } else {
-        let authority = url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .context("no host in URL")?;
-        let address = if authority.contains(':') {
-            authority.to_owned()
-        } else if url.starts_with("wss://") || url.starts_with("https://") {
-            format!("{authority}:443")
-        } else {
-            format!("{authority}:80")
-        };
-        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address))
-            .await
-            .map_err(|_| anyhow::anyhow!("no connection to {address} within {timeout:?}"))?
-            .with_context(|| format!("cannot connect to {address}"))?;
-        Ok(())
+/// Whether something answers at `url`: any HTTP status for http(s), a TCP connection for ws and
+/// a TCP connection with a verified TLS handshake for wss.
+async fn answers(url: &str, timeout: Duration, tls: &Tls) -> anyhow::Result<()> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return crate::http::get(url, timeout, tls).await.map(|_| ());
     }
+    let secure = url.starts_with("wss://");
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .context("no host in URL")?;
+    let (host, address) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, authority.to_owned()),
+        _ if secure => (authority, format!("{authority}:443")),
+        _ => (authority, format!("{authority}:80")),
+    };
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect(&address)
+            .await
+            .with_context(|| format!("cannot connect to {address}"))?;
+        if secure {
+            tls.connect(tcp, host).await?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .map_err(|_| anyhow::anyhow!("no connection to {address} within {timeout:?}"))?
 }
 
 /// The local target: its endpoints and the processes the harness started for it. Dropping it
@@ -147,17 +160,7 @@ impl LocalProcess {
 
 /// Whether it took the SIGKILL at the end of the grace (or could not be waited for at all).
 fn killed(finished: &Finished) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        finished
-            .status
-            .is_none_or(|status| status.signal() == Some(libc::SIGKILL))
-    }
-    #[cfg(not(unix))]
-    {
-        finished.status.is_none()
-    }
+    crate::process::ended_by_us(finished.status)
 }
 
 /// Starts the `[targets.local]` processes in order, each ready before the next starts, saying
@@ -198,8 +201,8 @@ pub async fn start_local(
             Some(ready) => {
                 let url =
                     endpoints::render(ready, &target.endpoints).map_err(anyhow::Error::msg)?;
-                match wait_ready(spawned, &url, process.ready_timeout_s.duration(), progress).await
-                {
+                let deadline = process.ready_timeout_s.duration();
+                match wait_ready(spawned, &url, deadline, &Tls::of(config), progress).await {
                     Ok(()) => target.checks.push(Check::passed(
                         format!("local {} ready", process.name),
                         started.elapsed(),
@@ -269,6 +272,7 @@ async fn wait_ready(
     local: &mut LocalProcess,
     url: &str,
     timeout: Duration,
+    tls: &Tls,
     progress: &Progress,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
@@ -278,7 +282,7 @@ async fn wait_ready(
         if let Some(status) = local.process.try_status() {
             bail!("it exited ({status}) before {url} answered");
         }
-        match crate::http::get(url, Duration::from_secs(1)).await {
+        match crate::http::get(url, Duration::from_secs(1), tls).await {
             Ok(response) if response.is_success() => return Ok(()),
             Ok(response) => last_error = format!("{url} answered {}", response.status),
             Err(e) => last_error = format!("{e:#}"),

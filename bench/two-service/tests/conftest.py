@@ -1,4 +1,5 @@
-# pytest-docker's view of the same stack, used only by bench/gate-vs-hand.sh (the pytest-docker leg).
+# pytest-docker's view of the same stack, used only by bench/gate-vs-hand.sh and bench/speed.sh
+# (the pytest-docker leg; BENCH_COMPOSE names the compose program, docker-compose by default).
 import os
 import urllib.request
 
@@ -8,11 +9,11 @@ if os.environ.get("BENCH_PYTEST_DOCKER") == "1":
 
     @pytest.fixture(scope="session")
     def docker_compose_command():
-        return "docker-compose"
+        return os.environ.get("BENCH_COMPOSE", "docker-compose")
 
     @pytest.fixture(scope="session")
     def docker_setup():
-        # compose v1 has no `up --wait`: start detached and let wait_until_responsive poll.
+        # Detached (v1 has no `up --wait`); wait_until_responsive polls the service itself.
         return ["up -d"]
 
     @pytest.fixture(scope="session")

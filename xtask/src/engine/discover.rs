@@ -1,9 +1,9 @@
-//! Where the engine is: the `DOCKER_HOST` forms, docker contexts and known sockets (pure
-//! functions over a [`DiscoveryEnv`], so that tests give their own), probing the candidates, and
-//! which one a stopped engine would be started for.
+//! Where the engine is: the `DOCKER_HOST` forms (with `DOCKER_TLS_VERIFY`), docker contexts and
+//! known sockets (pure functions over a [`DiscoveryEnv`], so that tests give their own), probing
+//! the candidates, and which one a stopped engine would be started for.
 //!
 //! Not here: starting an engine ([`super::start`]), or what answering means for the run's checks
-//! ([`super::restore`]).
+//! ([`super::restore`]), a TLS engine's client and certificates ([`super::tcp_tls`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,13 +24,23 @@ pub enum Host {
     Unix(PathBuf),
     /// `tcp://host:port` (also `http://`); kept as `host:port`.
     Tcp(String),
+    /// `tcp://host:port` with `DOCKER_TLS_VERIFY` (or a docker context with TLS files): the
+    /// engine's certificate verified against `ca.pem` in `certs`, `cert.pem`/`key.pem` presented.
+    TcpTls { authority: String, certs: PathBuf },
     /// `npipe:////./pipe/docker_engine`; kept as the pipe path.
     Npipe(String),
 }
 
 impl Host {
-    /// Parses the forms the docker CLI accepts in `DOCKER_HOST` (ssh and TLS are not supported).
+    /// Parses the forms the docker CLI accepts in `DOCKER_HOST` (ssh is not supported; TLS is
+    /// [`Host::with_tls`], from the environment).
     pub fn parse(text: &str) -> Result<Host, String> {
+        Host::parse_with_default_port(text, 2375)
+    }
+
+    /// [`Host::parse`], `default_port` for a tcp address without one (the docker CLI's 2376 with
+    /// TLS, 2375 without).
+    fn parse_with_default_port(text: &str, default_port: u16) -> Result<Host, String> {
         let text = text.trim();
         if let Some(path) = text.strip_prefix("unix://") {
             if path.is_empty() {
@@ -49,7 +59,7 @@ impl Host {
             if authority.is_empty() || authority.contains('/') {
                 return Err(format!("`{text}`: expected tcp://HOST:PORT"));
             }
-            // The docker CLI defaults the port to 2375 for plain tcp.
+            // The docker CLI defaults the port to 2375 for plain tcp, 2376 with TLS.
             let has_port = match authority.rsplit_once(':') {
                 Some((_, port)) if !authority.ends_with(']') => {
                     port.parse::<u16>()
@@ -61,7 +71,7 @@ impl Host {
             return Ok(Host::Tcp(if has_port {
                 authority.to_owned()
             } else {
-                format!("{authority}:2375")
+                format!("{authority}:{default_port}")
             }));
         }
         if let Some(pipe) = text.strip_prefix("npipe://") {
@@ -70,9 +80,17 @@ impl Host {
             }
             return Ok(Host::Npipe(pipe.to_owned()));
         }
-        if text.starts_with("ssh://") || text.starts_with("https://") {
+        if text.starts_with("ssh://") {
             return Err(format!(
-                "`{text}`: ssh and TLS engines are not supported by the harness (use unix://, tcp:// or npipe://)"
+                "`{text}`: ssh engines are not supported by the harness; forward the engine's socket \
+                 over ssh and point DOCKER_HOST (or a docker context) at the forwarded end: \
+                 `ssh -NL 127.0.0.1:23750:/var/run/docker.sock HOST` then DOCKER_HOST=tcp://127.0.0.1:23750, \
+                 or `ssh -NL /tmp/remote-docker.sock:/var/run/docker.sock HOST` then DOCKER_HOST=unix:///tmp/remote-docker.sock"
+            ));
+        }
+        if text.starts_with("https://") {
+            return Err(format!(
+                "`{text}`: for a TLS engine write tcp://HOST:PORT and set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, as for the docker CLI"
             ));
         }
         Err(format!(
@@ -80,10 +98,33 @@ impl Host {
         ))
     }
 
+    /// `text` (a `DOCKER_HOST` or a context's host) with TLS when `tls` names a certificate
+    /// directory: a tcp address becomes [`Host::TcpTls`] (port 2376 when none is written); a
+    /// socket or a pipe is local and stays as it is, as with the docker CLI.
+    pub fn with_tls(text: &str, tls: Option<&Path>) -> Result<Host, String> {
+        match (Host::parse_with_default_port(text, 2376)?, tls) {
+            (Host::Tcp(authority), Some(certs)) => Ok(Host::TcpTls {
+                authority,
+                certs: certs.to_path_buf(),
+            }),
+            (_, _) => Host::parse(text),
+        }
+    }
+
+    /// What the docker CLI, compose and the suites need besides `DOCKER_HOST` to reach a TLS
+    /// engine (`DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`, with `DOCKER_HOST` itself); nothing for
+    /// the others.
+    pub fn tls_env(&self) -> Vec<(String, String)> {
+        match self {
+            Host::TcpTls { authority, certs } => super::tcp_tls::env(authority, certs),
+            Host::Unix(_) | Host::Tcp(_) | Host::Npipe(_) => Vec::new(),
+        }
+    }
+
     pub fn url(&self) -> String {
         match self {
             Host::Unix(path) => format!("unix://{}", path.display()),
-            Host::Tcp(authority) => format!("tcp://{authority}"),
+            Host::Tcp(authority) | Host::TcpTls { authority, .. } => format!("tcp://{authority}"),
             Host::Npipe(pipe) => format!("npipe://{pipe}"),
         }
     }
@@ -92,7 +133,38 @@ impl Host {
     pub fn socket(&self) -> Option<&Path> {
         match self {
             Host::Unix(path) => Some(path),
-            Host::Tcp(_) | Host::Npipe(_) => None,
+            Host::Tcp(_) | Host::TcpTls { .. } | Host::Npipe(_) => None,
+        }
+    }
+
+    /// What `{engine_host}` in an endpoint template becomes: the host of a tcp engine (an IPv6
+    /// address keeps its brackets, so that it goes into a URL as it is), `127.0.0.1` for a local
+    /// socket or pipe, whose published ports are on this machine.
+    pub fn engine_host(&self) -> String {
+        match self {
+            Host::Tcp(authority) | Host::TcpTls { authority, .. } => {
+                match authority.rsplit_once(':') {
+                    Some((host, _)) if !authority.ends_with(']') => host.to_owned(),
+                    _ => authority.clone(),
+                }
+            }
+            Host::Unix(_) | Host::Npipe(_) => "127.0.0.1".to_owned(),
+        }
+    }
+
+    /// A tcp engine on another machine: its disk is not this machine's, and its published ports
+    /// are at its own address. A tcp engine on a loopback address is local.
+    pub fn is_remote(&self) -> bool {
+        match self {
+            Host::Tcp(_) | Host::TcpTls { .. } => {
+                let host = self.engine_host();
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let loopback = bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+                !(loopback || bare.eq_ignore_ascii_case("localhost"))
+            }
+            Host::Unix(_) | Host::Npipe(_) => false,
         }
     }
 
@@ -175,6 +247,12 @@ pub struct DiscoveryEnv {
     pub home: Option<PathBuf>,
     pub xdg_runtime_dir: Option<PathBuf>,
     pub platform: Platform,
+    /// `DOCKER_TLS_VERIFY`: any value asks for TLS with verification, as with the docker CLI.
+    pub docker_tls_verify: Option<String>,
+    /// `DOCKER_TLS`: TLS without verification, which the harness refuses.
+    pub docker_tls: Option<String>,
+    /// `DOCKER_CERT_PATH`: ca.pem, cert.pem and key.pem (default: the docker config directory).
+    pub docker_cert_path: Option<PathBuf>,
 }
 
 impl DiscoveryEnv {
@@ -184,11 +262,18 @@ impl DiscoveryEnv {
             docker_host: var("DOCKER_HOST"),
             docker_context: var("DOCKER_CONTEXT"),
             docker_config: var("DOCKER_CONFIG").map(PathBuf::from),
-            home: var("HOME")
-                .or_else(|| var("USERPROFILE"))
-                .map(PathBuf::from),
+            // On Windows HOME, when set, is often a shell's idea of it (`/c/Users/me`).
+            home: if cfg!(windows) {
+                var("USERPROFILE").or_else(|| var("HOME"))
+            } else {
+                var("HOME").or_else(|| var("USERPROFILE"))
+            }
+            .map(PathBuf::from),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR").map(PathBuf::from),
             platform: Platform::current(),
+            docker_tls_verify: var("DOCKER_TLS_VERIFY"),
+            docker_tls: var("DOCKER_TLS"),
+            docker_cert_path: var("DOCKER_CERT_PATH").map(PathBuf::from),
         }
     }
 
@@ -203,11 +288,14 @@ impl DiscoveryEnv {
 /// context alone when one other than `default` is selected, else the known sockets of the platform.
 pub fn candidates(env: &DiscoveryEnv) -> Result<Vec<Candidate>, Failure> {
     if let Some(text) = &env.docker_host {
-        let host = Host::parse(text).map_err(|problem| {
+        let host = Host::with_tls(text, docker_host_tls(env)?.as_deref()).map_err(|problem| {
             Failure::config(format!("DOCKER_HOST: {problem}")).with_hint(
                 "unset DOCKER_HOST or set it to unix:///PATH, tcp://HOST:PORT or npipe://PATH",
             )
         })?;
+        if let Host::TcpTls { certs, .. } = &host {
+            super::tcp_tls::check_cert_dir(certs, "DOCKER_TLS_VERIFY")?;
+        }
         return Ok(vec![Candidate {
             host,
             source: Source::DockerHost,
@@ -217,6 +305,24 @@ pub fn candidates(env: &DiscoveryEnv) -> Result<Vec<Candidate>, Failure> {
         return Ok(vec![candidate]);
     }
     Ok(known_sockets(env))
+}
+
+/// The certificate directory when `DOCKER_TLS_VERIFY` asks for TLS; an error for `DOCKER_TLS`
+/// alone (TLS without verifying the engine).
+fn docker_host_tls(env: &DiscoveryEnv) -> Result<Option<PathBuf>, Failure> {
+    match (&env.docker_tls_verify, &env.docker_tls) {
+        (Some(_), _) => super::tcp_tls::cert_dir(env.docker_cert_path.as_deref(), env.config_dir().as_deref())
+            .map(Some)
+            .ok_or_else(|| {
+                Failure::config("DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor a home directory says where the certificates are")
+                    .with_hint("set DOCKER_CERT_PATH to the directory of ca.pem, cert.pem and key.pem")
+            }),
+        (None, Some(_)) => Err(Failure::config(
+            "DOCKER_TLS is set without DOCKER_TLS_VERIFY: TLS without verifying the engine's certificate, which the harness never does",
+        )
+        .with_hint("set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)")),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The current docker context's endpoint, when a context other than `default` is selected.
@@ -275,7 +381,24 @@ pub fn context_candidate(env: &DiscoveryEnv) -> Result<Option<Candidate>, Failur
                     meta.display()
                 ))
             })?;
-        let host = Host::parse(host_text).map_err(|problem| {
+        // The CLI keeps a context's TLS files beside its metadata, under the same digest.
+        let tls_dir = config_dir
+            .join("contexts/tls")
+            .join(entry.file_name())
+            .join("docker");
+        let skips_verify = value
+            .pointer("/Endpoints/docker/SkipTLSVerify")
+            .and_then(|v| v.as_bool())
+            == Some(true);
+        if skips_verify && host_text.starts_with("tcp://") {
+            return Err(Failure::config(format!(
+                "{}: docker context `{name}` skips TLS verification (SkipTLSVerify), which the harness never does",
+                meta.display()
+            ))
+            .with_hint("give the context the engine's CA (`docker context update --docker ca=...`)"));
+        }
+        let tls = tls_dir.is_dir().then_some(tls_dir.as_path());
+        let host = Host::with_tls(host_text, tls).map_err(|problem| {
             Failure::config(format!(
                 "{}: docker context `{name}`: {problem}",
                 meta.display()
@@ -300,10 +423,17 @@ pub fn known_sockets(env: &DiscoveryEnv) -> Vec<Candidate> {
     };
     match env.platform {
         Platform::Windows => {
-            return vec![Candidate {
-                host: Host::Npipe("//./pipe/docker_engine".to_owned()),
+            // Docker Desktop serves both; its `desktop-linux` context names the second.
+            return [
+                "//./pipe/docker_engine",
+                "//./pipe/dockerDesktopLinuxEngine",
+            ]
+            .into_iter()
+            .map(|pipe| Candidate {
+                host: Host::Npipe(pipe.to_owned()),
                 source: Source::Known("Docker Desktop"),
-            }];
+            })
+            .collect();
         }
         Platform::Linux | Platform::Macos => {
             push(PathBuf::from(DEFAULT_SOCKET), "dockerd");
@@ -376,6 +506,7 @@ pub fn client_for(host: &Host) -> Result<Docker, bollard::errors::Error> {
             120,
             bollard::API_DEFAULT_VERSION,
         ),
+        Host::TcpTls { authority, certs } => super::tcp_tls::client(authority, certs),
         #[cfg(windows)]
         Host::Npipe(pipe) => {
             Docker::connect_with_named_pipe(pipe, 120, bollard::API_DEFAULT_VERSION)
@@ -400,7 +531,16 @@ pub async fn probe(host: &Host, timeout: Duration) -> (Probe, Option<Docker>) {
     };
     match tokio::time::timeout(timeout, docker.ping()).await {
         Ok(Ok(_)) => (Probe::Answered, Some(docker)),
-        Ok(Err(e)) => (Probe::NoAnswer(super::short_error(&e)), None),
+        Ok(Err(e)) => {
+            let said = match host {
+                Host::TcpTls { authority, certs } => super::tcp_tls::explain(&e, authority, certs),
+                Host::Unix(_) | Host::Tcp(_) | Host::Npipe(_) => None,
+            };
+            (
+                Probe::NoAnswer(said.unwrap_or_else(|| super::short_error(&e))),
+                None,
+            )
+        }
         Err(_) => (
             Probe::NoAnswer(format!("no answer within {}", ui::duration(timeout))),
             None,
@@ -516,7 +656,10 @@ mod tests {
         assert!(Host::parse("tcp://host:notaport")
             .unwrap_err()
             .contains("not a port"));
-        assert!(Host::parse("ssh://me@box").unwrap_err().contains("ssh"));
+        let ssh = Host::parse("ssh://me@box").unwrap_err();
+        assert!(ssh.contains("ssh engines are not supported"), "{ssh}");
+        assert!(ssh.contains("DOCKER_HOST=tcp://127.0.0.1:23750"), "{ssh}");
+        assert!(Host::parse("https://box:2376").unwrap_err().contains("TLS"));
         assert!(Host::parse("/var/run/docker.sock").is_err());
         assert_eq!(
             Host::parse("unix:///tmp/x.sock").unwrap().url(),
@@ -528,6 +671,30 @@ mod tests {
         assert!(!Host::parse("unix:///tmp/d.sock")
             .unwrap()
             .is_default_socket());
+    }
+
+    #[test]
+    fn the_engine_host_is_the_tcp_host_else_loopback() {
+        let host = |text: &str| Host::parse(text).unwrap();
+        assert_eq!(host("tcp://10.0.3.2:2375").engine_host(), "10.0.3.2");
+        assert!(host("tcp://10.0.3.2:2375").is_remote());
+        assert_eq!(host("tcp://docker.example").engine_host(), "docker.example");
+        assert_eq!(host("tcp://[fd00::2]:2375").engine_host(), "[fd00::2]");
+        assert!(host("tcp://[fd00::2]:2375").is_remote());
+        for local in [
+            "tcp://127.0.0.1:2375",
+            "tcp://localhost:2375",
+            "tcp://[::1]:2375",
+        ] {
+            assert!(!host(local).is_remote(), "{local}");
+        }
+        assert_eq!(host("tcp://127.0.0.1:2375").engine_host(), "127.0.0.1");
+        assert_eq!(
+            host("unix:///run/podman/podman.sock").engine_host(),
+            "127.0.0.1"
+        );
+        assert!(!host("unix:///run/podman/podman.sock").is_remote());
+        assert_eq!(host("npipe://").engine_host(), "127.0.0.1");
     }
 
     #[test]
@@ -592,6 +759,8 @@ mod tests {
         assert_eq!(error.kind(), crate::error::ExitKind::Usage);
     }
 
+    // Unix socket paths under a Unix home.
+    #[cfg(unix)]
     #[test]
     fn default_context_means_known_sockets() {
         let dir = tempfile::tempdir().unwrap();
@@ -625,15 +794,77 @@ mod tests {
     }
 
     #[test]
-    fn windows_looks_at_the_desktop_pipe() {
+    fn windows_looks_at_the_desktop_npipes() {
         let env = DiscoveryEnv {
             platform: Platform::Windows,
             ..DiscoveryEnv::default()
         };
         let list = candidates(&env).unwrap();
-        assert_eq!(list[0].host.url(), "npipe:////./pipe/docker_engine");
+        let urls: Vec<String> = list.iter().map(|c| c.host.url()).collect();
+        assert_eq!(
+            urls,
+            vec![
+                "npipe:////./pipe/docker_engine",
+                "npipe:////./pipe/dockerDesktopLinuxEngine"
+            ]
+        );
+        assert_eq!(start_target(&list).unwrap().host, list[0].host);
     }
 
+    /// A Windows user's profile as Docker Desktop leaves it: `%USERPROFILE%\.docker` with the
+    /// `desktop-linux` context selected, under a directory whose name has a space.
+    #[test]
+    fn windows_npipe_discovery_from_a_fake_desktop_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("Jane Doe");
+        let config_dir = profile.join(".docker");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::write(
+            config_dir.join("config.json"),
+            r#"{"auths": {}, "credsStore": "desktop", "currentContext": "desktop-linux"}"#,
+        )
+        .unwrap();
+        let meta = write_context(
+            &config_dir,
+            "fe9c6bd7a66301f49ca9b6a70b217107cd1284598bfc254700c989b916da791e",
+            "desktop-linux",
+            "npipe:////./pipe/dockerDesktopLinuxEngine",
+        );
+        let env = DiscoveryEnv {
+            home: Some(profile.clone()),
+            platform: Platform::Windows,
+            ..DiscoveryEnv::default()
+        };
+        let list = candidates(&env).unwrap();
+        assert_eq!(
+            list,
+            vec![Candidate {
+                host: Host::Npipe("//./pipe/dockerDesktopLinuxEngine".into()),
+                source: Source::Context {
+                    name: "desktop-linux".into(),
+                    meta: meta.clone()
+                },
+            }]
+        );
+        assert!(
+            list[0].source.to_string().contains("Jane Doe"),
+            "{}",
+            list[0].source
+        );
+        // DOCKER_HOST still wins; `npipe://` alone is Docker Desktop's default pipe.
+        let env = DiscoveryEnv {
+            docker_host: Some("npipe://".into()),
+            ..env
+        };
+        assert_eq!(
+            candidates(&env).unwrap()[0].host.url(),
+            "npipe:////./pipe/docker_engine"
+        );
+        // A pipe is not a unix socket: no file to look for.
+        assert_eq!(Host::Npipe("//./pipe/docker_engine".into()).socket(), None);
+    }
+
+    #[cfg(unix)]
     #[tokio::test]
     async fn probing_a_missing_socket_says_so_and_picks_the_next() {
         let dir = tempfile::tempdir().unwrap();

@@ -5,17 +5,22 @@
 //! `crate::engine::X`.
 //!
 //! The steps follow in reading order below. Platform-specific code lives in `os` and `start` (and,
-//! for processes, in [`crate::process`]); a later issue adds the Windows and macOS parts there.
+//! for processes, in [`crate::process`]); what Docker Desktop's and colima's tools print is read in
+//! `desktop`.
 //!
 //! Not here: base images ([`crate::images`]), compose stacks ([`crate::stack`]). Nothing but
 //! `engine_only` prints: progress goes through a [`Progress`] the caller hands down.
 
 // Where the engine is: DOCKER_HOST, docker contexts, known sockets, probing them.
 mod discover;
+// Engines on tcp with TLS: their certificates, client and environment.
+mod tcp_tls;
 // What the operating system says about a dockerd: pid files, /proc, signals, root.
 mod os;
 // How the platform starts an engine (as data), launching it, waiting for it to answer.
 mod start;
+// Docker Desktop and colima as data: install locations, sc.exe and wsl.exe output, profiles.
+mod desktop;
 // The whole restoration, with its checks: discover, settle pid files, start, connect.
 mod restore;
 // The engine packages (`--install`, `ci`).
@@ -62,12 +67,21 @@ use crate::state;
 pub struct Engine {
     pub docker: bollard::Docker,
     pub info: EngineInfo,
+    /// Where it was reached (with its TLS files for a TLS engine: [`Host::tls_env`]).
+    pub host: Host,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct EngineInfo {
     /// Where it was reached, e.g. `unix:///var/run/docker.sock`.
     pub host: String,
+    /// What `{engine_host}` in an endpoint becomes: the tcp engine's host, else `127.0.0.1`.
+    pub engine_host: String,
+    /// A tcp engine on another machine (its disk and its published ports are there).
+    pub remote: bool,
+    /// Podman's Docker-compatible API (it names itself "Podman Engine" in `/version`), which
+    /// schedules healthchecks only through systemd.
+    pub podman: bool,
     pub server_version: String,
     pub api_version: String,
     pub os: String,
@@ -129,6 +143,41 @@ pub async fn connect(config: &Config) -> anyhow::Result<Engine> {
     }
 }
 
+/// Connects to the engine at `address` (where a recorded run was brought up), without starting
+/// anything; `None` is [`connect`]'s discovery (records of earlier versions name no engine).
+pub async fn connect_at(config: &Config, address: Option<&str>) -> anyhow::Result<Engine> {
+    let Some(address) = address else {
+        return connect(config).await;
+    };
+    let began = Instant::now();
+    // The address as discovery finds it now, when it is the same engine: a TLS engine keeps its
+    // certificates (`DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`), which the recorded address lacks.
+    let current = candidates(&DiscoveryEnv::from_process())
+        .ok()
+        .and_then(|list| list.into_iter().find(|c| c.host.url() == address));
+    let host = match current {
+        Some(candidate) => candidate.host,
+        None => Host::parse(address).map_err(|problem| {
+            Failure::config(format!(
+                "{}: the recorded engine address: {problem}",
+                state::Store::of(config).path().display()
+            ))
+        })?,
+    };
+    match probe(&host, Duration::from_secs(3)).await {
+        (Probe::Answered, Some(docker)) => {
+            finish_connect(docker, &host, harness_started(config, &host), began.elapsed()).await
+        }
+        (probe, _) => Err(Failure::unavailable(
+            format!("the engine at {host}, where the run was brought up: {probe}"),
+            Some(format!(
+                "start the engine at {host} (`cargo xtask docker-up --engine-only` with DOCKER_HOST={host}), then retry"
+            )),
+        )
+        .into()),
+    }
+}
+
 /// Whether state.json says the harness started the engine at this host (and it is still that one).
 fn harness_started(config: &Config, host: &Host) -> bool {
     let work_dir = config.work_dir();
@@ -168,8 +217,16 @@ async fn finish_connect(
     let info = info.with_context(|| format!("GET /info from {host}"))?;
     Ok(Engine {
         docker,
+        host: host.clone(),
         info: EngineInfo {
             host: host.url(),
+            engine_host: host.engine_host(),
+            remote: host.is_remote(),
+            podman: version
+                .components
+                .iter()
+                .flatten()
+                .any(|c| c.name.starts_with("Podman")),
             server_version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
             os: info.operating_system.or(version.os).unwrap_or_default(),
@@ -181,7 +238,7 @@ async fn finish_connect(
 }
 
 /// An error with its causes on one line (bollard's own message rarely says why).
-fn short_error(error: &dyn std::error::Error) -> String {
+pub fn short_error(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -1,7 +1,9 @@
 //! What the operating system says about a dockerd, and the few things the engine work asks of it:
 //! the pid files a killed dockerd (and its containerd) leaves behind, whether a pid is a live
 //! dockerd or a zombie (`/proc`), a process's name and command line, SIGTERM to the recorded
-//! dockerd, whether we are root. Linux today; a later issue adds the Windows and macOS answers here.
+//! dockerd, whether we are root. The harness spawns dockerd itself only on Linux: on macOS the
+//! pid-file and /proc answers are "nothing known" (there is no /proc), and on Windows, where the
+//! engine is Docker Desktop's, only whether a process is gone is asked.
 //!
 //! Not here: starting processes ([`crate::process`]), deciding what to do about a stale pid file
 //! ([`super::restore`]).
@@ -103,10 +105,13 @@ fn process_state(proc_root: &Path, pid: u32) -> Option<char> {
 
 /// Whether a process is gone (exited, or a zombie nobody reaped yet). Reaps it when it is our child.
 pub fn process_gone(pid: u32) -> bool {
-    // SAFETY: WNOHANG never blocks; it only reaps when `pid` is our own exited child.
-    unsafe {
-        let mut status = 0;
-        libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG);
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: WNOHANG never blocks; it only reaps when `pid` is our own exited child.
+        unsafe {
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, libc::WNOHANG);
+        }
     }
     !state::pid_alive(pid) || process_state(Path::new("/proc"), pid) == Some('Z')
 }
@@ -156,17 +161,108 @@ pub(super) fn command_line(pid: u32) -> Vec<String> {
 
 /// Asks one process (the dockerd the harness recorded, never a group) to exit: SIGTERM.
 pub(super) fn terminate(pid: u32) -> std::io::Result<()> {
-    // SAFETY: kill sends a signal to the one pid given; the caller checked it is our dockerd.
-    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    #[cfg(unix)]
+    {
+        let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+        // SAFETY: kill sends a signal to the one pid given; the caller checked it is our dockerd.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
-    Ok(())
+    #[cfg(windows)]
+    {
+        // Windows has no "please exit" for a process that is not ours: the harness never spawns
+        // dockerd there (Docker Desktop is started and stopped by its own means).
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("pid {pid}: the harness stops a dockerd it spawned only on Linux and macOS"),
+        ))
+    }
 }
 
-/// Whether the harness runs as root (installing packages needs it).
+/// Whether the harness runs as root (installing packages with apt-get needs it; there is no
+/// apt-get on Windows, so never there).
 pub(super) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+    #[cfg(windows)]
+    {
+        false
+    }
+}
+
+/// Where the Docker Desktop installer put it (`InstallLocation` of its uninstall entry in the
+/// registry, machine-wide or for this user). Windows only.
+pub(super) fn desktop_install_location() -> Option<PathBuf> {
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::Registry::{HKEY_CURRENT_USER, HKEY_LOCAL_MACHINE};
+        let key = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall\Docker Desktop";
+        [HKEY_LOCAL_MACHINE, HKEY_CURRENT_USER]
+            .into_iter()
+            .find_map(|root| registry_string(root, key, "InstallLocation"))
+            .filter(|location| !location.trim().is_empty())
+            .map(PathBuf::from)
+    }
+    #[cfg(not(windows))]
+    {
+        None
+    }
+}
+
+/// A string value from the registry (`REG_SZ` or `REG_EXPAND_SZ`, expanded); the harness is a
+/// 64-bit program, so it reads the 64-bit view, where the Docker Desktop installer writes.
+#[cfg(windows)]
+fn registry_string(
+    root: windows_sys::Win32::System::Registry::HKEY,
+    key: &str,
+    value: &str,
+) -> Option<String> {
+    use windows_sys::Win32::Foundation::ERROR_SUCCESS;
+    use windows_sys::Win32::System::Registry::{RegGetValueW, RRF_RT_REG_SZ};
+    let wide = |text: &str| text.encode_utf16().chain([0]).collect::<Vec<u16>>();
+    let (key, value) = (wide(key), wide(value));
+    // REG_EXPAND_SZ values come back expanded, as REG_SZ (asking for REG_EXPAND_SZ itself is
+    // refused unless expansion is turned off).
+    let flags = RRF_RT_REG_SZ;
+    let mut size = 0u32;
+    // SAFETY: NUL-terminated names; a null buffer asks for the size only.
+    let status = unsafe {
+        RegGetValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut size,
+        )
+    };
+    if status != ERROR_SUCCESS || size == 0 {
+        return None;
+    }
+    let mut buffer = vec![0u16; (size as usize).div_ceil(2)];
+    // SAFETY: the buffer holds `size` bytes.
+    let status = unsafe {
+        RegGetValueW(
+            root,
+            key.as_ptr(),
+            value.as_ptr(),
+            flags,
+            std::ptr::null_mut(),
+            buffer.as_mut_ptr().cast(),
+            &mut size,
+        )
+    };
+    if status != ERROR_SUCCESS {
+        return None;
+    }
+    let end = buffer.iter().position(|c| *c == 0).unwrap_or(buffer.len());
+    Some(String::from_utf16_lossy(&buffer[..end]))
 }
 
 #[cfg(test)]
@@ -263,6 +359,23 @@ mod tests {
         assert_eq!(
             inspect_pid_file_of(&pid_file, &dir.path().join("proc"), "containerd"),
             PidFile::Live { pid: 77 }
+        );
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn windows_registry_strings_are_read() {
+        use windows_sys::Win32::System::Registry::HKEY_LOCAL_MACHINE;
+        let root = registry_string(
+            HKEY_LOCAL_MACHINE,
+            r"SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+            "SystemRoot",
+        )
+        .expect("every Windows has its SystemRoot in the registry");
+        assert_eq!(root.as_bytes().get(1), Some(&b':'), "{root}");
+        assert_eq!(
+            registry_string(HKEY_LOCAL_MACHINE, r"SOFTWARE\no such key", "x"),
+            None
         );
     }
 

@@ -158,18 +158,19 @@ pub async fn restore_with(
         plans.into_iter().map(|plan| (plan, false)).collect();
     while let Some((plan, retried)) = plans.pop_front() {
         let started_at = Instant::now();
-        match launch(&plan, &target.host, deadline, progress).await {
+        // Docker Desktop and colima on macOS answer at their own socket.
+        let host = plan.serves().unwrap_or_else(|| target.host.clone());
+        match launch(&plan, &host, deadline, progress).await {
             Ok(mut launched) => {
                 state::Store::of(config).update(|s| {
                     s.engine = Some(EngineState {
-                        host: target.host.url(),
+                        host: host.url(),
                         started_by_harness: true,
-                        start_method: Some(plan.method().to_owned()),
+                        start_method: Some(plan.method()),
                         pid: launched.pid,
                     })
                 })?;
-                match wait_for_answer(&target.host, deadline, &mut launched, &plan, progress).await
-                {
+                match wait_for_answer(&host, deadline, &mut launched, &plan, progress).await {
                     Ok(docker) => {
                         let time_to_answer = began.elapsed();
                         let since_launch = started_at.elapsed();
@@ -183,9 +184,8 @@ pub async fn restore_with(
                                 }
                             })?;
                         }
-                        let engine =
-                            finish_connect(docker, &target.host, true, time_to_answer).await?;
-                        discovery.chosen = Some(target.host.url());
+                        let engine = finish_connect(docker, &host, true, time_to_answer).await?;
+                        discovery.chosen = Some(host.url());
                         discovery.reason = format!(
                             "{}, started by the harness with `{}`",
                             target.source,
@@ -215,7 +215,7 @@ pub async fn restore_with(
                             engine,
                             checks,
                             discovery,
-                            start_method: Some(plan.method().to_owned()),
+                            start_method: Some(plan.method()),
                             pid,
                         });
                     }

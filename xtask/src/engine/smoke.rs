@@ -322,7 +322,10 @@ mod tests {
         let config = crate::config::parse(&path, text).unwrap();
         let run = SmokeRun {
             run_id: "18f00-42".to_owned(),
-            owner: Owner { pid: 4242 },
+            owner: Owner {
+                pid: 4242,
+                ..Owner::default()
+            },
         };
         let body = container_body(
             &config,

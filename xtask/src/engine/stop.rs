@@ -1,5 +1,6 @@
 //! Stopping the engine, only when the run store says the harness started it: the dockerd it
-//! spawned (SIGTERM, then waiting for it to exit), or the service manager it used.
+//! spawned (SIGTERM, then waiting for it to exit), the service manager it used, or the desktop
+//! engine's own way (quitting Docker Desktop, `colima stop`).
 //!
 //! Not here: stopping containers or stacks ([`crate::stack`]).
 
@@ -36,9 +37,12 @@ pub async fn stop_started_engine(config: &Config, progress: &Progress) -> anyhow
         ("dockerd", Some(pid)) => stop_pid(pid, deadline, progress).await,
         ("systemctl", _) => run_stop(&["systemctl", "stop", "docker"], deadline, progress).await,
         ("service", _) => run_stop(&["service", "docker", "stop"], deadline, progress).await,
-        (other, pid) => Err(anyhow::anyhow!(
-            "the harness does not know how to stop an engine started with `{other}` (pid {pid:?})"
-        )),
+        (other, pid) => match super::desktop::stop_argv(other) {
+            Some(argv) => run_stop(&argv, deadline, progress).await,
+            None => Err(anyhow::anyhow!(
+                "the harness does not know how to stop an engine started with `{other}` (pid {pid:?})"
+            )),
+        },
     };
     match result {
         Ok(detail) => {
@@ -97,14 +101,15 @@ async fn stop_pid(pid: u32, deadline: Duration, progress: &Progress) -> anyhow::
 }
 
 /// A service manager's stop command, within `deadline` (killed at once at it, as the start is).
-async fn run_stop(
-    argv: &[&str],
+async fn run_stop<S: AsRef<str>>(
+    argv: &[S],
     deadline: Duration,
     progress: &Progress,
 ) -> anyhow::Result<String> {
-    let shown = argv.join(" ");
+    let shown = argv.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ");
     progress.say(format!("stopping the engine: `{shown}`"));
-    let finished = Cmd::from_argv(argv)?
+    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    let finished = Cmd::from_argv(&argv)?
         .on_deadline(&[])
         .output(deadline)
         .await?;

@@ -1,5 +1,5 @@
 //! The machine's stages: pre-flight (its CPU sample runs in the background and the stage reports
-//! when it is awaited, with the time it measured), the engine (find, start, prove; leftovers of
+//! as soon as it is done, with the time it measured), the engine (find, start, prove; leftovers of
 //! dead runs), and the base images.
 //!
 //! Not here: the checks themselves ([crate::preflight], [crate::engine], [crate::images]).
@@ -13,12 +13,10 @@ use crate::report::Check;
 use super::events::{Event, Stage, StageOutcome};
 use super::run::{lock, Run, StageClock};
 
-/// The checks and the time they took.
-type Checked = tokio::task::JoinHandle<(Vec<Check>, Duration)>;
-
-/// The pre-flight checks, running in their own task.
+/// The pre-flight checks, running in their own task, which reports them the moment they are
+/// done (so the record places the stage where it ran, not where it was awaited).
 pub struct Preflight {
-    task: std::sync::Mutex<Option<Checked>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Preflight {
@@ -33,32 +31,10 @@ impl Preflight {
         run.emit(Event::StageStarted {
             stage: Stage::Preflight,
         });
-        let config = run.config.clone();
+        let run = run.clone();
         let task = tokio::spawn(async move {
             let began = Instant::now();
-            let checks = crate::preflight::run_checks(&config).await;
-            (checks, began.elapsed())
-        });
-        Preflight {
-            task: std::sync::Mutex::new(Some(task)),
-        }
-    }
-
-    /// Waits for the checks (once) and reports them; the stage's outcome.
-    pub async fn finish(&self, run: &Run) -> Option<StageOutcome> {
-        let task = lock(&self.task).take();
-        if let Some(task) = task {
-            let (checks, elapsed) = match task.await {
-                Ok(done) => done,
-                Err(e) => (
-                    vec![Check::failed(
-                        "pre-flight",
-                        Duration::ZERO,
-                        format!("the pre-flight task ended: {e}"),
-                    )],
-                    Duration::ZERO,
-                ),
-            };
+            let checks = crate::preflight::run_checks(&run.config).await;
             let failed = checks
                 .iter()
                 .any(|c| c.outcome == crate::report::Outcome::Failed);
@@ -70,13 +46,38 @@ impl Preflight {
             }
             run.emit(Event::StageFinished {
                 stage: Stage::Preflight,
-                elapsed,
+                elapsed: began.elapsed(),
                 outcome: if failed {
                     StageOutcome::Failed
                 } else {
                     StageOutcome::Passed
                 },
             });
+        });
+        Preflight {
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Waits for the checks (once); the stage's outcome.
+    pub async fn finish(&self, run: &Run) -> Option<StageOutcome> {
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                run.emit(Event::Step {
+                    stage: Stage::Preflight,
+                    check: Check::failed(
+                        "pre-flight",
+                        Duration::ZERO,
+                        format!("the pre-flight task ended: {e}"),
+                    ),
+                });
+                run.emit(Event::StageFinished {
+                    stage: Stage::Preflight,
+                    elapsed: Duration::ZERO,
+                    outcome: StageOutcome::Failed,
+                });
+            }
         }
         run.outcome(Stage::Preflight)
     }
@@ -108,12 +109,28 @@ pub async fn engine(run: &Arc<Run>, clock: &mut StageClock<'_>) -> anyhow::Resul
             engine.info.server_version, engine.info.api_version
         ),
     );
-    match crate::stack::remove_leftovers(&run.config, &engine).await {
-        Ok(removed) if !removed.is_empty() => run.note(format!(
-            "removed leftovers of dead runs: {}",
-            removed.join(", ")
-        )),
-        Ok(_) => {}
+    match crate::stack::sweep(&run.config, &engine, crate::stack::Sweep::LEFTOVERS).await {
+        Ok(report) => {
+            if !report.removed.is_empty() {
+                run.note(format!(
+                    "removed leftovers of dead runs: {}",
+                    report.removed.join(", ")
+                ));
+            }
+            if !report.problems.is_empty() {
+                run.note(format!(
+                    "could not remove every leftover of dead runs: {}",
+                    report.problems.join("; ")
+                ));
+            }
+            // A shared engine: say what other hosts run here, never judge it.
+            if !report.other_hosts.is_empty() {
+                run.note(format!(
+                    "left runs of other hosts on this engine: {}",
+                    report.other_hosts.join("; ")
+                ));
+            }
+        }
         Err(e) => run.note(format!("could not look for leftovers of dead runs: {e:#}")),
     }
     *lock(&run.engine) = Some(engine.clone());

@@ -3,11 +3,12 @@
 //! images. Stages emit [`events::Event`]s to one [`reporter::Reporter`], whose sinks render the
 //! terminal, the JSON event stream, the summary, the JUnit report and the GitHub step summary.
 //! Teardown and the report happen on every path: success, failure, a suite past its deadline,
-//! Ctrl-C, SIGTERM, a panic.
+//! an engine lost mid-run, Ctrl-C, SIGTERM, a panic.
 //!
 //! Reading order: the run's options and state (`run`), the events (`events`), the stages in
-//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `parallel`, `teardown`), how
-//! every path ends (`supervise`, `artefacts`: report.html and trace.json), then reporting
+//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `parallel`,
+//! `teardown`), the engine watched while they run (`watch`), how every path ends (`supervise`,
+//! `artefacts`: report.html and trace.json), then reporting
 //! (`reporter`, `sinks`).
 //!
 //! Not here: how each stage does its work (engine, images, stack, ws, suites, target modules).
@@ -21,6 +22,7 @@ pub mod stack;
 pub mod suites;
 pub mod parallel;
 pub mod teardown;
+pub mod watch;
 pub mod supervise;
 pub mod artefacts;
 pub mod reporter;
@@ -73,6 +75,8 @@ async fn new_run(config: crate::config::Config, options: Options) -> Arc<Run> {
 
 impl MissionCritical {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        // First: a signal from here on is the run's, even before its pipeline starts.
+        supervise::Signals::install();
         let config = ctx.config()?;
         for name in &self.suites {
             if !config.suites.iter().any(|s| &s.name == name) {
@@ -103,6 +107,14 @@ impl MissionCritical {
             junit: Some(junit),
             shard: self.shard,
             only_suites: self.suites,
+            reuse: self.reuse,
+            durations: self.durations.map(|d| {
+                if d.is_absolute() {
+                    d
+                } else {
+                    config.root.join(d)
+                }
+            }),
             suite_args: self.args,
             jobs: self
                 .jobs
@@ -127,6 +139,7 @@ impl DockerUp {
             };
             return crate::engine::run_engine_only(&config, &options, self.json).await;
         }
+        supervise::Signals::install();
         let options = Options {
             command: "docker-up",
             target: TargetChoice::Docker,
@@ -142,6 +155,8 @@ impl DockerUp {
             junit: None,
             shard: None,
             only_suites: Vec::new(),
+            reuse: false,
+            durations: None,
             suite_args: Vec::new(),
             jobs: 1,
             json: false,
@@ -197,6 +212,8 @@ pub async fn engine_and_images(
         junit: None,
         shard: None,
         only_suites: Vec::new(),
+        reuse: false,
+        durations: None,
         suite_args: Vec::new(),
         jobs: 1,
         json: false,

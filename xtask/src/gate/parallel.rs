@@ -1,7 +1,7 @@
 //! The suites stage with more than one job (`--jobs N`, `[gate] jobs`) and a `parallel` suite:
 //! the selected suites that can run are collected at once (pytest with the run's own selection),
-//! planned together over the workers ([crate::suites::plan], weighed by the last report's
-//! durations), and run ([crate::suites::run_plan]); each suite's tests go to the run's events as
+//! planned together over the workers ([crate::suites::plan], weighed by the durations the stage
+//! read, [super::suites]), and run ([crate::suites::run_plan]); each suite's tests go to the run's events as
 //! they start and end, and its result the moment its last worker ended, as in a serial run.
 //!
 //! Not here: the schedule or the workers themselves ([crate::suites]); the serial stage and the
@@ -27,6 +27,11 @@ pub(super) async fn suites(
     python: Option<&PythonEnv>,
     pulse: &Arc<Mutex<Pulse>>,
 ) -> bool {
+    if let Some(reason) = run.lost_reason() {
+        // The engine is gone: nothing is collected or run, everything is listed.
+        super::suites::list_lost(run, selected, env, python, &reason).await;
+        return true;
+    }
     let failed = Arc::new(AtomicBool::new(false));
     let mut runnable = Vec::new();
     for suite in selected {
@@ -78,7 +83,7 @@ pub(super) async fn suites(
         .copied()
         .zip(collections.iter().map(Option::as_ref))
         .collect();
-    let durations = crate::suites::last_durations(&run.config, run.options.junit.as_deref());
+    let durations = env.durations.as_deref().cloned().unwrap_or_default();
     let plan = crate::suites::plan(&planned, &durations, run.options.jobs);
     for line in plan.describe() {
         run.emit(Event::Progress {

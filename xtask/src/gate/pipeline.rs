@@ -43,10 +43,13 @@ pub async fn stages(run: Arc<Run>) -> anyhow::Result<()> {
         .then(|| stack_stage::prepare(&run))
         .flatten();
 
+    // Dropped when the stages end: teardown may change the engine on purpose.
+    let mut _watching = None;
     let (chosen, engine_work) = if wants_docker {
         let mut clock = StageClock::start(&run, Stage::Engine);
         match machine::engine(&run, &mut clock).await {
             Ok(engine) if !clock.failed() => {
+                _watching = Some(super::watch::watch(&run, &engine));
                 clock.pause();
                 (None, Some((engine, clock)))
             }
@@ -179,6 +182,9 @@ async fn skip_rest(
     reason: &str,
     chosen: Option<&Chosen>,
 ) -> anyhow::Result<()> {
+    // A stage that failed because the engine went away failed for that reason.
+    let lost = run.lost_reason();
+    let reason = lost.as_deref().unwrap_or(reason);
     background.preflight.finish(run).await;
     for stage in Stage::ALL
         .into_iter()
@@ -193,7 +199,8 @@ async fn skip_rest(
 /// Runs the pipeline for a command: stages under supervision, then teardown, the report and the
 /// summary. The run is returned for what the command prints from it.
 pub async fn run(run: Arc<Run>) -> (anyhow::Result<()>, Arc<Run>) {
-    let ending = super::supervise::supervise(stages(run.clone())).await;
+    let guarded = super::watch::guarded(run.clone(), stages(run.clone()));
+    let ending = super::supervise::supervise(guarded).await;
     let result = super::supervise::finish(&run, ending).await;
     (result, run)
 }

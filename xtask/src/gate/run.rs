@@ -66,6 +66,10 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Only these suites (empty: all).
     pub only_suites: Vec<String>,
+    /// `--reuse`: take a matching warm stack, keep a passing run's stack warm.
+    pub reuse: bool,
+    /// `--durations FILE`: per-test durations that balance `--shard`.
+    pub durations: Option<PathBuf>,
     /// `-- ARGS`: passed to the selected suites' runner.
     pub suite_args: Vec<String>,
     /// Workers the tests of `parallel` suites are spread over (1: one test at a time).
@@ -81,6 +85,10 @@ pub struct Resources {
     /// The run id of a stack being brought up, so that a half-made stack is found by label.
     pub stack_run_id: Option<String>,
     pub local: Option<LocalTarget>,
+    /// The lease of a warm stack this run took (held until the run ends).
+    pub lease: Option<crate::stack::reuse::Lease>,
+    /// The key to keep the run's stack warm under, when it passes (`--reuse`).
+    pub reuse_key: Option<String>,
     /// The stack's logs and state changes, followed until teardown.
     pub follow: Option<crate::stack::Follow>,
 }
@@ -100,6 +108,10 @@ pub struct Run {
     pub engine: Mutex<Option<crate::engine::Engine>>,
     /// What the stack's `up` reported (for `docker-up`'s output).
     pub up: Mutex<Option<crate::stack::UpReport>>,
+    /// The engine stopped answering during the run ([super::watch] says so once).
+    pub engine_lost: Mutex<Option<super::watch::Lost>>,
+    /// Asks the running suites to stop (the reason), once the engine is lost.
+    pub stop_suites: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// The run's secrets, shared with the sinks that redact them.
@@ -123,7 +135,14 @@ impl Run {
             outcomes: Mutex::new(BTreeMap::new()),
             engine: Mutex::new(None),
             up: Mutex::new(None),
+            engine_lost: Mutex::new(None),
+            stop_suites: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Why the rest of the run did not happen when the engine was lost (`engine lost at 41.2s`).
+    pub fn lost_reason(&self) -> Option<String> {
+        lock(&self.engine_lost).as_ref().map(|lost| lost.reason())
     }
 
     pub fn emit(&self, event: Event) {
@@ -189,6 +208,14 @@ impl Run {
 
     pub fn secrets(&self) -> Vec<String> {
         lock(&self.secrets).clone()
+    }
+
+    /// Whether this run takes and keeps warm stacks: the gate's own isolated stack, with
+    /// `--reuse` or `stack.reuse = true`.
+    pub fn reuses(&self) -> bool {
+        self.options.isolation == Isolation::Isolated
+            && self.options.until == Until::Suites
+            && (self.options.reuse || self.config.stack.as_ref().is_some_and(|s| s.speed.reuse))
     }
 
     /// The suites this run selected (`--suite`), in configuration order.

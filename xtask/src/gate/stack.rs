@@ -30,6 +30,7 @@ pub fn up_options(run: &Run) -> crate::stack::UpOptions {
         // A shared (docker-up) run continues the recorded run of its project, with its id.
         run_id: isolated.then(|| run.run_id.clone()),
         keep: run.options.keep == Keep::Always,
+        reuse: run.reuses(),
         progress: Some(stack_progress(run)),
         ..Default::default()
     }
@@ -77,7 +78,7 @@ pub async fn stack(
         return (!engine_failed).then(|| Chosen {
             kind: TargetKind::Docker,
             endpoints: BTreeMap::new(),
-            extra_env: BTreeMap::new(),
+            extra_env: crate::stack::up::engine_env(engine),
             skip_markers: config.targets.docker_skip_markers.clone(),
         });
     };
@@ -97,9 +98,29 @@ pub async fn stack(
     let smoke = crate::engine::smoke(engine, config, &smoke_run, &engine_progress);
     let up = async {
         let prepared = prepared?;
+        if run.reuses() {
+            return warm_or_fresh(run, engine, prepared).await;
+        }
         lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
         follow(run, engine, &prepared.project.name);
         crate::stack::start(config, engine, prepared, &up_options(run)).await
+    };
+    // The stage ends when its own work does, not when the smoke container beside it does.
+    let up = async move {
+        let up = up.await;
+        let report = match up {
+            Ok(report) => report,
+            Err(e) => {
+                clock.step(Check::failed("stack up", Duration::ZERO, format!("{e:#}")));
+                clock.finish();
+                return None;
+            }
+        };
+        for check in report.checks() {
+            clock.step(check.clone());
+        }
+        clock.finish();
+        Some(report)
     };
     // The smoke container's step is reported (and the engine stage ended) as soon as it is done.
     let smoke = async move {
@@ -110,39 +131,89 @@ pub async fn stack(
         engine_clock.finish();
         failed
     };
-    let (up, smoke_failed) = tokio::join!(up, smoke);
-    let report = match up {
-        Ok(report) => report,
-        Err(e) => {
-            clock.step(Check::failed("stack up", Duration::ZERO, format!("{e:#}")));
-            clock.finish();
-            return None;
-        }
-    };
+    let (report, smoke_failed) = tokio::join!(up, smoke);
+    let report = report?;
     run.property("compose_flavour", report.compose.to_string());
     lock(&run.resources).stack = Some(report.state.clone());
-    for check in report.checks() {
-        clock.step(check.clone());
-    }
-    clock.finish();
+    // The suites talk to the engine the stack runs on (DOCKER_HOST), whatever their own
+    // environment says.
+    let mut extra_env = crate::stack::up::engine_env(engine);
+    extra_env.extend([
+        (
+            "XTASK_COMPOSE_PROJECT".to_owned(),
+            report.state.project.clone(),
+        ),
+        (
+            "XTASK_COMPOSE_FILE".to_owned(),
+            report.state.compose_file.display().to_string(),
+        ),
+    ]);
     let chosen = Chosen {
         kind: TargetKind::Docker,
         endpoints: report.endpoints.clone(),
-        extra_env: BTreeMap::from([
-            (
-                "XTASK_COMPOSE_PROJECT".to_owned(),
-                report.state.project.clone(),
-            ),
-            (
-                "XTASK_COMPOSE_FILE".to_owned(),
-                report.state.compose_file.display().to_string(),
-            ),
-        ]),
+        extra_env,
         skip_markers: config.targets.docker_skip_markers.clone(),
     };
     let passed = report.passed();
     *lock(&run.up) = Some(report);
     (passed && !smoke_failed).then_some(chosen)
+}
+
+/// `--reuse`: takes a warm stack whose key matches (after checking every service), else starts
+/// a fresh one (labelled reusable) while the warm stacks that no longer match are removed; the
+/// fresh one's key (its images are built by now) is kept for teardown to keep it warm.
+async fn warm_or_fresh(
+    run: &Arc<Run>,
+    engine: &Engine,
+    prepared: crate::stack::Prepared,
+) -> anyhow::Result<crate::stack::UpReport> {
+    use crate::stack::reuse;
+    let config = &run.config;
+    let key = reuse::key(config, &prepared.compose, &prepared.model, &engine.docker).await;
+    let attempt = reuse::take(config, engine, &prepared.compose, &key).await?;
+    for note in &attempt.notes {
+        run.note(note.clone());
+    }
+    let remove_stale = async {
+        // Each lease is held until its stack is gone.
+        for (stale, _lease) in &attempt.stale {
+            match crate::stack::down(config, stale).await {
+                Ok(check) if check.outcome != crate::report::Outcome::Failed => {}
+                Ok(check) => run.note(format!(
+                    "could not remove warm stack {}: {}",
+                    stale.run_id, check.detail
+                )),
+                Err(e) => run.note(format!(
+                    "could not remove warm stack {}: {e:#}",
+                    stale.run_id
+                )),
+            }
+        }
+    };
+    if let Some((report, lease)) = attempt.taken {
+        crate::stack::abandon(config, &prepared.run_id);
+        follow(run, engine, &report.project);
+        {
+            let mut resources = lock(&run.resources);
+            resources.stack_run_id = Some(report.state.run_id.clone());
+            resources.lease = Some(lease);
+            resources.reuse_key = Some(key);
+        }
+        remove_stale.await;
+        return Ok(report);
+    }
+    lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
+    follow(run, engine, &prepared.project.name);
+    let (compose, model) = (prepared.compose.clone(), prepared.model.clone());
+    let options = up_options(run);
+    let fresh = crate::stack::start(config, engine, prepared, &options);
+    let (report, ()) = tokio::join!(fresh, remove_stale);
+    let report = report?;
+    if report.passed() {
+        let key = reuse::key(config, &compose, &model, &engine.docker).await;
+        lock(&run.resources).reuse_key = Some(key);
+    }
+    Ok(report)
 }
 
 /// Follows the project's containers until teardown: their logs into the run's `logs/`, their
@@ -176,17 +247,49 @@ fn follow(run: &Arc<Run>, engine: &Engine, project: &str) {
 fn stack_progress(run: &Run) -> crate::stack::Progress {
     let reporter = run.reporter.clone();
     let last_waiting = std::sync::Mutex::new(std::time::Instant::now());
+    let logs = crate::state::Store::of(&run.config)
+        .run_dir(&run.run_id)
+        .join("logs");
     Arc::new(move |event: &crate::stack::UpEvent| {
         use crate::stack::UpEvent;
+        if let UpEvent::ServiceReady {
+            service,
+            after,
+            signal,
+            ..
+        } = event
+        {
+            // The engine's own events are in the log already; readiness may come first from the
+            // harness's probe.
+            let state = match signal {
+                crate::stack::watch::Signal::Running => "running (no healthcheck)",
+                _ => "healthy",
+            };
+            crate::stack::follow::note(
+                &logs,
+                service,
+                &format!(
+                    "service {service} {state} for the harness ({}), {} after start",
+                    signal.describe(),
+                    crate::ui::duration(*after)
+                ),
+            );
+        }
         let message = match event {
             UpEvent::Compose(compose) => format!("compose: {compose}"),
             UpEvent::Starting { project, command } => {
                 format!("starting project {project}: {command}")
             }
             UpEvent::ServiceStarted { service } => format!("{service}: started"),
-            UpEvent::ServiceReady { service, after, .. } => format!(
-                "{service}: healthy {} after start",
-                crate::ui::duration(*after)
+            UpEvent::ServiceReady {
+                service,
+                after,
+                signal,
+                ..
+            } => format!(
+                "{service}: healthy {} after start ({})",
+                crate::ui::duration(*after),
+                signal.describe()
             ),
             UpEvent::ServiceFailed { service, reason } => format!("{service}: FAILED: {reason}"),
             UpEvent::UpFinished { elapsed, success } => format!(

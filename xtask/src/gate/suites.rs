@@ -120,6 +120,8 @@ fn suite_env(run: &Run, chosen: Option<&Chosen>) -> SuiteEnv {
         extra: chosen.map(|c| c.extra_env.clone()).unwrap_or_default(),
         skip_markers: chosen.map(|c| c.skip_markers.clone()).unwrap_or_default(),
         secrets: run.secrets(),
+        durations: None,
+        stop: Some(crate::suites::Stop::new(run.stop_suites.subscribe())),
     }
 }
 
@@ -241,7 +243,8 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
     let pulse = Arc::new(Mutex::new(Pulse::default()));
     let _heartbeat = heartbeat(run, &pulse);
     let python = python.get(run).await;
-    let env = suite_env(run, Some(chosen));
+    let mut env = suite_env(run, Some(chosen));
+    env.durations = last_durations(run);
     let selected = run.selected_suites();
     // A Python environment that could not be made is a failed step of this stage.
     let mut failed =
@@ -251,11 +254,20 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
     if run.options.jobs > 1 && selected.iter().any(|s| s.parallel) {
         failed |= super::parallel::suites(run, &selected, &env, python, &pulse).await;
     } else {
-        for suite in selected {
+        for (index, suite) in selected.iter().enumerate() {
+            if let Some(reason) = run.lost_reason() {
+                // The engine is gone: what has not started is listed, not run.
+                list_lost(run, &selected[index..], &env, python, &reason).await;
+                failed = true;
+                break;
+            }
             let result = run_one(run, suite, &env, python, &pulse).await;
             failed |= !result.passed();
             run.emit(Event::Suite(result));
         }
+    }
+    if run.options.shard.is_none() {
+        keep_durations(run);
     }
     // The suites' own results say what failed; the stage only records that something did.
     clock.finish_as(if failed {
@@ -263,6 +275,86 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
     } else {
         StageOutcome::Passed
     });
+}
+
+/// The per-test durations of earlier runs, read once for both of their users: `--shard` splits
+/// by them, the plan of `--jobs N` weighs its tests by them. `--durations FILE`, else what the
+/// last unsharded gate left; without any, shards split by hash and the plan weighs every test
+/// alike, and the run says so.
+fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
+    let plans = run.options.jobs > 1 && run.selected_suites().iter().any(|s| s.parallel);
+    if run.options.shard.is_none() && !plans {
+        return None;
+    }
+    let path = run
+        .options
+        .durations
+        .clone()
+        .unwrap_or_else(|| crate::suites::durations_path(&run.config.work_dir()));
+    match crate::suites::Durations::read(&path) {
+        Ok(mut durations) => {
+            durations.order = run
+                .selected_suites()
+                .iter()
+                .map(|s| s.name.clone())
+                .collect();
+            if run.options.shard.is_some() {
+                run.note(format!(
+                    "shards split by the test durations in {}",
+                    path.display()
+                ));
+            }
+            Some(Arc::new(durations))
+        }
+        Err(e) => {
+            run.note(match run.options.shard {
+                Some(_) => format!(
+                    "shards split by hash: no per-test durations ({e:#}); an unsharded run, or --durations FILE, gives them"
+                ),
+                None => format!(
+                    "the plan weighs every test alike: no per-test durations ({e:#}); the next run has this one's"
+                ),
+            });
+            None
+        }
+    }
+}
+
+/// An unsharded run leaves its suites' test durations (and wall times) for later runs: sharded
+/// ones split by them, plans weigh by them.
+fn keep_durations(run: &Run) {
+    let path = crate::suites::durations_path(&run.config.work_dir());
+    // A run of some suites (`--suite`) replaces theirs and keeps the others'.
+    let mut durations = crate::suites::Durations::read(&path).unwrap_or_default();
+    for suite in run.reporter.record().suites() {
+        durations.keep(&suite.name, suite.duration, &suite.cases);
+    }
+    if let Err(e) = durations.write(&path) {
+        run.note(format!("could not keep the test durations: {e:#}"));
+    }
+}
+
+/// The suites not yet started when the engine was lost: their tests listed skipped with the
+/// reason.
+pub(super) async fn list_lost(
+    run: &Arc<Run>,
+    suites: &[&SuiteCfg],
+    env: &SuiteEnv,
+    python: Option<&PythonEnv>,
+    reason: &str,
+) {
+    for suite in suites {
+        let result = crate::suites::collect_skipped_shard(
+            &run.config,
+            suite,
+            env,
+            python,
+            reason,
+            run.options.shard,
+        )
+        .await;
+        run.emit(Event::Suite(result));
+    }
 }
 
 async fn run_one(

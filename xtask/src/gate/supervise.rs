@@ -5,14 +5,20 @@
 //! Not here: the stages ([super::pipeline]); the exit code of an error ([crate::error]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::config::DEFAULT_INTERRUPT_STOP_TIMEOUT;
 use crate::error::{exit_kind_of, ExitKind, Failure};
+use crate::stack::{self, Level, Urgency};
 
 use super::events::{Event, Stage, Verdict};
 use super::run::Run;
 use super::sinks;
+
+/// After the second signal during teardown: how long the removal of what has stopped may still
+/// take before the harness exits.
+const LAST_REMOVAL: Duration = Duration::from_secs(1);
 
 /// How the pipeline ended.
 #[derive(Debug)]
@@ -60,28 +66,54 @@ where
 
 /// Teardown, the verdict, the report and the summary, whatever the ending; the command's result.
 pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
-    // From here a signal no longer reaches the pipeline. During teardown a first signal lets it
-    // finish (the run then counts as interrupted); a second one, or one after the run was
-    // already interrupted, ends the harness at once.
+    // From here a signal no longer reaches the pipeline: each one raises the teardown's urgency
+    // instead. After a signal containers get `stack.interrupt_stop_timeout_s`, then are killed;
+    // after the next one what has not stopped is killed at once and the harness exits at the
+    // latest a second later, removal finished or not; one more exits at once.
     let teardown_signals = Arc::new(AtomicUsize::new(0));
     let already_interrupted = matches!(ending, Ending::Interrupted(_));
-    let _second_signal = AbortOnDrop(tokio::spawn({
+    let (raise_urgency, urgency) = Urgency::channel(if already_interrupted {
+        Level::Interrupted
+    } else {
+        Level::Graceful
+    });
+    let short = run
+        .config
+        .stack
+        .as_ref()
+        .map_or(DEFAULT_INTERRUPT_STOP_TIMEOUT, |s| {
+            s.interrupt_stop_timeout_s.duration()
+        });
+    let _later_signals = AbortOnDrop(tokio::spawn({
         let teardown_signals = teardown_signals.clone();
         async move {
             let mut signals = Signals::new();
             loop {
                 signals.next().await;
-                let seen = teardown_signals.fetch_add(1, Ordering::SeqCst) + 1;
-                if already_interrupted || seen >= 2 {
-                    eprintln!(
-                        "interrupted again: exiting before teardown and the report are finished"
-                    );
-                    std::process::exit(130);
+                teardown_signals.fetch_add(1, Ordering::SeqCst);
+                match stack::stop::raise(&raise_urgency) {
+                    Level::Graceful | Level::Interrupted => crate::ui::say(format!(
+                        "interrupted during teardown: containers get {} to stop, then are killed \
+                         (interrupt again to kill them now)",
+                        crate::ui::duration(short)
+                    )),
+                    Level::Now => break,
                 }
-                crate::ui::say(
-                    "interrupted during teardown: finishing it (interrupt again to exit at once)",
-                );
             }
+            crate::ui::say(format!(
+                "interrupted again: killing what has not stopped and removing it; exiting within {}",
+                crate::ui::duration(LAST_REMOVAL)
+            ));
+            tokio::select! {
+                _ = signals.next() => {}
+                _ = tokio::time::sleep(LAST_REMOVAL) => {}
+            }
+            eprintln!(
+                "exiting before teardown and the report are finished: what is left keeps its \
+                 labels and its record; the next run's sweep or cargo xtask docker-down --all \
+                 removes it"
+            );
+            std::process::exit(130);
         }
     }));
     if let Ending::Panicked(message) = &ending {
@@ -99,7 +131,7 @@ pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
         }
     }
     let failed_before = run.failed() || !matches!(ending, Ending::Completed);
-    super::teardown::teardown(run, failed_before, already_interrupted).await;
+    super::teardown::teardown(run, failed_before, already_interrupted, &urgency).await;
     let ending = match ending {
         Ending::Completed | Ending::Error(_) | Ending::Panicked(_)
             if teardown_signals.load(Ordering::SeqCst) > 0 =>
@@ -235,36 +267,82 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM, as one stream.
-pub struct Signals {
-    #[cfg(unix)]
-    sigterm: Option<tokio::signal::unix::Signal>,
-}
+/// Ctrl-C (SIGINT) and SIGTERM (on Windows Ctrl-C and Ctrl-Break), as one queue: from [`Signals::install`] on, each signal is handed
+/// once to whoever waits next, however long after it came, so that none is lost before the
+/// pipeline starts or between two waits.
+pub struct Signals(());
+
+/// The signals that came and were not taken yet.
+static QUEUE: OnceLock<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<&'static str>>> =
+    OnceLock::new();
 
 impl Signals {
-    pub fn new() -> Signals {
-        Signals {
+    /// Takes SIGINT and SIGTERM over from their default (ending the process): call it first
+    /// thing in a command that runs the pipeline. Later calls do nothing. Needs the runtime.
+    pub fn install() {
+        QUEUE.get_or_init(|| {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
             #[cfg(unix)]
-            sigterm: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
-        }
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                for (kind, name) in [
+                    (SignalKind::interrupt(), "SIGINT"),
+                    (SignalKind::terminate(), "SIGTERM"),
+                ] {
+                    // Registered now, not when first awaited: from here on a signal is queued.
+                    let Ok(mut stream) = signal(kind) else {
+                        continue;
+                    };
+                    let sender = sender.clone();
+                    tokio::spawn(async move {
+                        while stream.recv().await.is_some() {
+                            if sender.send(name).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+            // On Windows: Ctrl-C, and Ctrl-Break (what a console sends on Ctrl+Break, and what
+            // the harness sends its own children to interrupt them).
+            #[cfg(windows)]
+            {
+                let interrupts = sender.clone();
+                tokio::spawn(async move {
+                    while tokio::signal::ctrl_c().await.is_ok() {
+                        if interrupts.send("Ctrl-C").is_err() {
+                            break;
+                        }
+                    }
+                });
+                if let Ok(mut ctrl_break) = tokio::signal::windows::ctrl_break() {
+                    tokio::spawn(async move {
+                        while ctrl_break.recv().await.is_some() {
+                            if sender.send("Ctrl-Break").is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+            tokio::sync::Mutex::new(receiver)
+        });
     }
 
-    /// Waits for the next signal and names it.
+    pub fn new() -> Signals {
+        Signals::install();
+        Signals(())
+    }
+
+    /// Waits for the next signal and names it. Cancel-safe: a wait given up takes none.
     pub async fn next(&mut self) -> &'static str {
-        #[cfg(unix)]
-        let terminated = async {
-            match self.sigterm.as_mut() {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
+        Signals::install();
+        let Some(queue) = QUEUE.get() else {
+            return std::future::pending().await;
         };
-        #[cfg(not(unix))]
-        let terminated = std::future::pending::<()>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = terminated => "SIGTERM",
+        match queue.lock().await.recv().await {
+            Some(name) => name,
+            None => std::future::pending().await,
         }
     }
 }
@@ -275,7 +353,8 @@ impl Default for Signals {
     }
 }
 
-#[cfg(test)]
+// The stage's process is `sleep`, and the check that it is gone is `kill -0`.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::flags::TargetChoice;
@@ -307,6 +386,8 @@ mod tests {
             junit: Some(junit.clone()),
             shard: None,
             only_suites: Vec::new(),
+            reuse: false,
+            durations: None,
             suite_args: Vec::new(),
             jobs: 1,
             json: false,

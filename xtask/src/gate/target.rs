@@ -1,6 +1,7 @@
 //! The target stage: where the suites run. Docker when the engine answered; otherwise the first
 //! usable target of `[fallback] order` (or the one `--target` forces): staging when its
-//! endpoints are set and answer, local by starting `[targets.local]`'s processes.
+//! endpoints are set and answer (over TLS: with a certificate the harness trusts), local by
+//! starting `[targets.local]`'s processes.
 //!
 //! Not here: probing staging or running the processes ([crate::target]), the stack
 //! ([super::stack]).
@@ -51,6 +52,7 @@ pub async fn fallback(run: &Arc<Run>, python: &PythonSlot) -> anyhow::Result<Cho
         TargetChoice::Auto | TargetChoice::Docker => run.config.fallback.order.clone(),
     };
     let mut reasons = Vec::new();
+    let mut certificate_problem = false;
     for kind in kinds {
         match try_target(run, kind, &mut clock, python).await {
             Ok(chosen) => {
@@ -62,6 +64,8 @@ pub async fn fallback(run: &Arc<Run>, python: &PythonSlot) -> anyhow::Result<Cho
                 return Ok(chosen);
             }
             Err(e) => {
+                certificate_problem |=
+                    crate::tls::failure_in(&e).is_some_and(|f| f.is_certificate());
                 run.note(format!("target {kind} not usable: {e:#}"));
                 reasons.push(format!("{kind}: {e:#}"));
             }
@@ -79,11 +83,12 @@ pub async fn fallback(run: &Arc<Run>, python: &PythonSlot) -> anyhow::Result<Cho
     };
     clock.step(Check::failed("target", Duration::ZERO, message.clone()));
     clock.finish_as(StageOutcome::Failed);
-    Err(Failure::unavailable(
-        message,
-        Some("start the engine, or set the staging endpoints, or fix [targets.local]".to_owned()),
-    )
-    .into())
+    let hint = if certificate_problem {
+        "trust the CA that signed staging's certificate: `ca_file` under [targets.staging] in harness.toml, or SSL_CERT_FILE; a wrong hostname or an expired certificate is staging's to fix"
+    } else {
+        "start the engine, or set the staging endpoints, or fix [targets.local]"
+    };
+    Err(Failure::unavailable(message, Some(hint.to_owned())).into())
 }
 
 async fn try_target(
@@ -107,10 +112,19 @@ async fn try_target(
                 Duration::ZERO,
                 format!("{} endpoints answer", endpoints.len()),
             ));
+            let mut extra_env = BTreeMap::new();
+            if staging.ca_file.is_some() {
+                // The suites trust what the harness trusts: the platform's roots and the CA file.
+                let bundle = crate::stack::run_dir(config, &run.run_id).join("ca-bundle.pem");
+                crate::tls::Tls::of(config).write_bundle(&bundle)?;
+                for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
+                    extra_env.insert(name.to_owned(), bundle.display().to_string());
+                }
+            }
             Ok(Chosen {
                 kind,
                 endpoints,
-                extra_env: BTreeMap::new(),
+                extra_env,
                 skip_markers: staging.skip_markers.clone(),
             })
         }

@@ -7,31 +7,55 @@
 use std::time::{Duration, Instant};
 
 use crate::report::Check;
+use crate::stack::Urgency;
 use crate::state::StackState;
 
 use super::events::{Stage, StageOutcome};
 use super::run::{lock, Keep, Run, StageClock};
 
-/// Undoes what the run made (or keeps it); `failed` says whether the run failed.
-pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
+/// Undoes what the run made (or keeps it); `failed` says whether the run failed. Containers stop
+/// as `urgency` says (it rises with the signals that arrive meanwhile).
+pub async fn teardown(run: &Run, failed: bool, interrupted: bool, urgency: &Urgency) {
     let keep = match run.options.keep {
         Keep::Always => true,
         Keep::OnFailure => failed && !interrupted,
         Keep::Never => false,
     };
-    let (stack, stack_run_id, local, follow) = {
+    let (stack, stack_run_id, local, follow, reuse_key, _lease) = {
         let mut resources = lock(&run.resources);
         (
             resources.stack.take(),
             resources.stack_run_id.take(),
             resources.local.take(),
             resources.follow.take(),
+            resources.reuse_key.take(),
+            // Held until teardown is done: nobody takes the stack while this run still acts on it.
+            resources.lease.take(),
         )
     };
     // The logs end here, kept stack or not: before the containers are removed, so that their
     // stopping is not mistaken for news, and with the harness, which exits after this. Timed
     // as teardown's own work when there is a teardown.
     let mut follow = follow;
+    // `--reuse`: a passing run's stack stays warm for the next one.
+    if let (Some(key), Some(stack), false, false) = (&reuse_key, &stack, failed, interrupted) {
+        if !keep {
+            match crate::stack::reuse::keep(&run.config, &stack.run_id, key) {
+                Ok(_) => {
+                    if let Some(follow) = follow.take() {
+                        follow.stop().await;
+                    }
+                    run.note(format!(
+                        "kept the stack warm for the next --reuse run (project {}, key {key}); cargo xtask docker-down --all removes it",
+                        stack.project
+                    ));
+                    run.skip(Stage::Teardown, "kept warm (--reuse)");
+                    return;
+                }
+                Err(e) => run.note(format!("could not keep the stack warm: {e:#}")),
+            }
+        }
+    }
     if keep {
         if let Some(follow) = follow.take() {
             follow.stop().await;
@@ -60,19 +84,26 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
         if !kept.is_empty() {
             run.note(format!("kept {}", kept.join(" and ")));
         }
-        run.skip(
-            Stage::Teardown,
-            match run.options.keep {
-                Keep::Always if run.options.command == "docker-up" => {
-                    "kept: docker-up leaves its stack up"
-                }
-                Keep::Always => "kept (--keep)",
-                _ => "kept (--keep-on-failure)",
-            },
-        );
+        let reason = match run.options.keep {
+            Keep::Always if run.options.command == "docker-up" => {
+                "kept: docker-up leaves its stack up"
+            }
+            Keep::Always => "kept (--keep)",
+            _ => "kept (--keep-on-failure)",
+        };
+        // A kept stack stays, but a lost engine is still brought back.
+        let lost = lock(&run.engine_lost).clone();
+        if let Some(lost) = lost {
+            let mut clock = StageClock::start(run, Stage::Teardown);
+            super::watch::recover(run, &lost, &mut clock).await;
+            clock.finish_as(StageOutcome::Skipped(reason.to_owned()));
+            return;
+        }
+        run.skip(Stage::Teardown, reason);
         return;
     }
-    if stack.is_none() && stack_run_id.is_none() && local.is_none() {
+    let lost = lock(&run.engine_lost).clone();
+    if stack.is_none() && stack_run_id.is_none() && local.is_none() && lost.is_none() {
         if let Some(follow) = follow.take() {
             follow.stop().await;
         }
@@ -83,6 +114,15 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
     if let Some(follow) = follow.take() {
         follow.stop().await;
     }
+    // The engine went away mid-run: restored as at the start, then the stack is removed from it,
+    // all within the loss's budget.
+    let engine_back = match &lost {
+        Some(lost) => super::watch::recover(run, lost, &mut clock).await,
+        None => true,
+    };
+    let down_deadline = lost.as_ref().map_or(Duration::from_secs(120), |lost| {
+        lost.deadline().saturating_duration_since(Instant::now())
+    });
     if let Some(mut local) = local {
         let started = Instant::now();
         let stopped = local.stop().await;
@@ -92,14 +132,27 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
             stopped.join("; "),
         ));
     }
-    if stack.is_some() || stack_run_id.is_some() {
+    if (stack.is_some() || stack_run_id.is_some()) && !engine_back {
+        clock.step(Check::failed(
+            "stack down",
+            Duration::ZERO,
+            "the engine is not back: the stack stays recorded, and `cargo xtask docker-down --all` removes it once the engine answers",
+        ));
+    } else if stack.is_some() || stack_run_id.is_some() {
         let started = Instant::now();
+        if stack.is_none() {
+            // `compose up` was cut short: wait until its process group has ended (at most its
+            // stop grace), so that nothing it asked the engine for appears after the removal.
+            tokio::task::spawn_blocking(crate::process::finish_pending_kills)
+                .await
+                .ok();
+        }
         let stack = stack.unwrap_or_else(|| {
             unfinished_stack(run, stack_run_id.as_deref().unwrap_or(&run.run_id))
         });
         let result = tokio::time::timeout(
-            Duration::from_secs(120),
-            crate::stack::down(&run.config, &stack),
+            down_deadline,
+            crate::stack::down_with(&run.config, &stack, urgency),
         )
         .await;
         clock.step(match result {
@@ -108,7 +161,10 @@ pub async fn teardown(run: &Run, failed: bool, interrupted: bool) {
             Err(_) => Check::failed(
                 "stack down",
                 started.elapsed(),
-                "did not finish within 120s",
+                format!(
+                    "did not finish within {}",
+                    crate::ui::duration(down_deadline)
+                ),
             ),
         });
     }
@@ -128,6 +184,11 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
         .as_ref()
         .expect("a stack run id is only recorded with a [stack]");
     let isolated = run.options.isolation == super::run::Isolation::Isolated;
+    let engine = lock(&run.engine).clone();
+    let mut compose_env = crate::stack::compose_env(stack, isolated);
+    if let Some(engine) = &engine {
+        compose_env.extend(crate::stack::up::engine_env(engine));
+    }
     StackState {
         run_id: run_id.to_owned(),
         project: crate::stack::project_name(&run.config, run_id, isolated),
@@ -136,7 +197,8 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
         services: stack.services.clone(),
         endpoints: Default::default(),
         isolated,
-        compose_env: crate::stack::compose_env(stack, isolated),
+        compose_env,
+        engine: engine.map(|e| e.info.host),
         started_unix_ms: crate::state::unix_ms(),
     }
 }

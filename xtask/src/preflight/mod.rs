@@ -1,17 +1,18 @@
 //! Pre-flight checks (`doctor`, and the first stage of docker-up and the gate): memory, disk, CPU
-//! load, free ports (and who holds them), other container runtimes, the engine socket, the
+//! load, free ports (and who holds them), other container runtimes, the engine (pinged), the
 //! compose flavour, Python. It only reads: it never kills, stops or changes anything.
 //! `run_checks(&Config) -> Vec<Check>` is what docker-up and the gate call; `doctor` prints them.
 //!
 //! Not here: reading the machine itself (`host`, the platform-specific part), starting the engine
 //! ([`crate::engine`]).
 
-// What the checks read from the machine: /proc, statvfs.
+// What the checks read from the machine, per platform: /proc, sysctl and lsof, the Windows APIs.
 mod host;
+// What the checks ask the engine: does it answer, where does it write.
+mod engine;
 
 pub use host::{port_holder, processes};
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, OnShortfall};
@@ -65,17 +66,18 @@ pub fn render(checks: &[Check]) -> String {
 /// Every pre-flight check. The CPU sample (about a second) runs while the others run.
 pub async fn run_checks(config: &Config) -> Vec<Check> {
     let sample = config.preflight.cpu_sample_ms.duration();
-    let cpu = tokio::task::spawn_blocking(move || {
+    let cpu = tokio::spawn(async move {
         let started = Instant::now();
-        (host::cpu_busy_percent(sample), started.elapsed())
+        (host::cpu_busy_percent(sample).await, started.elapsed())
     });
-    let mut checks = vec![memory(config), disk(config)];
+    let (engine_check, reached) = engine::engine_check().await;
+    let mut checks = vec![memory(config).await, disk(config, reached.as_ref())];
     let ports_started = Instant::now();
     for port in &config.preflight.free_ports {
-        checks.push(port_check(config, port.0, ports_started));
+        checks.push(port_check(config, port.0, ports_started).await);
     }
-    checks.push(runtimes());
-    checks.push(engine_socket());
+    checks.push(runtimes().await);
+    checks.push(engine_check);
     checks.push(compose_flavour(config).await);
     checks.push(python(config).await);
     let (busy, elapsed) = cpu.await.unwrap_or((None, Duration::ZERO));
@@ -92,10 +94,10 @@ fn shortfall(config: &Config) -> Outcome {
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-fn memory(config: &Config) -> Check {
+async fn memory(config: &Config) -> Check {
     let started = Instant::now();
-    let Some((total, available)) = host::meminfo() else {
-        return Check::skipped("memory", "not readable on this platform (no /proc/meminfo)");
+    let Some((total, available)) = host::meminfo().await else {
+        return Check::skipped("memory", "not readable on this machine");
     };
     let (total, available) = (total as f64 / GIB, available as f64 / GIB);
     let min = config.preflight.min_memory_gib.0;
@@ -108,9 +110,16 @@ fn memory(config: &Config) -> Check {
     }
 }
 
-fn disk(config: &Config) -> Check {
+fn disk(config: &Config, engine: Option<&engine::Reached>) -> Check {
     let started = Instant::now();
-    let (path, why) = host::docker_data_root();
+    let (path, why) = match engine::disk_place(engine) {
+        engine::DiskPlace::Remote(detail) => return Check::skipped("disk", detail),
+        engine::DiskPlace::Local(Some(path), why) => (Some(path), why),
+        engine::DiskPlace::Local(None, _) => {
+            let (path, why) = host::docker_data_root();
+            (path, why.to_owned())
+        }
+    };
     let path = match path {
         Some(path) => path,
         None => config.root.clone(),
@@ -134,7 +143,7 @@ fn disk(config: &Config) -> Check {
 
 fn cpu_check(config: &Config, busy: Option<f64>, elapsed: Duration) -> Check {
     let Some(busy) = busy else {
-        return Check::skipped("cpu load", "not readable on this platform (no /proc/stat)");
+        return Check::skipped("cpu load", "not readable on this machine");
     };
     let max = config.preflight.max_cpu_percent.0;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -150,9 +159,9 @@ fn cpu_check(config: &Config, busy: Option<f64>, elapsed: Duration) -> Check {
     }
 }
 
-fn port_check(config: &Config, port: u16, started: Instant) -> Check {
+async fn port_check(config: &Config, port: u16, started: Instant) -> Check {
     let name = format!("port {port} free");
-    match host::port_holder(port) {
+    match host::port_holder(port).await {
         None => Check::passed(name, started.elapsed(), "free"),
         Some(holder) => Check::new(name, shortfall(config), started.elapsed(), format!("in use by {holder}"))
             .with_remedy("stop that program yourself (the harness never does), or remove the port from preflight.free_ports"),
@@ -170,7 +179,7 @@ const RUNTIMES: &[&str] = &[
     "Docker Desktop",
 ];
 
-fn runtimes() -> Check {
+async fn runtimes() -> Check {
     let started = Instant::now();
     if !host::process_list_readable() {
         return Check::skipped(
@@ -179,6 +188,7 @@ fn runtimes() -> Check {
         );
     }
     let running: Vec<String> = host::processes()
+        .await
         .into_iter()
         .filter(|(_, comm)| RUNTIMES.contains(&comm.as_str()))
         .map(|(pid, comm)| format!("{comm} (pid {pid})"))
@@ -199,20 +209,6 @@ fn runtimes() -> Check {
         running.join(", ")
     };
     Check::passed("container runtimes", started.elapsed(), detail)
-}
-
-fn engine_socket() -> Check {
-    let started = Instant::now();
-    match describe_endpoint() {
-        Ok(description) => Check::passed("engine socket", started.elapsed(), description),
-        Err(problem) => Check::new(
-            "engine socket",
-            Outcome::Warned,
-            started.elapsed(),
-            format!("{problem:#}"),
-        )
-        .with_remedy("`cargo xtask docker-up` starts the engine, `--install` installs it"),
-    }
 }
 
 async fn compose_flavour(config: &Config) -> Check {
@@ -268,24 +264,5 @@ async fn python(config: &Config) -> Check {
             started.elapsed(),
             format!("`{interpreter}` does not run; no pytest suite needs it"),
         ),
-    }
-}
-
-/// Which engine endpoint a client would use, found the way the engine module finds it.
-fn describe_endpoint() -> anyhow::Result<String> {
-    use crate::engine::{candidates, DiscoveryEnv, Source};
-    let list = candidates(&DiscoveryEnv::from_process())?;
-    let exists = |c: &&crate::engine::Candidate| c.host.socket().is_none_or(Path::exists);
-    // DOCKER_HOST or a context is what the client uses, present or not; else the first known socket.
-    let chosen = list
-        .iter()
-        .find(|c| !matches!(c.source, Source::Known(_)))
-        .or_else(|| list.iter().find(exists));
-    match chosen {
-        Some(c) if exists(&c) => Ok(format!("{} ({})", c.host, c.source)),
-        Some(c) => Err(anyhow::anyhow!("{} ({}) does not exist", c.host, c.source)),
-        None => Err(anyhow::anyhow!(
-            "no engine socket found (engine stopped or not installed)"
-        )),
     }
 }

@@ -249,8 +249,7 @@ impl Cmd {
         let mut std_cmd = self.std_command();
         std_cmd.stdout(log.try_clone()?).stderr(log);
         sys::before_spawn_daemon(&mut std_cmd);
-        let child = std_cmd
-            .spawn()
+        let child = sys::spawn_daemon(&mut std_cmd)
             .with_context(|| format!("cannot run `{}`", self.display()))?;
         Ok(Daemon(child))
     }
@@ -311,11 +310,13 @@ pub struct Finished {
     pub elapsed: Duration,
     /// It was stopped at its deadline.
     pub timed_out: bool,
+    /// It was stopped before its deadline because the caller asked ([`Process::wait_or_stop`]).
+    pub stopped: bool,
 }
 
 impl Finished {
     pub fn success(&self) -> bool {
-        !self.timed_out && self.status.is_some_and(|s| s.success())
+        !self.timed_out && !self.stopped && self.status.is_some_and(|s| s.success())
     }
 
     pub fn code(&self) -> Option<i32> {
@@ -406,8 +407,10 @@ impl Process {
         std_cmd.stdout(stdio(cmd.stdout, log.as_ref())?);
         std_cmd.stderr(stdio(cmd.stderr, log.as_ref())?);
         sys::before_spawn(&mut std_cmd);
+        // No `kill_on_drop`: a dropped process gets terminate first and the kill only after its
+        // stop grace (see `Drop`), the leader like the rest of its group, so that a runner
+        // interrupted with the gate can still end cleanly.
         let mut tokio_cmd = tokio::process::Command::from(std_cmd);
-        tokio_cmd.kill_on_drop(true);
         let mut child = tokio_cmd.spawn().with_context(|| {
             format!(
                 "cannot run `{command}`{}",
@@ -491,6 +494,8 @@ impl Process {
     /// it with [`Cmd::output_to_file`]: a captured stream would end with the harness.
     pub fn detach(self) -> Option<u32> {
         let pid = self.pid();
+        // A Job object would end its processes with the harness's exit.
+        self.group.release();
         // Our Drop would stop the group and the child handle's kill-on-drop would kill the
         // leader: leak both on purpose (the harness is about to exit).
         std::mem::forget(self);
@@ -516,6 +521,39 @@ impl Process {
             }
         };
         Ok(self.finish(status, timed_out).await)
+    }
+
+    /// [`Process::wait`], and when `stop` completes first, what the deadline would do: its
+    /// signals (a runner writes its report on the interrupt), then the kill. Such an end is
+    /// [`Finished::stopped`].
+    pub async fn wait_or_stop(
+        mut self,
+        deadline: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Finished> {
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(deadline, self.child.wait()) => Some(waited),
+            () = stop => None,
+        };
+        match waited {
+            Some(Ok(status)) => {
+                let status =
+                    status.with_context(|| format!("cannot wait for `{}`", self.command))?;
+                Ok(self.finish(Some(status), false).await)
+            }
+            Some(Err(_)) => {
+                let steps = self.on_deadline.clone();
+                let status = self.escalate(&steps).await;
+                Ok(self.finish(status, true).await)
+            }
+            None => {
+                let steps = self.on_deadline.clone();
+                let status = self.escalate(&steps).await;
+                let mut finished = self.finish(status, false).await;
+                finished.stopped = true;
+                Ok(finished)
+            }
+        }
     }
 
     /// Stops it now: terminate, its stop grace, kill. Returns what it left.
@@ -564,6 +602,7 @@ impl Process {
             dropped: collected.combined.dropped,
             elapsed: self.started.elapsed(),
             timed_out,
+            stopped: false,
         }
     }
 }
@@ -581,12 +620,27 @@ impl Drop for Process {
         let group = self.group.clone();
         let grace = self.stop_grace;
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(grace);
+            // The grace, but no longer than the group lives: an interrupted harness waits for
+            // these before it exits, and a group that ended on terminate needs no kill.
+            let deadline = Instant::now() + grace;
+            loop {
+                if group.is_empty() {
+                    return;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(GROUP_POLL));
+            }
             group.signal(Signal::Kill);
         });
         lock(&PENDING_KILLS).push(killer);
     }
 }
+
+/// How often a dropped process's killer looks whether its group has ended.
+const GROUP_POLL: Duration = Duration::from_millis(50);
 
 /// A daemon the harness started and leaves running ([`Cmd::spawn_daemon`]).
 #[derive(Debug)]
@@ -606,9 +660,9 @@ impl Daemon {
 /// The kills that dropped processes still have to send.
 static PENDING_KILLS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
-/// Waits (at most the longest stop grace) until every dropped process's group got its kill.
-/// Call before exiting after an interruption, so that a child ignoring terminate does not
-/// outlive the harness.
+/// Waits until every dropped process's group has ended on its terminate, or got its kill at the
+/// end of its stop grace (at most the longest grace). Call before exiting after an interruption,
+/// so that a child ignoring terminate does not outlive the harness.
 pub fn finish_pending_kills() {
     let pending = std::mem::take(&mut *lock(&PENDING_KILLS));
     for killer in pending {
@@ -638,9 +692,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(unix)]
 #[path = "unix.rs"]
 mod sys;
-#[cfg(not(unix))]
-#[path = "other.rs"]
+#[cfg(windows)]
+#[path = "windows.rs"]
 mod sys;
+
+#[cfg(windows)]
+pub use sys::start_time;
+pub use sys::{ended_by_us, pid_alive};
 
 mod output;
 use output::{read_stream, Collected, Tail};

@@ -90,6 +90,39 @@ async fn a_deadline_kills_the_whole_group() {
 }
 
 #[tokio::test]
+async fn a_stop_request_ends_it_as_the_deadline_would_and_says_so() {
+    // It writes its report on the interrupt, as pytest does, then exits.
+    let script =
+        "trap 'echo report written; exit 2' INT; echo running; while :; do sleep 0.05; done";
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let waiting = sh(script)
+        .on_deadline(&[(Signal::Interrupt, Duration::from_secs(5))])
+        .spawn()
+        .unwrap()
+        .wait_or_stop(Duration::from_secs(60), async {
+            let _ = stopped.await;
+        });
+    let stopper = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.send(()).unwrap();
+    };
+    let (finished, ()) = tokio::join!(waiting, stopper);
+    let finished = finished.unwrap();
+    assert!(finished.stopped && !finished.timed_out, "{finished:?}");
+    assert!(!finished.success());
+    assert_eq!(finished.code(), Some(2));
+    assert!(finished.stdout.contains("report written"), "{finished:?}");
+    // Without a stop, it is an ordinary wait.
+    let finished = sh("exit 0")
+        .spawn()
+        .unwrap()
+        .wait_or_stop(Duration::from_secs(10), std::future::pending())
+        .await
+        .unwrap();
+    assert!(finished.success() && !finished.stopped);
+}
+
+#[tokio::test]
 async fn a_dropped_process_is_stopped_with_its_group() {
     let process = sh("trap '' TERM; sleep 300")
         .stop_grace(Duration::from_millis(100))
@@ -98,6 +131,28 @@ async fn a_dropped_process_is_stopped_with_its_group() {
     let pid = process.pid().unwrap() as i32;
     drop(process);
     finish_pending_kills();
+    assert_group_gone(pid);
+}
+
+/// A dropped process whose group ends on terminate is not waited for over its whole grace: an
+/// interrupted harness exits as soon as its children are gone.
+#[tokio::test]
+async fn a_dropped_process_that_ends_on_terminate_is_not_waited_for() {
+    let process = sh("sleep 300")
+        .stop_grace(Duration::from_secs(3600))
+        .spawn()
+        .unwrap();
+    let pid = process.pid().unwrap() as i32;
+    drop(process);
+    let joined = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(finish_pending_kills),
+    )
+    .await;
+    assert!(
+        joined.is_ok(),
+        "the kill waited out its hour of grace although the group had ended"
+    );
     assert_group_gone(pid);
 }
 

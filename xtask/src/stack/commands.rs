@@ -10,6 +10,7 @@ use super::record::choose;
 use super::UpReport;
 use crate::engine;
 use crate::error::Failure;
+use crate::owner::Liveness;
 use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
@@ -66,10 +67,11 @@ impl crate::flags::Health {
         }
         let engine_line = if report.engine.ok {
             format!(
-                "engine {} (API {}) at {}: answered in {}",
+                "engine {} (API {}) at {} (engine_host {}): answered in {}",
                 report.engine.server_version,
                 report.engine.api_version,
                 report.engine.host,
+                report.engine.engine_host,
                 ui::duration(report.engine.response_time)
             )
         } else {
@@ -135,13 +137,30 @@ impl crate::flags::DockerDown {
         let config = ctx.config()?;
         let mut failed = Vec::new();
         // --all: every kept stack of this checkout; else the one named, or the newest kept.
+        // A checkout shared by hosts (one path on a network disk) records other hosts' stacks:
+        // those are theirs, unless --any-host.
         let chosen: Vec<_> = if self.all && self.run.is_none() {
-            crate::state::Store::of(&config)
-                .read()?
-                .kept()
-                .into_iter()
-                .map(|r| r.stack.clone())
-                .collect()
+            let mut chosen = Vec::new();
+            let now = crate::state::unix_ms();
+            for record in crate::state::Store::of(&config).read()?.kept() {
+                let age = std::time::Duration::from_millis(
+                    now.saturating_sub(record.stack.started_unix_ms),
+                );
+                match record.owner.liveness() {
+                    Liveness::OtherHost(host)
+                        if self.older_than.is_none_or(|limit| age < limit) =>
+                    {
+                        ui::say(format!(
+                            "left run {} (project {}): kept by host {host}, began {} ago; --any-host --older-than removes it",
+                            record.stack.run_id,
+                            record.stack.project,
+                            ui::duration(age)
+                        ))
+                    }
+                    _ => chosen.push(record.stack.clone()),
+                }
+            }
+            chosen
         } else {
             match choose(&config, self.run.as_deref())? {
                 Some(chosen) => {
@@ -177,7 +196,11 @@ impl crate::flags::DockerDown {
                 Failure::unavailable(format!("cannot reach the engine: {e:#}"), None)
             })?;
             if self.all {
-                let report = down::sweep(&config, &engine, Sweep { all: true }).await?;
+                let how = Sweep {
+                    all: true,
+                    other_hosts_older_than: self.older_than.filter(|_| self.any_host),
+                };
+                let report = down::sweep(&config, &engine, how).await?;
                 removed.extend(
                     report
                         .removed
@@ -187,10 +210,14 @@ impl crate::flags::DockerDown {
                 for line in &report.removed {
                     ui::say(format!("removed {line}"));
                 }
-                for line in &report.left {
+                for line in report.left.iter().chain(&report.other_hosts) {
                     ui::say(format!("left {line}"));
                 }
-                if chosen.is_empty() && report.removed.is_empty() && report.left.is_empty() {
+                if chosen.is_empty()
+                    && report.removed.is_empty()
+                    && report.left.is_empty()
+                    && report.other_hosts.is_empty()
+                {
                     ui::say("no stack of this checkout is up");
                 }
                 failed.extend(report.problems);

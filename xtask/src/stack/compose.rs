@@ -311,6 +311,16 @@ impl Project {
         }
     }
 
+    /// `up --no-start [--build]`: networks, volumes and containers created, none started (the
+    /// harness starts them in dependency order, [super::order]).
+    pub fn create_argv(&self, build: bool) -> Vec<OsString> {
+        if build {
+            self.with(&["up", "--no-start", "--build"])
+        } else {
+            self.with(&["up", "--no-start"])
+        }
+    }
+
     /// The resolved model: `config --format json` (v2), `config` (v1 prints YAML only).
     pub fn config_argv(&self) -> Vec<OsString> {
         if self.compose.is_v1() {
@@ -463,6 +473,10 @@ mod tests {
         };
         assert_eq!(strings(p.up_argv(true)), with(&["up", "-d", "--build"]));
         assert_eq!(strings(p.up_argv(false)), with(&["up", "-d"]));
+        assert_eq!(
+            strings(p.create_argv(true)),
+            with(&["up", "--no-start", "--build"])
+        );
         assert_eq!(strings(p.config_argv()), with(&["config"]));
         assert_eq!(
             strings(p.down_argv()),
@@ -490,6 +504,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)] // `sh` stands in for compose
     #[tokio::test]
     async fn a_call_carries_env_and_directory_and_renders_without_a_shell() {
         let dir = tempfile::tempdir().unwrap();
@@ -544,6 +559,7 @@ mod tests {
         assert_ne!(with_dotenv, p.model_key());
     }
 
+    #[cfg(unix)] // `sh` stands in for compose
     #[tokio::test]
     async fn a_call_past_its_deadline_is_stopped_and_named() {
         let error = run_checked(Cmd::new("sleep").arg("30"), Duration::from_millis(200))
@@ -561,6 +577,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)] // `sh` stands in for compose
     #[tokio::test]
     async fn a_failed_call_names_the_command_and_the_end_of_its_stderr() {
         let script = "for i in $(seq 1 80); do echo \"line $i\" >&2; done; echo out; exit 3";

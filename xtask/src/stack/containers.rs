@@ -36,12 +36,12 @@ impl PublishedPorts {
         }
     }
 
-    /// `8000->49153` lines for a service.
-    pub fn describe(&self, service: &str) -> Vec<String> {
+    /// `127.0.0.1:49153->8000` lines for a service, on the engine's host (`{engine_host}`).
+    pub fn describe(&self, service: &str, engine_host: &str) -> Vec<String> {
         self.0
             .iter()
             .filter(|((s, _), _)| s == service)
-            .map(|((_, container), host)| format!("127.0.0.1:{host}->{container}"))
+            .map(|((_, container), host)| format!("{engine_host}:{host}->{container}"))
             .collect()
     }
 }
@@ -62,9 +62,11 @@ pub fn container_ports(response: &ContainerInspectResponse) -> Vec<(u16, u16)> {
             continue;
         };
         let Some(bindings) = bindings else { continue };
+        // A binding on one address (a remote engine's own, `{engine_host}`) is still a way in,
+        // after loopback and every address.
         let rank = |ip: &str| match ip {
-            "127.0.0.1" => 0,
-            "" | "0.0.0.0" => 1,
+            "127.0.0.1" | "::1" => 0,
+            "" | "0.0.0.0" | "::" => 1,
             _ => 2,
         };
         let best = bindings
@@ -73,7 +75,6 @@ pub fn container_ports(response: &ContainerInspectResponse) -> Vec<(u16, u16)> {
                 let host: u16 = b.host_port.as_deref()?.parse().ok()?;
                 Some((rank(b.host_ip.as_deref().unwrap_or("")), host))
             })
-            .filter(|(rank, _)| *rank < 2)
             .min();
         if let Some((_, host)) = best {
             out.push((container, host));
@@ -218,11 +219,25 @@ pub(super) fn subscribe(
             }
         }
     });
-    (receiver, AbortOnDrop(task))
+    (receiver, AbortOnDrop::new(task))
 }
 
 /// Stops a background task when the wait ends, on every path.
 pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    pub(super) fn new(task: tokio::task::JoinHandle<()>) -> AbortOnDrop {
+        AbortOnDrop(task)
+    }
+
+    pub(super) fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        AbortOnDrop(tokio::spawn(task))
+    }
+
+    pub(super) fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -256,6 +271,13 @@ mod tests {
                     ),
                     ("9000/tcp".to_owned(), None),
                     (
+                        "7000/tcp".to_owned(),
+                        Some(vec![PortBinding {
+                            host_ip: Some("10.0.3.2".into()),
+                            host_port: Some("49160".into()),
+                        }]),
+                    ),
+                    (
                         "53/udp".to_owned(),
                         Some(vec![PortBinding {
                             host_ip: Some("127.0.0.1".into()),
@@ -271,7 +293,12 @@ mod tests {
         ports.add("api", &response);
         assert_eq!(ports.port("api", 8000), Some(49153));
         assert_eq!(ports.port("api", 9000), None);
-        assert_eq!(ports.describe("api"), ["127.0.0.1:49153->8000"]);
+        // Published on the engine's own address only (a remote engine): still found.
+        assert_eq!(ports.port("api", 7000), Some(49160));
+        assert_eq!(
+            ports.describe("api", "127.0.0.1")[1],
+            "127.0.0.1:49153->8000"
+        );
         let templates = BTreeMap::from([(
             "api".to_owned(),
             "http://127.0.0.1:{port:api:8000}/v1".to_owned(),

@@ -23,12 +23,15 @@ use super::labels::{
     checkout_tag, image_repository, LABEL_IMAGE_PROJECT, LABEL_IMAGE_ROOT, LABEL_ROOT_PATH,
     TAG_PREFIX,
 };
+use super::stop::{stop_containers, Level, Urgency};
 use super::{plural, record, run_dir, short_id, COMPOSE_PROJECT};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_INTERRUPT_STOP_TIMEOUT};
 use crate::engine::{self, Engine};
 use crate::error::Failure;
+use crate::owner::{Liveness, Owner};
 use crate::report::Check;
-use crate::state::{self, StackState, LABEL_PID, LABEL_ROOT, LABEL_RUN_ID};
+use crate::state::{self, StackState, LABEL_ROOT, LABEL_RUN_ID};
+use crate::ui;
 
 /// What carries a label: containers, networks, volumes (names for people, ids for removal).
 #[derive(Debug, Default, Clone)]
@@ -65,27 +68,25 @@ impl Labelled {
 /// Every container, network and volume carrying `label` (`key=value`).
 pub async fn find_labelled(docker: &bollard::Docker, label: &str) -> anyhow::Result<Labelled> {
     let filter = filters(&[("label", label)]);
-    let containers = docker
-        .list_containers(Some(
+    // The three lists at once: teardown after a signal has seconds, not round trips, to spare.
+    let (containers, networks, volumes) = tokio::join!(
+        docker.list_containers(Some(
             ListContainersOptionsBuilder::new()
                 .all(true)
                 .filters(&filter)
                 .build(),
-        ))
-        .await
-        .with_context(|| format!("cannot list containers labelled {label}"))?;
-    let networks = docker
-        .list_networks(Some(
+        )),
+        docker.list_networks(Some(
             ListNetworksOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-        .with_context(|| format!("cannot list networks labelled {label}"))?;
-    let volumes = docker
-        .list_volumes(Some(
+        )),
+        docker.list_volumes(Some(
             ListVolumesOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-        .with_context(|| format!("cannot list volumes labelled {label}"))?;
+        )),
+    );
+    let containers =
+        containers.with_context(|| format!("cannot list containers labelled {label}"))?;
+    let networks = networks.with_context(|| format!("cannot list networks labelled {label}"))?;
+    let volumes = volumes.with_context(|| format!("cannot list volumes labelled {label}"))?;
     Ok(Labelled {
         containers: containers
             .into_iter()
@@ -177,26 +178,24 @@ pub async fn remove_labelled(docker: &bollard::Docker, labelled: &Labelled) -> V
     problems
 }
 
-/// Stops running containers all at once, each with its own stop timeout (SIGTERM, then SIGKILL
-/// after `StopTimeout`, 10 s by default), as `compose down` would one service at a time.
-pub async fn stop_gracefully(docker: &bollard::Docker, labelled: &Labelled) {
-    let stops = labelled.containers.iter().map(|(id, _, _)| async move {
-        // 304 (already stopped) and 404 (gone) are what we want; anything else shows at removal.
-        let _ = docker
-            .stop_container(id, None::<bollard::query_parameters::StopContainerOptions>)
-            .await;
-    });
-    futures_util::future::join_all(stops).await;
-}
-
 /// Removes a run's containers, networks and volumes through the engine: everything carrying its
 /// run id (the labels override puts it on every container, network and volume compose creates) is
-/// stopped at once, then removed. `compose down -v --remove-orphans` runs only when the project
-/// still holds something without the run id (a container of an earlier run of a shared project
-/// name). Clears its record. Idempotent.
+/// stopped at once, each container with its own grace, then removed. `compose down -v
+/// --remove-orphans` runs only when the project still holds something without the run id (a
+/// container of an earlier run of a shared project name). Clears its record. Idempotent.
 pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> {
+    down_with(config, stack, &Urgency::fixed(Level::Graceful)).await
+}
+
+/// [`down`], with the containers stopped as `urgency` says ([super::stop]): the gate's teardown,
+/// which raises it as signals arrive.
+pub async fn down_with(
+    config: &Config,
+    stack: &StackState,
+    urgency: &Urgency,
+) -> anyhow::Result<Check> {
     let began = Instant::now();
-    let engine = engine::connect(config).await.map_err(|e| {
+    let engine = engine::connect_at(config, stack.engine.as_deref()).await.map_err(|e| {
         Failure::unavailable(
             format!("cannot reach the engine to remove run {}: {e:#}", stack.run_id),
             Some("start the engine (cargo xtask docker-up --engine-only), then run docker-down again".to_owned()),
@@ -205,7 +204,13 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
     let docker = &engine.docker;
     let run_label = format!("{LABEL_RUN_ID}={}", stack.run_id);
     let before = find_labelled(docker, &run_label).await?;
-    stop_gracefully(docker, &before).await;
+    let short = config
+        .stack
+        .as_ref()
+        .map_or(DEFAULT_INTERRUPT_STOP_TIMEOUT, |s| {
+            s.interrupt_stop_timeout_s.duration()
+        });
+    let stopped = stop_containers(docker, &before, urgency, short).await;
     let mut problems = remove_labelled(docker, &before).await;
 
     let mut notes = Vec::new();
@@ -278,6 +283,9 @@ pub async fn down(config: &Config, stack: &StackState) -> anyhow::Result<Check> 
             plural(before.volumes.len(), "volume")
         )
     };
+    if !stopped.killed.is_empty() {
+        detail.push_str(&format!("; killed {}", stopped.killed.join(", ")));
+    }
     if removed_by_compose > 0 {
         detail.push_str(&format!(
             "; compose down removed {removed_by_compose} more of earlier runs"
@@ -296,6 +304,17 @@ pub struct Sweep {
     /// `docker-down --all`: also runs kept on purpose (whoever started them) and this process's
     /// own runs. Unkept runs of other live processes (a gate running now) are always left.
     pub all: bool,
+    /// `--any-host --older-than D`: runs of other hosts that began at least `D` ago are removed
+    /// too. Without it they are only listed: no host can tell whether another's owner runs.
+    pub other_hosts_older_than: Option<Duration>,
+}
+
+impl Sweep {
+    /// The sweep at the start of a gate: this host's dead runs, nothing kept, nothing of others.
+    pub const LEFTOVERS: Sweep = Sweep {
+        all: false,
+        other_hosts_older_than: None,
+    };
 }
 
 /// What a sweep did.
@@ -305,6 +324,8 @@ pub struct SweepReport {
     pub removed: Vec<String>,
     /// Runs left alone, and why.
     pub left: Vec<String>,
+    /// Runs of other hosts, left alone (only `--any-host --older-than` removes them), and why.
+    pub other_hosts: Vec<String>,
     /// Resources that could not be removed.
     pub problems: Vec<String>,
 }
@@ -342,6 +363,7 @@ pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Resu
             .push(v.clone());
     }
     let me = std::process::id();
+    let now_ms = state::unix_ms();
     let mut report = SweepReport::default();
     for (run_id, resources) in runs {
         let labels = resources
@@ -350,44 +372,77 @@ pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Resu
             .map(|c| &c.2)
             .or_else(|| resources.networks.first().map(|n| &n.2))
             .or_else(|| resources.volumes.first().map(|v| &v.1));
-        let pid: Option<u32> = labels
-            .and_then(|l| l.get(LABEL_PID))
-            .and_then(|p| p.parse().ok());
         let record = recorded.get(&run_id);
+        let owner = labels
+            .and_then(Owner::from_labels)
+            .or_else(|| record.map(|r| r.owner.clone()));
         let project = labels
             .and_then(|l| l.get(COMPOSE_PROJECT))
             .cloned()
             .or_else(|| record.map(|r| r.stack.project.clone()))
             .unwrap_or_else(|| "?".to_owned());
-        let own = pid == Some(me);
-        let alive = pid.is_some_and(|p| !own && state::pid_alive(p));
+        let liveness = owner.as_ref().map_or_else(
+            || Liveness::Gone("no owner label".to_owned()),
+            Owner::liveness,
+        );
+        let own = liveness == Liveness::Alive && owner.as_ref().is_some_and(|o| o.pid == me);
+        let alive = liveness == Liveness::Alive && !own;
         let kept = record.is_some_and(|r| r.kept);
-        let pid_text = pid.map_or("no pid".to_owned(), |p| format!("pid {p}"));
-        if own && !how.all {
-            report.left.push(format!(
-                "run {run_id} (project {project}): it belongs to this process"
-            ));
-            continue;
-        }
-        if alive && !(kept && how.all) {
-            report.left.push(format!(
-                "run {run_id} (project {project}): its owner, {pid_text}, is still running"
-            ));
-            continue;
-        }
-        if kept && !how.all {
-            report.left.push(format!(
-                "run {run_id} (project {project}): kept on purpose (docker-up or --keep); docker-down removes it"
-            ));
-            continue;
+        let pid_text = owner
+            .as_ref()
+            .map_or("no pid".to_owned(), |o| format!("pid {}", o.pid));
+        if let Liveness::OtherHost(host) = &liveness {
+            // Another host's pids mean nothing here: only its age, and only when asked.
+            let age = state::run_started_ms(&run_id)
+                .map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+            let old_enough = match (how.other_hosts_older_than, age) {
+                (Some(limit), Some(age)) => age >= limit,
+                _ => false,
+            };
+            if !old_enough {
+                let why = match (how.other_hosts_older_than, age) {
+                    (Some(limit), Some(age)) => format!(
+                        "it began {} ago, less than --older-than {}",
+                        ui::duration(age),
+                        ui::duration(limit)
+                    ),
+                    (Some(_), None) => "its age is unknown (its run id carries no time)".to_owned(),
+                    (None, _) => {
+                        "docker-down --all --any-host --older-than DURATION removes it".to_owned()
+                    }
+                };
+                report.other_hosts.push(format!(
+                    "run {run_id} (project {project}): it belongs to host {host} ({pid_text} there), which this host cannot judge; {why}"
+                ));
+                continue;
+            }
+        } else {
+            if own && !how.all {
+                report.left.push(format!(
+                    "run {run_id} (project {project}): it belongs to this process"
+                ));
+                continue;
+            }
+            if alive && !(kept && how.all) {
+                report.left.push(format!(
+                    "run {run_id} (project {project}): its owner, {pid_text}, is still running"
+                ));
+                continue;
+            }
+            if kept && !how.all {
+                report.left.push(format!(
+                    "run {run_id} (project {project}): kept on purpose (docker-up or --keep); docker-down removes it"
+                ));
+                continue;
+            }
         }
         let problems = remove_labelled(&engine.docker, &resources).await;
-        let why = if kept {
-            "kept".to_owned()
-        } else if pid == Some(me) {
-            "this process".to_owned()
-        } else {
-            format!("{pid_text} gone")
+        let why = match &liveness {
+            Liveness::OtherHost(host) => format!("host {host}, --any-host --older-than"),
+            _ if kept => "kept".to_owned(),
+            _ if own => "this process".to_owned(),
+            Liveness::Gone(why) => why.clone(),
+            Liveness::Alive => format!("{pid_text} still running, docker-down --all"),
         };
         report.removed.push(format!(
             "run {run_id} (project {project}, {why}): {}",
@@ -404,7 +459,7 @@ pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Resu
 /// Removes leftovers of this checkout's runs whose owner is gone (never live runs, never runs
 /// kept on purpose, never anything without our labels); says what was removed.
 pub async fn remove_leftovers(config: &Config, engine: &Engine) -> anyhow::Result<Vec<String>> {
-    let report = sweep(config, engine, Sweep { all: false }).await?;
+    let report = sweep(config, engine, Sweep::LEFTOVERS).await?;
     if !report.problems.is_empty() {
         anyhow::bail!("cannot remove leftovers: {}", report.problems.join("; "));
     }

@@ -250,6 +250,20 @@ fn open_log(dir: &Path, service: &str) -> Option<LogFile> {
     Some(Arc::new(Mutex::new(file)))
 }
 
+/// Adds a line of the harness's own to a service's log (`=== xtask <now>: <text>`), for what
+/// the engine does not say (a service ready by the harness's probe before the engine's check).
+pub fn note(logs_dir: &Path, service: &str, text: &str) {
+    if let Some(file) = open_log(logs_dir, service) {
+        write_line(
+            &file,
+            &format!(
+                "=== xtask {}: {text}",
+                crate::junit::timestamp(SystemTime::now())
+            ),
+        );
+    }
+}
+
 fn write_line(file: &LogFile, line: &str) {
     let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
     // A full disk must not stop the gate: the log is for reading afterwards.

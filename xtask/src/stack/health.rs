@@ -24,6 +24,8 @@ use crate::state::StackState;
 pub struct EngineHealth {
     pub ok: bool,
     pub host: String,
+    /// What `{engine_host}` in `[endpoints]` became: the tcp engine's host, else `127.0.0.1`.
+    pub engine_host: String,
     pub server_version: String,
     pub api_version: String,
     /// Connecting, negotiating and asking for the version.
@@ -69,12 +71,14 @@ pub struct HealthReport {
     pub note: Option<String>,
 }
 
-/// Inspects the engine and the recorded run (or `stack`, when given).
+/// Inspects the engine and the recorded run (or `stack`, when given): the engine the run was
+/// brought up on, else the one discovery finds.
 pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Result<HealthReport> {
     let started = Instant::now();
+    let recorded_engine = stack.as_ref().and_then(|s| s.engine.clone());
     let connected = tokio::time::timeout(
         config.engine.respond_within_s.duration(),
-        engine::connect(config),
+        engine::connect_at(config, recorded_engine.as_deref()),
     )
     .await;
     let response_time = started.elapsed();
@@ -91,6 +95,7 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
         Ok(engine) => EngineHealth {
             ok: true,
             host: engine.info.host.clone(),
+            engine_host: engine.info.engine_host.clone(),
             server_version: engine.info.server_version.clone(),
             api_version: engine.info.api_version.clone(),
             response_time,
@@ -196,12 +201,16 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
             healthy,
             time_to_healthy,
             restarts: response.restart_count.unwrap_or(0),
-            ports: ports.describe(service),
+            ports: ports.describe(service, &engine.info.engine_host),
             container: Some(inspected.name.clone()),
         });
     }
     let healthy = problems.is_empty();
-    let endpoints = endpoints::resolve_all(&config.endpoints, &published)
+    let lookup = endpoints::OnEngine {
+        ports: &published,
+        engine_host: &engine.info.engine_host,
+    };
+    let endpoints = endpoints::resolve_all(&config.endpoints, &lookup)
         .unwrap_or_else(|_| stack.endpoints.clone());
     Ok(HealthReport {
         engine: engine_health,

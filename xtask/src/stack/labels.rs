@@ -22,6 +22,9 @@ pub const LABEL_ROOT_PATH: &str = "io.xtask.root-path";
 pub const LABEL_IMAGE_ROOT: &str = "io.xtask.image-root";
 /// Image label: `[project] name`.
 pub const LABEL_IMAGE_PROJECT: &str = "io.xtask.image-project";
+/// Container label: its service's `stop_grace_period` in whole seconds, when the compose file
+/// sets one. Compose v1 does not hand it to the engine, so teardown reads it from here.
+pub const LABEL_STOP_GRACE: &str = "io.xtask.stop-grace-s";
 /// Every per-checkout tag starts with this.
 pub const TAG_PREFIX: &str = "xtask-";
 
@@ -46,23 +49,32 @@ pub fn image_repository(project: &str, service: &str) -> String {
     format!("{project}-{service}").to_ascii_lowercase()
 }
 
-/// The override that puts `labels` on every service, the default network (unless the model
-/// makes it external), every declared network and volume except external ones (compose refuses
-/// labels there). JSON is YAML, so compose reads it; its `version` repeats the model's, which
-/// compose v1 requires.
+/// The override that puts `labels` on every service (with its stop grace,
+/// [`LABEL_STOP_GRACE`]), the default network (unless the model makes it external), every
+/// declared network and volume except external ones (compose refuses labels there). JSON is
+/// YAML, so compose reads it; its `version` repeats the model's, which compose v1 requires.
 pub fn labels_override(model: &Model, labels: &BTreeMap<String, String>) -> Value {
     let labelled = || json!({ "labels": labels });
     let mut out = Map::new();
     if let Some(version) = &model.version {
         out.insert("version".into(), Value::String(version.clone()));
     }
+    let service_labels = |service: &super::model::Service| {
+        let mut labels = labels.clone();
+        if let Some(grace) = service.stop_grace_period {
+            // Whole seconds, rounded up: the engine's stop call counts no finer.
+            let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+            labels.insert(LABEL_STOP_GRACE.to_owned(), seconds.to_string());
+        }
+        json!({ "labels": labels })
+    };
     out.insert(
         "services".into(),
         Value::Object(
             model
                 .services
-                .keys()
-                .map(|s| (s.clone(), labelled()))
+                .iter()
+                .map(|(name, service)| (name.clone(), service_labels(service)))
                 .collect(),
         ),
     );
@@ -141,6 +153,7 @@ mod tests {
                     "db".to_owned(),
                     Service {
                         image: Some("postgres".into()),
+                        stop_grace_period: Some(std::time::Duration::from_millis(2500)),
                         ..Service::default()
                     },
                 ),
@@ -160,13 +173,21 @@ mod tests {
                 ("data".to_owned(), Resource::default()),
                 ("shared".to_owned(), external),
             ]),
+            digest: String::new(),
         }
     }
 
     #[test]
     fn override_labels_everything_but_externals_and_keeps_the_version() {
         let config = config("/repo");
-        let labels = state::run_labels(&config, "r1", &state::Owner { pid: 42 });
+        let labels = state::run_labels(
+            &config,
+            "r1",
+            &state::Owner {
+                pid: 42,
+                ..Default::default()
+            },
+        );
         assert_eq!(labels[LABEL_PID], "42");
         assert_eq!(labels[LABEL_ROOT], state::root_digest(Path::new("/repo")));
         let value = labels_override(&model(), &labels);
@@ -177,6 +198,11 @@ mod tests {
                 "r1"
             );
         }
+        // A service's stop grace rides along, rounded up to whole seconds; none without one.
+        assert_eq!(value["services"]["db"]["labels"][LABEL_STOP_GRACE], "3");
+        assert!(value["services"]["web"]["labels"]
+            .get(LABEL_STOP_GRACE)
+            .is_none());
         assert_eq!(
             value["networks"]["default"]["labels"]["io.xtask.run-id"],
             "r1"
@@ -207,7 +233,14 @@ mod tests {
     #[test]
     fn built_services_get_an_image_name_of_the_checkout_labelled_with_its_root() {
         let (one, other) = (config("/work/one"), config("/work/other"));
-        let labels = state::run_labels(&one, "r1", &state::Owner { pid: 42 });
+        let labels = state::run_labels(
+            &one,
+            "r1",
+            &state::Owner {
+                pid: 42,
+                ..Default::default()
+            },
+        );
         let value = with_checkout_images(labels_override(&model(), &labels), &model(), &one);
         let tag = checkout_tag(Path::new("/work/one"));
         assert_eq!(tag.len(), "xtask-".len() + 8);

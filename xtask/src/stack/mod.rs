@@ -3,19 +3,27 @@
 //! [compose] (the program and the project's argv), [model] (what compose says the file holds),
 //! [labels] (the labels override and per-checkout image names), [prepare] (all of that before
 //! the engine is needed), [record] (the stack's entries in the run store), [watch] (readiness as
-//! a pure state machine), [containers] (the engine calls the wait and health make), [up],
-//! [follow] (every container's logs and state changes for the whole run), [health], [down] (and the sweep of dead runs' leftovers), and [commands] (`docker-up`,
-//! `health`, `docker-down`: the only part that prints).
+//! a pure state machine), [containers] (the engine calls the wait and health make), [probe] (the
+//! harness's own readiness probes), `podman` (healthchecks podman without systemd does not run),
+//! [order] (dependency order on that readiness), [up], [reuse] (warm stacks), [follow] (every
+//! container's logs and state changes for the whole run), [health], [stop] (a run's containers,
+//! each with its grace, or quickly after a signal), [down] (and the sweep of dead runs'
+//! leftovers), and [commands] (`docker-up`, `health`, `docker-down`: the only part that prints).
 //!
 //! CONTRACT (the gate, `monitor` and `ws-check` call these; none of them print):
 //! - [`prepare`]`(config, &UpOptions) -> Prepared` (no engine needed) then
 //!   [`start`]`(config, engine, Prepared, &UpOptions) -> UpReport`; [`up`] is both. A failed wait
 //!   is `Ok` with [`UpReport::passed`] false and the stack left for [`down`]; `Err` only when it
 //!   could not start (no `[stack]`, no compose, engine error), typed with [`Failure`].
-//! - [`down`]`(config, &StackState) -> Check`: removes the run's resources, forgets its record.
+//! - [`down`]`(config, &StackState) -> Check`: stops the run's containers (each with its own
+//!   grace), removes the run's resources, forgets its record. [`down_with`]`(.., &Urgency)`: the
+//!   same, stopping as the [`Urgency`] says (after a signal `stack.interrupt_stop_timeout_s`,
+//!   then killed).
 //! - [`keep`]`(config, run_id)`: the gate's `--keep`: the run outlives its owner until
 //!   `docker-down`. [`remove_leftovers`]`(config, engine)`: dead, unkept runs of this checkout.
 //! - [`choose`]`(config, run)`: the kept stack a command acts on (`--run ID`, else the newest).
+//! - [`reuse::key`], [`reuse::take`], [`reuse::keep`]: warm stacks for `--reuse` (the gate decides
+//!   when to take or keep one).
 //! - [`health_of`]`(config, Some(stack))`, [`health_report`]`(config, run)`,
 //!   [`health_snapshot`]`(config, run)`.
 //!
@@ -29,9 +37,15 @@ pub mod prepare;
 pub mod record;
 pub mod containers;
 pub mod watch;
+pub mod probe;
+// Healthchecks the engine does not run itself (podman without systemd).
+mod podman;
+pub mod order;
 pub mod up;
+pub mod reuse;
 pub mod follow;
 pub mod health;
+pub mod stop;
 pub mod down;
 pub mod commands;
 
@@ -51,8 +65,8 @@ pub use commands::print_up;
 pub use compose::{Compose, Flavour, Project};
 pub use containers::{container_logs, container_ports, inspect_project, PublishedPorts};
 pub use down::{
-    down, find_labelled, prune_images, remove_checkout_images, remove_labelled, remove_leftovers,
-    stop_gracefully, sweep, ImagesReport, Labelled, Sweep, SweepReport,
+    down, down_with, find_labelled, prune_images, remove_checkout_images, remove_labelled,
+    remove_leftovers, sweep, ImagesReport, Labelled, Sweep, SweepReport,
 };
 pub use follow::{follow, ContainerState, Follow, StateChange, StateSink};
 pub use health::{
@@ -63,8 +77,9 @@ pub use labels::{image_tag, labels_override};
 pub use model::Model;
 pub use prepare::{abandon, prepare, Prepared};
 pub use record::{choose, keep, no_recorded_run, Chosen};
+pub use stop::{Level, Urgency};
 pub use up::{start, up};
-pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Watch};
+pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Signal, Watch};
 
 /// Compose's own labels, which the engine event filter and the container lookups use.
 pub(crate) const COMPOSE_PROJECT: &str = "com.docker.compose.project";
@@ -85,6 +100,9 @@ pub struct UpOptions {
     pub keep: bool,
     /// The compose program, when the caller already detected it.
     pub compose: Option<Compose>,
+    /// The stack may be kept warm for a later `--reuse` run: its containers carry
+    /// [`reuse::LABEL_REUSABLE`].
+    pub reuse: bool,
     /// Receives progress while the stack starts (the gate turns it into its stage's progress).
     pub progress: Option<Progress>,
 }
@@ -108,6 +126,8 @@ pub enum UpEvent {
         after: Duration,
         /// From the engine's event to the harness noticing it.
         noticed: Option<Duration>,
+        /// What made it ready first.
+        signal: Signal,
     },
     /// A service failed the wait.
     ServiceFailed { service: String, reason: String },
@@ -138,6 +158,15 @@ pub struct ServiceUp {
     pub noticed_after: Option<Duration>,
     /// Readiness came from a healthcheck (else: running, no healthcheck).
     pub healthcheck: bool,
+    /// What made it ready first: `probe` (the harness ran its healthcheck), `engine`,
+    /// `running`, `already_healthy`.
+    pub signal: Option<Signal>,
+    /// From its container's start to the harness's first passing probe (seconds).
+    #[serde(serialize_with = "opt_secs")]
+    pub probe_after: Option<Duration>,
+    /// From its container's start to the engine's first healthy check, when it was seen.
+    #[serde(serialize_with = "opt_secs")]
+    pub engine_after: Option<Duration>,
     /// The image its running container was created from (`sha256:...`), as the engine says;
     /// `None` when it has no container.
     pub image_id: Option<String>,

@@ -28,6 +28,10 @@ pub struct Model {
     /// Declared networks (`default` only when the file declares it).
     pub networks: BTreeMap<String, Resource>,
     pub volumes: BTreeMap<String, Resource>,
+    /// A digest of everything compose resolved (every key of every service, not only the ones
+    /// read above), in canonical form: what a warm stack's key is made of ([super::reuse]).
+    #[serde(default)]
+    pub digest: String,
 }
 
 /// One service.
@@ -42,6 +46,9 @@ pub struct Service {
     pub stop_grace_period: Option<Duration>,
     /// Services it waits for, each with the condition.
     pub depends_on: BTreeMap<String, Condition>,
+    /// The networks it joins, by name (none declared: the project's default network).
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 /// A published port, in compose's long form.
@@ -129,14 +136,33 @@ fn problem(path: &str, problem: impl Into<String>) -> ModelError {
 pub async fn read(project: &Project) -> anyhow::Result<Model> {
     let argv = project.config_argv();
     let finished = project.run_checked(&argv, QUICK_TIMEOUT).await?;
-    parse_output(&finished.stdout)
-        .with_context(|| format!("cannot read what `{}` printed", finished.command))
+    let mut model = parse_output(&finished.stdout)
+        .with_context(|| format!("cannot read what `{}` printed", finished.command))?;
+    model.digest = digest_of(&finished.stdout, &project.name)?;
+    Ok(model)
+}
+
+/// The digest of what compose printed, the project's name left out: compose v2 prints it (`name`,
+/// and in the default network's and the volumes' names), and it differs from run to run of one
+/// stack (`<project>-<run>`).
+pub fn digest_of(text: &str, project_name: &str) -> Result<String, ModelError> {
+    let neutral = if project_name.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(project_name, "{project}")
+    };
+    Ok(canonical_digest(&parse_value(&neutral)?))
 }
 
 /// [`read`], remembered in `work_dir` while [`Project::model_key`] stays the same.
 pub async fn read_cached(project: &Project, work_dir: &Path) -> anyhow::Result<Model> {
     let key = project.model_key();
-    if let Some(found) = Cache::load(work_dir).models.get(&key) {
+    // An entry without a digest was written by an earlier version: read again.
+    if let Some(found) = Cache::load(work_dir)
+        .models
+        .get(&key)
+        .filter(|m| !m.digest.is_empty())
+    {
         return Ok(found.clone());
     }
     let found = read(project).await?;
@@ -155,12 +181,29 @@ pub async fn read_cached(project: &Project, work_dir: &Path) -> anyhow::Result<M
 
 /// Compose's `config` output: JSON (v2 with `--format json`) or YAML (v1).
 pub fn parse_output(text: &str) -> Result<Model, ModelError> {
-    let value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| problem("(json)", e.to_string()))?
+    let value = parse_value(text)?;
+    let mut model = from_value(&value)?;
+    model.digest = canonical_digest(&value);
+    Ok(model)
+}
+
+fn parse_value(text: &str) -> Result<Value, ModelError> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| problem("(json)", e.to_string()))
     } else {
-        yaml_to_json(text)?
-    };
-    from_value(&value)
+        yaml_to_json(text)
+    }
+}
+
+/// FNV-1a of the value's JSON text: maps are sorted (serde_json without `preserve_order`), so
+/// the same resolution always reads the same.
+fn canonical_digest(value: &Value) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for byte in value.to_string().as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// YAML to the JSON value model, with YAML 1.1 merge keys (`<<: *anchor`) applied: explicit
@@ -324,6 +367,16 @@ fn service(value: &Value, path: &str) -> Result<Service, ModelError> {
     if let Some(grace) = fields.get("stop_grace_period").filter(|v| !v.is_null()) {
         service.stop_grace_period = Some(duration(grace, &join(path, "stop_grace_period"))?);
     }
+    let networks_path = join(path, "networks");
+    service.networks = match fields.get("networks") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(names)) => names
+            .iter()
+            .map(|n| scalar(n, &networks_path))
+            .collect::<Result<_, _>>()?,
+        Some(Value::Object(map)) => map.keys().cloned().collect(),
+        Some(_) => return Err(problem(&networks_path, "not a list or a mapping")),
+    };
     let depends_path = join(path, "depends_on");
     match fields.get("depends_on") {
         None | Some(Value::Null) => {}

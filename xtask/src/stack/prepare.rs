@@ -21,7 +21,8 @@ use crate::state::{self, Owner, StackRecord};
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub run_id: String,
-    pub owner_pid: u32,
+    /// The process that owns the run (its labels name it).
+    pub owner: Owner,
     pub keep: bool,
     pub isolated: bool,
     pub compose: Compose,
@@ -47,13 +48,13 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
         (None, false) => continuable(config),
         _ => None,
     };
-    let (run_id, owner_pid) = match &continued {
+    let (run_id, owner) = match &continued {
         Some(record) if options.owner_pid.is_none() => {
-            (record.stack.run_id.clone(), record.owner.pid)
+            (record.stack.run_id.clone(), record.owner.clone())
         }
         _ => (
             options.run_id.clone().unwrap_or_else(state::new_run_id),
-            options.owner_pid.unwrap_or_else(std::process::id),
+            options.owner_pid.map_or_else(Owner::me, Owner::of_pid),
         ),
     };
     let compose = match &options.compose {
@@ -85,7 +86,10 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
         ))
         .into());
     }
-    let labels = state::run_labels(config, &run_id, &Owner { pid: owner_pid });
+    let mut labels = state::run_labels(config, &run_id, &owner);
+    if options.reuse {
+        labels.insert(super::reuse::LABEL_REUSABLE.to_owned(), "true".to_owned());
+    }
     let override_path = run_dir(config, &run_id).join("labels.json");
     let value = with_checkout_images(labels_override(&model, &labels), &model, config);
     state::write_atomic(
@@ -96,7 +100,7 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
     let continued = continued.is_some_and(|r| r.stack.run_id == run_id);
     Ok(Prepared {
         run_id,
-        owner_pid,
+        owner,
         keep: options.keep,
         isolated: options.isolated,
         compose,

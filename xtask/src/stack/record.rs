@@ -28,6 +28,7 @@ pub(super) fn begin(
                 owner,
                 kept: keep,
                 services: BTreeMap::new(),
+                reuse: None,
             });
         record.stack = stack.clone();
         record.kept |= keep;
@@ -72,6 +73,8 @@ pub(super) fn forget(config: &Config, run_id: &str) -> anyhow::Result<()> {
     }
     // Only when nothing else (a report, a log) was left there.
     let _ = std::fs::remove_dir(&dir);
+    // A warm stack's lease file: the record is gone, so nobody can take the stack any more.
+    let _ = std::fs::remove_file(super::reuse::lease_path(config, run_id));
     Ok(())
 }
 
@@ -160,6 +163,7 @@ mod tests {
             endpoints: BTreeMap::new(),
             isolated: true,
             compose_env: BTreeMap::new(),
+            engine: None,
             started_unix_ms,
         }
     }
@@ -174,7 +178,16 @@ mod tests {
         .unwrap();
         assert!(choose(&config, None).unwrap().is_none());
         // docker-up keeps its stack; a gate then records its own run, unkept, and forgets it.
-        begin(&config, &stack("up", 1), Owner { pid: 1 }, true).unwrap();
+        begin(
+            &config,
+            &stack("up", 1),
+            Owner {
+                pid: 1,
+                ..Owner::default()
+            },
+            true,
+        )
+        .unwrap();
         begin(&config, &stack("gate", 2), Owner::me(), false).unwrap();
         assert_eq!(
             choose(&config, None).unwrap().unwrap().record.stack.run_id,
@@ -218,6 +231,12 @@ mod tests {
         begin(&config, &stack("up", 4), Owner::me(), false).unwrap();
         let record = find(&config, "up").unwrap();
         assert!(record.kept);
-        assert_eq!(record.owner, Owner { pid: 1 });
+        assert_eq!(
+            record.owner,
+            Owner {
+                pid: 1,
+                ..Owner::default()
+            }
+        );
     }
 }

@@ -1,12 +1,15 @@
-//! Starting the stack: record the run, follow the engine's events for the project, run
-//! `compose up -d`, and wait (fed by those events, every wait under a deadline) until every
-//! `[stack] services` entry is healthy within its budget; then the endpoints from the published
-//! ports and each service's image id. A failed wait reports the service, its last log lines and
-//! its last healthcheck output.
+//! Starting the stack: record the run, follow the engine's events for the project, run compose
+//! (`up --no-start`, then the harness starts each service as soon as its `depends_on` conditions
+//! hold; or `up -d` with `stack.start = "compose"`), probe every starting service with its own
+//! healthcheck, and wait (fed by the events and the probes, every wait under a deadline) until
+//! every `[stack] services` entry is ready within its budget; then the endpoints from the
+//! published ports and each service's image id. A failed wait reports the service, its last log
+//! lines and its last healthcheck output.
 //!
 //! Not here: what runs before the engine is needed ([super::prepare]); readiness itself
-//! ([super::watch]); signals (the command's supervisor handles them once; dropping the future
-//! stops compose with its process group).
+//! ([super::watch]); the probes ([super::probe]) and the order ([super::order]); signals (the
+//! command's supervisor handles them once; dropping the future stops compose with its process
+//! group and the probes).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,15 +22,20 @@ use super::compose;
 use super::containers::{
     container_logs, inspect_project, last_probe_output, subscribe, PublishedPorts,
 };
+use super::order::StartOrder;
 use super::prepare::{prepare, Prepared};
-use super::watch::{has_healthcheck, Change, ContainerEvent, Failed, Inspected, Watch};
+use super::probe::Probes;
+use super::watch::{
+    has_healthcheck, Change, ContainerEvent, Failed, Inspected, Ready, Signal, Watch,
+};
 use super::{emit, record, stack_cfg, Progress, ServiceUp, UpEvent, UpOptions, UpReport};
+use crate::config::stack_keys::StartMode;
 use crate::config::Config;
 use crate::endpoints;
 use crate::engine::Engine;
 use crate::process::Finished;
 use crate::report::{Check, Outcome};
-use crate::state::{self, Owner, ServiceRecord, StackState};
+use crate::state::{self, ServiceRecord, StackState};
 use crate::ui;
 
 /// Brings the stack up and waits until every service is healthy: [`prepare`], then [`start`].
@@ -47,14 +55,26 @@ pub async fn start(
     let stack = stack_cfg(config)?;
     let Prepared {
         run_id,
-        owner_pid,
+        owner,
         keep,
         isolated,
         compose,
-        project,
+        mut project,
+        model,
         began,
         ..
     } = prepared;
+    // Compose v1's `up --no-start` cannot overlap creating the dependents with starting what they
+    // wait on (it waits for a running dependency's health first), which costs more than the
+    // harness's order saves: with v1, `auto` leaves starting to compose (docs/stack.md).
+    let ordered = match stack.speed.start {
+        StartMode::Ordered => true,
+        StartMode::Compose => false,
+        StartMode::Auto => !compose.is_v1(),
+    };
+    // One engine for everything: compose talks to the engine the harness found (a context, a
+    // known socket, podman's), not to its own default.
+    project.env.extend(engine_env(engine));
     let project_name = project.name.clone();
     let mut stack_state = StackState {
         run_id: run_id.clone(),
@@ -65,24 +85,51 @@ pub async fn start(
         endpoints: BTreeMap::new(),
         isolated,
         compose_env: project.env.clone(),
+        engine: Some(engine.info.host.clone()),
         started_unix_ms: state::unix_ms(),
     };
     // The record before anything is created: a run killed halfway is found.
-    record::begin(config, &stack_state, Owner { pid: owner_pid }, keep)?;
+    record::begin(config, &stack_state, owner, keep)?;
 
     // Follow the engine first, then act: the subscription replays from `watch_from`.
     let docker = &engine.docker;
     let watch_from = SystemTime::now();
     let (mut events, _events_task) = subscribe(docker, &project_name, watch_from);
-    let mut watch = Watch::new(&stack.services, stack.service_budget_s.duration());
-    let before: Vec<Inspected> = inspect_project(docker, &project_name)
-        .await?
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
+    // Podman without systemd runs no healthcheck: the wait asks it to.
+    let mut podman_healthchecks = super::podman::Healthchecks::for_engine(engine);
+    // Services a `service_healthy` condition waits on are watched too when the harness starts
+    // their dependents, or when the engine must be asked to run their healthchecks (compose
+    // waits for their engine status), although `[stack] services` may not list them.
+    let mut watched = stack.services.clone();
+    if ordered || podman_healthchecks.is_some() {
+        for service in StartOrder::awaited_healthy(&model) {
+            if !watched.contains(&service) && model.services.contains_key(&service) {
+                watched.push(service);
+            }
+        }
+    }
+    let mut watch = Watch::new(&watched, stack.service_budget_s.duration())
+        .with_ready_probes(stack.speed.ready.keys().cloned());
+    let mut probes = Probes::new(
+        Duration::from_millis(stack.speed.probe_interval_ms),
+        stack.speed.ready.clone(),
+        engine.info.engine_host.clone(),
+        crate::tls::Tls::of(config),
+    );
+    let before: Vec<(Inspected, ContainerInspectResponse)> =
+        inspect_project(docker, &project_name).await?;
+    for (inspected, response) in &before {
+        probes.learn(&inspected.container, response);
+    }
+    let before: Vec<Inspected> = before.into_iter().map(|(i, _)| i).collect();
     watch.observe(&before, true, SystemTime::now());
+    let mut starter = Starter::default();
 
-    let up_argv = project.up_argv(stack.build);
+    let up_argv = if ordered {
+        project.create_argv(stack.build)
+    } else {
+        project.up_argv(stack.build)
+    };
     let up_timeout = stack.service_budget_s.duration() * (stack.services.len() as u32 + 1)
         + if stack.build {
             stack.build_timeout_s.duration()
@@ -109,6 +156,8 @@ pub async fn start(
     let tick = Duration::from_millis(500);
     // After `up` fails, events still in flight may name the service that caused it.
     let mut grace_until: Option<Instant> = None;
+    // The whole wait: compose's deadline, which also bounds dependents waiting on a condition.
+    let wait_deadline = up_started + up_timeout;
 
     loop {
         if failed.is_some() {
@@ -117,7 +166,7 @@ pub async fn start(
         if let Some(result) = &up_result {
             match result {
                 Ok(output) if output.success() => {
-                    if watch.all_ready() {
+                    if watch.all_ready() && starter.done() {
                         break;
                     }
                 }
@@ -128,13 +177,38 @@ pub async fn start(
                 }
             }
         }
+        if Instant::now() >= wait_deadline {
+            let waiting = starter.waiting();
+            let pending: Vec<String> = watch
+                .pending(SystemTime::now())
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+            failed = Some(Failed {
+                service: pending.first().cloned().unwrap_or_default(),
+                container: None,
+                reason: format!(
+                    "the stack was not up within {}s; not ready: {}{}",
+                    up_timeout.as_secs(),
+                    pending.join(", "),
+                    if waiting.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; not started: {}", waiting.join(", "))
+                    }
+                ),
+            });
+            break;
+        }
         let now = SystemTime::now();
         let budget_wait = watch
             .next_deadline()
             .map(|d| d.duration_since(now).unwrap_or_default())
             .unwrap_or(tick);
         let tick_wait = tick.saturating_sub(last_tick.elapsed());
-        let mut wait = budget_wait.min(tick_wait);
+        let mut wait = budget_wait
+            .min(tick_wait)
+            .min(wait_deadline.saturating_duration_since(Instant::now()));
         if let Some(grace) = grace_until {
             wait = wait.min(grace.saturating_duration_since(Instant::now()));
         }
@@ -151,14 +225,37 @@ pub async fn start(
                 let learn = event.action == "create"
                     || (event.action == "start" && watch.healthcheck_of(&event.service, &event.container).is_none());
                 if learn {
-                    event.healthcheck = docker
+                    let response = docker
                         .inspect_container(&event.container, None::<InspectContainerOptions>)
                         .await
-                        .ok()
-                        .map(|r| has_healthcheck(&r));
+                        .ok();
+                    if let Some(response) = &response {
+                        probes.learn(&event.container, response);
+                    }
+                    event.healthcheck = response.map(|r| has_healthcheck(&r));
+                }
+                starter.on_event(&event);
+                // A service that waits on nothing starts the moment compose created its container,
+                // while compose creates the others (as `up -d` would overlap them). Not with compose
+                // v1: its `up --no-start` waits for a running dependency's health before it creates
+                // the dependents.
+                if ordered && !compose.is_v1() && up_result.is_none() && event.action == "create" && starts_at_once(&model, &event.service) {
+                    start_early(docker, &event.container).await;
+                }
+                if event.action == "health_status" {
+                    // Podman's event does not say which status: the container does.
+                    event.action = super::podman::health_action(docker, &event.container).await;
                 }
                 for change in watch.on_event(&event, SystemTime::now()) {
-                    report_change(&options.progress, &change, &mut failed);
+                    report_change(&options.progress, &change, &mut failed, &mut starter);
+                }
+                if matches!(event.action.as_str(), "start" | "restart") {
+                    probes.ensure(docker, &watch, &event.service, &event.container).await;
+                }
+            }
+            Some(result) = probes.recv() => {
+                for change in watch.on_probe(&result, SystemTime::now()) {
+                    report_change(&options.progress, &change, &mut failed, &mut starter);
                 }
             }
             result = &mut up_call, if up_result.is_none() => {
@@ -172,9 +269,23 @@ pub async fn start(
                         .map(|(i, _)| i)
                         .collect();
                     for change in watch.observe(&seen, true, SystemTime::now()) {
-                        report_change(&options.progress, &change, &mut failed);
+                        report_change(&options.progress, &change, &mut failed, &mut starter);
                     }
-                    if failed.is_none() {
+                    for inspected in seen.iter().filter(|i| i.running) {
+                        probes.ensure(docker, &watch, &inspected.service, &inspected.container).await;
+                    }
+                    if ordered {
+                        starter = Starter::new(&model, &seen, &watched, &watch);
+                        if failed.is_none() {
+                            if let Some(service) = stack.services.iter().find(|s| !seen.iter().any(|i| &i.service == *s)) {
+                                failed = Some(Failed {
+                                    reason: format!("service `{service}` has no container after `compose up --no-start` finished"),
+                                    container: None,
+                                    service: service.clone(),
+                                });
+                            }
+                        }
+                    } else if failed.is_none() {
                         if let Some(service) = watch.without_container() {
                             failed = Some(Failed {
                                 reason: format!("service `{service}` has no running container after `compose up` finished"),
@@ -194,13 +305,24 @@ pub async fn start(
                     failed = Some(overdue);
                 } else if last_tick.elapsed() >= tick {
                     last_tick = Instant::now();
+                    let mut pending = watch.pending(SystemTime::now());
+                    pending.retain(|(service, _)| stack.services.contains(service));
+                    if let Some(healthchecks) = &mut podman_healthchecks {
+                        healthchecks.tick(docker, watch.awaiting_health()).await;
+                    }
                     emit(&options.progress, UpEvent::Waiting {
                         elapsed: began.elapsed(),
-                        pending: watch.pending(SystemTime::now()),
+                        pending,
                     });
                 }
             }
         }
+        if failed.is_none() {
+            if let Err(failure) = starter.start_due(docker, &options.progress).await {
+                failed = Some(failure);
+            }
+        }
+        probes.prune(&watch);
     }
     // Dropping `up_call` here stops a compose call that is still running (its process group).
     let up_elapsed = up_started.elapsed();
@@ -214,12 +336,18 @@ pub async fn start(
         Some(Ok(finished)) if finished.success() => Check::passed(
             "compose up",
             finished.elapsed,
-            format!("{compose}, project {project_name}"),
+            if ordered {
+                format!("{compose}, project {project_name}: created with `up --no-start`, started by the harness in dependency order")
+            } else {
+                format!("{compose}, project {project_name}")
+            },
         ),
+        // What compose said is the message itself (a person reads the step's line, not only
+        // the report's case body): the failed call, then the end of its stderr.
         Some(Ok(finished)) => Check::failed(
             "compose up",
             finished.elapsed,
-            compose::describe_failure(finished, up_timeout),
+            format!("{}", compose::failure(finished, up_timeout)),
         )
         .with_output(finished.stderr_tail(compose::STDERR_LINES)),
         Some(Err(e)) => Check::failed("compose up", up_elapsed, format!("{e:#}")),
@@ -238,6 +366,9 @@ pub async fn start(
                     failure_output.push('\n');
                 }
             }
+            if let Some(problem) = probes.problems.get(&container) {
+                failure_output.push_str(&format!("the harness could not probe it: {problem}\n"));
+            }
             failure_output.push_str(&format!(
                 "last {} log lines of `{}`:\n",
                 stack.log_lines, failed.service
@@ -251,18 +382,19 @@ pub async fn start(
         }
     }
 
+    // One look at what runs now: each service's image, the ports `[endpoints]` resolve to, and
+    // the engine's own first healthy check of services the harness's probe found ready first.
+    let running: Vec<(Inspected, ContainerInspectResponse)> =
+        inspect_project(docker, &project_name).await?;
+    watch.engine_times(&running.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>());
+    let probing = stack.speed.probe_interval_ms > 0;
+
     let mut services_up = Vec::new();
     for service in &stack.services {
         let name = format!("service {service} healthy");
         let check = match (watch.ready(service), &failed) {
             (Some(ready), _) => {
-                let detail = if ready.before_watch {
-                    "already healthy (unchanged container kept by compose)".to_owned()
-                } else if ready.healthcheck {
-                    format!("healthy {} after start", ui::duration(ready.after))
-                } else {
-                    "running (no healthcheck)".to_owned()
-                };
+                let detail = ready_detail(ready, probing);
                 let mut check = Check::passed(&name, ready.after, detail);
                 if ready.after > stack.service_budget_s.duration() {
                     check = Check::failed(
@@ -291,14 +423,14 @@ pub async fn start(
             service: service.clone(),
             noticed_after: ready.and_then(|r| r.noticed),
             healthcheck: ready.is_some_and(|r| r.healthcheck),
+            signal: ready.map(|r| r.signal),
+            probe_after: ready.and_then(|r| r.probe_after),
+            engine_after: ready.and_then(|r| r.engine_after),
             check,
             image_id: None,
         });
     }
 
-    // One look at what runs now: each service's image, and the ports `[endpoints]` resolve to.
-    let running: Vec<(Inspected, ContainerInspectResponse)> =
-        inspect_project(docker, &project_name).await?;
     for service in &mut services_up {
         let container = watch
             .ready(&service.service)
@@ -321,7 +453,11 @@ pub async fn start(
                 ports.add(&inspected.service, response);
             }
         }
-        match endpoints::resolve_all(&config.endpoints, &ports) {
+        let lookup = endpoints::OnEngine {
+            ports: &ports,
+            engine_host: &engine.info.engine_host,
+        };
+        match endpoints::resolve_all(&config.endpoints, &lookup) {
             Ok(resolved) => (
                 Check::passed(
                     "endpoints resolved",
@@ -374,7 +510,41 @@ pub async fn start(
     })
 }
 
-fn report_change(progress: &Option<Progress>, change: &Change, failed: &mut Option<Failed>) {
+/// What every compose call of a run (and its suites) gets besides `[stack] env`: `DOCKER_HOST`,
+/// the engine the harness uses (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for a TLS
+/// engine), and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
+/// it: `"${XTASK_ENGINE_HOST-127.0.0.1}:8080:8080"` binds loopback here and the engine's own
+/// address on a remote engine).
+///
+/// On podman also `DOCKER_BUILDKIT=0` (unless the caller set it): podman's compatible API has no
+/// BuildKit, and compose v2 would otherwise try to run a BuildKit container of its own (pulled
+/// from a registry).
+pub fn engine_env(engine: &Engine) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([
+        ("DOCKER_HOST".to_owned(), engine.info.host.clone()),
+        (
+            "XTASK_ENGINE_HOST".to_owned(),
+            engine.info.engine_host.clone(),
+        ),
+    ]);
+    // A TLS engine as the docker CLI reads it (recorded with the stack's environment, so that
+    // `down` later reaches it the same way).
+    env.extend(engine.host.tls_env());
+    if engine.info.podman && std::env::var_os("DOCKER_BUILDKIT").is_none() {
+        env.insert("DOCKER_BUILDKIT".to_owned(), "0".to_owned());
+    }
+    env
+}
+
+fn report_change(
+    progress: &Option<Progress>,
+    change: &Change,
+    failed: &mut Option<Failed>,
+    starter: &mut Starter,
+) {
+    if let Change::Ready { service, .. } = change {
+        starter.ready(service);
+    }
     match change {
         Change::Started { service } => emit(
             progress,
@@ -388,6 +558,7 @@ fn report_change(progress: &Option<Progress>, change: &Change, failed: &mut Opti
                 service: service.clone(),
                 after: ready.after,
                 noticed: ready.noticed,
+                signal: ready.signal,
             },
         ),
         Change::Failed(failure) => {
@@ -402,5 +573,187 @@ fn report_change(progress: &Option<Progress>, change: &Change, failed: &mut Opti
                 *failed = Some(failure.clone());
             }
         }
+    }
+}
+
+/// A service compose may start the moment its container exists: no `depends_on`, and at most one
+/// network (compose connects further networks after creating the container).
+fn starts_at_once(model: &super::model::Model, service: &str) -> bool {
+    model
+        .services
+        .get(service)
+        .is_some_and(|s| s.depends_on.is_empty() && s.networks.len() <= 1)
+}
+
+/// Starts a container compose just created. A failure is left to the start after `up --no-start`
+/// (which finds it not running and reports why it cannot start).
+async fn start_early(docker: &bollard::Docker, container: &str) {
+    let _ = docker
+        .start_container(
+            container,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await;
+}
+
+/// What a ready service's check says: its time, the signal that came first, and both times.
+fn ready_detail(ready: &Ready, probing: bool) -> String {
+    if ready.before_watch {
+        return "already healthy (unchanged container kept by compose)".to_owned();
+    }
+    if ready.signal == Signal::Running {
+        return "running (no healthcheck)".to_owned();
+    }
+    let time = |t: Option<Duration>, missing: &str| t.map_or(missing.to_owned(), ui::duration);
+    let probe = if probing || ready.probe_after.is_some() {
+        time(ready.probe_after, "did not pass first")
+    } else {
+        "off".to_owned()
+    };
+    let engine = if ready.healthcheck {
+        time(ready.engine_after, "not healthy yet")
+    } else {
+        "no healthcheck".to_owned()
+    };
+    format!(
+        "healthy {} after start, first by the {} (probe {probe}, engine {engine})",
+        ui::duration(ready.after),
+        match ready.signal {
+            Signal::Probe => "harness's probe",
+            _ => "engine's healthcheck",
+        }
+    )
+}
+
+/// The harness's side of `stack.start = "ordered"`: the containers compose created, and the
+/// order they start in.
+#[derive(Default)]
+struct Starter {
+    order: Option<StartOrder>,
+    /// Created containers not started yet, by service.
+    containers: BTreeMap<String, Vec<String>>,
+}
+
+impl Starter {
+    /// After `up --no-start`: every created container that does not run yet waits for its
+    /// service's conditions.
+    fn new(
+        model: &super::model::Model,
+        seen: &[Inspected],
+        watched: &[String],
+        watch: &Watch,
+    ) -> Starter {
+        let mut containers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut running = std::collections::BTreeSet::new();
+        for inspected in seen {
+            if inspected.running {
+                running.insert(inspected.service.clone());
+            } else {
+                containers
+                    .entry(inspected.service.clone())
+                    .or_default()
+                    .push(inspected.container.clone());
+            }
+        }
+        let to_start = containers.keys().cloned().collect();
+        let mut order = StartOrder::new(model, &to_start, &running);
+        for service in watched {
+            if watch.ready(service).is_some() {
+                order.ready(service);
+            }
+        }
+        Starter {
+            order: Some(order),
+            containers,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.order.as_ref().is_none_or(StartOrder::done)
+    }
+
+    fn waiting(&self) -> Vec<String> {
+        self.order
+            .as_ref()
+            .map(StartOrder::waiting)
+            .unwrap_or_default()
+    }
+
+    fn ready(&mut self, service: &str) {
+        if let Some(order) = &mut self.order {
+            order.ready(service);
+        }
+    }
+
+    /// Services of any kind start and stop: what `service_started` and
+    /// `service_completed_successfully` wait on.
+    fn on_event(&mut self, event: &ContainerEvent) {
+        let Some(order) = &mut self.order else { return };
+        match event.action.as_str() {
+            "start" => order.started(&event.service),
+            "die" => order.exited(
+                &event.service,
+                event
+                    .exit_code
+                    .as_deref()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(-1),
+            ),
+            _ => {}
+        }
+    }
+
+    /// Starts, through the engine, every service whose conditions hold now (their containers
+    /// at once).
+    async fn start_due(
+        &mut self,
+        docker: &bollard::Docker,
+        progress: &Option<Progress>,
+    ) -> Result<(), Failed> {
+        let Some(order) = &mut self.order else {
+            return Ok(());
+        };
+        let due = order.due().map_err(|(service, reason)| Failed {
+            service,
+            container: None,
+            reason,
+        })?;
+        let starts = due.iter().flat_map(|service| {
+            let containers = self.containers.remove(service).unwrap_or_default();
+            containers.into_iter().map(move |container| async move {
+                let result = docker
+                    .start_container(
+                        &container,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                    .await;
+                (service.clone(), container, result)
+            })
+        });
+        for (service, container, result) in futures_util::future::join_all(starts).await {
+            match result {
+                Ok(())
+                // Already running (304): someone else started it, which is what was wanted.
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
+                Err(e) => {
+                    let reason = format!("cannot start service `{service}`: {e}");
+                    emit(
+                        progress,
+                        UpEvent::ServiceFailed {
+                            service: service.clone(),
+                            reason: reason.clone(),
+                        },
+                    );
+                    return Err(Failed {
+                        service,
+                        container: Some(container),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -1,17 +1,47 @@
-//! Readiness as a pure state machine: [`Watch`] takes in engine events ([`ContainerEvent`]) and
-//! inspections ([`Inspected`]) with the time they were seen, and says which service started,
-//! became ready (with its time to healthy and the notice latency) or failed, and which one is
-//! past its budget. No I/O: it is tested without an engine.
+//! Readiness as a pure state machine: [`Watch`] takes in engine events ([`ContainerEvent`]),
+//! inspections ([`Inspected`]) and the harness's own probe results ([`ProbeResult`]) with the
+//! time they were seen, and says which service started, became ready (with its time to healthy,
+//! which signal came first, the probe's and the engine's times, and the notice latency) or
+//! failed, and which one is past its budget. No I/O: it is tested without an engine.
 //!
-//! Not here: subscribing to the engine or inspecting containers ([super::containers]), the wait
-//! loop that feeds it ([super::up]).
+//! Not here: subscribing to the engine or inspecting containers ([super::containers]), running
+//! the probes ([super::probe]), the wait loop that feeds it ([super::up]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models::{ContainerInspectResponse, EventMessage, HealthStatusEnum};
+use serde::Serialize;
 
+use super::probe::ProbeResult;
 use super::{short_id, COMPOSE_ONEOFF, COMPOSE_SERVICE};
+
+/// What made a service ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The harness's own probe (its healthcheck run through exec, or `[stack.ready]`) passed
+    /// before the engine said healthy.
+    Probe,
+    /// The engine's health status turned healthy first.
+    Engine,
+    /// Running, without a healthcheck or a probe.
+    Running,
+    /// Healthy already when this run began watching (an unchanged container compose kept).
+    AlreadyHealthy,
+}
+
+impl Signal {
+    /// For reports: `probe`, `engine`, `running`, `already healthy`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Signal::Probe => "probe",
+            Signal::Engine => "engine",
+            Signal::Running => "running",
+            Signal::AlreadyHealthy => "already healthy",
+        }
+    }
+}
 
 /// One engine event about one of the project's containers, reduced to what the wait needs.
 #[derive(Debug, Clone)]
@@ -68,11 +98,31 @@ struct Tracked {
     noticed_at: Option<SystemTime>,
     /// It was healthy before this run began watching (an unchanged container compose kept).
     ready_before_watch: bool,
+    /// What made it ready first.
+    signal: Option<Signal>,
+    /// The first passing probe of the harness, and the engine's first healthy status.
+    probe_at: Option<SystemTime>,
+    engine_at: Option<SystemTime>,
+    /// The engine's health status is healthy (its time may be unknown: `engine_at`).
+    engine_healthy: bool,
 }
 
 impl Tracked {
     fn live(&self) -> bool {
         self.running && !self.stopping
+    }
+
+    /// The first signal wins; later ones only add their own time.
+    fn mark_ready(&mut self, at: SystemTime, signal: Signal, now: SystemTime) {
+        if self.ready_at.is_none() {
+            self.ready_at = Some(at);
+            self.signal = Some(signal);
+            self.noticed_at = Some(now);
+        }
+    }
+
+    fn since_start(&self, at: Option<SystemTime>) -> Option<Duration> {
+        Some(at?.duration_since(self.started?).unwrap_or_default())
     }
 }
 
@@ -86,6 +136,12 @@ pub struct Ready {
     pub noticed: Option<Duration>,
     pub healthcheck: bool,
     pub before_watch: bool,
+    /// What made it ready first.
+    pub signal: Signal,
+    /// Start to the harness's first passing probe, when one passed.
+    pub probe_after: Option<Duration>,
+    /// Start to the engine's first healthy status, when the wait saw it.
+    pub engine_after: Option<Duration>,
 }
 
 /// Why a service failed the wait.
@@ -110,6 +166,9 @@ pub struct Watch {
     services: BTreeMap<String, BTreeMap<String, Tracked>>,
     ready: BTreeMap<String, Ready>,
     budget: Duration,
+    /// Services that `[stack.ready]` gives a probe: without a healthcheck, they are ready when
+    /// the probe passes, not when they run.
+    probed: BTreeSet<String>,
 }
 
 /// A container's state at one moment, from an inspection.
@@ -193,7 +252,22 @@ impl Watch {
                 .collect(),
             ready: BTreeMap::new(),
             budget,
+            probed: BTreeSet::new(),
         }
+    }
+
+    /// Services that `[stack.ready]` gives a probe of their own.
+    pub fn with_ready_probes(mut self, services: impl IntoIterator<Item = String>) -> Watch {
+        self.probed = services.into_iter().collect();
+        self
+    }
+
+    /// Whether a container is live and not ready yet: what the harness probes.
+    pub fn starting_container(&self, service: &str, container: &str) -> bool {
+        self.services
+            .get(service)
+            .and_then(|c| c.get(container))
+            .is_some_and(|t| t.live() && t.ready_at.is_none())
     }
 
     pub fn all_ready(&self) -> bool {
@@ -207,6 +281,21 @@ impl Watch {
     /// Whether a container is known to have a healthcheck (`None`: not known yet).
     pub fn healthcheck_of(&self, service: &str, container: &str) -> Option<bool> {
         self.services.get(service)?.get(container)?.healthcheck
+    }
+
+    /// Live containers with a healthcheck whose engine has not said healthy yet, ready by the
+    /// harness's probe or not: compose's `service_healthy` waits for the engine's own status, and
+    /// the report gives the engine's time (an engine that runs no healthchecks is asked to).
+    pub fn awaiting_health(&self) -> Vec<String> {
+        self.services
+            .values()
+            .flat_map(|containers| {
+                containers
+                    .iter()
+                    .filter(|(_, t)| t.live() && t.healthcheck == Some(true) && !t.engine_healthy)
+                    .map(|(id, _)| id.clone())
+            })
+            .collect()
     }
 
     /// Services not ready yet, each with how long its newest container has run.
@@ -233,6 +322,7 @@ impl Watch {
     pub fn observe(&mut self, seen: &[Inspected], complete: bool, now: SystemTime) -> Vec<Change> {
         let mut changes = Vec::new();
         for inspected in seen {
+            let probed = self.probed.contains(&inspected.service);
             let Some(containers) = self.services.get_mut(&inspected.service) else {
                 continue;
             };
@@ -246,9 +336,13 @@ impl Watch {
                 tracked.running = inspected.running;
             }
             let healthy = inspected.health == Some(HealthStatusEnum::HEALTHY);
+            tracked.engine_healthy = healthy;
+            if healthy && tracked.engine_at.is_none() {
+                tracked.engine_at = inspected.first_healthy;
+            }
             if tracked.ready_at.is_none()
                 && inspected.running
-                && (healthy || !inspected.healthcheck)
+                && (healthy || (!inspected.healthcheck && !probed))
             {
                 tracked.ready_at = Some(if inspected.healthcheck {
                     inspected.first_healthy.unwrap_or(now)
@@ -257,6 +351,13 @@ impl Watch {
                 });
                 tracked.ready_before_watch =
                     inspected.healthcheck && inspected.first_healthy.is_none();
+                tracked.signal = Some(if tracked.ready_before_watch {
+                    Signal::AlreadyHealthy
+                } else if inspected.healthcheck {
+                    Signal::Engine
+                } else {
+                    Signal::Running
+                });
                 tracked.noticed_at = None;
             }
         }
@@ -270,8 +371,71 @@ impl Watch {
             if let Some(change) = self.settle(&service) {
                 changes.push(change);
             }
+            self.refresh(&service);
         }
         changes
+    }
+
+    /// Takes in one of the harness's probes; a passing one makes its container ready (unless the
+    /// engine said so first). Probes of containers the watch does not know, or that stopped, are
+    /// ignored.
+    pub fn on_probe(&mut self, probe: &ProbeResult, now: SystemTime) -> Vec<Change> {
+        if !probe.passed {
+            return Vec::new();
+        }
+        let Some(tracked) = self
+            .services
+            .get_mut(&probe.service)
+            .and_then(|c| c.get_mut(&probe.container))
+        else {
+            return Vec::new();
+        };
+        if !tracked.live() {
+            return Vec::new();
+        }
+        tracked.probe_at.get_or_insert(probe.at);
+        tracked.mark_ready(probe.at, Signal::Probe, now);
+        let change = self.settle(&probe.service);
+        self.refresh(&probe.service);
+        change.into_iter().collect()
+    }
+
+    /// Takes the engine's first healthy check from an inspection after the wait, for services
+    /// the harness's probe found ready first; changes nothing else.
+    pub fn engine_times(&mut self, seen: &[Inspected]) {
+        for inspected in seen {
+            if inspected.health != Some(HealthStatusEnum::HEALTHY) {
+                continue;
+            }
+            if let Some(tracked) = self
+                .services
+                .get_mut(&inspected.service)
+                .and_then(|c| c.get_mut(&inspected.container))
+            {
+                if tracked.engine_at.is_none() {
+                    tracked.engine_at = inspected.first_healthy;
+                }
+            }
+        }
+        let services: Vec<String> = self.ready.keys().cloned().collect();
+        for service in services {
+            self.refresh(&service);
+        }
+    }
+
+    /// Brings a ready service's probe and engine times up to date (a later signal adds its time).
+    fn refresh(&mut self, service: &str) {
+        let Some(ready) = self.ready.get_mut(service) else {
+            return;
+        };
+        if let Some(tracked) = self
+            .services
+            .get(service)
+            .and_then(|c| c.get(&ready.container))
+        {
+            ready.probe_after = tracked.since_start(tracked.probe_at);
+            ready.engine_after = tracked.since_start(tracked.engine_at);
+        }
     }
 
     /// Takes in one engine event; returns what changed.
@@ -288,6 +452,7 @@ impl Watch {
             })]
         };
         let action = event.action.as_str();
+        let probed = self.probed.contains(&service);
         if action == "destroy" {
             containers.remove(&event.container);
             return self.settle(&service).into_iter().collect();
@@ -318,12 +483,15 @@ impl Watch {
                 tracked.stopping = false;
                 tracked.ready_at = None;
                 tracked.ready_before_watch = false;
+                tracked.signal = None;
+                tracked.probe_at = None;
+                tracked.engine_at = None;
+                tracked.engine_healthy = false;
                 if let Some(healthcheck) = event.healthcheck {
                     tracked.healthcheck = Some(healthcheck);
                 }
-                if tracked.healthcheck == Some(false) {
-                    tracked.ready_at = Some(event.time);
-                    tracked.noticed_at = Some(now);
+                if tracked.healthcheck == Some(false) && !probed {
+                    tracked.mark_ready(event.time, Signal::Running, now);
                 }
                 self.ready.remove(&service);
                 let mut changes = vec![Change::Started {
@@ -357,11 +525,12 @@ impl Watch {
                 match status.as_str() {
                     "healthy" => {
                         tracked.healthcheck = Some(true);
-                        if tracked.ready_at.is_none() {
-                            tracked.ready_at = Some(event.time);
-                            tracked.noticed_at = Some(now);
-                        }
-                        self.settle(&service).into_iter().collect()
+                        tracked.engine_healthy = true;
+                        tracked.engine_at.get_or_insert(event.time);
+                        tracked.mark_ready(event.time, Signal::Engine, now);
+                        let change = self.settle(&service);
+                        self.refresh(&service);
+                        change.into_iter().collect()
                     }
                     "unhealthy" if !tracked.stopping => fail(format!(
                         "service `{service}` turned unhealthy (container {name})"
@@ -406,6 +575,9 @@ impl Watch {
                 .map(|n| n.duration_since(ready_at).unwrap_or_default()),
             healthcheck: tracked.healthcheck.unwrap_or(false),
             before_watch: tracked.ready_before_watch,
+            signal: tracked.signal.unwrap_or(Signal::Running),
+            probe_after: tracked.since_start(tracked.probe_at),
+            engine_after: tracked.since_start(tracked.engine_at),
         };
         self.ready.insert(service.to_owned(), ready.clone());
         Some(Change::Ready {
@@ -510,226 +682,4 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn event(action: &str, container: &str, service: &str, at_ms: u64) -> ContainerEvent {
-        ContainerEvent {
-            action: action.to_owned(),
-            container: container.to_owned(),
-            service: service.to_owned(),
-            name: format!("p_{service}_1"),
-            exit_code: (action == "die").then(|| "3".to_owned()),
-            time: UNIX_EPOCH + Duration::from_millis(at_ms),
-            healthcheck: None,
-        }
-    }
-
-    fn at(ms: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(ms)
-    }
-
-    fn services(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn healthy_event_makes_a_service_ready_with_its_times() {
-        let mut watch = Watch::new(&services(&["db", "web"]), Duration::from_secs(60));
-        watch.on_event(&event("create", "c1", "db", 1_000), at(1_001));
-        let mut start = event("start", "c1", "db", 1_100);
-        start.healthcheck = Some(true);
-        let changes = watch.on_event(&start, at(1_101));
-        assert!(matches!(&changes[0], Change::Started { service } if service == "db"));
-        assert!(watch.ready("db").is_none());
-        let changes = watch.on_event(
-            &event("health_status: healthy", "c1", "db", 3_600),
-            at(3_603),
-        );
-        let Change::Ready { service, ready } = &changes[0] else {
-            panic!("{changes:?}")
-        };
-        assert_eq!(service, "db");
-        assert_eq!(ready.after, Duration::from_millis(2_500));
-        assert_eq!(ready.noticed, Some(Duration::from_millis(3)));
-        assert!(!watch.all_ready());
-        assert_eq!(watch.pending(at(4_000)), vec![("web".to_owned(), None)]);
-
-        let mut start = event("start", "c2", "web", 4_000);
-        start.healthcheck = Some(false);
-        let changes = watch.on_event(&start, at(4_002));
-        assert!(changes
-            .iter()
-            .any(|c| matches!(c, Change::Ready { service, ready } if service == "web" && !ready.healthcheck)));
-        assert!(watch.all_ready());
-    }
-
-    #[test]
-    fn a_container_without_healthcheck_is_ready_at_its_start() {
-        let mut watch = Watch::new(&services(&["worker"]), Duration::from_secs(60));
-        let mut create = event("create", "c1", "worker", 0);
-        create.healthcheck = Some(false);
-        watch.on_event(&create, at(1));
-        assert_eq!(watch.healthcheck_of("worker", "c1"), Some(false));
-        let changes = watch.on_event(&event("start", "c1", "worker", 100), at(102));
-        let Some(Change::Ready { ready, .. }) = changes.last() else {
-            panic!("{changes:?}")
-        };
-        assert_eq!(ready.after, Duration::ZERO);
-        assert_eq!(ready.noticed, Some(Duration::from_millis(2)));
-        assert!(watch.all_ready());
-    }
-
-    #[test]
-    fn exit_restart_unhealthy_and_oom_fail_at_once() {
-        for (action, expect) in [
-            ("die", "exited with code 3"),
-            ("health_status: unhealthy", "turned unhealthy"),
-            ("oom", "ran out of memory"),
-            ("restart", "restarted"),
-        ] {
-            let mut watch = Watch::new(&services(&["db"]), Duration::from_secs(60));
-            let mut start = event("start", "c1", "db", 0);
-            start.healthcheck = Some(true);
-            watch.on_event(&start, at(1));
-            let changes = watch.on_event(&event(action, "c1", "db", 500), at(501));
-            let Some(Change::Failed(failed)) = changes.first() else {
-                panic!("{action}: {changes:?}")
-            };
-            assert_eq!(failed.service, "db");
-            assert!(
-                failed.reason.contains(expect),
-                "{action}: {}",
-                failed.reason
-            );
-            assert!(failed.reason.contains("`db`"));
-        }
-    }
-
-    #[test]
-    fn a_second_start_is_a_restart_but_a_recreation_is_not() {
-        let mut watch = Watch::new(&services(&["db"]), Duration::from_secs(60));
-        let mut start = event("start", "old", "db", 0);
-        start.healthcheck = Some(true);
-        watch.on_event(&start, at(1));
-        watch.on_event(&event("health_status: healthy", "old", "db", 100), at(101));
-        assert!(watch.all_ready());
-        // compose recreates: kill, die, destroy the old one; create and start a new one.
-        assert!(watch
-            .on_event(&event("kill", "old", "db", 200), at(201))
-            .is_empty());
-        assert!(watch
-            .on_event(&event("die", "old", "db", 210), at(211))
-            .is_empty());
-        watch.on_event(&event("destroy", "old", "db", 220), at(221));
-        let mut start = event("start", "new", "db", 300);
-        start.healthcheck = Some(true);
-        let changes = watch.on_event(&start, at(301));
-        assert!(
-            !changes.iter().any(|c| matches!(c, Change::Failed(_))),
-            "{changes:?}"
-        );
-        assert!(!watch.all_ready());
-        watch.on_event(
-            &event("health_status: healthy", "new", "db", 1_300),
-            at(1_301),
-        );
-        assert_eq!(watch.ready("db").unwrap().after, Duration::from_secs(1));
-    }
-
-    #[test]
-    fn budget_runs_from_the_container_start() {
-        let mut watch = Watch::new(&services(&["slow", "later"]), Duration::from_secs(3));
-        assert_eq!(
-            watch.next_deadline(),
-            None,
-            "nothing started, nothing is due"
-        );
-        let mut start = event("start", "c1", "slow", 10_000);
-        start.healthcheck = Some(true);
-        watch.on_event(&start, at(10_001));
-        assert_eq!(watch.next_deadline(), Some(at(13_000)));
-        assert!(watch.overdue(at(12_999)).is_none());
-        let failed = watch.overdue(at(13_000)).unwrap();
-        assert_eq!(failed.service, "slow");
-        assert!(failed.reason.contains("budget of 3s"), "{}", failed.reason);
-        assert_eq!(watch.without_container().as_deref(), Some("later"));
-    }
-
-    #[test]
-    fn observing_an_already_healthy_container_counts_it_ready() {
-        let mut watch = Watch::new(&services(&["db"]), Duration::from_secs(60));
-        let seen = Inspected {
-            container: "c1".into(),
-            service: "db".into(),
-            name: "p_db_1".into(),
-            running: true,
-            started: Some(at(0)),
-            healthcheck: true,
-            health: Some(HealthStatusEnum::HEALTHY),
-            first_healthy: Some(at(1_500)),
-        };
-        let changes = watch.observe(std::slice::from_ref(&seen), true, at(60_000));
-        assert!(
-            matches!(&changes[0], Change::Ready { ready, .. } if ready.after == Duration::from_millis(1_500))
-        );
-        // Gone at the next full look: no longer ready.
-        watch.observe(&[], true, at(61_000));
-        assert!(!watch.all_ready());
-        assert_eq!(watch.without_container().as_deref(), Some("db"));
-    }
-
-    #[test]
-    fn other_services_and_one_offs_are_ignored() {
-        let mut watch = Watch::new(&services(&["db"]), Duration::from_secs(60));
-        assert!(watch
-            .on_event(&event("die", "x", "migrate", 0), at(1))
-            .is_empty());
-        let mut message = EventMessage {
-            action: Some("die".into()),
-            actor: Some(bollard::models::EventActor {
-                id: Some("abc".into()),
-                attributes: Some(HashMap::from([
-                    (COMPOSE_SERVICE.to_owned(), "db".to_owned()),
-                    (COMPOSE_ONEOFF.to_owned(), "True".to_owned()),
-                ])),
-            }),
-            time_nano: Some(1_700_000_000_123_456_789),
-            ..EventMessage::default()
-        };
-        assert!(ContainerEvent::from_message(&message).is_none());
-        message
-            .actor
-            .as_mut()
-            .unwrap()
-            .attributes
-            .as_mut()
-            .unwrap()
-            .insert(COMPOSE_ONEOFF.to_owned(), "False".to_owned());
-        let event = ContainerEvent::from_message(&message).unwrap();
-        assert_eq!(event.service, "db");
-        assert_eq!(
-            event.time,
-            UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789)
-        );
-    }
-
-    #[test]
-    fn parses_engine_timestamps() {
-        assert_eq!(
-            parse_rfc3339("1970-01-01T00:00:01.5Z"),
-            Some(UNIX_EPOCH + Duration::from_millis(1_500))
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-27T08:20:31.123456789Z"),
-            Some(UNIX_EPOCH + Duration::new(1_795_767_631, 123_456_789))
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-27T09:20:31+01:00"),
-            parse_rfc3339("2026-11-27T08:20:31Z")
-        );
-        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("yesterday"), None);
-    }
-}
+mod tests;

@@ -17,7 +17,8 @@
 //! pub async fn python_env_with(config: &Config, Requirements) -> anyhow::Result<PythonEnv>
 //!
 //! pub struct SuiteEnv { target: TargetKind, run_id, endpoints: BTreeMap<String, String>,
-//!                       extra: BTreeMap<String, String>, skip_markers: Vec<String>, secrets: Vec<String> }
+//!                       extra: BTreeMap<String, String>, skip_markers: Vec<String>, secrets: Vec<String>,
+//!                       durations: Option<Arc<Durations>>, stop: Option<Stop> }
 //! pub fn child_env(suite: &SuiteCfg, env: &SuiteEnv, py: Option<&PythonEnv>) -> Vec<(String, String)>
 //!
 //! pub async fn run_suite(config, suite, env, py: Option<&PythonEnv>, shard: Option<Shard>) -> SuiteResult
@@ -27,10 +28,10 @@
 //! pub async fn collect_skipped_shard(config, suite, env, py, reason: &str, shard: Option<Shard>) -> SuiteResult
 //! pub async fn ensure_requirements(config, py: &PythonEnv, files: &[PathBuf]) -> anyhow::Result<PathBuf>
 //! pub fn shard_of(test_id: &str, count: u32) -> u32                      // 1-based, stable (FNV-1a)
+//! pub struct Durations { suites, walls, order, source }   // read(path), keep(..), write(path): durations.json
 //!
 //! pub async fn collect_for_plan(config, suite, env, py, &SuiteRun) -> Option<Collection>
 //! pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], &Durations, jobs) -> Plan
-//! pub fn last_durations(config, junit: Option<&Path>) -> Durations
 //! pub async fn run_plan(config, env, py, &SuiteRun, suites, &Plan, &Hooks) -> Vec<SuiteResult>
 //! ```
 //!
@@ -63,12 +64,12 @@ use crate::process::{Cmd, Finished, Signal};
 
 pub use crate::process::KILL_GRACE;
 pub use live::{TestEvent, TestOutcome, TestRun, TestSink};
-pub use plan::{last_durations, plan, Collection, Durations, Plan, DEFAULT_JOBS};
+pub use plan::{plan, Collection, Plan, DEFAULT_JOBS};
 pub use pytest::pytest_case_name;
 pub use python::{
     ensure_requirements, python_env, python_env_with, PythonEnv, Requirements, REQUIREMENTS_STAMP,
 };
-pub use shard::shard_of;
+pub use shard::{case_key, default_path as durations_path, shard_of, Durations};
 pub use workers::{run_plan, Hooks};
 
 use nextest::{nextest_list, run_nextest};
@@ -135,6 +136,57 @@ pub struct SuiteEnv {
     pub skip_markers: Vec<String>,
     /// Redacted from every output kept.
     pub secrets: Vec<String>,
+    /// Per-test durations that split `--shard` by time (none: by hash).
+    pub durations: Option<std::sync::Arc<Durations>>,
+    /// Ends a running suite early (the gate: the engine was lost); `None`: only the deadline.
+    pub stop: Option<Stop>,
+}
+
+/// A request to stop the suites before their deadline, handled as the deadline is (SIGINT first,
+/// so that each runner writes what it has), with the reason the tests that did not run are
+/// reported skipped for.
+#[derive(Debug, Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<Option<String>>);
+
+impl Stop {
+    /// Stopping is asked for when the sender's value becomes `Some(reason)`.
+    pub fn new(receiver: tokio::sync::watch::Receiver<Option<String>>) -> Stop {
+        Stop(receiver)
+    }
+
+    /// The reason, once stopping was asked for.
+    pub fn reason(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+
+    /// Completes when stopping is asked for; never, when the sender goes without asking.
+    pub async fn requested(mut self) {
+        if self.0.wait_for(Option::is_some).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs a runner's command to its end, its deadline, or the suites' [`Stop`].
+async fn run_runner(command: Cmd, deadline: Duration, env: &SuiteEnv) -> anyhow::Result<Finished> {
+    let stop = env.stop.clone();
+    command
+        .spawn()?
+        .wait_or_stop(deadline, async move {
+            match stop {
+                Some(stop) => stop.requested().await,
+                None => std::future::pending().await,
+            }
+        })
+        .await
+}
+
+/// Why the tests a stopped run did not reach were not run: the stop's reason.
+fn stopped_reason(env: &SuiteEnv) -> String {
+    env.stop
+        .as_ref()
+        .and_then(Stop::reason)
+        .unwrap_or_else(|| "the suites were stopped".to_owned())
 }
 
 /// The variables a suite's process gets on top of the caller's environment, in the order they
@@ -155,10 +207,10 @@ pub fn child_env(
     vars.extend(env.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(py) = py {
         vars.push(("VIRTUAL_ENV".to_owned(), py.venv.display().to_string()));
-        let path = std::env::var("PATH").unwrap_or_default();
+        let path = std::env::var("PATH").ok();
         vars.push((
             "PATH".to_owned(),
-            format!("{}:{path}", py.venv.join("bin").display()),
+            python::prepend_to_search_path(&python::venv_bin(&py.venv), path.as_deref()),
         ));
     }
     vars.extend(suite.env.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::live::NextestLines;
 use super::{
-    add_error, child_env, command_line, errored, file_stem, printed, results_dir, runner, SuiteEnv,
-    SuiteRun,
+    add_error, child_env, command_line, errored, file_stem, printed, results_dir, run_runner,
+    runner, stopped_reason, SuiteEnv, SuiteRun,
 };
 use crate::config::{Config, SuiteCfg};
 use crate::flags::Shard;
@@ -53,7 +53,9 @@ pub(super) async fn nextest_list(
     args.extend(suite.args.iter().cloned());
     args.push("--run-ignored".into());
     args.push("all".into());
-    if let Some(shard) = shard {
+    // Split by duration here, after listing them all; by hash, nextest's own partition.
+    let by_duration = shard.filter(|_| env.durations.is_some());
+    if let Some(shard) = shard.filter(|_| by_duration.is_none()) {
         args.push("--partition".into());
         args.push(format!("hash:{}/{}", shard.index, shard.count));
     }
@@ -103,7 +105,27 @@ pub(super) async fn nextest_list(
             }
         }
     }
+    if let (Some(shard), Some(durations)) = (by_duration, env.durations.as_deref()) {
+        let keys: Vec<String> = tests
+            .iter()
+            .map(|t| super::case_key(&t.binary_id, &t.name))
+            .collect();
+        let shards = durations.assign(&suite.name, &keys, shard.count);
+        tests.retain(|t| shards.get(&super::case_key(&t.binary_id, &t.name)) == Some(&shard.index));
+    }
     Ok(tests)
+}
+
+/// A filterset that selects exactly these tests (`none()` for none).
+fn only(tests: &[Listed]) -> String {
+    if tests.is_empty() {
+        return "none()".to_owned();
+    }
+    tests
+        .iter()
+        .map(|t| format!("(binary_id(={}) & test(={}))", t.binary_id, t.name))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Lists, then runs a nextest suite under its deadline (the listing counts against it). With a
@@ -185,9 +207,17 @@ pub(super) async fn run_nextest(
     ];
     args.extend(suite.args.iter().cloned());
     args.extend(suite_run.extra_args.iter().cloned());
-    if let Some(shard) = shard {
-        args.push("--partition".into());
-        args.push(format!("hash:{}/{}", shard.index, shard.count));
+    match shard {
+        // The listing kept this shard's tests, split by duration.
+        Some(_) if env.durations.is_some() => {
+            args.push("-E".into());
+            args.push(only(&listed));
+        }
+        Some(shard) => {
+            args.push("--partition".into());
+            args.push(format!("hash:{}/{}", shard.index, shard.count));
+        }
+        None => {}
     }
     if suite_run.live.is_some() {
         args.extend(["--message-format".into(), "libtest-json-plus".into()]);
@@ -219,7 +249,7 @@ pub(super) async fn run_nextest(
                 }
             }));
     }
-    let run = match command.output(remaining).await {
+    let run = match run_runner(command, remaining, env).await {
         Ok(run) => run,
         Err(e) => {
             return errored(
@@ -251,6 +281,8 @@ pub(super) async fn run_nextest(
                 "not finished: the suite timed out after {}s",
                 deadline.as_secs()
             )
+        } else if run.stopped {
+            stopped_reason(env)
         } else if !run.success() {
             format!("not run: cargo nextest run ended ({})", run.describe())
         } else if !suite_run.extra_args.is_empty() {
@@ -270,6 +302,9 @@ pub(super) async fn run_nextest(
     use nextest_metadata::NextestExitCode as Code;
     let problem = if run.timed_out {
         Some(format!("timed out after {}s", deadline.as_secs()))
+    } else if run.stopped {
+        // Whoever stopped it reports why (the gate: one case for the lost engine).
+        None
     } else {
         match run.code() {
             Some(Code::OK) => None,

@@ -5,16 +5,16 @@
 //! the last report, each to the worker that would finish it soonest. The lone ones go first: the
 //! workers' runners start while they run (they wait on the stack, not on the CPU), and, as in a
 //! run without a plan, the later tests run against a stack that has been restarted. A pure
-//! function of the collected tests and the durations, and where those durations come from
-//! ([`last_durations`]).
+//! function of the collected tests and the durations of earlier runs ([super::shard::Durations],
+//! the same ones `--shard` splits by).
 //!
 //! Not here: collecting the tests ([super::pytest]), running the plan ([super::workers]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use crate::config::{Config, SuiteCfg};
-use crate::junit::{Case, Status};
+use super::shard::Durations;
+use crate::config::SuiteCfg;
+use crate::junit::Case;
 
 /// Workers when neither `--jobs` nor `[gate] jobs` says: the fastest on the reference stack on
 /// two cores (README, "Measured on this machine"): its tests wait on the stack, not on the CPU.
@@ -27,70 +27,12 @@ const PROCESS_START_S: f64 = 1.0;
 /// The weight of a test without a recorded duration whose suite has none recorded either.
 const UNKNOWN_S: f64 = 1.0;
 
-/// How long things took last time, in seconds.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Durations {
-    /// Suite → case key ([`case_key`]) → seconds.
-    pub tests: BTreeMap<String, BTreeMap<String, f64>>,
-    /// Suite → its wall time, when known: what a suite that runs whole weighs (its tests may
-    /// have overlapped, or waited on each other).
-    pub walls: BTreeMap<String, f64>,
-}
-
-/// A test's key in [`Durations`]: its JUnit classname and name.
-pub fn case_key(classname: &str, name: &str) -> String {
-    format!("{classname}::{name}")
-}
-
-/// The durations the plan weighs tests by, read in this one place so that the source can
-/// change: `target/xtask/durations.json` when a run kept one (suite → case key → seconds), else
-/// the cases that ran in the last JUnit report (`junit`, else `target/xtask/junit.xml`). Empty
-/// when there is neither: every test then weighs the same.
-pub fn last_durations(config: &Config, junit: Option<&Path>) -> Durations {
-    let work_dir = config.work_dir();
-    if let Some(tests) = std::fs::read_to_string(work_dir.join("durations.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-    {
-        return Durations {
-            tests,
-            walls: BTreeMap::new(),
-        };
-    }
-    let junit = junit.map_or_else(|| work_dir.join("junit.xml"), Path::to_path_buf);
-    let Some(suites) = std::fs::read_to_string(junit)
-        .ok()
-        .and_then(|xml| crate::junit::parse_suites(&xml).ok())
-    else {
-        return Durations::default();
-    };
-    let mut durations = Durations::default();
-    for suite in suites.into_iter().filter(|s| s.name != "harness") {
-        durations
-            .walls
-            .insert(suite.name.clone(), suite.time.as_secs_f64());
-        let tests = durations.tests.entry(suite.name).or_default();
-        // A skipped case took no time because it did not run: it is unknown, not free.
-        for case in suite
-            .cases
-            .iter()
-            .filter(|c| !matches!(c.status, Status::Skipped { .. }))
-        {
-            tests.insert(
-                case_key(&case.classname, &case.name),
-                case.time.as_secs_f64(),
-            );
-        }
-    }
-    durations
-}
-
 /// A test the plan places.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanTest {
     /// The runner's id (pytest's node id): what its worker is told to run.
     pub id: String,
-    /// Its [`case_key`].
+    /// Its [`super::case_key`].
     pub key: String,
     pub markers: Vec<String>,
 }
@@ -174,7 +116,7 @@ struct Unit {
 /// nothing to run) runs whole: on a worker when it is `parallel`, alone otherwise.
 pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, jobs: u32) -> Plan {
     let weight = |suite: &str, key: &str| -> f64 {
-        let known = durations.tests.get(suite);
+        let known = durations.suites.get(suite);
         if let Some(seconds) = known.and_then(|tests| tests.get(key)) {
             return *seconds;
         }
@@ -190,7 +132,7 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
             .copied()
             .or_else(|| {
                 durations
-                    .tests
+                    .suites
                     .get(suite)
                     .map(|tests| tests.values().sum::<f64>())
             })
@@ -370,7 +312,7 @@ mod tests {
 
     fn durations(suite: &str, tests: &[(&str, f64)]) -> Durations {
         let mut d = Durations::default();
-        d.tests.insert(
+        d.suites.insert(
             suite.to_owned(),
             tests
                 .iter()
@@ -460,8 +402,8 @@ mod tests {
         let tests = collection(&[("old", &[]), ("new", &[])]);
         let mut known = durations("e2e", &[("old", 4.0)]);
         known
-            .tests
-            .extend(durations("load", &[("a", 2.0), ("b", 3.0)]).tests);
+            .suites
+            .extend(durations("load", &[("a", 2.0), ("b", 3.0)]).suites);
         let plan = plan(&[(&e2e, Some(&tests)), (&load, None)], &known, 4);
         let seconds: BTreeMap<Vec<&str>, f64> =
             plan.chunks().map(|c| (ids(c), c.seconds)).collect();
@@ -486,8 +428,8 @@ mod tests {
         let e2e_tests = collection(&[("x", &[]), ("y", &[])]);
         let mut known = durations("mc", &[("a", 2.0)]);
         known
-            .tests
-            .extend(durations("e2e", &[("x", 2.5), ("y", 0.5)]).tests);
+            .suites
+            .extend(durations("e2e", &[("x", 2.5), ("y", 0.5)]).suites);
         let plan = plan(
             &[(&mc, Some(&mc_tests)), (&e2e, Some(&e2e_tests))],
             &known,

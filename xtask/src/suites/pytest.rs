@@ -6,22 +6,26 @@
 //! Not here: the venv ([super::python]), the deadline and the process group ([super::runner]
 //! over [crate::process]), the JUnit format itself ([crate::junit]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::live::Follower;
 use super::plan::{Collection, PlanTest};
 use super::{
-    add_error, child_env, command_line, errored, printed, results_dir, run_stem, runner, shard_of,
-    Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
+    add_error, child_env, command_line, errored, printed, results_dir, run_runner, run_stem,
+    runner, shard_of, stopped_reason, Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
 };
 use crate::config::{Config, SuiteCfg};
 use crate::junit::{self, Case, Status, SuiteResult};
 use crate::process::Cmd;
 
 /// The pytest plugin the harness adds (`-p xtask_pytest`): it records every collected test with
-/// its markers before any deselection, and keeps only this shard's tests (the hash is the same
-/// FNV-1a as [`shard_of`]) and, for a worker of the plan, only the node ids in
-/// `XTASK_PYTEST_ONLY`.
+/// its markers before any deselection, and, after the markers deselected theirs, keeps only this
+/// shard's tests: by duration when `XTASK_PYTEST_DURATIONS` names them (the same split as
+/// [`super::shard::split`], from the loads in `XTASK_PYTEST_LOADS`; the kept node ids written to
+/// `XTASK_PYTEST_ASSIGN`), else by the same FNV-1a hash as [`shard_of`]; for a worker of the plan,
+/// only the node ids in `XTASK_PYTEST_ONLY` (once collected, it waits for its turn while
+/// `XTASK_PYTEST_WAIT` names a file that does not exist yet). It reports each test as it starts
+/// and ends.
 const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard, reports each
 test as it starts and ends."""
 import json
@@ -37,6 +41,36 @@ def _fnv1a(text):
         value ^= byte
         value = (value * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return value
+
+
+def _case_key(nodeid):
+    # pytest's JUnit classname and name (its mangle_test_address), as the report keys them.
+    at = nodeid.find("[")
+    path, params = (nodeid[:at], nodeid[at:]) if at >= 0 else (nodeid, "")
+    names = path.split("::")
+    names[0] = names[0].replace("/", ".")
+    if names[0].endswith(".py"):
+        names[0] = names[0][:-3]
+    last = names.pop() + params
+    return ".".join(names) + "::" + last
+
+
+def _by_duration(items, count, planned, mean, loads):
+    # The harness planned the recorded tests; the others go, at the suite's mean and in the
+    # order of their keys, each to the shard with the least time so far.
+    shard_of = {}
+    unknown = []
+    for item in items:
+        key = _case_key(item.nodeid)
+        if key in planned:
+            shard_of[item.nodeid] = planned[key]
+        else:
+            unknown.append((key, item.nodeid))
+    for _, nodeid in sorted(unknown):
+        least = min(range(count), key=lambda k: (loads[k], k))
+        loads[least] += mean
+        shard_of[nodeid] = least + 1
+    return shard_of
 
 
 _WORKER = os.environ.get("XTASK_WORKER") or os.environ.get("PYTEST_XDIST_WORKER") or "0"
@@ -78,16 +112,44 @@ def pytest_collection_modifyitems(session, config, items):
             for item in items:
                 markers = sorted({mark.name for mark in item.iter_markers()})
                 out.write(json.dumps({"nodeid": item.nodeid, "markers": markers}) + "\n")
-    shard = os.environ.get("XTASK_PYTEST_SHARD")
-    if shard:
+
+
+class _ShardSelection:
+    """After the markers deselected theirs (trylast): keeps this shard's tests, and of those a
+    worker's share."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items):
+        self._shard(config, items)
+        self._only(config, items)
+
+    def _shard(self, config, items):
+        shard = os.environ.get("XTASK_PYTEST_SHARD")
+        if not shard:
+            return
         index, count = (int(part) for part in shard.split("/"))
-        keep = [item for item in items if _fnv1a(item.nodeid) % count == index - 1]
-        drop = [item for item in items if _fnv1a(item.nodeid) % count != index - 1]
+        durations = os.environ.get("XTASK_PYTEST_DURATIONS")
+        if durations:
+            with open(durations, encoding="utf-8") as source:
+                known = json.load(source)
+            loads = [float(x) for x in os.environ["XTASK_PYTEST_LOADS"].split(",")]
+            shard_of = _by_duration(items, count, known["plan"], known["mean"], loads)
+            keep = [item for item in items if shard_of[item.nodeid] == index]
+            # Every test of the split with its shard: what the harness reports for this shard.
+            with open(os.environ["XTASK_PYTEST_ASSIGN"], "w", encoding="utf-8") as out:
+                out.writelines(json.dumps([item.nodeid, shard_of[item.nodeid]]) + "\n" for item in items)
+        else:
+            keep = [item for item in items if _fnv1a(item.nodeid) % count == index - 1]
+        kept = {item.nodeid for item in keep}
+        drop = [item for item in items if item.nodeid not in kept]
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
-    only = os.environ.get("XTASK_PYTEST_ONLY")
-    if only:
+
+    def _only(self, config, items):
+        only = os.environ.get("XTASK_PYTEST_ONLY")
+        if not only:
+            return
         # A worker of the harness's plan: only its share, a file of node ids.
         with open(only, encoding="utf-8") as source:
             wanted = {line.rstrip("\n") for line in source if line.strip()}
@@ -108,6 +170,10 @@ def pytest_collection_finish(session):
             reporter.write_line(f"xtask: worker {_WORKER} collected, waiting for its turn ({go})")
         while not os.path.exists(go):
             time.sleep(0.02)
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_ShardSelection(), "xtask_shard_selection")
 
 
 def pytest_deselected(items):
@@ -230,13 +296,17 @@ pub(super) async fn collect_plan(
         .filter(|item| item.deselected)
         .map(|item| item.nodeid.as_str())
         .collect();
-    let shard = suite_run.shard;
+    let in_shard = ShardFilter::read(
+        suite_run.shard,
+        &results_dir(config, env).join(format!("{stem}.assigned")),
+    );
     let mut collection = Collection::default();
-    for item in lines.iter().filter(|item| {
-        !item.deselected && shard.is_none_or(|s| shard_of(&item.nodeid, s.count) == s.index)
-    }) {
+    for item in lines
+        .iter()
+        .filter(|item| !item.deselected && in_shard.keeps(item))
+    {
         let (classname, name) = pytest_case_name(&item.nodeid);
-        let key = super::plan::case_key(&classname, &name);
+        let key = super::shard::case_key(&classname, &name);
         collection.order.push(key.clone());
         match left_out(item, &deselected, env, suite_run) {
             Some(reason) => collection
@@ -290,6 +360,37 @@ fn worker_events(
     (began, finished)
 }
 
+/// Which collected tests belong to this run's shard. Split by duration, the plugin wrote the
+/// shard of every test it split (`assigned`); tests deselected before the split (by marker, by
+/// the suite's arguments) are placed by hash, as without durations, so that each is reported,
+/// skipped, by exactly one shard.
+struct ShardFilter {
+    shard: Option<crate::flags::Shard>,
+    split: BTreeMap<String, u32>,
+}
+
+impl ShardFilter {
+    fn read(shard: Option<crate::flags::Shard>, assigned: &std::path::Path) -> ShardFilter {
+        let split = match shard {
+            Some(_) => std::fs::read_to_string(assigned)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<(String, u32)>(line).ok())
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        ShardFilter { shard, split }
+    }
+
+    fn keeps(&self, item: &Collected) -> bool {
+        match (self.shard, self.split.get(&item.nodeid)) {
+            (Some(shard), Some(placed)) => *placed == shard.index,
+            (Some(shard), None) => shard_of(&item.nodeid, shard.count) == shard.index,
+            (None, _) => true,
+        }
+    }
+}
+
 /// A test pytest collected (or, `deselected`, one it then left out: by marker, `-k`, shard).
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Collected {
@@ -339,6 +440,18 @@ pub(super) async fn run_pytest(
     let only_path = dir.join(format!("{stem}.ids"));
     let junit_path = dir.join(format!("{stem}.xml"));
     let record_path = dir.join(format!("{stem}.collected.jsonl"));
+    let assign_path = dir.join(format!("{stem}.assigned"));
+    let durations_path = dir.join(format!("{stem}.durations.json"));
+    // `--shard` by duration: the plan's shard of each of this suite's recorded tests, the time
+    // the plan put on each shard and the suite's mean, for the plugin's split.
+    let by_duration = shard
+        .zip(env.durations.as_deref())
+        .map(|(shard, durations)| {
+            let plan = durations.plan(shard.count);
+            let planned = plan.shards.get(&suite.name).cloned().unwrap_or_default();
+            let known = serde_json::json!({ "plan": planned, "mean": durations.mean(&suite.name) });
+            (plan.loads, known)
+        });
     let events_path = dir.join(format!("{stem}.events.jsonl"));
     let log_path = dir.join(format!("{stem}.log"));
     let prepared = (|| -> anyhow::Result<()> {
@@ -347,7 +460,10 @@ pub(super) async fn run_pytest(
         if std::fs::read_to_string(&plugin).ok().as_deref() != Some(PYTEST_PLUGIN) {
             crate::state::write_atomic(&plugin, PYTEST_PLUGIN.as_bytes())?;
         }
-        for stale in [&junit_path, &record_path, &events_path] {
+        if let Some((_, known)) = &by_duration {
+            crate::state::write_atomic(&durations_path, serde_json::to_string(known)?.as_bytes())?;
+        }
+        for stale in [&junit_path, &record_path, &events_path, &assign_path] {
             match std::fs::remove_file(stale) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
@@ -406,10 +522,10 @@ pub(super) async fn run_pytest(
         args.push(expression);
     }
 
-    let python_path = match std::env::var("PYTHONPATH") {
-        Ok(existing) if !existing.is_empty() => format!("{}:{existing}", plugin_dir.display()),
-        _ => plugin_dir.display().to_string(),
-    };
+    let python_path = super::python::prepend_to_search_path(
+        &plugin_dir,
+        std::env::var("PYTHONPATH").ok().as_deref(),
+    );
     let command = runner(Cmd::new(&py.python))
         .args(&args)
         .current_dir(&config.root)
@@ -437,6 +553,23 @@ pub(super) async fn run_pytest(
         Some(worker) => command.env("XTASK_WORKER", worker),
         None => command,
     };
+    let command = match &by_duration {
+        Some((loads, _)) => command
+            .env("XTASK_PYTEST_DURATIONS", &durations_path)
+            .env(
+                "XTASK_PYTEST_LOADS",
+                loads
+                    .iter()
+                    .map(f64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .env("XTASK_PYTEST_ASSIGN", &assign_path),
+        None => command
+            .env_remove("XTASK_PYTEST_DURATIONS")
+            .env_remove("XTASK_PYTEST_LOADS")
+            .env_remove("XTASK_PYTEST_ASSIGN"),
+    };
     let line = command_line(&py.python, &args);
     let follower = match (&suite_run.live, mode) {
         (Some(sink), Mode::Run) => Some(Follower::start(
@@ -446,7 +579,7 @@ pub(super) async fn run_pytest(
         )),
         _ => None,
     };
-    let run = command.output(deadline).await;
+    let run = run_runner(command, deadline, env).await;
     if let Some(follower) = follower {
         follower.finish().await;
     }
@@ -475,7 +608,7 @@ pub(super) async fn run_pytest(
         .map(|item| item.nodeid.as_str())
         .collect();
     let collected: Vec<&Collected> = collected.iter().filter(|item| !item.deselected).collect();
-    let in_shard = |nodeid: &str| shard.is_none_or(|s| shard_of(nodeid, s.count) == s.index);
+    let in_shard = ShardFilter::read(shard, &assign_path);
     let mut result = SuiteResult::new(&suite.name);
     if mode != Mode::Run {
         if !run.success() && run.code() != Some(5) {
@@ -485,7 +618,7 @@ pub(super) async fn run_pytest(
         }
         result.cases = collected
             .iter()
-            .filter(|item| in_shard(&item.nodeid))
+            .filter(|item| in_shard.keeps(item))
             .map(|item| {
                 let (classname, name) = pytest_case_name(&item.nodeid);
                 Case::skipped(classname, name, "")
@@ -520,7 +653,7 @@ pub(super) async fn run_pytest(
     // Tests deselected by marker: reported skipped, with the reason.
     for item in collected
         .iter()
-        .filter(|item| in_shard(&item.nodeid) && in_chunk(&item.nodeid))
+        .filter(|item| in_shard.keeps(item) && in_chunk(&item.nodeid))
     {
         let (classname, name) = pytest_case_name(&item.nodeid);
         if seen.contains(&(classname.clone(), name.clone())) {
@@ -538,6 +671,7 @@ pub(super) async fn run_pytest(
                     deadline.as_secs()
                 )
             }
+            None if run.stopped => stopped_reason(env),
             None if chunk.is_some() && began.contains(&item.nodeid) => {
                 format!(
                     "not finished: worker {worker} ended during it ({})",
@@ -569,11 +703,13 @@ pub(super) async fn run_pytest(
         .collect();
     for id in &lost {
         let (classname, name) = pytest_case_name(id);
-        cases.push(Case::skipped(
-            classname,
-            name,
-            format!("not run: worker {worker} did not collect it"),
-        ));
+        // Stopped before it collected: the stop is why, not the node ids.
+        let reason = if run.stopped {
+            stopped_reason(env)
+        } else {
+            format!("not run: worker {worker} did not collect it")
+        };
+        cases.push(Case::skipped(classname, name, reason));
     }
     let has_error_case = cases
         .iter()
@@ -586,6 +722,9 @@ pub(super) async fn run_pytest(
 
     let problem = if run.timed_out {
         Some(format!("timed out after {}s", deadline.as_secs()))
+    } else if run.stopped {
+        // Whoever stopped it reports why (the gate: one case for the lost engine).
+        None
     } else {
         match run.code() {
             Some(0) => None,
@@ -606,11 +745,11 @@ pub(super) async fn run_pytest(
         }
     };
     let problem = problem.or_else(|| {
-        (!xml_exists && run.code() != Some(5))
+        (!xml_exists && run.code() != Some(5) && !run.stopped)
             .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
     });
     let problem = problem.or_else(|| {
-        (!lost.is_empty()).then(|| {
+        (!lost.is_empty() && !run.stopped).then(|| {
             format!(
                 "worker {worker} did not collect {} of its tests (their node ids changed since the plan's collection?)",
                 lost.len()

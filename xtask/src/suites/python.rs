@@ -28,7 +28,7 @@ const ERROR_TAIL: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct PythonEnv {
     pub venv: PathBuf,
-    /// `<venv>/bin/python`.
+    /// `<venv>/bin/python` (`<venv>\Scripts\python.exe` on Windows).
     pub python: PathBuf,
     /// True when the venv was already up to date (nothing was installed).
     pub reused: bool,
@@ -97,7 +97,7 @@ pub async fn ensure_requirements(
 async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonEnv> {
     let started = Instant::now();
     let venv = config.resolve(&config.python.venv);
-    let python = venv.join("bin").join("python");
+    let python = venv_python(&venv);
     let log = config.work_dir().join("pip.log");
     // One digest per requirement file; the stamp holds the digests of everything installed, so
     // that a venv set up for the local target (more files) also serves the others.
@@ -195,6 +195,34 @@ async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonE
     Ok(ready(false))
 }
 
+/// The directory of a venv's programs: `Scripts` on Windows, `bin` elsewhere.
+pub fn venv_bin(venv: &Path) -> PathBuf {
+    venv.join(if cfg!(windows) { "Scripts" } else { "bin" })
+}
+
+/// A venv's interpreter: `Scripts\python.exe` on Windows, `bin/python` elsewhere.
+pub fn venv_python(venv: &Path) -> PathBuf {
+    venv_bin(venv).join(if cfg!(windows) {
+        "python.exe"
+    } else {
+        "python"
+    })
+}
+
+/// `dir` first, then the entries of a search path such as PATH or PYTHONPATH (`;`-separated on
+/// Windows, `:` elsewhere).
+pub fn prepend_to_search_path(dir: &Path, existing: Option<&str>) -> String {
+    let mut entries = vec![dir.to_path_buf()];
+    if let Some(existing) = existing.filter(|e| !e.is_empty()) {
+        entries.extend(std::env::split_paths(existing));
+    }
+    match std::env::join_paths(&entries) {
+        Ok(joined) => joined.to_string_lossy().into_owned(),
+        // An entry holding the separator itself: keep the directory alone rather than break both.
+        Err(_) => dir.display().to_string(),
+    }
+}
+
 fn requirements_digests(interpreter: &str, files: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> {
     let mut digests = BTreeSet::new();
     for file in files {
@@ -278,6 +306,43 @@ mod tests {
         FileLock::acquire(&path, Duration::from_secs(1))
             .await
             .expect("released on drop");
+    }
+
+    #[test]
+    fn venv_programs_and_search_paths_follow_the_platform() {
+        let venv = Path::new("my venv");
+        let separator = if cfg!(windows) { ";" } else { ":" };
+        if cfg!(windows) {
+            assert_eq!(venv_python(venv), Path::new(r"my venv\Scripts\python.exe"));
+        } else {
+            assert_eq!(venv_python(venv), Path::new("my venv/bin/python"));
+        }
+        let existing = format!("first{separator}second");
+        assert_eq!(
+            prepend_to_search_path(Path::new("plugin dir"), Some(&existing)),
+            format!("plugin dir{separator}first{separator}second")
+        );
+        assert_eq!(
+            prepend_to_search_path(Path::new("plugin dir"), Some("")),
+            "plugin dir"
+        );
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn windows_venv_python_is_scripts_python_exe_under_a_drive_path_with_spaces() {
+        let venv = Path::new(r"C:\Users\Jane Doe\repo\target\xtask\venv");
+        assert_eq!(
+            venv_python(venv).display().to_string(),
+            r"C:\Users\Jane Doe\repo\target\xtask\venv\Scripts\python.exe"
+        );
+        assert_eq!(
+            prepend_to_search_path(
+                &venv_bin(venv),
+                Some(r"C:\Windows;C:\Program Files\Git\cmd")
+            ),
+            r"C:\Users\Jane Doe\repo\target\xtask\venv\Scripts;C:\Windows;C:\Program Files\Git\cmd"
+        );
     }
 
     #[test]

@@ -1,9 +1,18 @@
-//! Which shard a test belongs to under `--shard K/N`, and the FNV-1a hash behind it (also the
-//! requirement digests of [super::python]). The pytest plugin repeats the same hash in Python, so
-//! the harness and the plugin agree on every split without talking to each other.
+//! Which shard a test belongs to under `--shard K/N`. With per-test durations (the last
+//! unsharded report's, or `--durations FILE`) the tests are split by duration: the recorded tests
+//! of all the run's suites together, longest first, each to the shard with the least time so far
+//! ([`Durations::plan`]); then each suite's tests without a duration, at the suite's mean, the same
+//! way onto what the plan put on each shard, so that every shard's suite time is close to the
+//! mean. Without durations: by the FNV-1a hash of the test's
+//! id (also the requirement digests of [super::python]). The pytest plugin repeats both in
+//! Python, so the harness and the plugin agree on every split without talking to each other.
 //!
-//! Not here: passing the shard to the runners ([super::pytest], [super::nextest]: nextest splits
-//! with its own `--partition hash:K/N`).
+//! Not here: passing the shard to the runners ([super::pytest], [super::nextest]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 /// FNV-1a, 64 bits: stable across builds and platforms, and easy to repeat in Python.
 pub(super) struct Fnv(u64);
@@ -32,9 +41,273 @@ pub fn shard_of(test_id: &str, count: u32) -> u32 {
     (hash.finish() % u64::from(count.max(1))) as u32 + 1
 }
 
+/// Per-test durations (seconds) of every suite, by [`case_key`], and the suites the run runs:
+/// what `--shard` splits by and what the plan of `--jobs N` ([super::plan]) weighs tests by.
+#[derive(Debug, Clone, Default)]
+pub struct Durations {
+    pub suites: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Suite → its wall time, when known: what a suite that runs whole in a plan weighs (its
+    /// tests may have overlapped, or waited on each other).
+    pub walls: BTreeMap<String, f64>,
+    pub order: Vec<String>,
+    /// Where they were read from.
+    pub source: PathBuf,
+}
+
+/// A test's key in [`Durations`]: its JUnit classname and name.
+pub fn case_key(classname: &str, name: &str) -> String {
+    format!("{classname}::{name}")
+}
+
+/// Where an unsharded gate leaves the durations of its report for later sharded runs (the
+/// report itself is overwritten by every shard, so shards that run one after the other would
+/// otherwise split by different durations).
+pub fn default_path(work_dir: &Path) -> PathBuf {
+    work_dir.join("durations.json")
+}
+
+/// `durations.json` as the harness writes it; [`Stored::Tests`] is the form before wall times.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Kept {
+        version: u32,
+        suites: BTreeMap<String, BTreeMap<String, f64>>,
+        #[serde(default)]
+        walls: BTreeMap<String, f64>,
+    },
+    Tests(BTreeMap<String, BTreeMap<String, f64>>),
+}
+
+impl Durations {
+    /// Reads a JUnit report (`--durations FILE`, a CI artifact) or the harness's own
+    /// `durations.json`. The `harness` suite (the gate's steps) is not a suite of tests.
+    pub fn read(path: &Path) -> anyhow::Result<Durations> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut durations = Durations {
+            source: path.to_path_buf(),
+            ..Durations::default()
+        };
+        if text.trim_start().starts_with('{') {
+            match serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a durations file", path.display()))?
+            {
+                Stored::Kept { suites, walls, .. } => {
+                    durations.suites = suites;
+                    durations.walls = walls;
+                }
+                Stored::Tests(suites) => durations.suites = suites,
+            }
+        } else {
+            for suite in crate::junit::parse_suites(&text)
+                .with_context(|| format!("{} is not a JUnit report", path.display()))?
+            {
+                if suite.name != "harness" {
+                    durations.keep(&suite.name, suite.time, &suite.cases);
+                }
+            }
+        }
+        Ok(durations)
+    }
+
+    /// Replaces a suite's durations with those of this run of it. A skipped test took no time
+    /// because it did not run: it is unknown (weighed at its suite's mean), not free; a run of
+    /// the suite where nothing ran (the engine lost, a collection that failed) leaves what was
+    /// known.
+    pub fn keep(&mut self, suite: &str, wall: std::time::Duration, cases: &[crate::junit::Case]) {
+        let tests: BTreeMap<String, f64> = cases
+            .iter()
+            .filter(|c| !matches!(c.status, crate::junit::Status::Skipped { .. }))
+            .map(|c| (case_key(&c.classname, &c.name), c.time.as_secs_f64()))
+            .collect();
+        if tests.is_empty() {
+            return;
+        }
+        self.suites.insert(suite.to_owned(), tests);
+        self.walls.insert(suite.to_owned(), wall.as_secs_f64());
+    }
+
+    /// Writes the `durations.json` form.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let stored = Stored::Kept {
+            version: 2,
+            suites: self.suites.clone(),
+            walls: self.walls.clone(),
+        };
+        crate::state::write_atomic(path, serde_json::to_string_pretty(&stored)?.as_bytes())
+    }
+
+    /// The recorded tests of the run's suites ([`Durations::order`]) split together, longest
+    /// first: each test's shard by suite, and the time it puts on each shard (where the tests
+    /// without a duration go next).
+    pub fn plan(&self, count: u32) -> Plan {
+        let mut tests: Vec<(String, f64)> = Vec::new();
+        for suite in &self.order {
+            for (key, seconds) in self.suites.get(suite).into_iter().flatten() {
+                tests.push((format!("{suite}\u{0}{key}"), *seconds));
+            }
+        }
+        let mut loads = vec![0.0; count.max(1) as usize];
+        let mut shards: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+        for (id, shard) in split(&tests, &mut loads) {
+            let (suite, key) = id.split_once('\u{0}').unwrap_or_default();
+            shards
+                .entry(suite.to_owned())
+                .or_default()
+                .insert(key.to_owned(), shard);
+        }
+        Plan { shards, loads }
+    }
+
+    /// The mean recorded duration of a suite's tests (one second when none is recorded).
+    pub fn mean(&self, suite: &str) -> f64 {
+        let known: Vec<f64> = self
+            .suites
+            .get(suite)
+            .map(|t| t.values().copied().collect())
+            .unwrap_or_default();
+        if known.is_empty() {
+            1.0
+        } else {
+            known.iter().sum::<f64>() / known.len() as f64
+        }
+    }
+
+    /// Each of a suite's tests (by [`case_key`]) with its shard: the plan's for recorded ones,
+    /// the rest (at the suite's mean, in key order) onto the plan's loads.
+    pub fn assign(&self, suite: &str, tests: &[String], count: u32) -> BTreeMap<String, u32> {
+        let plan = self.plan(count);
+        let planned = plan.shards.get(suite).cloned().unwrap_or_default();
+        let mean = self.mean(suite);
+        let unknown: Vec<(String, f64)> = tests
+            .iter()
+            .filter(|t| !planned.contains_key(*t))
+            .map(|t| (t.clone(), mean))
+            .collect();
+        let mut loads = plan.loads;
+        let mut shards = split(&unknown, &mut loads);
+        shards.extend(planned.into_iter().filter(|(key, _)| tests.contains(key)));
+        shards
+    }
+}
+
+/// [`Durations::plan`]: the recorded tests' shards by suite, and the time on each shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub shards: BTreeMap<String, BTreeMap<String, u32>>,
+    pub loads: Vec<f64>,
+}
+
+/// Longest first, each test to the shard with the least time so far (the lowest index on a
+/// tie); `loads` starts with what earlier suites put on each shard and ends with this suite
+/// added. Returns each test's shard (1-based).
+pub fn split(tests: &[(String, f64)], loads: &mut [f64]) -> BTreeMap<String, u32> {
+    let mut order: Vec<&(String, f64)> = tests.iter().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut shards = BTreeMap::new();
+    for (test, weight) in order {
+        let least = (0..loads.len())
+            .min_by(|a, b| loads[*a].total_cmp(&loads[*b]).then(a.cmp(b)))
+            .unwrap_or(0);
+        loads[least] += weight;
+        shards.insert(test.clone(), least as u32 + 1);
+    }
+    shards
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_by_duration_balances_the_shards_and_starts_from_earlier_suites() {
+        // One long test and many short ones: the long one alone on a shard, the rest balanced.
+        let mut tests: Vec<(String, f64)> = vec![("long".into(), 6.0)];
+        tests.extend((0..12).map(|i| (format!("t{i:02}"), 1.0)));
+        let mut loads = vec![0.0; 3];
+        let shards = split(&tests, &mut loads);
+        assert_eq!(shards["long"], 1);
+        assert_eq!(loads, [6.0, 6.0, 6.0]);
+        assert_eq!(shards.len(), 13);
+        // Deterministic: the same input, the same split.
+        assert_eq!(shards, split(&tests, &mut [0.0; 3]));
+        // A suite after one that loaded shard 1 puts its tests elsewhere first.
+        let mut loads = vec![5.0, 0.0, 0.0];
+        let shards = split(&[("a".into(), 2.0), ("b".into(), 2.0)], &mut loads);
+        assert_eq!((shards["a"], shards["b"]), (2, 3));
+    }
+
+    #[test]
+    fn the_plan_splits_every_suites_recorded_tests_together() {
+        // Suite order would put the long tests of the last suite on top of a balanced start; the
+        // plan takes them first.
+        let durations = Durations {
+            suites: BTreeMap::from([
+                (
+                    "first".to_owned(),
+                    (0..6).map(|i| (format!("f{i}"), 2.0)).collect(),
+                ),
+                (
+                    "last".to_owned(),
+                    BTreeMap::from([("big".to_owned(), 6.0), ("mid".to_owned(), 5.0)]),
+                ),
+            ]),
+            order: vec!["first".into(), "last".into()],
+            ..Durations::default()
+        };
+        let plan = durations.plan(3);
+        let mut loads = plan.loads.clone();
+        loads.sort_by(f64::total_cmp);
+        assert_eq!(loads, [7.0, 8.0, 8.0]);
+        assert_ne!(plan.shards["last"]["big"], plan.shards["last"]["mid"]);
+        // A new test goes where the plan left the least, at its suite's mean.
+        let tests = vec!["big".to_owned(), "mid".to_owned(), "new".to_owned()];
+        let assigned = durations.assign("last", &tests, 3);
+        assert_eq!(assigned.len(), 3);
+        assert_eq!(assigned["big"], plan.shards["last"]["big"]);
+        let least = plan
+            .loads
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0 as u32
+            + 1;
+        assert_eq!(assigned["new"], least);
+        assert_eq!(durations.mean("last"), 5.5);
+        assert_eq!(durations.mean("none"), 1.0);
+    }
+
+    #[test]
+    fn durations_read_from_a_report_and_from_their_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("junit.xml");
+        std::fs::write(
+            &report,
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="mission-critical" tests="3" failures="0" errors="0">
+  <testsuite name="harness" tests="1" failures="0" errors="0"><testcase classname="harness" name="stack up" time="9.0"/></testsuite>
+  <testsuite name="e2e" tests="2" failures="0" errors="0">
+    <testcase classname="tests.e2e.test_a" name="test_one" time="1.5"/>
+    <testcase classname="tests.e2e.test_a" name="test_two" time="0.25"/>
+  </testsuite>
+</testsuites>"#,
+        )
+        .unwrap();
+        let mut durations = Durations::read(&report).unwrap();
+        assert!(!durations.suites.contains_key("harness"));
+        assert_eq!(
+            durations.suites["e2e"][&case_key("tests.e2e.test_a", "test_one")],
+            1.5
+        );
+        // Written and read back in the harness's own form.
+        let own = default_path(dir.path());
+        durations.write(&own).unwrap();
+        durations.order = vec!["e2e".into()];
+        assert_eq!(Durations::read(&own).unwrap().suites, durations.suites);
+        assert_eq!(durations.plan(2).loads, [1.5, 0.25]);
+    }
 
     #[test]
     fn shards_are_stable_and_in_range() {

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use super::plan::{case_key, Chunk, Collection, Part, Plan};
+use super::plan::{Chunk, Collection, Part, Plan};
 use super::{
-    file_stem, pytest_case_name, results_dir, run_suite_with, scrub, PythonEnv, SuiteEnv, SuiteRun,
-    TestEvent, TestSink,
+    case_key, file_stem, pytest_case_name, results_dir, run_suite_with, scrub, PythonEnv, SuiteEnv,
+    SuiteRun, TestEvent, TestSink,
 };
 use crate::config::{Config, Runner, SuiteCfg};
 use crate::junit::{self, Case, SuiteResult, OUTPUT_LIMIT};
@@ -264,6 +264,33 @@ async fn run_chunk(
         Part::Whole => None,
         Part::Tests(ids) => Some(ids.clone()),
     };
+    if let Some(reason) = running.env.stop.as_ref().and_then(super::Stop::reason) {
+        // The suites were stopped (the engine lost) before this chunk's turn: listed, not run.
+        return match &only {
+            None => {
+                super::collect_skipped_shard(
+                    running.config,
+                    suite,
+                    running.env,
+                    running.py,
+                    &reason,
+                    running.base.shard,
+                )
+                .await
+            }
+            Some(ids) => {
+                let mut result = SuiteResult::new(&suite.name);
+                result.started = Some(SystemTime::now());
+                for id in ids {
+                    let (classname, name) = pytest_case_name(id);
+                    result
+                        .cases
+                        .push(Case::skipped(classname, name, reason.clone()));
+                }
+                result
+            }
+        };
+    }
     if left.is_zero() {
         let mut result = SuiteResult::new(&suite.name);
         result.started = Some(SystemTime::now());

@@ -1,6 +1,6 @@
-//! One user's steps against the server: its token, the connection (TCP and handshake within
-//! `connect_timeout`), one message and its expected events, and the close handshake. Each step
-//! fails with a specific [`WsFailure`].
+//! One user's steps against the server: its token, the connection (TCP, TLS for `wss://` with
+//! the plan's trust, and the WebSocket handshake, all within `connect_timeout`), one message and
+//! its expected events, and the close handshake. Each step fails with a specific [`WsFailure`].
 //!
 //! Not here: running many users at once ([super::run_observed]), judging the whole check
 //! ([super::summary]).
@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite;
@@ -20,7 +21,11 @@ use tokio_tungstenite::WebSocketStream;
 use super::summary::{ms, WsFailure};
 use super::{scrub, EventSeen, UserOutcome, WsPlan, RUN_FIELD};
 
-pub(super) type Socket = WebSocketStream<TcpStream>;
+pub(super) type Socket = WebSocketStream<Box<dyn Transport>>;
+
+/// What a WebSocket runs over: a TCP stream (`ws://`) or a TLS session on one (`wss://`).
+pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
 pub(super) async fn obtain_token(
     plan: &WsPlan,
@@ -37,7 +42,7 @@ pub(super) async fn obtain_token(
         url: scrub(url, &[]),
         detail,
     };
-    let response = crate::http::post_json(url, &body, plan.connect_timeout)
+    let response = crate::http::post_json(url, &body, plan.connect_timeout, &plan.tls)
         .await
         .map_err(|e| fail(error_chain(&e)))?;
     if !response.is_success() {
@@ -75,11 +80,7 @@ pub(super) async fn connect(plan: &WsPlan, token: Option<&str>) -> Result<Socket
         url: shown.clone(),
         detail,
     };
-    if plan.url.starts_with("wss://") {
-        return Err(fail(
-            "wss:// needs TLS, which this build of the harness does not include".to_owned(),
-        ));
-    }
+    let secure = plan.url.starts_with("wss://");
     let mut request = plan
         .url
         .as_str()
@@ -92,7 +93,10 @@ pub(super) async fn connect(plan: &WsPlan, token: Option<&str>) -> Result<Socket
         request.headers_mut().insert("authorization", value);
     }
     let host = request.uri().host().unwrap_or("").to_owned();
-    let port = request.uri().port_u16().unwrap_or(80);
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
     let started = Instant::now();
     let attempt = async {
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -104,6 +108,21 @@ pub(super) async fn connect(plan: &WsPlan, token: Option<&str>) -> Result<Socket
             }
         })?;
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Transport> = if secure {
+            let session = plan.tls.connect(stream, host).await.map_err(|failure| {
+                if failure.is_certificate() {
+                    WsFailure::Certificate {
+                        url: shown.clone(),
+                        problem: failure.to_string(),
+                    }
+                } else {
+                    fail(failure.to_string())
+                }
+            })?;
+            Box::new(session)
+        } else {
+            Box::new(stream)
+        };
         match tokio_tungstenite::client_async(request, stream).await {
             Ok((socket, _response)) => Ok(socket),
             Err(tungstenite::Error::Http(response)) => {

@@ -4,7 +4,8 @@
 //! steps of one user are in [connect], the figures and failures in [summary], secret scrubbing
 //! in [scrub], the `ws-check` command (the only place that prints) in [command].
 //!
-//! Not here: the `monitor` command ([crate::monitor]), the HTTP client ([crate::http]).
+//! Not here: the `monitor` command ([crate::monitor]), the HTTP client ([crate::http]), what TLS
+//! trusts ([crate::tls]).
 //!
 //! CONTRACT (the gate and `monitor` call these; the signatures are relied upon):
 //!
@@ -86,6 +87,9 @@ pub struct WsPlan {
     pub connect_timeout: Duration,
     pub users: usize,
     pub messages: usize,
+    /// What `wss://` and an `https://` token URL trust (the platform's roots and
+    /// `targets.staging.ca_file`).
+    pub tls: crate::tls::Tls,
 }
 
 impl fmt::Debug for WsPlan {
@@ -101,6 +105,7 @@ impl fmt::Debug for WsPlan {
             .field("connect_timeout", &self.connect_timeout)
             .field("users", &self.users)
             .field("messages", &self.messages)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +190,7 @@ pub fn plan_from_config(
         connect_timeout: cfg.connect_timeout_s.duration(),
         users: overrides.users,
         messages: overrides.messages,
+        tls: crate::tls::Tls::of(config),
     })
 }
 

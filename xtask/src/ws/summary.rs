@@ -90,8 +90,10 @@ pub enum WsFailure {
     Refused { url: String },
     /// The TCP connect or the handshake did not finish in time.
     ConnectTimeout { url: String, after_ms: f64 },
-    /// Another connect error (name resolution, reset, wss without TLS).
+    /// Another connect error (name resolution, reset, a failed TLS handshake).
     Connect { url: String, detail: String },
+    /// The server's TLS certificate failed verification (untrusted, another host's, expired).
+    Certificate { url: String, problem: String },
     /// The server answered the upgrade with a status other than 101.
     Handshake {
         url: String,
@@ -151,6 +153,9 @@ impl fmt::Display for WsFailure {
                 after_ms / 1000.0
             ),
             WsFailure::Connect { url, detail } => write!(f, "cannot connect to {url}: {detail}"),
+            WsFailure::Certificate { url, problem } => {
+                write!(f, "cannot connect to {url}: {problem}")
+            }
             WsFailure::Handshake {
                 url,
                 status,
@@ -230,6 +235,7 @@ impl WsFailure {
                 | WsFailure::Refused { .. }
                 | WsFailure::ConnectTimeout { .. }
                 | WsFailure::Connect { .. }
+                | WsFailure::Certificate { .. }
                 | WsFailure::Handshake { .. }
         )
     }

@@ -130,11 +130,46 @@ const CASES: &[(&str, &str, &str, usize, &str)] = &[
         "preflight.on_shortfall",
     ),
     (
+        "staging ca_file missing",
+        "[targets.local]",
+        "[targets.staging]\nendpoints = { web = \"https://staging.example\" }\nca_file = \"missing.pem\"\n\n[targets.local]",
+        31,
+        "targets.staging.ca_file",
+    ),
+    (
+        "staging ca_file without certificates",
+        "[targets.local]",
+        "[targets.staging]\nendpoints = { web = \"https://staging.example\" }\nca_file = \"compose.yaml\"\n\n[targets.local]",
+        31,
+        "targets.staging.ca_file",
+    ),
+    (
         "zero budget",
         "services = [\"web\", \"db\"]",
         "services = [\"web\", \"db\"]\nservice_budget_s = 0",
         15,
         "stack.service_budget_s",
+    ),
+    (
+        "negative interrupt stop timeout",
+        "services = [\"web\", \"db\"]",
+        "services = [\"web\", \"db\"]\ninterrupt_stop_timeout_s = -1",
+        15,
+        "stack.interrupt_stop_timeout_s",
+    ),
+    (
+        "engine_host outside [endpoints]",
+        "url = \"{web}/ws\"",
+        "url = \"ws://{engine_host}:80/ws\"",
+        20,
+        "ws_check.url",
+    ),
+    (
+        "an endpoint named engine_host",
+        "web = \"http://127.0.0.1:{port:web:80}\"",
+        "web = \"http://127.0.0.1:{port:web:80}\"\nengine_host = \"http://x\"",
+        18,
+        "endpoints.engine_host",
     ),
 ];
 
@@ -151,7 +186,43 @@ fn the_good_file_loads() {
     let config = xtask::config::load(Some(&dir.path().join("harness.toml"))).unwrap();
     assert_eq!(config.project.name.0, "demo");
     assert_eq!(config.engine.start_timeout_s.0, 30);
-    assert_eq!(config.stack.unwrap().services, vec!["web", "db"]);
+    let stack = config.stack.unwrap();
+    assert_eq!(stack.services, vec!["web", "db"]);
+    // After a signal, containers get 2 s by default (0 is allowed: kill at once).
+    assert_eq!(stack.interrupt_stop_timeout_s.0, 2);
+}
+
+#[test]
+fn a_staging_ca_file_is_resolved_against_the_file() {
+    let dir = project_with(&GOOD.replacen(
+        "[targets.local]",
+        "[targets.staging]\nendpoints = { web = \"https://staging.example\" }\nca_file = \"certs/ca.pem\"\n\n[targets.local]",
+        1,
+    ));
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    std::fs::write(
+        dir.path().join("certs/ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let config = xtask::config::load(Some(&dir.path().join("harness.toml"))).unwrap();
+    let ca_file = config.targets.staging.unwrap().ca_file.unwrap();
+    assert!(ca_file.is_absolute(), "{}", ca_file.display());
+    assert!(ca_file.ends_with("certs/ca.pem"), "{}", ca_file.display());
+}
+
+#[test]
+fn engine_host_is_a_placeholder_of_endpoints() {
+    let dir = project_with(&GOOD.replacen(
+        "web = \"http://127.0.0.1:{port:web:80}\"",
+        "web = \"http://{engine_host}:{port:web:80}\"",
+        1,
+    ));
+    let config = xtask::config::load(Some(&dir.path().join("harness.toml"))).unwrap();
+    assert_eq!(
+        config.endpoints["web"],
+        "http://{engine_host}:{port:web:80}"
+    );
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! Engine restoration and base images against real engines: a PRIVATE dockerd (own socket, pid
-//! file, data and exec roots, no bridge) for the stop/start/kill -9 cycle, the machine's shared
+//! file, data and exec roots, its own network namespace; [crate::daemons]) for the
+//! stop/start/kill -9 cycle, the machine's shared
 //! daemon only for read-only checks and for images this test creates and removes, and the
 //! machine's daemon itself only when `XTASK_OWNS_ENGINE=1` (`owned_engine_` tests, run by `ci`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use xtask::config::Config;
 use xtask::engine::{self, DiscoveryEnv, EnsureOptions, Platform, SmokeRun};
 use xtask::error::{exit_kind_of, ExitKind};
@@ -16,6 +16,7 @@ use xtask::progress::Progress;
 use xtask::report::Outcome;
 use xtask::state;
 
+use crate::daemons::{copy_image, Dockerd, DockerdOptions};
 use crate::require;
 
 /// A progress handle that keeps what it is told, for asserting what a step said.
@@ -44,122 +45,6 @@ fn env_for(socket: &Path) -> DiscoveryEnv {
     }
 }
 
-/// A private dockerd's directory; dropping it stops whatever dockerd runs from it, unmounts and removes it.
-struct PrivateDaemon {
-    dir: PathBuf,
-    socket: PathBuf,
-    pid_file: PathBuf,
-    config: Config,
-}
-
-impl PrivateDaemon {
-    fn new() -> PrivateDaemon {
-        // Short: unix socket paths (containerd's too) are limited to 108 bytes.
-        let dir = PathBuf::from(format!("/tmp/xt-{}", state::new_run_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("docker.sock");
-        let pid_file = dir.join("docker.pid");
-        // In a network namespace of its own: a second dockerd in the host's namespace would fight
-        // the machine's daemon over docker0 (and with `--bridge none` it deletes docker0).
-        let wrapper = dir.join("dockerd-netns");
-        std::fs::write(&wrapper, "#!/bin/sh\nexec unshare --net dockerd \"$@\"\n").unwrap();
-        std::fs::set_permissions(
-            &wrapper,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let engine = format!(
-            "start_if_stopped = true\nstart_timeout_s = 120\nrespond_within_s = 30\n\
-             smoke_image = \"hello-world\"\nsmoke_fallback_image = \"debian:bookworm-slim\"\n\
-             smoke_timeout_s = 60\npid_file = \"{pid}\"\n\
-             dockerd_args = [\"--data-root\", \"{d}/data\", \"--exec-root\", \"{d}/exec\", \
-             \"--iptables=false\", \"--ip-masq=false\"]\ndockerd = \"{wrapper}\"\n",
-            wrapper = wrapper.display(),
-            pid = pid_file.display(),
-            d = dir.display()
-        );
-        let config = config_in(&dir, &engine, "");
-        PrivateDaemon {
-            dir,
-            socket,
-            pid_file,
-            config,
-        }
-    }
-
-    fn env(&self) -> DiscoveryEnv {
-        env_for(&self.socket)
-    }
-
-    /// Pids of processes whose command line names our directory (dockerd, containerd, shims).
-    fn our_processes(&self) -> Vec<u32> {
-        let needle = self.dir.to_string_lossy().into_owned();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for PrivateDaemon {
-    fn drop(&mut self) {
-        let pids = self.our_processes();
-        for pid in &pids {
-            // SAFETY: these processes run from our unique private directory: ours.
-            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
-        }
-        let began = Instant::now();
-        while pids.iter().any(|p| !engine::process_gone(*p))
-            && began.elapsed() < Duration::from_secs(30)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for pid in pids.iter().filter(|p| !engine::process_gone(**p)) {
-            // SAFETY: as above; it ignored SIGTERM for 30 s.
-            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in ours {
-            let path = std::ffi::CString::new(mount).unwrap();
-            // SAFETY: unmounts what the private dockerd mounted under our directory.
-            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("could not remove {}: {e}", self.dir.display());
-        }
-    }
-}
-
-/// Copies an image from the machine's daemon into another (`docker save | docker load`).
-async fn copy_image(from: &bollard::Docker, to: &bollard::Docker, name: &str) {
-    let mut tar = Vec::new();
-    let mut export = from.export_image(name);
-    while let Some(chunk) = export.next().await {
-        tar.extend_from_slice(&chunk.unwrap());
-    }
-    let mut load = to.import_image(
-        bollard::query_parameters::ImportImageOptions::default(),
-        bollard::body_full(tar.into()),
-        None,
-    );
-    while let Some(item) = load.next().await {
-        item.unwrap();
-    }
-}
-
 fn outcome_of(checks: &[xtask::report::Check], name: &str) -> Option<Outcome> {
     checks.iter().find(|c| c.name == name).map(|c| c.outcome)
 }
@@ -172,7 +57,7 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
     let Some(machine) = require::engine_async().await else {
         return;
     };
-    let daemon = PrivateDaemon::new();
+    let daemon = Dockerd::prepare(DockerdOptions::default());
     let options = EnsureOptions::default();
     let quiet = Progress::silent();
 

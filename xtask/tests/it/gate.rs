@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub(crate) fn fixture() -> PathBuf {
+pub fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate")
 }
 
@@ -77,7 +77,7 @@ fn leftovers(run_id: &str) -> Vec<String> {
     found
 }
 
-pub(crate) fn run_id_of(report: &str) -> String {
+pub fn run_id_of(report: &str) -> String {
     let start = report
         .find("name=\"run_id\" value=\"")
         .expect("run id property")

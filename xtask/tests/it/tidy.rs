@@ -87,6 +87,9 @@ fn the_tree_keeps_its_shape() {
         ["process", "_group("].concat(),
         ["set", "sid("].concat(),
         ["set", "pgid("].concat(),
+        // Windows: Job objects and console process groups.
+        ["Assign", "ProcessToJobObject"].concat(),
+        ["CREATE_NEW", "_PROCESS_GROUP"].concat(),
     ];
     let state_file = ["join(\"state", ".json\")"].concat();
     for file in &files {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use xtask::process::{Cmd, Process};
 use xtask::ws::{self, Overrides, WsPlan};
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask has a parent")
@@ -78,7 +78,7 @@ fn python_with_aiohttp() -> Result<&'static Path, &'static str> {
 
 /// [`python_with_aiohttp`], or a skip through [`crate::require`] saying why there is none.
 #[track_caller]
-fn python() -> Option<&'static Path> {
+pub(crate) fn python() -> Option<&'static Path> {
     crate::require::python()?;
     crate::require::or_skip(
         python_with_aiohttp().map_err(|why| format!("no Python with aiohttp and PyJWT: {why}")),
@@ -117,7 +117,7 @@ fn start(python: &Path, name: &str, script: &Path, port: u16, ready: &str) -> Se
         .env("PORT", port.to_string())
         .env("HOST", "127.0.0.1")
         .env("STORE", "memory")
-        .env("JWT_SECRET", "ws-test-secret")
+        .env("JWT_SECRET", JWT_SECRET)
         .env("LOG_LEVEL", "WARNING")
         // Its errors go to the test's stderr as they come, not through a pipe this test reads:
         // the test blocks (its readiness loop, the xtask binary) while the servers run.
@@ -137,16 +137,19 @@ fn start(python: &Path, name: &str, script: &Path, port: u16, ready: &str) -> Se
     Server { _process: process }
 }
 
-/// The reference auth and backend, in memory mode.
-struct Reference {
+/// The reference auth and backend, in memory mode (their JWT secret is [`JWT_SECRET`]).
+pub(crate) struct Reference {
     _auth: Server,
     _backend: Server,
-    backend_port: u16,
-    auth_port: u16,
+    pub(crate) backend_port: u16,
+    pub(crate) auth_port: u16,
 }
 
+/// The secret the reference servers of these tests sign tokens with.
+pub(crate) const JWT_SECRET: &str = "ws-test-secret";
+
 impl Reference {
-    fn start(python: &Path) -> Reference {
+    pub(crate) fn start(python: &Path) -> Reference {
         let root = repo_root();
         let (auth_port, backend_port) = (free_port(), free_port());
         let auth = start(

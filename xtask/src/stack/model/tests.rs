@@ -227,6 +227,7 @@ async fn a_cached_model_is_served_without_running_compose() {
     let mut cache = Cache::load(work.path());
     let cached = Model {
         services: BTreeMap::from([("web".to_owned(), Service::default())]),
+        digest: "0123456789abcdef".into(),
         ..Model::default()
     };
     cache.models.insert(project.model_key(), cached.clone());
@@ -239,4 +240,46 @@ async fn a_cached_model_is_served_without_running_compose() {
             .contains_key(&project.model_key()),
         "a changed file is read again"
     );
+}
+
+#[test]
+fn the_digest_covers_every_resolved_key_and_not_the_notation() {
+    let yaml = "services:\n  web:\n    image: x\n    environment:\n      A: '1'\n";
+    let json = r#"{"services": {"web": {"environment": {"A": "1"}, "image": "x"}}}"#;
+    let model = parse_output(yaml).unwrap();
+    assert_eq!(model.digest.len(), 16);
+    assert_eq!(model.digest, parse_output(json).unwrap().digest);
+    // Compose v2 prints the project's name: not a difference between two runs of one stack.
+    let run = |name: &str| {
+        format!(
+            r#"{{"name": "{name}", "networks": {{"default": {{"name": "{name}_default"}}}}, "services": {{}}}}"#
+        )
+    };
+    assert_eq!(
+        digest_of(&run("chat-1a2b"), "chat-1a2b").unwrap(),
+        digest_of(&run("chat-9z8y"), "chat-9z8y").unwrap()
+    );
+    assert_ne!(
+        digest_of(&run("chat-1a2b"), "chat-1a2b").unwrap(),
+        digest_of(
+            &run("chat-1a2b").replace("services", "volumes"),
+            "chat-1a2b"
+        )
+        .unwrap()
+    );
+    // A key the model does not read (environment) still changes the digest.
+    let changed = parse_output(&yaml.replace("'1'", "'2'")).unwrap();
+    assert_eq!(changed.services, model.services);
+    assert_ne!(changed.digest, model.digest);
+}
+
+#[test]
+fn a_services_networks_read_from_either_form() {
+    let model = parse_output(
+        "services:\n  a:\n    networks: [front, back]\n  b:\n    networks:\n      front: {aliases: [x]}\n  c:\n    image: x\n",
+    )
+    .unwrap();
+    assert_eq!(model.services["a"].networks, ["front", "back"]);
+    assert_eq!(model.services["b"].networks, ["front"]);
+    assert!(model.services["c"].networks.is_empty());
 }
