@@ -22,7 +22,7 @@ pub const DEFAULT_JOBS: u32 = 4;
 
 /// What one more runner process costs a worker, in the plan's seconds (pytest's start and its
 /// collection): a small suite is not spread over every worker for nothing.
-const PROCESS_START_S: f64 = 1.0;
+const PROCESS_START_S: f64 = 2.0;
 
 /// The weight of a test without a recorded duration whose suite has none recorded either.
 const UNKNOWN_S: f64 = 1.0;

@@ -159,13 +159,15 @@ impl Running<'_> {
                     // The worker then waits until its deadline, which reports it.
                     crate::ui::say(format!("cannot write {}: {e}", go.display()));
                 }
+                (Instant::now(), SystemTime::now())
             };
-            let (result, ()) = futures_util::future::join(
+            let (mut result, turn) = futures_util::future::join(
                 run_chunk(self, suite, chunk, threads, live, Some(go.clone())),
                 its_turn,
             )
             .await;
             let _ = std::fs::remove_file(&go);
+            from_its_turn(&mut result, turn);
             result
         };
         self.ended(index, suite, collection, chunk, result);
@@ -245,6 +247,19 @@ impl Running<'_> {
             self.spawn[*head].notify_one();
             self.turn[*head].notify_one();
         }
+    }
+}
+
+/// A chunk's time counts from its turn: the time its runner spent started ahead, waiting, is not
+/// its suite's (the summary's suite times, the wall a later plan weighs a whole suite by).
+fn from_its_turn(result: &mut SuiteResult, (turn, turn_at): (Instant, SystemTime)) {
+    let Some(started) = result.started else {
+        return;
+    };
+    // Called the moment the chunk ended; a turn before its runner started changes nothing.
+    if turn_at > started {
+        result.started = Some(turn_at);
+        result.duration = turn.elapsed().min(result.duration);
     }
 }
 
