@@ -20,8 +20,9 @@ use crate::junit::Case;
 /// two cores (README, "Measured on this machine"): its tests wait on the stack, not on the CPU.
 pub const DEFAULT_JOBS: u32 = 4;
 
-/// What one more runner process costs a worker, in the plan's seconds (pytest's start and its
-/// collection): a small suite is not spread over every worker for nothing.
+/// What one more runner process costs a worker, in the plan's seconds: pytest's start and its
+/// collection of a reference suite take ~1.1s of CPU, about twice that of wall time on two
+/// busy cores. A small suite is not spread over every worker for nothing.
 const PROCESS_START_S: f64 = 2.0;
 
 /// The weight of a test without a recorded duration whose suite has none recorded either.
@@ -436,8 +437,8 @@ mod tests {
             2,
         );
         // x (2.5) on w1, a (2.0) on w2. Without the cost of a process y would go to w2 (ending at
-        // 2.5 against 3.0), which would then start a second pytest; with it, w1 ends at 4.0
-        // against w2's 4.5.
+        // 2.5 against 3.0), which would then start a second pytest; with it (2s), w1 ends at 5.0
+        // against w2's 6.5.
         assert_eq!(plan.lanes.len(), 2);
         assert_eq!(ids(&plan.lanes[0][0]), ["x", "y"], "{plan:#?}");
         assert_eq!(plan.lanes[1].len(), 1, "{plan:#?}");
