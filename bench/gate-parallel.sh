@@ -8,14 +8,16 @@
 #
 #   bench/gate-parallel.sh [PAIRS] [HARNESS_TOML]         (defaults: 3, harness.toml)
 #   bench/gate-parallel.sh repeat N [HARNESS_TOML]        N default gates in a row, each checked
+#   bench/gate-parallel.sh sweep ROUNDS [HARNESS_TOML]    --jobs 1..4, ROUNDS rounds, the order
+#                                                         rotating each round; medians per jobs
 #
 # Run the gate once before (images built, Python environment present). Needs python3 (3.11+).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 mode=pairs
-if [ "${1:-}" = repeat ]; then
-    mode=repeat
+if [ "${1:-}" = repeat ] || [ "${1:-}" = sweep ]; then
+    mode=$1
     shift
 fi
 count=${1:-3}
@@ -111,6 +113,24 @@ if [ "$mode" = repeat ]; then
         check_trace "$(trace_of "repeat$i")"
     done
     echo "$count default gates in a row passed; load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
+if [ "$mode" = sweep ]; then
+    sweep=(1 2 3 4)
+    for round in $(seq "$count"); do
+        # Each round starts one further along, so that no jobs value always runs first.
+        for k in "${!sweep[@]}"; do
+            jobs=${sweep[$(((k + round - 1) % ${#sweep[@]}))]}
+            seconds=$(gate "sweep$round-$jobs" --jobs "$jobs")
+            echo "$seconds" >>"$work/jobs$jobs.times"
+            printf "  round %d --jobs %d %6.1fs (load %s)\n" "$round" "$jobs" "$seconds" \
+                "$(cut -d' ' -f1 /proc/loadavg)"
+        done
+    done
+    for jobs in "${sweep[@]}"; do
+        printf "  --jobs %d: median %.1fs over %d runs\n" "$jobs" "$(median <"$work/jobs$jobs.times")" "$count"
+    done
+    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
     exit 0
 fi
 
