@@ -73,12 +73,15 @@ EOF
 passed_tests() {  # JUNIT
     python3 - "$1" <<'EOF'
 import sys, xml.etree.ElementTree as ET
+passed = []
 for suite in ET.parse(sys.argv[1]).getroot().iter("testsuite"):
     if suite.get("name") == "harness":
         continue
     for case in suite.iter("testcase"):
         if not any(case.find(kind) is not None for kind in ("failure", "error", "skipped")):
-            print(f"{suite.get('name')}::{case.get('classname')}::{case.get('name')}")
+            passed.append(f"{suite.get('name')}::{case.get('classname')}::{case.get('name')}")
+# The suites end in another order with workers (load first): compared as sets.
+print("\n".join(sorted(passed)))
 EOF
 }
 
