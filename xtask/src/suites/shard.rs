@@ -310,6 +310,40 @@ mod tests {
     }
 
     #[test]
+    fn kept_durations_leave_skipped_tests_unknown_keep_walls_and_read_the_old_form() {
+        use crate::junit::{Case, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let path = default_path(dir.path());
+        let mut durations = Durations::default();
+        let ran =
+            Case::new("c", "ran", Status::Passed).with_time(std::time::Duration::from_secs(2));
+        let skipped = Case::skipped("c", "skipped", "not run: worker w2 ended before it");
+        durations.keep(
+            "e2e",
+            std::time::Duration::from_secs(5),
+            &[ran, skipped.clone()],
+        );
+        assert_eq!(
+            durations.suites["e2e"],
+            BTreeMap::from([(case_key("c", "ran"), 2.0)])
+        );
+        // A run of the suite where nothing ran leaves what was known.
+        durations.keep("e2e", std::time::Duration::from_secs(1), &[skipped]);
+        assert_eq!(durations.walls["e2e"], 5.0);
+        durations.write(&path).unwrap();
+        let read = Durations::read(&path).unwrap();
+        assert_eq!(
+            (read.suites, read.walls),
+            (durations.suites, durations.walls)
+        );
+        // The form before wall times: suite -> test -> seconds.
+        std::fs::write(&path, r#"{"load": {"b::t": 1.5}}"#).unwrap();
+        let old = Durations::read(&path).unwrap();
+        assert_eq!(old.suites["load"]["b::t"], 1.5);
+        assert!(old.walls.is_empty());
+    }
+
+    #[test]
     fn shards_are_stable_and_in_range() {
         // The same FNV-1a as the pytest plugin: fnv1a("a") = 0xaf63dc4c8601ec8c.
         assert_eq!(
