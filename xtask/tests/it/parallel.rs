@@ -1,8 +1,8 @@
 //! One plan over several workers (`--jobs N`), against the fixture pytest project
 //! (`fixtures/suites/pytest_project`: `parallel`, `crashing`, `parallel_hanging`): tests that
 //! prove to each other that they ran at the same time, a destructive one that proves it ran
-//! alone, a worker that dies, and every worker's process group stopped at the deadline and when
-//! the plan is dropped.
+//! alone, a worker that dies, and every worker's process group stopped at the deadline, when the
+//! plan is dropped and when the suites are stopped (the engine lost).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -406,6 +406,80 @@ async fn the_deadline_stops_every_worker_and_reports_their_tests() {
     for group in both_hanging(hang.path()).await {
         assert_group_gone(group).await;
     }
+}
+
+#[tokio::test]
+async fn a_stop_during_the_lone_tests_lists_every_workers_tests_with_its_reason() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let track = tempfile::tempdir().unwrap();
+    let mut suite = project.suite("parallel");
+    suite
+        .env
+        .insert("TRACK_DIR".into(), track.path().display().to_string());
+    let mut environment = env(TargetKind::Docker);
+    let (stop, stopped) = tokio::sync::watch::channel(None::<String>);
+    environment.stop = Some(suites::Stop::new(stopped));
+    let base = SuiteRun::default();
+    let collection =
+        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
+            .await
+            .unwrap();
+    let planned = [(&suite, Some(&collection))];
+    let plan = suites::plan(&planned, &Durations::default(), 2);
+    assert_eq!(plan.alone[0].worker, "serial", "{plan:#?}");
+    // The engine is lost (as the gate's watch says it) while the destructive test runs alone: the
+    // workers started ahead are waiting for their turn.
+    let stop = Arc::new(stop);
+    let hooks = Hooks {
+        live: Some(Arc::new(move |_suite: &str| -> suites::TestSink {
+            let stop = stop.clone();
+            Arc::new(move |event| {
+                if matches!(&event, TestEvent::Started { name, .. } if name == "test_alone") {
+                    let _ = stop.send(Some("engine lost at 12:00:00".into()));
+                }
+            })
+        })),
+        done: Arc::new(|_: &xtask::junit::SuiteResult| {}),
+    };
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    let result = &results[0];
+    // No test of the workers ran, and none is lost: each is listed with the stop's reason, and a
+    // worker stopped before its turn is no error of its own.
+    assert_eq!(result.cases.len(), 4, "{result:#?}");
+    for name in [
+        "test_together_a",
+        "test_together_b",
+        "test_left_out_by_arguments",
+    ] {
+        assert_eq!(
+            case(result, name).status,
+            Status::Skipped {
+                reason: "engine lost at 12:00:00".into()
+            },
+            "{result:#?}"
+        );
+    }
+    assert!(
+        !std::fs::read_dir(track.path().join("begun"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name() != "test_alone"),
+        "a worker ran a test after the stop"
+    );
+    let error = result.error.as_deref().unwrap_or_default();
+    assert!(!error.contains("did not collect"), "{error}");
 }
 
 /// The complete events of the tests in a trace: (name, thread, start, end) in microseconds.
