@@ -1,7 +1,10 @@
 """Mission critical (docker target): every service container is healthy, the
 backend survives a redis and a postgres restart, and nothing restarts on its own."""
 
+import json
+import os
 import socket
+import tempfile
 
 import pytest
 
@@ -16,11 +19,30 @@ RECOVERY_DEADLINE_S = 60
 
 @pytest.fixture(scope="module")
 def baseline(compose):
-    """Start times and restart counts before this module acts on anything."""
-    return {
-        svc: (info["State"]["StartedAt"], info["RestartCount"])
+    """Start times and restart counts before any test of this run acted on anything: the first
+    look of the run, whichever test (and whichever pytest process: the harness may spread the
+    tests over several) took it. Every test that restarts a service asks for it before it acts,
+    so the order the tests run in does not matter."""
+    now = {
+        svc: [info["State"]["StartedAt"], info["RestartCount"]]
         for svc, info in compose.services().items()
     }
+    run_id = os.environ.get("XTASK_RUN_ID", "").strip()
+    if not run_id:
+        return now  # one pytest process: the module's first look is the run's
+    path = os.path.join(tempfile.gettempdir(), f"chat-baseline-{compose.project}-{run_id}.json")
+    # Written whole under another name, then linked: a reader never sees half of it, and the
+    # link fails when another process of this run looked first.
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False) as out:
+        json.dump(now, out)
+    try:
+        os.link(out.name, path)
+    except FileExistsError:
+        with open(path, encoding="utf-8") as first:
+            return json.load(first)
+    finally:
+        os.unlink(out.name)
+    return now
 
 
 def _one_run(content="What is 20 + 22?", thread_id=None, token=None):

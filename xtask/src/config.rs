@@ -17,6 +17,9 @@ use crate::endpoints::Template;
 use crate::error::Failure;
 
 pub mod stack_keys;
+pub mod suite_keys;
+
+pub use suite_keys::{GateCfg, Runner, SuiteCfg};
 
 /// The file name looked for from the current directory upwards.
 pub const FILE_NAME: &str = "harness.toml";
@@ -40,6 +43,7 @@ pub struct Config {
     pub suites: Vec<SuiteCfg>,
     pub targets: TargetsCfg,
     pub fallback: FallbackCfg,
+    pub gate: GateCfg,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,28 +224,6 @@ impl Default for PythonCfg {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct SuiteCfg {
-    pub name: String,
-    pub runner: Runner,
-    pub args: Vec<String>,
-    /// Targets this suite can run on; empty: every target.
-    pub needs: Vec<TargetKind>,
-    pub timeout_s: Secs,
-    /// Exit 5 (no tests collected) is a pass.
-    pub allow_empty: bool,
-    /// May run at the same time as other parallel suites.
-    pub parallel: bool,
-    pub env: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runner {
-    Pytest,
-    Nextest,
-}
-
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
 )]
@@ -365,6 +347,12 @@ validated!(
     "a percentage within 0..100"
 );
 validated!(
+    /// A number of workers, 1..=64.
+    Jobs(u32), i64,
+    |v| u32::try_from(v).ok().filter(|j| (1..=64).contains(j)).ok_or_else(|| format!("must be a number of workers within 1..64, got {v}")),
+    "a number of workers within 1..64"
+);
+validated!(
     /// A quantity that cannot be negative.
     NonNegative(f64), f64,
     |v| if v >= 0.0 && v.is_finite() { Ok(v) } else { Err(format!("must not be negative, got {v}")) },
@@ -433,11 +421,13 @@ struct RawFile {
     #[serde(default)]
     python: PythonCfg,
     #[serde(default, rename = "suite")]
-    suites: Vec<RawSuite>,
+    suites: Vec<suite_keys::RawSuite>,
     #[serde(default)]
     targets: RawTargets,
     #[serde(default)]
     fallback: RawFallback,
+    #[serde(default)]
+    gate: GateCfg,
 }
 
 #[derive(Deserialize)]
@@ -519,29 +509,6 @@ fn default_ws_timeout() -> Secs {
 }
 fn default_connect_timeout() -> Secs {
     Secs(5)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSuite {
-    name: Spanned<String>,
-    runner: Runner,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    needs: Vec<TargetKind>,
-    #[serde(default = "default_suite_timeout")]
-    timeout_s: Secs,
-    #[serde(default)]
-    allow_empty: bool,
-    #[serde(default)]
-    parallel: bool,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-}
-
-fn default_suite_timeout() -> Secs {
-    Secs(900)
 }
 
 #[derive(Deserialize, Default)]
@@ -805,26 +772,7 @@ fn validate(
         }
     };
 
-    let mut suites: Vec<SuiteCfg> = Vec::new();
-    for suite in raw.suites {
-        if suites.iter().any(|s| &s.name == suite.name.get_ref()) {
-            return Err(at.at(
-                suite.name.span(),
-                "suite.name",
-                format!("suite `{}` is defined twice", suite.name.get_ref()),
-            ));
-        }
-        suites.push(SuiteCfg {
-            name: suite.name.into_inner(),
-            runner: suite.runner,
-            args: suite.args,
-            needs: suite.needs,
-            timeout_s: suite.timeout_s,
-            allow_empty: suite.allow_empty,
-            parallel: suite.parallel,
-            env: suite.env,
-        });
-    }
+    let suites = suite_keys::suites(at, raw.suites)?;
 
     let staging = match raw.targets.staging {
         None => None,
@@ -963,6 +911,7 @@ fn validate(
             local,
         },
         fallback: FallbackCfg { order },
+        gate: raw.gate,
     })
 }
 

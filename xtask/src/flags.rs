@@ -171,11 +171,14 @@ pub struct MissionCritical {
     /// Run only these suites (repeatable)
     #[arg(long = "suite", value_name = "NAME")]
     pub suites: Vec<String>,
+    /// Spread the tests of `parallel` suites over N workers on the one stack (1: one test at a time; default: [gate] jobs, else 4)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     /// Take a warm stack kept by an earlier --reuse run when its key matches; keep this run's stack warm when it passes
     #[arg(long)]
     pub reuse: bool,
-    /// Per-test durations for --shard (a JUnit report, e.g. a CI artifact; default: the last unsharded report)
-    #[arg(long, value_name = "FILE", requires = "shard")]
+    /// Per-test durations for --shard and the --jobs plan (a JUnit report, e.g. a CI artifact; default: the last unsharded run's)
+    #[arg(long, value_name = "FILE")]
     pub durations: Option<PathBuf>,
     /// Print the result as JSON on stdout
     #[arg(long)]

@@ -6,9 +6,9 @@
 //! an engine lost mid-run, Ctrl-C, SIGTERM, a panic.
 //!
 //! Reading order: the run's options and state (`run`), the events (`events`), the stages in
-//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `teardown`), the
-//! engine watched while they run (`watch`), how every path ends (`supervise`, `artefacts`:
-//! report.html and trace.json), then reporting
+//! pipeline order (`pipeline`, then `machine`, `target`, `stack`, `suites`, `parallel`,
+//! `teardown`), the engine watched while they run (`watch`), how every path ends (`supervise`,
+//! `artefacts`: report.html and trace.json), then reporting
 //! (`reporter`, `sinks`).
 //!
 //! Not here: how each stage does its work (engine, images, stack, ws, suites, target modules).
@@ -20,6 +20,7 @@ pub mod machine;
 pub mod target;
 pub mod stack;
 pub mod suites;
+pub mod parallel;
 pub mod teardown;
 pub mod watch;
 pub mod supervise;
@@ -115,6 +116,10 @@ impl MissionCritical {
                 }
             }),
             suite_args: self.args,
+            jobs: self
+                .jobs
+                .or(config.gate.jobs.map(|jobs| jobs.0))
+                .unwrap_or(crate::suites::DEFAULT_JOBS),
             json: self.json,
         };
         let (result, run) = pipeline::run(new_run(config, options).await).await;
@@ -153,6 +158,7 @@ impl DockerUp {
             reuse: false,
             durations: None,
             suite_args: Vec::new(),
+            jobs: 1,
             json: false,
         };
         let (result, run) = pipeline::run(new_run(config, options).await).await;
@@ -209,6 +215,7 @@ pub async fn engine_and_images(
         reuse: false,
         durations: None,
         suite_args: Vec::new(),
+        jobs: 1,
         json: false,
     };
     let (result, run) = pipeline::run(new_run(config, options).await).await;

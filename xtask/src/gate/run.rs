@@ -72,6 +72,8 @@ pub struct Options {
     pub durations: Option<PathBuf>,
     /// `-- ARGS`: passed to the selected suites' runner.
     pub suite_args: Vec<String>,
+    /// Workers the tests of `parallel` suites are spread over (1: one test at a time).
+    pub jobs: u32,
     /// Stdout is the `--json` object's: nothing else may be printed there.
     pub json: bool,
 }

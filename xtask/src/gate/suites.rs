@@ -1,8 +1,9 @@
 //! The checks on the chosen target: the WebSocket stage, then the suites stage (every selected
-//! `[[suite]]` in order, neighbouring `parallel = true` suites at once, each test reported as it
-//! starts and ends, a heartbeat naming the running test when nothing else was said for
-//! [`HEARTBEAT`]), and the Python environment they share, made in the background from the run's
-//! start. Suites that cannot run are still listed, their tests skipped with the reason.
+//! `[[suite]]` in order, one at a time; with `--jobs N` and `parallel` suites, one plan over N
+//! workers, [super::parallel]; each test reported as it starts and ends, a heartbeat naming the
+//! running test when nothing else was said for [`HEARTBEAT`]), and the Python environment they
+//! share, made in the background from the run's start. Suites that cannot run are still listed,
+//! their tests skipped with the reason.
 //!
 //! Not here: running a suite ([crate::suites]) or the WebSocket client ([crate::ws]).
 
@@ -129,16 +130,16 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// What runs now, for the heartbeat: when anything was last said, and the running tests.
 #[derive(Default)]
-struct Pulse {
-    last: Option<Instant>,
+pub(super) struct Pulse {
+    pub(super) last: Option<Instant>,
     /// (suite, worker) → (test, since).
     running: BTreeMap<(String, String), (String, Instant)>,
     /// Suites running, since.
-    suites: BTreeMap<String, Instant>,
+    pub(super) suites: BTreeMap<String, Instant>,
 }
 
 /// The suite's tests as the run's events, and in the pulse.
-fn live_sink(run: &Arc<Run>, suite: &str, pulse: &Arc<Mutex<Pulse>>) -> TestSink {
+pub(super) fn live_sink(run: &Arc<Run>, suite: &str, pulse: &Arc<Mutex<Pulse>>) -> TestSink {
     let reporter = run.reporter.clone();
     let suite = suite.to_owned();
     let pulse = pulse.clone();
@@ -224,7 +225,7 @@ impl Drop for AbortOnDrop {
 
 /// The repository the suites' files are named against: `GITHUB_WORKSPACE` on GitHub, else the
 /// nearest directory above the configuration holding `.git`, else the configuration's own.
-fn repo_root(config_root: &Path) -> PathBuf {
+pub(super) fn repo_root(config_root: &Path) -> PathBuf {
     if let Some(workspace) = std::env::var_os("GITHUB_WORKSPACE").filter(|w| !w.is_empty()) {
         let workspace = PathBuf::from(workspace);
         return std::fs::canonicalize(&workspace).unwrap_or(workspace);
@@ -235,52 +236,32 @@ fn repo_root(config_root: &Path) -> PathBuf {
         .map_or_else(|| root.clone(), Path::to_path_buf)
 }
 
-/// The suites stage: in order, consecutive `parallel = true` suites at the same time.
+/// The suites stage: in order, one at a time; with more than one job and a `parallel` suite,
+/// one plan over the workers.
 pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
     let clock = StageClock::start(run, Stage::Suites);
     let pulse = Arc::new(Mutex::new(Pulse::default()));
     let _heartbeat = heartbeat(run, &pulse);
     let python = python.get(run).await;
     let mut env = suite_env(run, Some(chosen));
-    env.durations = shard_durations(run);
+    env.durations = last_durations(run);
     let selected = run.selected_suites();
     // A Python environment that could not be made is a failed step of this stage.
     let mut failed =
         run.reporter.record().steps().any(|(stage, c)| {
             stage == Stage::Suites && c.outcome == crate::report::Outcome::Failed
         });
-    let mut index = 0;
-    while index < selected.len() {
-        if let Some(reason) = run.lost_reason() {
-            // The engine is gone: what has not started is listed, not run.
-            for suite in &selected[index..] {
-                let result = crate::suites::collect_skipped_shard(
-                    &run.config,
-                    suite,
-                    &env,
-                    python,
-                    &reason,
-                    run.options.shard,
-                )
-                .await;
-                run.emit(Event::Suite(result));
+    if run.options.jobs > 1 && selected.iter().any(|s| s.parallel) {
+        failed |= super::parallel::suites(run, &selected, &env, python, &pulse).await;
+    } else {
+        for (index, suite) in selected.iter().enumerate() {
+            if let Some(reason) = run.lost_reason() {
+                // The engine is gone: what has not started is listed, not run.
+                list_lost(run, &selected[index..], &env, python, &reason).await;
+                failed = true;
+                break;
             }
-            failed = true;
-            break;
-        }
-        let mut group = vec![selected[index]];
-        index += 1;
-        while selected[index - 1].parallel && index < selected.len() && selected[index].parallel {
-            group.push(selected[index]);
-            index += 1;
-        }
-        let results = futures_util::future::join_all(
-            group
-                .into_iter()
-                .map(|suite| run_one(run, suite, &env, python, &pulse)),
-        )
-        .await;
-        for result in results {
+            let result = run_one(run, suite, &env, python, &pulse).await;
             failed |= !result.passed();
             run.emit(Event::Suite(result));
         }
@@ -296,10 +277,15 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
     });
 }
 
-/// `--shard`: the per-test durations that split it by time (`--durations FILE`, else what the
-/// last unsharded gate left); without any, the split is by hash, and the run says so.
-fn shard_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
-    run.options.shard?;
+/// The per-test durations of earlier runs, read once for both of their users: `--shard` splits
+/// by them, the plan of `--jobs N` weighs its tests by them. `--durations FILE`, else what the
+/// last unsharded gate left; without any, shards split by hash and the plan weighs every test
+/// alike, and the run says so.
+fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
+    let plans = run.options.jobs > 1 && run.selected_suites().iter().any(|s| s.parallel);
+    if run.options.shard.is_none() && !plans {
+        return None;
+    }
     let path = run
         .options
         .durations
@@ -312,38 +298,62 @@ fn shard_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
                 .iter()
                 .map(|s| s.name.clone())
                 .collect();
-            run.note(format!(
-                "shards split by the test durations in {}",
-                path.display()
-            ));
+            if run.options.shard.is_some() {
+                run.note(format!(
+                    "shards split by the test durations in {}",
+                    path.display()
+                ));
+            }
             Some(Arc::new(durations))
         }
         Err(e) => {
-            run.note(format!(
-                "shards split by hash: no per-test durations ({e:#}); an unsharded run, or --durations FILE, gives them"
-            ));
+            run.note(match run.options.shard {
+                Some(_) => format!(
+                    "shards split by hash: no per-test durations ({e:#}); an unsharded run, or --durations FILE, gives them"
+                ),
+                None => format!(
+                    "the plan weighs every test alike: no per-test durations ({e:#}); the next run has this one's"
+                ),
+            });
             None
         }
     }
 }
 
-/// An unsharded run leaves its suites' test durations for later sharded runs.
+/// An unsharded run leaves its suites' test durations (and wall times) for later runs: sharded
+/// ones split by them, plans weigh by them.
 fn keep_durations(run: &Run) {
     let path = crate::suites::durations_path(&run.config.work_dir());
     // A run of some suites (`--suite`) replaces theirs and keeps the others'.
     let mut durations = crate::suites::Durations::read(&path).unwrap_or_default();
     for suite in run.reporter.record().suites() {
-        durations.suites.remove(&suite.name);
-        let tests = durations.suites.entry(suite.name.clone()).or_default();
-        for case in &suite.cases {
-            tests.insert(
-                crate::suites::case_key(&case.classname, &case.name),
-                case.time.as_secs_f64(),
-            );
-        }
+        durations.keep(&suite.name, suite.duration, &suite.cases);
     }
     if let Err(e) = durations.write(&path) {
         run.note(format!("could not keep the test durations: {e:#}"));
+    }
+}
+
+/// The suites not yet started when the engine was lost: their tests listed skipped with the
+/// reason.
+pub(super) async fn list_lost(
+    run: &Arc<Run>,
+    suites: &[&SuiteCfg],
+    env: &SuiteEnv,
+    python: Option<&PythonEnv>,
+    reason: &str,
+) {
+    for suite in suites {
+        let result = crate::suites::collect_skipped_shard(
+            &run.config,
+            suite,
+            env,
+            python,
+            reason,
+            run.options.shard,
+        )
+        .await;
+        run.emit(Event::Suite(result));
     }
 }
 
@@ -355,13 +365,7 @@ async fn run_one(
     pulse: &Arc<Mutex<Pulse>>,
 ) -> SuiteResult {
     let shard = run.options.shard;
-    if !suite.needs.is_empty() && !suite.needs.contains(&env.target) {
-        let needs: Vec<String> = suite.needs.iter().map(ToString::to_string).collect();
-        let reason = format!(
-            "needs target {}, running on {}",
-            needs.join(" or "),
-            env.target
-        );
+    if let Some(reason) = cannot_run(suite, env, python) {
         return crate::suites::collect_skipped_shard(
             &run.config,
             suite,
@@ -372,16 +376,12 @@ async fn run_one(
         )
         .await;
     }
-    if suite.runner == Runner::Pytest && python.is_none() {
-        let reason = "the Python environment could not be made";
-        return crate::suites::collect_skipped_shard(&run.config, suite, env, None, reason, shard)
-            .await;
-    }
     let suite_run = SuiteRun {
         shard,
         extra_args: run.options.suite_args.clone(),
         live: Some(live_sink(run, &suite.name, pulse)),
         repo_root: Some(repo_root(&run.config.root)),
+        ..SuiteRun::default()
     };
     {
         // The heartbeat counts its silence from the suite's start.
@@ -392,6 +392,26 @@ async fn run_one(
     let result = crate::suites::run_suite_with(&run.config, suite, env, python, &suite_run).await;
     lock(pulse).suites.remove(&suite.name);
     result
+}
+
+/// Why a suite cannot run here (its tests are then listed skipped with this reason).
+pub(super) fn cannot_run(
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    python: Option<&PythonEnv>,
+) -> Option<String> {
+    if !suite.needs.is_empty() && !suite.needs.contains(&env.target) {
+        let needs: Vec<String> = suite.needs.iter().map(ToString::to_string).collect();
+        return Some(format!(
+            "needs target {}, running on {}",
+            needs.join(" or "),
+            env.target
+        ));
+    }
+    if suite.runner == Runner::Pytest && python.is_none() {
+        return Some("the Python environment could not be made".to_owned());
+    }
+    None
 }
 
 /// Every selected suite's tests, listed as skipped with the reason (nothing silently

@@ -389,6 +389,7 @@ mod tests {
             reuse: false,
             durations: None,
             suite_args: Vec::new(),
+            jobs: 1,
             json: false,
         };
         let run = Arc::new(Run::new(

@@ -56,6 +56,13 @@ pub struct TestRun {
     pub file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
+    /// When it began and ended, by its runner's clock (pytest): the harness reads the plugin's
+    /// file every [`FOLLOW_EVERY`], later than that, and its phases' `duration` leaves out
+    /// pytest's own time between them.
+    #[serde(skip)]
+    pub began: Option<std::time::SystemTime>,
+    #[serde(skip)]
+    pub ended: Option<std::time::SystemTime>,
 }
 
 /// What a runner says while it runs.
@@ -105,6 +112,11 @@ struct PluginLine {
     file: Option<String>,
     #[serde(default)]
     line: Option<u32>,
+    /// Seconds since the epoch, when the plugin wrote the line, and when the test began.
+    #[serde(default)]
+    at: Option<f64>,
+    #[serde(default)]
+    began: Option<f64>,
 }
 
 /// A path as the report names it: relative to the repository when it lies inside it.
@@ -113,6 +125,12 @@ pub fn repo_relative(path: &str, repo_root: Option<&Path>) -> String {
         .and_then(|root| Path::new(path).strip_prefix(root).ok())
         .map_or_else(|| PathBuf::from(path), Path::to_path_buf);
     relative.to_string_lossy().replace('\\', "/")
+}
+
+/// Seconds since the epoch as a time (`None` for nonsense).
+fn epoch(seconds: f64) -> Option<std::time::SystemTime> {
+    (seconds.is_finite() && seconds > 0.0)
+        .then(|| std::time::UNIX_EPOCH + Duration::from_secs_f64(seconds))
 }
 
 /// The event for one line of the pytest plugin; `None` for lines it does not know.
@@ -145,6 +163,8 @@ pub fn pytest_event(line: &str, repo_root: Option<&Path>) -> Option<TestEvent> {
                     message: parsed.message.as_deref().and_then(first_line),
                     file: parsed.file.map(|f| repo_relative(&f, repo_root)),
                     line: parsed.line,
+                    began: parsed.began.and_then(epoch),
+                    ended: parsed.at.and_then(epoch),
                 },
             })
         }
@@ -307,6 +327,8 @@ impl NextestLines {
                 message,
                 file: None,
                 line: None,
+                began: None,
+                ended: None,
             },
         })
     }
@@ -359,7 +381,24 @@ mod tests {
         assert_eq!(test.message.as_deref(), Some("AssertionError: 1 == 2"));
         assert_eq!(test.file.as_deref(), Some("tests/e2e/test_a.py"));
         assert_eq!(test.line, Some(12));
+        assert_eq!(test.ended, None);
         assert!(pytest_event("collected 3 items", Some(root)).is_none());
+        // The plugin's own clock, when it says it.
+        let stamped = pytest_event(
+            r#"{"event": "finished", "nodeid": "t.py::a", "outcome": "passed", "at": 1700000000.25, "began": 1700000000.0}"#,
+            None,
+        );
+        let Some(TestEvent::Finished { test, .. }) = stamped else {
+            panic!("{stamped:?}")
+        };
+        assert_eq!(
+            test.ended,
+            Some(std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250))
+        );
+        assert_eq!(
+            test.began,
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
     }
 
     #[test]

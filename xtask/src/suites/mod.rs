@@ -1,5 +1,6 @@
 //! Running the `[[suite]]`s, step by step: the Python environment ([python]), the pytest runner
-//! ([pytest]), the nextest runner ([nextest]) and the shard split ([shard]). This file holds what
+//! ([pytest]), the nextest runner ([nextest]), the shard split ([shard]), and, with `--jobs N`, one
+//! schedule of every suite's tests over N workers ([plan]) and running it ([workers]). This file holds what
 //! they share: what a suite receives ([`SuiteEnv`], [`child_env`]), the entry points the gate
 //! calls, and how a runner's process is run (its deadline, its output). The results are
 //! [`crate::junit::SuiteResult`]s; nothing here prints.
@@ -27,6 +28,11 @@
 //! pub async fn collect_skipped_shard(config, suite, env, py, reason: &str, shard: Option<Shard>) -> SuiteResult
 //! pub async fn ensure_requirements(config, py: &PythonEnv, files: &[PathBuf]) -> anyhow::Result<PathBuf>
 //! pub fn shard_of(test_id: &str, count: u32) -> u32                      // 1-based, stable (FNV-1a)
+//! pub struct Durations { suites, walls, order, source }   // read(path), keep(..), write(path): durations.json
+//!
+//! pub async fn collect_for_plan(config, suite, env, py, &SuiteRun) -> Option<Collection>
+//! pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], &Durations, jobs) -> Plan
+//! pub async fn run_plan(config, env, py, &SuiteRun, suites, &Plan, &Hooks) -> Vec<SuiteResult>
 //! ```
 //!
 //! Every run writes the runner's whole output to `runs/<run id>/suites/<suite>.log`. With a
@@ -44,6 +50,8 @@ mod pytest;
 mod nextest;
 mod shard;
 pub mod live;
+pub mod plan;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,11 +64,13 @@ use crate::process::{Cmd, Finished, Signal};
 
 pub use crate::process::KILL_GRACE;
 pub use live::{TestEvent, TestOutcome, TestRun, TestSink};
+pub use plan::{plan, Collection, Plan, DEFAULT_JOBS};
 pub use pytest::pytest_case_name;
 pub use python::{
     ensure_requirements, python_env, python_env_with, PythonEnv, Requirements, REQUIREMENTS_STAMP,
 };
 pub use shard::{case_key, default_path as durations_path, shard_of, Durations};
+pub use workers::{run_plan, Hooks};
 
 use nextest::{nextest_list, run_nextest};
 use pytest::run_pytest;
@@ -221,6 +231,17 @@ pub struct SuiteRun {
     pub live: Option<TestSink>,
     /// Test files are named relative to this (the repository) in live events.
     pub repo_root: Option<PathBuf>,
+    /// A worker of the plan: only these pytest node ids (its files are `<suite>.<worker>.*`).
+    pub only: Option<Vec<String>>,
+    /// The worker's name in the live events (`XTASK_WORKER`).
+    pub worker: Option<String>,
+    /// nextest's `--test-threads` (its own parallelism, in a plan's worker).
+    pub threads: Option<u32>,
+    /// The runner's deadline when not the suite's `timeout_s` (what is left of it in a plan).
+    pub deadline: Option<Duration>,
+    /// pytest: once collected, wait until this file exists before running the tests (a worker
+    /// started ahead of its turn).
+    pub wait: Option<PathBuf>,
 }
 
 /// Runs one suite under its deadline (`timeout_s`) and returns its cases. pytest needs `py`.
@@ -370,11 +391,55 @@ fn scrub(result: &mut SuiteResult, secrets: &[String]) {
     }
 }
 
-/// What pytest is asked for: run the suite, or only list its tests (a suite that is skipped).
+/// What pytest is asked for: run the suite, only list its tests (a suite that is skipped), or
+/// list what a run would select (the plan).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Run,
     Collect,
+    Plan,
+}
+
+/// The tests of a suite the plan spreads over its workers: a pytest suite's, collected with the
+/// run's selection. `None`: the suite runs whole (nextest, which runs its tests in parallel
+/// itself; a collection that failed, which the run then reports).
+pub async fn collect_for_plan(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+    run: &SuiteRun,
+) -> Option<Collection> {
+    match suite.runner {
+        Runner::Pytest => pytest::collect_plan(config, suite, env, py?, run)
+            .await
+            .ok(),
+        Runner::Nextest => None,
+    }
+}
+
+/// Waits until `go` exists (the harness's word that a worker started ahead may run its tests),
+/// at most `deadline`; whether it came.
+async fn wait_for_turn(go: &Path, deadline: Duration) -> bool {
+    let until = Instant::now() + deadline;
+    while !go.exists() {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// The name of one run's result files: the suite's ([`file_stem`]); a worker's share
+/// `<suite>.<worker>`; the plan's collection `<suite>.plan`.
+fn run_stem(suite: &SuiteCfg, run: &SuiteRun, mode: Mode) -> String {
+    let stem = file_stem(suite, run.shard);
+    match (mode, &run.only) {
+        (Mode::Plan, _) => format!("{stem}.plan"),
+        (Mode::Run, Some(_)) => format!("{stem}.{}", run.worker.as_deref().unwrap_or("part")),
+        _ => stem,
+    }
 }
 
 /// The name of a suite's result files: its name made safe for a path, and its shard.

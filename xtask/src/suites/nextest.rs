@@ -139,7 +139,9 @@ pub(super) async fn run_nextest(
 ) -> SuiteResult {
     let shard = suite_run.shard;
     let started = Instant::now();
-    let deadline = suite.timeout_s.duration();
+    let deadline = suite_run
+        .deadline
+        .unwrap_or_else(|| suite.timeout_s.duration());
     let dir = results_dir(config, env);
     let stem = file_stem(suite, shard);
     let junit_path = std::path::absolute(dir.join(format!("{stem}.xml")))
@@ -172,6 +174,27 @@ pub(super) async fn run_nextest(
             return errored(suite, format!("cannot list the tests: {error}"), &output)
         }
     };
+    if let Some(go) = &suite_run.wait {
+        // A worker started ahead of its turn: listed, it waits for the harness's word.
+        if !super::wait_for_turn(go, deadline.saturating_sub(started.elapsed())).await {
+            let mut result = errored(
+                suite,
+                format!("timed out after {}s before its turn", deadline.as_secs()),
+                "",
+            );
+            result.cases = listed
+                .iter()
+                .map(|t| {
+                    Case::skipped(
+                        &t.binary_id,
+                        &t.name,
+                        "not run: the suite timed out before its turn",
+                    )
+                })
+                .collect();
+            return result;
+        }
+    }
     let remaining = deadline.saturating_sub(started.elapsed());
 
     let mut args: Vec<String> = vec![
@@ -198,6 +221,9 @@ pub(super) async fn run_nextest(
     }
     if suite_run.live.is_some() {
         args.extend(["--message-format".into(), "libtest-json-plus".into()]);
+    }
+    if let Some(threads) = suite_run.threads {
+        args.extend(["--test-threads".into(), threads.to_string()]);
     }
     // Arguments may leave every test out (`-- some_filter` matching none): not an error then.
     let empty_is_fine = suite.allow_empty || shard.is_some() || !suite_run.extra_args.is_empty();

@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::live::Follower;
+use super::plan::{Collection, PlanTest};
 use super::{
-    add_error, child_env, command_line, errored, file_stem, printed, results_dir, run_runner,
+    add_error, child_env, command_line, errored, printed, results_dir, run_runner, run_stem,
     runner, shard_of, stopped_reason, Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
 };
 use crate::config::{Config, SuiteCfg};
@@ -21,12 +22,15 @@ use crate::process::Cmd;
 /// its markers before any deselection, and, after the markers deselected theirs, keeps only this
 /// shard's tests: by duration when `XTASK_PYTEST_DURATIONS` names them (the same split as
 /// [`super::shard::split`], from the loads in `XTASK_PYTEST_LOADS`; the kept node ids written to
-/// `XTASK_PYTEST_ASSIGN`), else by the same FNV-1a hash as [`shard_of`]. It reports each test as
-/// it starts and ends.
+/// `XTASK_PYTEST_ASSIGN`), else by the same FNV-1a hash as [`shard_of`]; for a worker of the plan,
+/// only the node ids in `XTASK_PYTEST_ONLY` (once collected, it waits for its turn while
+/// `XTASK_PYTEST_WAIT` names a file that does not exist yet). It reports each test as it starts
+/// and ends.
 const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard, reports each
 test as it starts and ends."""
 import json
 import os
+import time
 
 import pytest
 
@@ -81,6 +85,8 @@ def _emit(record):
     if not events:
         return
     record["worker"] = _WORKER
+    # The harness reads this file every so often: the test's own time places it on the timeline.
+    record["at"] = time.time()
     line = (json.dumps(record) + "\n").encode("utf-8")
     # One appending write per line: several workers may share the file.
     fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -109,10 +115,15 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 class _ShardSelection:
-    """After the markers deselected theirs (trylast): keeps this shard's tests."""
+    """After the markers deselected theirs (trylast): keeps this shard's tests, and of those a
+    worker's share."""
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
+        self._shard(config, items)
+        self._only(config, items)
+
+    def _shard(self, config, items):
         shard = os.environ.get("XTASK_PYTEST_SHARD")
         if not shard:
             return
@@ -135,6 +146,31 @@ class _ShardSelection:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
 
+    def _only(self, config, items):
+        only = os.environ.get("XTASK_PYTEST_ONLY")
+        if not only:
+            return
+        # A worker of the harness's plan: only its share, a file of node ids.
+        with open(only, encoding="utf-8") as source:
+            wanted = {line.rstrip("\n") for line in source if line.strip()}
+        keep = [item for item in items if item.nodeid in wanted]
+        drop = [item for item in items if item.nodeid not in wanted]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+
+def pytest_collection_finish(session):
+    go = os.environ.get("XTASK_PYTEST_WAIT")
+    if go and not os.path.exists(go):
+        # A worker started ahead of its turn: collected, it waits for the harness's word (its
+        # deadline, the harness's, ends the wait if that never comes).
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"xtask: worker {_WORKER} collected, waiting for its turn ({go})")
+        while not os.path.exists(go):
+            time.sleep(0.02)
+
 
 def pytest_configure(config):
     config.pluginmanager.register(_ShardSelection(), "xtask_shard_selection")
@@ -149,7 +185,7 @@ def pytest_deselected(items):
 
 
 def pytest_runtest_logstart(nodeid, location):
-    _STATE[nodeid] = {"outcome": "passed", "duration": 0.0, "message": None}
+    _STATE[nodeid] = {"outcome": "passed", "duration": 0.0, "message": None, "began": time.time()}
     _emit({"event": "started", "nodeid": nodeid})
 
 
@@ -199,8 +235,161 @@ def pytest_runtest_logfinish(nodeid, location):
         "message": state["message"],
         "file": path,
         "line": _FAILED_AT.get(nodeid, line),
+        "began": state.get("began"),
     })
 "#;
+
+/// Why the run's selection leaves a test out (a skip marker of the target, the arguments);
+/// `None` when it selects it.
+fn left_out(
+    item: &Collected,
+    deselected: &BTreeSet<&str>,
+    env: &SuiteEnv,
+    suite_run: &SuiteRun,
+) -> Option<String> {
+    let marked = env
+        .skip_markers
+        .iter()
+        .find(|m| item.markers.iter().any(|have| have == *m));
+    match marked {
+        Some(marker) => Some(format!(
+            "deselected on the {} target: marked `{marker}`",
+            env.target
+        )),
+        None if deselected.contains(item.nodeid.as_str()) => {
+            Some(if suite_run.extra_args.is_empty() {
+                "deselected by the suite's arguments".to_owned()
+            } else {
+                format!(
+                    "deselected by the arguments `{}`",
+                    suite_run.extra_args.join(" ")
+                )
+            })
+        }
+        None => None,
+    }
+}
+
+/// The tests a run of the suite will select, for the plan ([super::plan]): collected with the
+/// run's own arguments and markers, each with its markers, and the ones it leaves out, skipped
+/// with the reason. `Err`: why they could not be collected (the suite then runs whole).
+pub(super) async fn collect_plan(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: &PythonEnv,
+    suite_run: &SuiteRun,
+) -> Result<Collection, String> {
+    let result = run_pytest(config, suite, env, py, suite_run, Mode::Plan).await;
+    if let Some(error) = result.error {
+        return Err(error);
+    }
+    let stem = run_stem(suite, suite_run, Mode::Plan);
+    let record = results_dir(config, env).join(format!("{stem}.collected.jsonl"));
+    let lines: Vec<Collected> = std::fs::read_to_string(&record)
+        .map_err(|e| format!("cannot read {}: {e}", record.display()))?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let deselected: BTreeSet<&str> = lines
+        .iter()
+        .filter(|item| item.deselected)
+        .map(|item| item.nodeid.as_str())
+        .collect();
+    let in_shard = ShardFilter::read(
+        suite_run.shard,
+        &results_dir(config, env).join(format!("{stem}.assigned")),
+    );
+    let mut collection = Collection::default();
+    for item in lines
+        .iter()
+        .filter(|item| !item.deselected && in_shard.keeps(item))
+    {
+        let (classname, name) = pytest_case_name(&item.nodeid);
+        let key = super::shard::case_key(&classname, &name);
+        collection.order.push(key.clone());
+        match left_out(item, &deselected, env, suite_run) {
+            Some(reason) => collection
+                .skipped
+                .push(Case::skipped(classname, name, reason)),
+            None => collection.tests.push(PlanTest {
+                id: item.nodeid.clone(),
+                key,
+                markers: item.markers.clone(),
+            }),
+        }
+    }
+    Ok(collection)
+}
+
+/// The tests a worker began, and those it finished (by node id, as cases), as its plugin said.
+fn worker_events(
+    events: &std::path::Path,
+) -> (BTreeSet<String>, std::collections::BTreeMap<String, Case>) {
+    use super::live::{TestEvent, TestOutcome};
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    let mut began = BTreeSet::new();
+    let finished = text
+        .lines()
+        .filter_map(|line| match super::live::pytest_event(line, None) {
+            Some(TestEvent::Finished { test, .. }) => Some(test),
+            Some(TestEvent::Started { id, .. }) => {
+                began.insert(id);
+                None
+            }
+            None => None,
+        })
+        .map(|test| {
+            let message = test.message.clone().unwrap_or_default();
+            let status = match test.outcome {
+                TestOutcome::Passed => Status::Passed,
+                TestOutcome::Failed => Status::Failed {
+                    message,
+                    output: String::new(),
+                },
+                TestOutcome::Error => Status::Error {
+                    message,
+                    output: String::new(),
+                },
+                TestOutcome::Skipped => Status::Skipped { reason: message },
+            };
+            let case = Case::new(&test.classname, &test.name, status).with_time(test.duration);
+            (test.id, case)
+        })
+        .collect();
+    (began, finished)
+}
+
+/// Which collected tests belong to this run's shard. Split by duration, the plugin wrote the
+/// shard of every test it split (`assigned`); tests deselected before the split (by marker, by
+/// the suite's arguments) are placed by hash, as without durations, so that each is reported,
+/// skipped, by exactly one shard.
+struct ShardFilter {
+    shard: Option<crate::flags::Shard>,
+    split: BTreeMap<String, u32>,
+}
+
+impl ShardFilter {
+    fn read(shard: Option<crate::flags::Shard>, assigned: &std::path::Path) -> ShardFilter {
+        let split = match shard {
+            Some(_) => std::fs::read_to_string(assigned)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<(String, u32)>(line).ok())
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        ShardFilter { shard, split }
+    }
+
+    fn keeps(&self, item: &Collected) -> bool {
+        match (self.shard, self.split.get(&item.nodeid)) {
+            (Some(shard), Some(placed)) => *placed == shard.index,
+            (Some(shard), None) => shard_of(&item.nodeid, shard.count) == shard.index,
+            (None, _) => true,
+        }
+    }
+}
 
 /// A test pytest collected (or, `deselected`, one it then left out: by marker, `-k`, shard).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -238,12 +427,17 @@ pub(super) async fn run_pytest(
 ) -> SuiteResult {
     let shard = suite_run.shard;
     let deadline = match mode {
-        Mode::Run => suite.timeout_s.duration(),
-        Mode::Collect => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
+        Mode::Run => suite_run
+            .deadline
+            .unwrap_or_else(|| suite.timeout_s.duration()),
+        Mode::Collect | Mode::Plan => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
     };
     let dir = results_dir(config, env);
     let plugin_dir = config.work_dir().join("pytest");
-    let stem = file_stem(suite, shard);
+    let stem = run_stem(suite, suite_run, mode);
+    // A worker of the plan runs only its share: these node ids, one a line.
+    let only = suite_run.only.as_ref().filter(|_| mode == Mode::Run);
+    let only_path = dir.join(format!("{stem}.ids"));
     let junit_path = dir.join(format!("{stem}.xml"));
     let record_path = dir.join(format!("{stem}.collected.jsonl"));
     let assign_path = dir.join(format!("{stem}.assigned"));
@@ -275,6 +469,10 @@ pub(super) async fn run_pytest(
                 _ => {}
             }
         }
+        if let Some(ids) = only {
+            let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+            crate::state::write_atomic(&only_path, text.as_bytes())?;
+        }
         Ok(())
     })();
     if let Err(e) = prepared {
@@ -287,7 +485,7 @@ pub(super) async fn run_pytest(
 
     let mut args: Vec<String> = vec!["-m".into(), "pytest".into()];
     args.extend(suite.args.iter().cloned());
-    if mode == Mode::Run {
+    if mode != Mode::Collect {
         args.extend(suite_run.extra_args.iter().cloned());
     }
     args.extend(
@@ -309,18 +507,19 @@ pub(super) async fn run_pytest(
                 .iter()
                 .map(|s| s.to_string()),
             );
-            if !env.skip_markers.is_empty() {
-                let expression = env
-                    .skip_markers
-                    .iter()
-                    .map(|m| format!("not {m}"))
-                    .collect::<Vec<_>>()
-                    .join(" and ");
-                args.push("-m".into());
-                args.push(expression);
-            }
         }
-        Mode::Collect => args.push("--collect-only".into()),
+        Mode::Collect | Mode::Plan => args.push("--collect-only".into()),
+    }
+    // The plan collects what the run will select: the same arguments and markers.
+    if mode != Mode::Collect && !env.skip_markers.is_empty() {
+        let expression = env
+            .skip_markers
+            .iter()
+            .map(|m| format!("not {m}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        args.push("-m".into());
+        args.push(expression);
     }
 
     let python_path = super::python::prepend_to_search_path(
@@ -341,6 +540,18 @@ pub(super) async fn run_pytest(
             format!("{}/{}", shard.index, shard.count),
         ),
         None => command.env_remove("XTASK_PYTEST_SHARD"),
+    };
+    let command = match only {
+        Some(_) => command.env("XTASK_PYTEST_ONLY", &only_path),
+        None => command.env_remove("XTASK_PYTEST_ONLY"),
+    };
+    let command = match suite_run.wait.as_ref().filter(|_| mode == Mode::Run) {
+        Some(go) => command.env("XTASK_PYTEST_WAIT", go),
+        None => command.env_remove("XTASK_PYTEST_WAIT"),
+    };
+    let command = match &suite_run.worker {
+        Some(worker) => command.env("XTASK_WORKER", worker),
+        None => command,
     };
     let command = match &by_duration {
         Some((loads, _)) => command
@@ -397,28 +608,9 @@ pub(super) async fn run_pytest(
         .map(|item| item.nodeid.as_str())
         .collect();
     let collected: Vec<&Collected> = collected.iter().filter(|item| !item.deselected).collect();
-    let marked = |item: &Collected| {
-        env.skip_markers
-            .iter()
-            .find(|m| item.markers.iter().any(|have| have == *m))
-            .cloned()
-    };
-    // Split by duration: the plugin wrote the shard of every test it split; tests deselected
-    // before the split (by marker, by the suite's arguments) are placed by hash, as without
-    // durations, so that each is reported, skipped, by exactly one shard.
-    let split: BTreeMap<String, u32> = std::fs::read_to_string(&assign_path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<(String, u32)>(line).ok())
-        .collect();
-    let in_shard = |item: &Collected| match (shard, split.get(&item.nodeid)) {
-        (Some(shard), Some(placed)) => *placed == shard.index,
-        (Some(shard), None) => shard_of(&item.nodeid, shard.count) == shard.index,
-        (None, _) => true,
-    };
-
+    let in_shard = ShardFilter::read(shard, &assign_path);
     let mut result = SuiteResult::new(&suite.name);
-    if mode == Mode::Collect {
+    if mode != Mode::Run {
         if !run.success() && run.code() != Some(5) {
             result.error = Some(format!("collection failed ({})", run.describe()));
             result.output = Some(output);
@@ -426,7 +618,7 @@ pub(super) async fn run_pytest(
         }
         result.cases = collected
             .iter()
-            .filter(|item| in_shard(item))
+            .filter(|item| in_shard.keeps(item))
             .map(|item| {
                 let (classname, name) = pytest_case_name(&item.nodeid);
                 Case::skipped(classname, name, "")
@@ -449,24 +641,30 @@ pub(super) async fn run_pytest(
         .iter()
         .map(|c| (c.classname.clone(), c.name.clone()))
         .collect();
+    let chunk: Option<BTreeSet<&str>> = only.map(|ids| ids.iter().map(String::as_str).collect());
+    let in_chunk = |nodeid: &str| chunk.as_ref().is_none_or(|ids| ids.contains(nodeid));
+    // A worker killed before it wrote its JUnit file still said which tests it began and
+    // finished.
+    let (began, finished) = match chunk {
+        Some(_) => worker_events(&events_path),
+        None => Default::default(),
+    };
+    let worker = suite_run.worker.as_deref().unwrap_or("0");
     // Tests deselected by marker: reported skipped, with the reason.
-    for item in collected.iter().filter(|item| in_shard(item)) {
+    for item in collected
+        .iter()
+        .filter(|item| in_shard.keeps(item) && in_chunk(&item.nodeid))
+    {
         let (classname, name) = pytest_case_name(&item.nodeid);
         if seen.contains(&(classname.clone(), name.clone())) {
             continue;
         }
-        let reason = match marked(item) {
-            Some(marker) => format!("deselected on the {} target: marked `{marker}`", env.target),
-            None if deselected.contains(item.nodeid.as_str()) => {
-                if suite_run.extra_args.is_empty() {
-                    "deselected by the suite's arguments".to_owned()
-                } else {
-                    format!(
-                        "deselected by the arguments `{}`",
-                        suite_run.extra_args.join(" ")
-                    )
-                }
-            }
+        if let Some(case) = finished.get(item.nodeid.as_str()) {
+            cases.push(case.clone());
+            continue;
+        }
+        let reason = match left_out(item, &deselected, env, suite_run) {
+            Some(reason) => reason,
             None if run.timed_out => {
                 format!(
                     "not finished: the suite timed out after {}s",
@@ -474,7 +672,42 @@ pub(super) async fn run_pytest(
                 )
             }
             None if run.stopped => stopped_reason(env),
+            None if chunk.is_some() && began.contains(&item.nodeid) => {
+                format!(
+                    "not finished: worker {worker} ended during it ({})",
+                    run.describe()
+                )
+            }
+            None if chunk.is_some() => {
+                format!(
+                    "not run: worker {worker} ended before it ({})",
+                    run.describe()
+                )
+            }
             None => continue,
+        };
+        cases.push(Case::skipped(classname, name, reason));
+    }
+    // A worker's node ids that its own collection did not find (a test whose id changed since
+    // the plan's collection): never silently dropped.
+    let known: BTreeSet<&str> = collected
+        .iter()
+        .map(|item| item.nodeid.as_str())
+        .chain(deselected.iter().copied())
+        .collect();
+    let lost: Vec<&str> = only
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|id| !known.contains(id))
+        .collect();
+    for id in &lost {
+        let (classname, name) = pytest_case_name(id);
+        // Stopped before it collected: the stop is why, not the node ids.
+        let reason = if run.stopped {
+            stopped_reason(env)
+        } else {
+            format!("not run: worker {worker} did not collect it")
         };
         cases.push(Case::skipped(classname, name, reason));
     }
@@ -514,6 +747,14 @@ pub(super) async fn run_pytest(
     let problem = problem.or_else(|| {
         (!xml_exists && run.code() != Some(5) && !run.stopped)
             .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
+    });
+    let problem = problem.or_else(|| {
+        (!lost.is_empty() && !run.stopped).then(|| {
+            format!(
+                "worker {worker} did not collect {} of its tests (their node ids changed since the plan's collection?)",
+                lost.len()
+            )
+        })
     });
     if let Some(problem) = problem {
         add_error(&mut result, problem);

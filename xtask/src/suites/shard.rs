@@ -41,10 +41,14 @@ pub fn shard_of(test_id: &str, count: u32) -> u32 {
     (hash.finish() % u64::from(count.max(1))) as u32 + 1
 }
 
-/// Per-test durations (seconds) of every suite, by [`case_key`], and the suites the run runs.
+/// Per-test durations (seconds) of every suite, by [`case_key`], and the suites the run runs:
+/// what `--shard` splits by and what the plan of `--jobs N` ([super::plan]) weighs tests by.
 #[derive(Debug, Clone, Default)]
 pub struct Durations {
     pub suites: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Suite → its wall time, when known: what a suite that runs whole in a plan weighs (its
+    /// tests may have overlapped, or waited on each other).
+    pub walls: BTreeMap<String, f64>,
     pub order: Vec<String>,
     /// Where they were read from.
     pub source: PathBuf,
@@ -62,43 +66,76 @@ pub fn default_path(work_dir: &Path) -> PathBuf {
     work_dir.join("durations.json")
 }
 
+/// `durations.json` as the harness writes it; [`Stored::Tests`] is the form before wall times.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Kept {
+        version: u32,
+        suites: BTreeMap<String, BTreeMap<String, f64>>,
+        #[serde(default)]
+        walls: BTreeMap<String, f64>,
+    },
+    Tests(BTreeMap<String, BTreeMap<String, f64>>),
+}
+
 impl Durations {
     /// Reads a JUnit report (`--durations FILE`, a CI artifact) or the harness's own
     /// `durations.json`. The `harness` suite (the gate's steps) is not a suite of tests.
     pub fn read(path: &Path) -> anyhow::Result<Durations> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let suites = if text.trim_start().starts_with('{') {
-            serde_json::from_str(&text)
+        let mut durations = Durations {
+            source: path.to_path_buf(),
+            ..Durations::default()
+        };
+        if text.trim_start().starts_with('{') {
+            match serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a durations file", path.display()))?
+            {
+                Stored::Kept { suites, walls, .. } => {
+                    durations.suites = suites;
+                    durations.walls = walls;
+                }
+                Stored::Tests(suites) => durations.suites = suites,
+            }
         } else {
-            let mut suites: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
             for suite in crate::junit::parse_suites(&text)
                 .with_context(|| format!("{} is not a JUnit report", path.display()))?
             {
-                if suite.name == "harness" {
-                    continue;
-                }
-                let tests = suites.entry(suite.name.clone()).or_default();
-                for case in suite.cases {
-                    tests.insert(
-                        case_key(&case.classname, &case.name),
-                        case.time.as_secs_f64(),
-                    );
+                if suite.name != "harness" {
+                    durations.keep(&suite.name, suite.time, &suite.cases);
                 }
             }
-            suites
-        };
-        Ok(Durations {
-            suites,
-            order: Vec::new(),
-            source: path.to_path_buf(),
-        })
+        }
+        Ok(durations)
+    }
+
+    /// Replaces a suite's durations with those of this run of it. A skipped test took no time
+    /// because it did not run: it is unknown (weighed at its suite's mean), not free; a run of
+    /// the suite where nothing ran (the engine lost, a collection that failed) leaves what was
+    /// known.
+    pub fn keep(&mut self, suite: &str, wall: std::time::Duration, cases: &[crate::junit::Case]) {
+        let tests: BTreeMap<String, f64> = cases
+            .iter()
+            .filter(|c| !matches!(c.status, crate::junit::Status::Skipped { .. }))
+            .map(|c| (case_key(&c.classname, &c.name), c.time.as_secs_f64()))
+            .collect();
+        if tests.is_empty() {
+            return;
+        }
+        self.suites.insert(suite.to_owned(), tests);
+        self.walls.insert(suite.to_owned(), wall.as_secs_f64());
     }
 
     /// Writes the `durations.json` form.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        crate::state::write_atomic(path, serde_json::to_string_pretty(&self.suites)?.as_bytes())
+        let stored = Stored::Kept {
+            version: 2,
+            suites: self.suites.clone(),
+            walls: self.walls.clone(),
+        };
+        crate::state::write_atomic(path, serde_json::to_string_pretty(&stored)?.as_bytes())
     }
 
     /// The recorded tests of the run's suites ([`Durations::order`]) split together, longest
@@ -217,7 +254,7 @@ mod tests {
                 ),
             ]),
             order: vec!["first".into(), "last".into()],
-            source: PathBuf::new(),
+            ..Durations::default()
         };
         let plan = durations.plan(3);
         let mut loads = plan.loads.clone();
@@ -270,6 +307,40 @@ mod tests {
         durations.order = vec!["e2e".into()];
         assert_eq!(Durations::read(&own).unwrap().suites, durations.suites);
         assert_eq!(durations.plan(2).loads, [1.5, 0.25]);
+    }
+
+    #[test]
+    fn kept_durations_leave_skipped_tests_unknown_keep_walls_and_read_the_old_form() {
+        use crate::junit::{Case, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let path = default_path(dir.path());
+        let mut durations = Durations::default();
+        let ran =
+            Case::new("c", "ran", Status::Passed).with_time(std::time::Duration::from_secs(2));
+        let skipped = Case::skipped("c", "skipped", "not run: worker w2 ended before it");
+        durations.keep(
+            "e2e",
+            std::time::Duration::from_secs(5),
+            &[ran, skipped.clone()],
+        );
+        assert_eq!(
+            durations.suites["e2e"],
+            BTreeMap::from([(case_key("c", "ran"), 2.0)])
+        );
+        // A run of the suite where nothing ran leaves what was known.
+        durations.keep("e2e", std::time::Duration::from_secs(1), &[skipped]);
+        assert_eq!(durations.walls["e2e"], 5.0);
+        durations.write(&path).unwrap();
+        let read = Durations::read(&path).unwrap();
+        assert_eq!(
+            (read.suites, read.walls),
+            (durations.suites, durations.walls)
+        );
+        // The form before wall times: suite -> test -> seconds.
+        std::fs::write(&path, r#"{"load": {"b::t": 1.5}}"#).unwrap();
+        let old = Durations::read(&path).unwrap();
+        assert_eq!(old.suites["load"]["b::t"], 1.5);
+        assert!(old.walls.is_empty());
     }
 
     #[test]

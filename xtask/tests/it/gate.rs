@@ -12,16 +12,16 @@ pub fn fixture() -> PathBuf {
 }
 
 /// A JUnit path of the test's own, removed afterwards.
-struct Report(tempfile::TempDir);
+pub(crate) struct Report(tempfile::TempDir);
 
 impl Report {
-    fn new() -> Report {
+    pub(crate) fn new() -> Report {
         Report(tempfile::tempdir().unwrap())
     }
-    fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.0.path().join("junit.xml")
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         std::fs::read_to_string(self.path())
             .unwrap_or_else(|e| panic!("no report at {}: {e}", self.path().display()))
     }
@@ -42,7 +42,7 @@ fn gate(report: &Report, args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().unwrap()
 }
 
-fn explain(output: &Output) -> String {
+pub(crate) fn explain(output: &Output) -> String {
     format!(
         "status {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
         output.status.code(),
@@ -52,7 +52,7 @@ fn explain(output: &Output) -> String {
 }
 
 /// The engine and the docker CLI the leftover checks use.
-fn engine_available() -> bool {
+pub(crate) fn engine_available() -> bool {
     crate::require::engine().is_some() && crate::require::program("docker", &["version"]).is_some()
 }
 

@@ -15,6 +15,7 @@ mod hook;
 mod images;
 mod interrupt;
 mod junit;
+mod parallel;
 mod require;
 mod speed;
 mod stack;

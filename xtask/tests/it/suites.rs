@@ -21,16 +21,16 @@ fn fixture(name: &str) -> PathBuf {
 
 /// A copy of a fixture project in its own temporary directory (so that `target/xtask` is the
 /// test's own), its config loaded, the venv shared by every test of this binary.
-struct Project {
+pub(crate) struct Project {
     _dir: tempfile::TempDir,
-    config: Config,
+    pub(crate) config: Config,
 }
 
 fn shared_venv() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("suites-venv")
 }
 
-fn project(name: &str) -> Project {
+pub(crate) fn project(name: &str) -> Project {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join(name);
     crate::copy_dir(&fixture(name), &root);
@@ -40,7 +40,7 @@ fn project(name: &str) -> Project {
 }
 
 impl Project {
-    fn suite(&self, name: &str) -> SuiteCfg {
+    pub(crate) fn suite(&self, name: &str) -> SuiteCfg {
         self.config
             .suites
             .iter()
@@ -48,12 +48,12 @@ impl Project {
             .unwrap_or_else(|| panic!("no suite {name}"))
             .clone()
     }
-    async fn python(&self) -> PythonEnv {
+    pub(crate) async fn python(&self) -> PythonEnv {
         suites::python_env(&self.config).await.unwrap()
     }
 }
 
-fn env(target: TargetKind) -> SuiteEnv {
+pub(crate) fn env(target: TargetKind) -> SuiteEnv {
     SuiteEnv {
         durations: None,
         target,
@@ -66,7 +66,7 @@ fn env(target: TargetKind) -> SuiteEnv {
     }
 }
 
-fn case<'a>(result: &'a SuiteResult, name: &str) -> &'a Case {
+pub(crate) fn case<'a>(result: &'a SuiteResult, name: &str) -> &'a Case {
     result
         .cases
         .iter()
@@ -75,7 +75,7 @@ fn case<'a>(result: &'a SuiteResult, name: &str) -> &'a Case {
 }
 
 /// The result as the report would hold it: written, checked against the schema, read back.
-fn assert_reportable(result: &SuiteResult) {
+pub(crate) fn assert_reportable(result: &SuiteResult) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("junit.xml");
     let report = Report {
@@ -116,7 +116,7 @@ fn live_members(pgid: i32) -> Vec<i32> {
 }
 
 /// Waits (at most 10 s) for every process of the group to be gone.
-async fn assert_group_gone(pgid: i32) {
+pub(crate) async fn assert_group_gone(pgid: i32) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let live = live_members(pgid);
@@ -939,7 +939,7 @@ async fn shards_split_by_duration_as_the_harness_plans_every_test_once() {
     local.durations = Some(std::sync::Arc::new(suites::Durations {
         suites: BTreeMap::from([(suite.name.clone(), recorded)]),
         order: vec![suite.name.clone()],
-        source: Default::default(),
+        ..Default::default()
     }));
     let planned = local
         .durations

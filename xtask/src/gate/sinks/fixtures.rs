@@ -129,6 +129,8 @@ fn test_run(file: &str, name: &str, outcome: TestOutcome, time_ms: u64) -> TestR
         message: None,
         file: Some(file.into()),
         line: None,
+        began: None,
+        ended: None,
     }
 }
 

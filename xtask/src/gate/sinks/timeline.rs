@@ -181,12 +181,23 @@ pub fn of(record: &Record) -> Timeline {
         let live: Vec<Span> = record
             .tests()
             .filter(|(_, name, _)| *name == suite.name)
-            .map(|(at, _, test)| Span {
-                start: at.saturating_sub(test.duration).max(start),
-                end: at,
-                label: test.name.clone(),
-                kind: test_kind(test.outcome),
-                worker: None,
+            .map(|(at, _, test)| {
+                // By the runner's own clock when it said (the harness heard the end later).
+                let since_start = |time: Option<std::time::SystemTime>| {
+                    time.zip(record.started)
+                        .and_then(|(time, began)| time.duration_since(began).ok())
+                };
+                let end = since_start(test.ended).map_or(at, |ended| ended.min(at));
+                let began = since_start(test.began)
+                    .filter(|began| *began <= end)
+                    .unwrap_or_else(|| end.saturating_sub(test.duration));
+                Span {
+                    start: began.max(start),
+                    end,
+                    label: test.name.clone(),
+                    kind: test_kind(test.outcome),
+                    worker: None,
+                }
             })
             .collect();
         suite_lane.tests = if live.is_empty() {
@@ -381,5 +392,42 @@ mod tests {
         let e2e = timeline.lanes.iter().find(|l| l.name == "e2e").unwrap();
         assert_eq!(e2e.tests.len(), 2);
         assert!(e2e.tests.iter().all(|t| t.end <= e2e.spans[0].end));
+    }
+
+    #[test]
+    fn a_test_ends_when_its_runner_said_not_when_the_harness_read_it() {
+        let mut record = fixtures::docker_passing();
+        let began = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        record.started = Some(began);
+        let (heard, duration) = record
+            .events
+            .iter_mut()
+            .find_map(|(at, event)| match event {
+                crate::gate::events::Event::TestFinished { test, .. } => {
+                    // The runner said it 80 ms before the harness read its file.
+                    test.ended = Some(began + *at - Duration::from_millis(80));
+                    Some((*at, test.duration))
+                }
+                _ => None,
+            })
+            .unwrap();
+        let timeline = of(&record);
+        let e2e = timeline.lanes.iter().find(|l| l.name == "e2e").unwrap();
+        let first = &e2e.tests[0];
+        assert_eq!(first.end, heard - Duration::from_millis(80));
+        assert_eq!(first.start, first.end - duration);
+        // When it began too: pytest's time between the test's phases is the test's.
+        for (at, event) in &mut record.events {
+            if let crate::gate::events::Event::TestFinished { test, .. } = event {
+                test.began = Some(began + *at - duration - Duration::from_millis(50));
+                break;
+            }
+        }
+        let timeline = of(&record);
+        let e2e = timeline.lanes.iter().find(|l| l.name == "e2e").unwrap();
+        assert_eq!(
+            e2e.tests[0].start,
+            heard - duration - Duration::from_millis(50)
+        );
     }
 }
