@@ -910,3 +910,51 @@ async fn each_checkout_runs_the_images_it_built() {
     );
     assert!(docker.inspect_image(&one_tag).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_counts_a_service_whose_own_probe_passes_before_the_engine_checks_it() {
+    // The engine's first check of `api` comes five minutes after its start; the harness's own
+    // probe (its healthcheck through exec) passes about a second after it, and the wait is over.
+    let Some(fixture) = Fixture::new("other-stack", |text| {
+        text.replace("[stack]\n", "[stack]\nstart = \"ordered\"\n")
+    })
+    .await
+    else {
+        return;
+    };
+    let compose = fixture.dir.path().join("deploy/stack.yml");
+    let text = std::fs::read_to_string(&compose).unwrap();
+    assert!(text.contains("interval: 1s"), "{text}");
+    std::fs::write(&compose, text.replace("interval: 1s", "interval: 300s")).unwrap();
+    let report = fixture
+        .up(UpOptions {
+            isolated: true,
+            keep: true,
+            run_id: Some(state::new_run_id()),
+            ..UpOptions::default()
+        })
+        .await;
+    assert!(report.passed(), "{}", describe(&report));
+
+    let health = fixture.xtask(&["health", "--json"]).await;
+    let stderr = String::from_utf8_lossy(&health.stderr);
+    assert!(health.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    let api = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "api")
+        .unwrap_or_else(|| panic!("{json:#}"));
+    assert_eq!(api["healthy"], true, "{json:#}");
+    assert_eq!(
+        api["health"], "starting, the harness's probe passed (exec test -f /tmp/ready)",
+        "{json:#}"
+    );
+    let down = fixture.xtask(&["docker-down", "--all"]).await;
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}
