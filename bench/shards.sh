@@ -4,13 +4,16 @@
 # (it leaves target/xtask/durations.json and, with --reuse, a warm stack the shards then take),
 # then every shard split by duration and every shard split by hash (`--durations /dev/null`
 # holds no durations). Per shard: the suites' time (the sum of the suites' own times in its
-# JUnit report) and its test count; then slowest / fastest for each split.
+# JUnit report) and its test count; then slowest / fastest for each split. Every run is
+# `--jobs 1` (JOBS=N to change it): this measures the split itself; with workers a shard's suites
+# overlap, and their times no longer add up to the shard's.
 #
-# Usage: bench/shards.sh [N] [HARNESS_TOML]   (defaults: 3, harness.toml)
+# Usage: [JOBS=1] bench/shards.sh [N] [HARNESS_TOML]   (defaults: 3, harness.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-3}
 CONFIG=${2:-harness.toml}
+JOBS=${JOBS:-1}
 XTASK=$PWD/target/debug/xtask
 OUT=$PWD/target/bench-shards
 mkdir -p "$OUT"
@@ -29,7 +32,7 @@ print(f"{time:.2f} {tests}")
 EOF
 }
 
-"$XTASK" --config "$CONFIG" mission-critical --reuse --junit "$OUT/full.xml" 2>"$OUT/full.log" \
+"$XTASK" --config "$CONFIG" mission-critical --reuse --jobs "$JOBS" --junit "$OUT/full.xml" 2>"$OUT/full.log" \
     || { echo "the unsharded run failed: $(tail -3 "$OUT/full.log")" >&2; exit 1; }
 echo "unsharded: suites $(suites_time "$OUT/full.xml" | awk '{print $1 " s, " $2 " tests run"}')"
 for mode in duration hash; do
@@ -37,7 +40,7 @@ for mode in duration hash; do
     [ $mode = hash ] && extra=(--durations /dev/null)
     times=()
     for k in $(seq "$N"); do
-        "$XTASK" --config "$CONFIG" mission-critical --reuse --shard "$k/$N" "${extra[@]}" \
+        "$XTASK" --config "$CONFIG" mission-critical --reuse --jobs "$JOBS" --shard "$k/$N" "${extra[@]}" \
             --junit "$OUT/$mode-$k.xml" 2>"$OUT/$mode-$k.log" \
             || echo "  ($mode shard $k/$N failed: $(tail -1 "$OUT/$mode-$k.log"))" >&2
         read -r t n < <(suites_time "$OUT/$mode-$k.xml")
@@ -48,4 +51,4 @@ for mode in duration hash; do
 done
 # The warm stack goes; the images stay for the next run.
 "$XTASK" --config "$CONFIG" docker-down >/dev/null 2>&1 || true
-echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); --jobs $JOBS"
