@@ -1,7 +1,8 @@
 //! Which shard a test belongs to under `--shard K/N`. With per-test durations (the last
 //! unsharded report's, or `--durations FILE`) the tests are split by duration: the recorded tests
-//! of all the run's suites together, longest first, each to the shard with the least time so far
-//! ([`Durations::plan`]); then each suite's tests without a duration, at the suite's mean, the same
+//! of all the run's suites together, longest first, each to a shard that already runs its suite
+//! while that stays within its share, else to the shard where it would end soonest, a suite's
+//! start counted once on each shard that runs it ([`Durations::plan`]); then each suite's tests without a duration, at the suite's mean, the same
 //! way onto what the plan put on each shard, so that every shard's suite time is close to the
 //! mean. Without durations: by the FNV-1a hash of the test's
 //! id (also the requirement digests of [super::python]). The pytest plugin repeats both in
@@ -141,23 +142,75 @@ impl Durations {
     /// The recorded tests of the run's suites ([`Durations::order`]) split together, longest
     /// first: each test's shard by suite, and the time it puts on each shard (where the tests
     /// without a duration go next).
+    ///
+    /// A shard that runs any test of a suite also pays the suite's start (its runner's start and
+    /// collection: the suite's wall time less its tests' times, when the wall is known), once:
+    /// a test goes to a shard that started its suite while that shard stays within its share
+    /// (every test and one start of every suite, over the shards), else to the shard where it
+    /// would end soonest with its start counted.
     pub fn plan(&self, count: u32) -> Plan {
-        let mut tests: Vec<(String, f64)> = Vec::new();
+        let mut tests: Vec<(&str, &str, f64)> = Vec::new();
         for suite in &self.order {
             for (key, seconds) in self.suites.get(suite).into_iter().flatten() {
-                tests.push((format!("{suite}\u{0}{key}"), *seconds));
+                tests.push((suite, key, *seconds));
             }
         }
-        let mut loads = vec![0.0; count.max(1) as usize];
+        tests.sort_by(|a, b| {
+            b.2.total_cmp(&a.2)
+                .then_with(|| (a.0, a.1).cmp(&(b.0, b.1)))
+        });
+        let count = count.max(1) as usize;
+        // Each shard's share when every suite starts once.
+        let share = (tests.iter().map(|t| t.2).sum::<f64>()
+            + self.order.iter().map(|s| self.start_cost(s)).sum::<f64>())
+            / count as f64;
+        let mut loads = vec![0.0; count];
+        let mut started: Vec<std::collections::BTreeSet<&str>> = vec![Default::default(); count];
         let mut shards: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
-        for (id, shard) in split(&tests, &mut loads) {
-            let (suite, key) = id.split_once('\u{0}').unwrap_or_default();
+        for (suite, key, seconds) in tests {
+            let start = self.start_cost(suite);
+            let ends = |i: usize| {
+                loads[i]
+                    + seconds
+                    + if started[i].contains(suite) {
+                        0.0
+                    } else {
+                        start
+                    }
+            };
+            let soonest = |among: &mut dyn Iterator<Item = usize>| {
+                among.min_by(|a, b| ends(*a).total_cmp(&ends(*b)).then(a.cmp(b)))
+            };
+            // A shard that started the suite takes it while it stays within its share; else
+            // the shard where it ends soonest, its start counted.
+            let best = soonest(&mut (0..count).filter(|i| started[*i].contains(suite)))
+                .filter(|i| ends(*i) <= share + 1e-9)
+                .or_else(|| soonest(&mut (0..count)))
+                .unwrap_or(0);
+            loads[best] = ends(best);
+            started[best].insert(suite);
             shards
                 .entry(suite.to_owned())
                 .or_default()
-                .insert(key.to_owned(), shard);
+                .insert(key.to_owned(), best as u32 + 1);
         }
         Plan { shards, loads }
+    }
+
+    /// What a shard pays to start a suite: its recorded wall time less its tests' times (zero
+    /// when the wall is unknown, or the tests overlapped in it).
+    pub fn start_cost(&self, suite: &str) -> f64 {
+        let Some(wall) = self.walls.get(suite) else {
+            return 0.0;
+        };
+        let tests: f64 = self
+            .suites
+            .get(suite)
+            .into_iter()
+            .flatten()
+            .map(|(_, s)| s)
+            .sum();
+        (wall - tests).max(0.0)
     }
 
     /// The mean recorded duration of a suite's tests (one second when none is recorded).
@@ -277,6 +330,35 @@ mod tests {
         assert_eq!(assigned["new"], least);
         assert_eq!(durations.mean("last"), 5.5);
         assert_eq!(durations.mean("none"), 1.0);
+    }
+
+    #[test]
+    fn a_shard_pays_a_suites_start_once_so_small_suites_stay_together() {
+        // Two suites of four 1 s tests; each suite's runner takes 3 s to start. Spread test by
+        // test, both shards would pay both starts (10 s each); together, each pays one (7 s).
+        let suite = |prefix: &str| -> BTreeMap<String, f64> {
+            (0..4).map(|i| (format!("{prefix}{i}"), 1.0)).collect()
+        };
+        let durations = Durations {
+            suites: BTreeMap::from([("a".to_owned(), suite("a")), ("b".to_owned(), suite("b"))]),
+            walls: BTreeMap::from([("a".to_owned(), 7.0), ("b".to_owned(), 7.0)]),
+            order: vec!["a".into(), "b".into()],
+            ..Durations::default()
+        };
+        assert_eq!(durations.start_cost("a"), 3.0);
+        let plan = durations.plan(2);
+        assert_eq!(plan.loads, [7.0, 7.0]);
+        let shards_of = |suite: &str| -> std::collections::BTreeSet<u32> {
+            plan.shards[suite].values().copied().collect()
+        };
+        assert_eq!(shards_of("a").len(), 1, "{plan:?}");
+        assert_ne!(shards_of("a"), shards_of("b"), "{plan:?}");
+        // Without walls, a start costs nothing and the tests spread evenly.
+        let unknown = Durations {
+            walls: BTreeMap::new(),
+            ..durations
+        };
+        assert_eq!(unknown.plan(2).loads, [4.0, 4.0]);
     }
 
     #[test]
