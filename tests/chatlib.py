@@ -302,7 +302,7 @@ def wait_ready(deadline_s=60.0):
                     return time.monotonic() - start
             except httpx.HTTPError as exc:
                 last = repr(exc)
-            time.sleep(0.25)
+            time.sleep(0.1)
     raise AssertionError(f"/ready not 200 within {deadline_s}s; last answer: {last}")
 
 

@@ -66,7 +66,9 @@ def test_every_service_container_is_running_and_healthy(compose, baseline):
         state = services[svc]["State"]
         assert state["Status"] == "running", f"{svc}: {state['Status']}"
         assert "Health" in state, f"{svc} has no healthcheck"
-        assert state["Health"]["Status"] == "healthy", f"{svc}: {state['Health']['Status']}"
+        # A service a destructive test restarted just before is ready (the tests wait for the
+        # backend's /ready) before the engine's next check says so: healthy within the deadline.
+        compose.wait_healthy(svc, RECOVERY_DEADLINE_S)
 
 
 def test_published_ports_are_loopback_only(compose):
@@ -90,7 +92,8 @@ def _survives_restart(compose, service, make_user):
     thread_id = before[0]["thread_id"]
 
     compose.restart(service)
-    compose.wait_healthy(service, RECOVERY_DEADLINE_S)
+    # Recovered when the backend can use it again (/ready checks postgres and redis); the
+    # engine's own healthcheck, a second apart, is test_every_service_container_is_running_and_healthy's.
     took = wait_ready(RECOVERY_DEADLINE_S)
 
     after = _one_run("What is 5 * 5?", thread_id=thread_id, token=token)
@@ -119,7 +122,6 @@ def test_resume_works_after_redis_restart(compose, baseline, make_user):
     import asyncio
 
     compose.restart("redis")
-    compose.wait_healthy("redis", RECOVERY_DEADLINE_S)
     wait_ready(RECOVERY_DEADLINE_S)
     _, token = make_user("resume-redis")
 
@@ -166,7 +168,6 @@ def test_ready_names_the_missing_dependency_and_recovers(compose, baseline):
             assert c.get(f"{chatlib.backend_url()}/health").status_code == 200, "liveness must not depend on redis"
     finally:
         compose.docker("start", compose.container("redis"), timeout=60)
-    compose.wait_healthy("redis", RECOVERY_DEADLINE_S)
     wait_ready(RECOVERY_DEADLINE_S)
 
 
