@@ -17,7 +17,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 CONFIG=${1:-harness.toml}
-MOMENTS=${MOMENTS:-"start+0.5:INT stack+1:TERM stack+4:INT stack+8:TERM ws+0:INT suites+3:TERM suites+6:INT suites+9:TERM suites+20:INT suites+45:TERM"}
+MOMENTS=${MOMENTS:-"start+0.5:INT stack+1:TERM stack+4:INT stack+8:TERM ws+0:INT suites+3:TERM suites+6:INT suites+9:TERM suites+12:INT suites+18:TERM"}
 BUDGET_S=${BUDGET_S:-5}
 if [ -z "${XTASK:-}" ]; then
     cargo build -q -p xtask || exit 2
