@@ -141,9 +141,6 @@ impl DockerUp {
         }
         supervise::Signals::install();
         let options = Options {
-            command: "docker-up",
-            target: TargetChoice::Docker,
-            until: Until::Stack,
             isolation: if self.isolated {
                 Isolation::Isolated
             } else {
@@ -152,14 +149,7 @@ impl DockerUp {
             keep: Keep::Always,
             preflight: !self.skip_preflight,
             install: self.install,
-            junit: None,
-            shard: None,
-            only_suites: Vec::new(),
-            reuse: false,
-            durations: None,
-            suite_args: Vec::new(),
-            jobs: 1,
-            json: false,
+            ..Options::new("docker-up", TargetChoice::Docker, Until::Stack)
         };
         let (result, run) = pipeline::run(new_run(config, options).await).await;
         let up = run::lock(&run.up).take();
@@ -202,21 +192,8 @@ pub async fn engine_and_images(
     install: bool,
 ) -> anyhow::Result<(crate::engine::Engine, Vec<crate::report::Check>)> {
     let options = Options {
-        command: "ci",
-        target: TargetChoice::Docker,
-        until: Until::Images,
-        isolation: Isolation::Isolated,
-        keep: Keep::Never,
-        preflight: false,
         install,
-        junit: None,
-        shard: None,
-        only_suites: Vec::new(),
-        reuse: false,
-        durations: None,
-        suite_args: Vec::new(),
-        jobs: 1,
-        json: false,
+        ..Options::new("ci", TargetChoice::Docker, Until::Images)
     };
     let (result, run) = pipeline::run(new_run(config, options).await).await;
     result?;

@@ -78,6 +78,30 @@ pub struct Options {
     pub json: bool,
 }
 
+impl Options {
+    /// A run of `command` on `target` until `until`: isolated, torn down, no pre-flight, no
+    /// install, no report, every suite whole, one test at a time; callers change what they need.
+    pub fn new(command: &'static str, target: TargetChoice, until: Until) -> Options {
+        Options {
+            command,
+            target,
+            until,
+            isolation: Isolation::Isolated,
+            keep: Keep::Never,
+            preflight: false,
+            install: false,
+            junit: None,
+            shard: None,
+            only_suites: Vec::new(),
+            reuse: false,
+            durations: None,
+            suite_args: Vec::new(),
+            jobs: 1,
+            json: false,
+        }
+    }
+}
+
 /// What teardown must undo, recorded the moment it exists.
 #[derive(Default)]
 pub struct Resources {

@@ -359,7 +359,7 @@ mod tests {
     use super::*;
     use crate::flags::TargetChoice;
     use crate::gate::reporter::Reporter;
-    use crate::gate::run::{lock, Isolation, Keep, Options, Until};
+    use crate::gate::run::{lock, Options, Until};
 
     /// A stage that panics after it started a process: teardown still stops the process, the
     /// report is written and names the panic, and the command fails (exit 1).
@@ -376,21 +376,8 @@ mod tests {
         let config = crate::config::load(Some(&path)).unwrap();
         let junit = dir.path().join("junit.xml");
         let options = Options {
-            command: "mission-critical",
-            target: TargetChoice::Local,
-            until: Until::Suites,
-            isolation: Isolation::Isolated,
-            keep: Keep::Never,
-            preflight: false,
-            install: false,
             junit: Some(junit.clone()),
-            shard: None,
-            only_suites: Vec::new(),
-            reuse: false,
-            durations: None,
-            suite_args: Vec::new(),
-            jobs: 1,
-            json: false,
+            ..Options::new("mission-critical", TargetChoice::Local, Until::Suites)
         };
         let run = Arc::new(Run::new(
             config,
