@@ -25,6 +25,20 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+/// Busy share of all CPUs over `sample`, from two readings of `(total, idle)` time counters
+/// (the platform's: `/proc/stat` jiffies, `GetSystemTimes` ticks).
+#[cfg(any(target_os = "linux", windows))]
+async fn busy_between(
+    read: fn() -> Option<(u64, u64)>,
+    sample: std::time::Duration,
+) -> Option<f64> {
+    let (total_a, idle_a) = read()?;
+    tokio::time::sleep(sample).await;
+    let (total_b, idle_b) = read()?;
+    let total = total_b.saturating_sub(total_a) as f64;
+    (total > 0.0).then(|| 100.0 * (1.0 - idle_b.saturating_sub(idle_a) as f64 / total))
+}
+
 /// Free bytes for an unprivileged user on the filesystem holding `path` (statvfs).
 #[cfg(unix)]
 pub(super) fn free_bytes(path: &std::path::Path) -> Option<u64> {

@@ -58,16 +58,23 @@ pub(crate) fn engine_available() -> bool {
 
 /// Containers, networks and volumes still carrying a run's label.
 fn leftovers(run_id: &str) -> Vec<String> {
+    labelled(&format!("io.xtask.run-id={run_id}"))
+}
+
+/// Names of the containers, networks and volumes carrying `label` (`key=value`).
+pub(crate) fn labelled(label: &str) -> Vec<String> {
     let mut found = Vec::new();
     for kind in [
         &["ps", "-a", "--format", "{{.Names}}"][..],
         &["network", "ls", "--format", "{{.Name}}"],
         &["volume", "ls", "--format", "{{.Name}}"],
     ] {
-        let mut args: Vec<&str> = kind.to_vec();
-        let filter = format!("label=io.xtask.run-id={run_id}");
-        args.extend(["--filter", &filter]);
-        let out = Command::new("docker").args(&args).output().unwrap();
+        let filter = format!("label={label}");
+        let out = Command::new("docker")
+            .args(kind)
+            .args(["--filter", &filter])
+            .output()
+            .unwrap();
         found.extend(
             String::from_utf8_lossy(&out.stdout)
                 .lines()

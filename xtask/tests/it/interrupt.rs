@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::gate::{fixture, run_id_of, xmllint_valid};
+use crate::gate::{fixture, labelled, run_id_of, xmllint_valid};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -213,28 +213,6 @@ fn run_id_printed(stderr: &str) -> String {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no run id printed:\n{stderr}"))
         .to_owned()
-}
-
-/// Containers, networks and volumes carrying `label` (`key=value`).
-fn labelled(label: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for kind in [
-        &["ps", "-a", "--format", "{{.Names}}"][..],
-        &["network", "ls", "--format", "{{.Name}}"],
-        &["volume", "ls", "--format", "{{.Name}}"],
-    ] {
-        let out = Command::new("docker")
-            .args(kind)
-            .args(["--filter", &format!("label={label}")])
-            .output()
-            .unwrap();
-        found.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_owned),
-        );
-    }
-    found
 }
 
 fn engine_available() -> bool {

@@ -85,28 +85,10 @@ impl Copy {
 
     /// Names of containers, networks and volumes carrying this checkout's root label.
     fn labelled(&self) -> Vec<String> {
-        let label = format!(
-            "label=io.xtask.root={}",
+        crate::gate::labelled(&format!(
+            "io.xtask.root={}",
             xtask::state::root_digest(&self.config.root)
-        );
-        let mut found = Vec::new();
-        for kind in [
-            &["ps", "-a", "--format", "{{.Names}}"][..],
-            &["network", "ls", "--format", "{{.Name}}"],
-            &["volume", "ls", "--format", "{{.Name}}"],
-        ] {
-            let out = Command::new("docker")
-                .args(kind)
-                .args(["--filter", &label])
-                .output()
-                .unwrap();
-            found.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(str::to_owned),
-            );
-        }
-        found
+        ))
     }
 }
 

@@ -52,11 +52,7 @@ pub(in crate::preflight) async fn cpu_busy_percent(sample: Duration) -> Option<f
         let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
         Some((fields.iter().sum(), idle))
     }
-    let (total_a, idle_a) = read()?;
-    tokio::time::sleep(sample).await;
-    let (total_b, idle_b) = read()?;
-    let total = total_b.saturating_sub(total_a) as f64;
-    (total > 0.0).then(|| 100.0 * (1.0 - idle_b.saturating_sub(idle_a) as f64 / total))
+    super::busy_between(read, sample).await
 }
 
 /// Who listens on `port`, when someone does: `pid 1234 (nginx)`, or a description when the

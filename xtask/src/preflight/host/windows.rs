@@ -93,11 +93,7 @@ pub(in crate::preflight) async fn cpu_busy_percent(sample: Duration) -> Option<f
         let ticks = |t: FILETIME| (u64::from(t.dwHighDateTime) << 32) | u64::from(t.dwLowDateTime);
         ok.then(|| (ticks(kernel) + ticks(user), ticks(idle)))
     }
-    let (total_a, idle_a) = read()?;
-    tokio::time::sleep(sample).await;
-    let (total_b, idle_b) = read()?;
-    let total = total_b.saturating_sub(total_a) as f64;
-    (total > 0.0).then(|| 100.0 * (1.0 - idle_b.saturating_sub(idle_a) as f64 / total))
+    super::busy_between(read, sample).await
 }
 
 /// Who listens on `port`: `pid 1234 (nginx.exe)` from the TCP table, else whether it can be bound.
