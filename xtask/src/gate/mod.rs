@@ -21,6 +21,7 @@ pub mod target;
 pub mod stack;
 pub mod suites;
 pub mod parallel;
+pub mod collect;
 pub mod teardown;
 pub mod watch;
 pub mod supervise;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::SuiteCfg;
+use crate::config::{Runner, SuiteCfg};
 use crate::junit::SuiteResult;
 use crate::suites::{Hooks, PythonEnv, SuiteEnv, SuiteRun, TestSink};
 
@@ -26,6 +26,7 @@ pub(super) async fn suites(
     env: &SuiteEnv,
     python: Option<&PythonEnv>,
     pulse: &Arc<Mutex<Pulse>>,
+    early: Option<&super::collect::Collected>,
 ) -> bool {
     if let Some(reason) = run.lost_reason() {
         // The engine is gone: nothing is collected or run, everything is listed.
@@ -58,31 +59,51 @@ pub(super) async fn suites(
         repo_root: Some(repo_root(&run.config.root)),
         ..SuiteRun::default()
     };
-    run.emit(Event::Progress {
-        stage: Stage::Suites,
-        message: format!(
-            "collecting the tests of {} for {} workers",
-            runnable
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            run.options.jobs
-        ),
-    });
+    // Collected beside the stack, else now (a collection that failed there is repeated with
+    // the whole environment).
+    let ready = |suite: &SuiteCfg| early.and_then(|e| e.get(&suite.name)).cloned().flatten();
+    let now: Vec<&str> = runnable
+        .iter()
+        .filter(|s| s.parallel && s.runner == Runner::Pytest && ready(s).is_none())
+        .map(|s| s.name.as_str())
+        .collect();
+    if !now.is_empty() {
+        run.emit(Event::Progress {
+            stage: Stage::Suites,
+            message: format!(
+                "collecting the tests of {} for {} workers",
+                now.join(", "),
+                run.options.jobs
+            ),
+        });
+    }
     let collections = futures_util::future::join_all(runnable.iter().map(|suite| async {
-        if suite.parallel {
-            crate::suites::collect_for_plan(&run.config, suite, env, python, &base).await
-        } else {
-            None
+        if !suite.parallel {
+            return None;
+        }
+        match ready(suite) {
+            Some(collection) => Some(collection),
+            None => crate::suites::collect_for_plan(&run.config, suite, env, python, &base).await,
         }
     }))
     .await;
-    let planned: Vec<(&SuiteCfg, Option<&crate::suites::Collection>)> = runnable
-        .iter()
-        .copied()
-        .zip(collections.iter().map(Option::as_ref))
-        .collect();
+    // A suite whose selection leaves it nothing to run here is reported without a runner.
+    let mut planned: Vec<(&SuiteCfg, Option<&crate::suites::Collection>)> = Vec::new();
+    for (suite, collection) in runnable.iter().copied().zip(collections.iter()) {
+        match collection
+            .as_ref()
+            .and_then(|c| c.result_without_running(&suite.name))
+        {
+            Some(result) => {
+                run.emit(Event::Progress {
+                    stage: Stage::Suites,
+                    message: super::suites::nothing_to_run(suite, run.options.shard),
+                });
+                run.emit(Event::Suite(result));
+            }
+            None => planned.push((suite, collection.as_ref())),
+        }
+    }
     let durations = env.durations.as_deref().cloned().unwrap_or_default();
     let plan = crate::suites::plan(&planned, &durations, run.options.jobs);
     for line in plan.describe() {
@@ -93,7 +114,7 @@ pub(super) async fn suites(
     }
     {
         let mut pulse = lock(pulse);
-        for suite in &runnable {
+        for (suite, _) in &planned {
             pulse.suites.insert(suite.name.clone(), Instant::now());
         }
         pulse.last = Some(Instant::now());

@@ -23,7 +23,7 @@ use super::target::{self, Chosen};
 /// What runs in the background from the start, awaited by the stages that need it.
 struct Background {
     preflight: Preflight,
-    python: PythonSlot,
+    python: Arc<PythonSlot>,
 }
 
 /// Every stage this run goes through, in order (teardown apart).
@@ -36,9 +36,11 @@ pub async fn stages(run: Arc<Run>) -> anyhow::Result<()> {
     // compose file.
     let background = Background {
         preflight: Preflight::spawn(&run),
-        python: PythonSlot::spawn(&run),
+        python: Arc::new(PythonSlot::spawn(&run)),
     };
-    let (preflight, python) = (&background.preflight, &background.python);
+    let (preflight, python) = (&background.preflight, &*background.python);
+    // Started beside the stack on the docker target: the tests the suites stage needs first.
+    let mut early = None;
     let mut preparing = (wants_docker && run.options.until >= Until::Stack)
         .then(|| stack_stage::prepare(&run))
         .flatten();
@@ -126,6 +128,7 @@ pub async fn stages(run: Arc<Run>) -> anyhow::Result<()> {
                 skipped_by_until(&run);
                 return Ok(());
             }
+            early = super::collect::start(&run, &engine, &background.python);
             let chosen = stack_stage::stack(&run, &engine, engine_clock, preparing.take()).await;
             let Some(chosen) = chosen else {
                 let reason = if run.stage_failed(Stage::Engine) {
@@ -158,7 +161,7 @@ pub async fn stages(run: Arc<Run>) -> anyhow::Result<()> {
         )
         .await;
     }
-    suites::suites(&run, &chosen, python).await;
+    suites::suites(&run, &chosen, python, early).await;
     Ok(())
 }
 

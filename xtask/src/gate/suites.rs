@@ -22,10 +22,15 @@ use super::events::{Event, Stage, StageOutcome};
 use super::run::{lock, Run, StageClock, Until};
 use super::target::Chosen;
 
-/// The Python environment, made in its own task; awaited once by whoever needs it first.
+/// The Python environment, made in its own task; awaited by whoever needs it (the tests'
+/// collection beside the stack, the suites, the local target), its failure reported once, by the
+/// first that reports ([`PythonSlot::get`]).
 pub struct PythonSlot {
-    task: Mutex<Option<tokio::task::JoinHandle<anyhow::Result<PythonEnv>>>>,
-    env: tokio::sync::OnceCell<Option<PythonEnv>>,
+    /// Held while awaited: a waiter that is dropped leaves it for the next.
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<anyhow::Result<PythonEnv>>>>,
+    /// `None`: not needed. `Err`: why it could not be made.
+    env: tokio::sync::OnceCell<Option<Result<PythonEnv, String>>>,
+    reported: std::sync::atomic::AtomicBool,
 }
 
 impl PythonSlot {
@@ -50,37 +55,59 @@ impl PythonSlot {
             tokio::spawn(async move { crate::suites::python_env_with(&config, requirements).await })
         });
         PythonSlot {
-            task: Mutex::new(task),
+            task: tokio::sync::Mutex::new(task),
             env: tokio::sync::OnceCell::new(),
+            reported: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    async fn made(&self) -> Option<&Result<PythonEnv, String>> {
+        self.env
+            .get_or_init(|| async {
+                let mut task = self.task.lock().await;
+                let made = task.as_mut()?.await;
+                *task = None;
+                Some(match made {
+                    Ok(Ok(env)) => Ok(env),
+                    Ok(Err(e)) => Err(format!("{e:#}")),
+                    Err(e) => Err(format!("the task making it ended: {e}")),
+                })
+            })
+            .await
+            .as_ref()
     }
 
     /// The environment, or `None` when it is not needed or could not be made (reported once,
     /// under the suites stage that needs it).
     pub async fn get(&self, run: &Run) -> Option<&PythonEnv> {
-        self.env
-            .get_or_init(|| async {
-                let task = lock(&self.task).take()?;
-                let problem = match task.await {
-                    Ok(Ok(env)) => return Some(env),
-                    Ok(Err(e)) => format!("{e:#}"),
-                    Err(e) => format!("the task making it ended: {e}"),
-                };
-                run.emit(Event::Step {
-                    stage: Stage::Suites,
-                    check: Check::failed("python environment", Duration::ZERO, problem),
-                });
+        match self.made().await? {
+            Ok(env) => Some(env),
+            Err(problem) => {
+                if !self
+                    .reported
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    run.emit(Event::Step {
+                        stage: Stage::Suites,
+                        check: Check::failed("python environment", Duration::ZERO, problem),
+                    });
+                }
                 None
-            })
-            .await
-            .as_ref()
+            }
+        }
+    }
+
+    /// The environment once made, without reporting a failure (for work done ahead that the
+    /// suites stage repeats when it could not be).
+    pub async fn ready(&self) -> Option<&PythonEnv> {
+        self.made().await?.as_ref().ok()
     }
 }
 
 impl Drop for PythonSlot {
     fn drop(&mut self) {
         // An interrupted run must not leave pip running.
-        if let Some(task) = lock(&self.task).take() {
+        if let Some(task) = self.task.get_mut().take() {
             task.abort();
         }
     }
@@ -238,21 +265,48 @@ pub(super) fn repo_root(config_root: &Path) -> PathBuf {
 
 /// The suites stage: in order, one at a time; with more than one job and a `parallel` suite,
 /// one plan over the workers.
-pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
+pub async fn suites(
+    run: &Arc<Run>,
+    chosen: &Chosen,
+    python: &PythonSlot,
+    early: Option<super::collect::Early>,
+) {
     let clock = StageClock::start(run, Stage::Suites);
     let pulse = Arc::new(Mutex::new(Pulse::default()));
     let _heartbeat = heartbeat(run, &pulse);
     let python = python.get(run).await;
     let mut env = suite_env(run, Some(chosen));
-    env.durations = last_durations(run);
+    let collected = match early {
+        Some(early) => {
+            env.durations = early.durations.clone();
+            let collected = early.finish().await;
+            if let Some((collected, took)) = &collected {
+                let names: Vec<&str> = collected.keys().map(String::as_str).collect();
+                run.emit(Event::Progress {
+                    stage: Stage::Suites,
+                    message: format!(
+                        "the tests of {} were collected beside the stack ({})",
+                        names.join(", "),
+                        crate::ui::duration(*took)
+                    ),
+                });
+            }
+            collected.map(|(collected, _)| collected)
+        }
+        None => {
+            env.durations = last_durations(run);
+            None
+        }
+    };
     let selected = run.selected_suites();
     // A Python environment that could not be made is a failed step of this stage.
     let mut failed =
         run.reporter.record().steps().any(|(stage, c)| {
             stage == Stage::Suites && c.outcome == crate::report::Outcome::Failed
         });
-    if run.options.jobs > 1 && selected.iter().any(|s| s.parallel) {
-        failed |= super::parallel::suites(run, &selected, &env, python, &pulse).await;
+    if super::collect::plans(run) {
+        failed |=
+            super::parallel::suites(run, &selected, &env, python, &pulse, collected.as_ref()).await;
     } else {
         for (index, suite) in selected.iter().enumerate() {
             if let Some(reason) = run.lost_reason() {
@@ -261,7 +315,11 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
                 failed = true;
                 break;
             }
-            let result = run_one(run, suite, &env, python, &pulse).await;
+            let collection = collected
+                .as_ref()
+                .and_then(|c| c.get(&suite.name))
+                .and_then(Option::as_ref);
+            let result = run_one(run, suite, &env, python, &pulse, collection).await;
             failed |= !result.passed();
             run.emit(Event::Suite(result));
         }
@@ -281,9 +339,8 @@ pub async fn suites(run: &Arc<Run>, chosen: &Chosen, python: &PythonSlot) {
 /// by them, the plan of `--jobs N` weighs its tests by them. `--durations FILE`, else what the
 /// last unsharded gate left; without any, shards split by hash and the plan weighs every test
 /// alike, and the run says so.
-fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
-    let plans = run.options.jobs > 1 && run.selected_suites().iter().any(|s| s.parallel);
-    if run.options.shard.is_none() && !plans {
+pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
+    if run.options.shard.is_none() && !super::collect::plans(run) {
         return None;
     }
     let path = run
@@ -363,8 +420,20 @@ async fn run_one(
     env: &SuiteEnv,
     python: Option<&PythonEnv>,
     pulse: &Arc<Mutex<Pulse>>,
+    collection: Option<&crate::suites::Collection>,
 ) -> SuiteResult {
     let shard = run.options.shard;
+    if let Some(result) = cannot_run(suite, env, python)
+        .is_none()
+        .then(|| collection.and_then(|c| c.result_without_running(&suite.name)))
+        .flatten()
+    {
+        run.emit(Event::Progress {
+            stage: Stage::Suites,
+            message: nothing_to_run(suite, shard),
+        });
+        return result;
+    }
     if let Some(reason) = cannot_run(suite, env, python) {
         return crate::suites::collect_skipped_shard(
             &run.config,
@@ -392,6 +461,20 @@ async fn run_one(
     let result = crate::suites::run_suite_with(&run.config, suite, env, python, &suite_run).await;
     lock(pulse).suites.remove(&suite.name);
     result
+}
+
+/// What the run says of a suite whose collection left it nothing to run.
+pub(super) fn nothing_to_run(suite: &SuiteCfg, shard: Option<crate::flags::Shard>) -> String {
+    match shard {
+        Some(shard) => format!(
+            "suite {}: none of its tests in shard {}/{}; its runner is not started",
+            suite.name, shard.index, shard.count
+        ),
+        None => format!(
+            "suite {}: its selection leaves no test to run; its runner is not started",
+            suite.name
+        ),
+    }
 }
 
 /// Why a suite cannot run here (its tests are then listed skipped with this reason).

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::shard::Durations;
 use crate::config::SuiteCfg;
-use crate::junit::Case;
+use crate::junit::{Case, SuiteResult};
 
 /// Workers when neither `--jobs` nor `[gate] jobs` says: the fastest on the reference stack on
 /// two cores (README, "Measured on this machine"): its tests wait on the stack, not on the CPU.
@@ -47,6 +47,25 @@ pub struct Collection {
     pub skipped: Vec<Case>,
     /// Every case key in collection order: the order of the suite's merged report.
     pub order: Vec<String>,
+    /// Every node id the collection saw, before any selection: what each worker's own
+    /// collection must not exceed ([super::workers]).
+    pub collected: BTreeSet<String>,
+}
+
+impl Collection {
+    /// The suite's result when its selection leaves nothing to run here (a shard without any of
+    /// its tests, a marker that deselects them all): the left-out tests, skipped with the reason,
+    /// without starting its runner. `None` when there is something to run, or when nothing was
+    /// collected at all (the runner then says so, or `allow_empty` lets it pass).
+    pub fn result_without_running(&self, suite: &str) -> Option<SuiteResult> {
+        if !self.tests.is_empty() || self.collected.is_empty() {
+            return None;
+        }
+        let mut result = SuiteResult::new(suite);
+        result.started = Some(std::time::SystemTime::now());
+        result.cases = self.skipped.clone();
+        Some(result)
+    }
 }
 
 /// What a chunk runs.
@@ -308,6 +327,7 @@ mod tests {
                 .collect(),
             skipped: Vec::new(),
             order: tests.iter().map(|(id, _)| format!("k::{id}")).collect(),
+            collected: tests.iter().map(|(id, _)| (*id).to_owned()).collect(),
         }
     }
 
@@ -453,5 +473,23 @@ mod tests {
         assert!(plan.lanes.is_empty());
         assert_eq!(plan.alone.len(), 1);
         assert_eq!(plan.alone[0].part, Part::Whole);
+    }
+
+    #[test]
+    fn only_a_collection_with_nothing_selected_is_reported_without_its_runner() {
+        let some = collection(&[("a", &[])]);
+        assert!(some.result_without_running("e2e").is_none());
+        // Collected, none of it selected here (another shard's, deselected): its skipped ones.
+        let mut none_here = collection(&[]);
+        none_here.collected.insert("a".to_owned());
+        none_here
+            .skipped
+            .push(Case::skipped("k", "b", "deselected"));
+        let result = none_here.result_without_running("e2e").unwrap();
+        assert_eq!(result.name, "e2e");
+        assert_eq!(result.cases, none_here.skipped);
+        assert!(result.passed());
+        // Nothing collected at all: the runner runs, and says so (or `allow_empty` lets it).
+        assert!(collection(&[]).result_without_running("e2e").is_none());
     }
 }

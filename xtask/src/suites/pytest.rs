@@ -300,7 +300,14 @@ pub(super) async fn collect_plan(
         suite_run.shard,
         &results_dir(config, env).join(format!("{stem}.assigned")),
     );
-    let mut collection = Collection::default();
+    let mut collection = Collection {
+        collected: lines
+            .iter()
+            .filter(|item| !item.deselected)
+            .map(|item| item.nodeid.clone())
+            .collect(),
+        ..Collection::default()
+    };
     for item in lines
         .iter()
         .filter(|item| !item.deselected && in_shard.keeps(item))
@@ -320,6 +327,26 @@ pub(super) async fn collect_plan(
         }
     }
     Ok(collection)
+}
+
+/// Every node id a worker of the plan collected, before its selection (its plugin's record);
+/// empty when it wrote none.
+pub(super) fn worker_collected(
+    config: &Config,
+    env: &SuiteEnv,
+    suite: &SuiteCfg,
+    shard: Option<crate::flags::Shard>,
+    worker: &str,
+) -> Vec<String> {
+    let stem = format!("{}.{worker}", super::file_stem(suite, shard));
+    let record = results_dir(config, env).join(format!("{stem}.collected.jsonl"));
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Collected>(l).ok())
+        .filter(|item| !item.deselected)
+        .map(|item| item.nodeid)
+        .collect()
 }
 
 /// The tests a worker began, and those it finished (by node id, as cases), as its plugin said.

@@ -357,7 +357,8 @@ fn merge(
         .filter(|(worker, _)| worker != "0")
         .count()
         .max(1);
-    if parts.len() == 1 && collection.is_none_or(|c| c.skipped.is_empty()) {
+    let unplanned = unplanned(config, env, base, suite, collection, &parts);
+    if parts.len() == 1 && collection.is_none_or(|c| c.skipped.is_empty()) && unplanned.is_empty() {
         let (worker, result) = parts.into_iter().next().expect("one part");
         join_logs(config, env, base, suite, &[worker]);
         return result;
@@ -385,6 +386,13 @@ fn merge(
         }
         workers.push(worker);
     }
+    if !unplanned.is_empty() {
+        errors.push(format!(
+            "{} tests were collected by a worker but not by the plan's collection, so no worker ran them: the suite's collection changed between the two",
+            unplanned.len()
+        ));
+        result.cases.extend(unplanned);
+    }
     if let Some(collection) = collection {
         result.cases.extend(collection.skipped.iter().cloned());
         let position: BTreeMap<&str, usize> = collection
@@ -410,6 +418,43 @@ fn merge(
     scrub(&mut result, &env.secrets);
     join_logs(config, env, base, suite, &workers);
     result
+}
+
+/// The tests a worker of the plan collected that the plan's collection did not (its collection
+/// depends on something that changed since: the environment, chance): each an error case, once,
+/// never silently dropped (each worker runs only the node ids it was given).
+fn unplanned(
+    config: &Config,
+    env: &SuiteEnv,
+    base: &SuiteRun,
+    suite: &SuiteCfg,
+    collection: Option<&Collection>,
+    parts: &[(String, SuiteResult)],
+) -> Vec<Case> {
+    let Some(collection) = collection.filter(|_| suite.runner == Runner::Pytest) else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cases = Vec::new();
+    for (worker, _) in parts.iter().filter(|(worker, _)| worker != "0") {
+        for id in super::pytest::worker_collected(config, env, suite, base.shard, worker) {
+            if collection.collected.contains(&id) || !seen.insert(id.clone()) {
+                continue;
+            }
+            let (classname, name) = pytest_case_name(&id);
+            cases.push(Case::new(
+                classname,
+                name,
+                junit::Status::Error {
+                    message: format!(
+                        "not run: worker {worker} collected it, the plan's collection did not (does the suite's collection depend on the endpoints, or on chance?)"
+                    ),
+                    output: String::new(),
+                },
+            ));
+        }
+    }
+    cases
 }
 
 /// The workers' logs of a suite (`<suite>.<worker>.log`) joined into `<suite>.log`, each under

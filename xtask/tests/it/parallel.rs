@@ -613,3 +613,113 @@ async fn a_nextest_suite_runs_whole_on_a_worker_with_its_own_threads() {
     assert!(!events.lock().unwrap().is_empty(), "its tests were live");
     assert_eq!(*done.lock().unwrap(), ["rust"]);
 }
+
+#[tokio::test]
+async fn a_test_a_worker_collects_that_the_plan_did_not_is_an_error_not_dropped() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let suite = project.suite("changing");
+    // The plan collects without CHANGING_CASES (one test), as the early collection does without
+    // the endpoints; the workers run with it (three).
+    let before = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    let collection = suites::collect_for_plan(&project.config, &suite, &before, Some(&py), &base)
+        .await
+        .expect("the suite is collected");
+    assert_eq!(
+        ids(&collection),
+        ["changing/test_changing.py::test_case[0]"]
+    );
+    let mut after = env(TargetKind::Docker);
+    after.extra.insert("CHANGING_CASES".into(), "3".into());
+    let planned = [(&suite, Some(&collection))];
+    let plan = suites::plan(&planned, &Durations::default(), 2);
+    let (hooks, _, _) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &after,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    let result = &results[0];
+    assert_eq!(
+        case(result, "test_case[0]").status,
+        Status::Passed,
+        "{result:#?}"
+    );
+    for name in ["test_case[1]", "test_case[2]"] {
+        match &case(result, name).status {
+            Status::Error { message, .. } => assert!(
+                message.contains("collected it, the plan's collection did not"),
+                "{message}"
+            ),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Each once, whichever worker collected it.
+    assert_eq!(result.cases.len(), 3, "{result:#?}");
+    assert!(!result.passed());
+    assert!(
+        result
+            .error
+            .as_deref()
+            .is_some_and(|e| e
+                .contains("2 tests were collected by a worker but not by the plan's collection")),
+        "{result:#?}"
+    );
+    assert_reportable(result);
+}
+
+#[tokio::test]
+async fn a_shard_without_any_of_a_suites_tests_is_reported_without_its_runner() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    // Four tests over six shards: at least two shards have none of them.
+    let suite = project.suite("markers");
+    let mut local = env(TargetKind::Local);
+    local.skip_markers = vec!["docker".into()];
+    let mut seen = Vec::new();
+    let mut empty = 0;
+    for index in 1..=6 {
+        let base = SuiteRun {
+            shard: Some(xtask::flags::Shard { index, count: 6 }),
+            ..SuiteRun::default()
+        };
+        let collection =
+            suites::collect_for_plan(&project.config, &suite, &local, Some(&py), &base)
+                .await
+                .expect("the suite is collected");
+        assert_eq!(collection.collected.len(), 4, "{collection:#?}");
+        seen.extend(ids(&collection));
+        seen.extend(
+            collection
+                .skipped
+                .iter()
+                .map(|c| format!("{}::{}", c.classname, c.name)),
+        );
+        match collection.result_without_running(&suite.name) {
+            Some(result) => {
+                empty += 1;
+                assert!(collection.tests.is_empty());
+                // Its deselected tests are still this shard's to report, skipped.
+                assert_eq!(result.cases, collection.skipped);
+                assert!(result.passed() && result.error.is_none(), "{result:#?}");
+            }
+            None => assert!(!collection.tests.is_empty(), "{collection:#?}"),
+        }
+    }
+    assert!(empty >= 2, "{empty} shards without tests");
+    // Every test (run or deselected) in exactly one shard.
+    assert_eq!(seen.len(), 4, "{seen:#?}");
+    assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 4, "{seen:#?}");
+}
