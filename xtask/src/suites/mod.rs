@@ -242,6 +242,9 @@ pub struct SuiteRun {
     /// pytest: once collected, wait until this file exists before running the tests (a worker
     /// started ahead of its turn).
     pub wait: Option<PathBuf>,
+    /// pytest, a worker of the plan: take the tests one at a time from this queue (its suite's,
+    /// shared with the suite's other workers; `only` then holds every test of the queue).
+    pub queue: Option<PathBuf>,
 }
 
 /// Runs one suite under its deadline (`timeout_s`) and returns its cases. pytest needs `py`.

@@ -96,6 +96,12 @@ pub struct Plan {
     pub jobs: u32,
     pub lanes: Vec<Vec<Chunk>>,
     pub alone: Vec<Chunk>,
+    /// The lanes' tests of each suite, longest first: the suite's workers take them one at a time
+    /// from one queue in this order ([super::workers]), so that a worker whose tests ran faster
+    /// than recorded takes more, and one held up takes fewer. A lane's [`Part::Tests`] are then
+    /// what the plan expects it to take (its share of the suite's processes and time). A suite
+    /// without a queue here (a plan made by hand) runs each chunk's tests as listed.
+    pub queues: BTreeMap<String, Vec<String>>,
 }
 
 impl Plan {
@@ -225,6 +231,23 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
         placed[best].entry(unit.suite).or_default().push(unit);
     }
 
+    let mut queues: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for unit in &units {
+        if let (Some(test), Some(collection)) = (unit.test, suites[unit.suite].1) {
+            queues
+                .entry(suites[unit.suite].0.name.clone())
+                .or_default()
+                .push(collection.tests[test].id.clone());
+        }
+    }
+    // On how many lanes each suite runs: within a lane, the suites shared by the most lanes go
+    // last, so that the lanes end on the same queue and finish together.
+    let mut spread: BTreeMap<usize, usize> = BTreeMap::new();
+    for by_suite in &placed {
+        for suite in by_suite.keys() {
+            *spread.entry(*suite).or_default() += 1;
+        }
+    }
     let tests_of = |suite: usize, positions: &mut Vec<usize>| -> Vec<String> {
         positions.sort_unstable();
         let collection = suites[suite].1.expect("a placed test has a collection");
@@ -235,11 +258,14 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
     };
     let mut plan = Plan {
         jobs,
+        queues,
         ..Plan::default()
     };
     for (lane, by_suite) in placed.into_iter().enumerate() {
         let worker = format!("w{}", lane + 1);
         let mut chunks = Vec::new();
+        let mut by_suite: Vec<(usize, Vec<&Unit>)> = by_suite.into_iter().collect();
+        by_suite.sort_by_key(|(suite, _)| (spread[suite], *suite));
         for (suite, placed_units) in by_suite {
             let seconds = placed_units.iter().map(|u| u.seconds).sum();
             let mut positions: Vec<usize> = placed_units.iter().filter_map(|u| u.test).collect();

@@ -160,6 +160,72 @@ class _ShardSelection:
             items[:] = keep
 
 
+def _take(queue, by_id):
+    """The next test of the suite's queue (`NNNNN.todo` files, one node id each, in the harness's
+    order): taken by renaming its file to `NNNNN.<worker>`, which only one worker can do. A test
+    this worker did not collect stays taken by it; the harness reports it."""
+    for name in sorted(os.listdir(queue)):
+        if not name.endswith(".todo"):
+            continue
+        mine = os.path.join(queue, name[: -len(".todo")] + "." + _WORKER)
+        try:
+            os.rename(os.path.join(queue, name), mine)
+        except OSError:
+            continue  # another worker took it
+        with open(mine, encoding="utf-8") as source:
+            item = by_id.get(source.read().strip())
+        if item is not None:
+            return item
+    return None
+
+
+class _Next:
+    """The test after this one, taken from the queue only when pytest asks what it needs (at this
+    one's teardown, to keep the fixtures they share): a worker never holds a test that another
+    could run while it runs its own."""
+
+    def __init__(self, take):
+        self._take = take
+        self._taken = False
+        self._item = None
+
+    def item(self):
+        if not self._taken:
+            self._taken = True
+            self._item = self._take()
+        return self._item
+
+    def listchain(self):
+        item = self.item()
+        return item.listchain() if item is not None else []
+
+    def __getattr__(self, name):
+        item = self.item()
+        if item is None:
+            raise AttributeError(name)
+        return getattr(item, name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    queue = os.environ.get("XTASK_PYTEST_QUEUE")
+    if not queue or session.config.option.collectonly:
+        return None
+    if session.testsfailed and not session.config.option.continue_on_collection_errors:
+        raise session.Interrupted(f"{session.testsfailed} errors during collection")
+    by_id = {item.nodeid: item for item in session.items}
+    item = _take(queue, by_id)
+    while item is not None:
+        upcoming = _Next(lambda: _take(queue, by_id))
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=upcoming)
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
+        item = upcoming.item()
+    return True
+
+
 def pytest_collection_finish(session):
     go = os.environ.get("XTASK_PYTEST_WAIT")
     if go and not os.path.exists(go):
@@ -327,6 +393,23 @@ pub(super) async fn collect_plan(
         }
     }
     Ok(collection)
+}
+
+/// The node ids of a suite's queue ([super::workers]) in the harness's order: still to take
+/// (`NNNNN.todo`), or taken by `worker`.
+pub(super) fn queued(queue: &std::path::Path, owner: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(queue)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.split_once('.').is_some_and(|(_, who)| who == owner))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .filter_map(|name| std::fs::read_to_string(queue.join(name)).ok())
+        .map(|id| id.trim().to_owned())
+        .collect()
 }
 
 /// Every node id a worker of the plan collected, before its selection (its plugin's record);
@@ -572,6 +655,11 @@ pub(super) async fn run_pytest(
         Some(_) => command.env("XTASK_PYTEST_ONLY", &only_path),
         None => command.env_remove("XTASK_PYTEST_ONLY"),
     };
+    let queue = suite_run.queue.as_ref().filter(|_| mode == Mode::Run);
+    let command = match queue {
+        Some(queue) => command.env("XTASK_PYTEST_QUEUE", queue),
+        None => command.env_remove("XTASK_PYTEST_QUEUE"),
+    };
     let command = match suite_run.wait.as_ref().filter(|_| mode == Mode::Run) {
         Some(go) => command.env("XTASK_PYTEST_WAIT", go),
         None => command.env_remove("XTASK_PYTEST_WAIT"),
@@ -668,6 +756,10 @@ pub(super) async fn run_pytest(
         .iter()
         .map(|c| (c.classname.clone(), c.name.clone()))
         .collect();
+    // A worker's share: its node ids, or, taking them from its suite's queue, those it took.
+    let worker = suite_run.worker.as_deref().unwrap_or("0");
+    let taken = queue.map(|queue| queued(queue, worker));
+    let only = taken.as_ref().or(only);
     let chunk: Option<BTreeSet<&str>> = only.map(|ids| ids.iter().map(String::as_str).collect());
     let in_chunk = |nodeid: &str| chunk.as_ref().is_none_or(|ids| ids.contains(nodeid));
     // A worker killed before it wrote its JUnit file still said which tests it began and
@@ -676,7 +768,6 @@ pub(super) async fn run_pytest(
         Some(_) => worker_events(&events_path),
         None => Default::default(),
     };
-    let worker = suite_run.worker.as_deref().unwrap_or("0");
     // Tests deselected by marker: reported skipped, with the reason.
     for item in collected
         .iter()

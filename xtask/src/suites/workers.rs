@@ -64,7 +64,33 @@ pub async fn run_plan(
         lane_heads.push(head);
         next.extend((0..lane.len()).map(|i| (i + 1 < lane.len()).then_some(head + i + 1)));
     }
+    // Each suite's queue: its lanes' tests, longest first, one file each, for its workers to take.
+    let mut queues = BTreeMap::new();
+    for (suite, ids) in &plan.queues {
+        let Some((config_of, _)) = suites.iter().find(|(s, _)| &s.name == suite) else {
+            continue;
+        };
+        let dir = queue_dir(config, env, config_of, base.shard);
+        let made = (|| -> std::io::Result<()> {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            std::fs::create_dir_all(&dir)?;
+            for (position, id) in ids.iter().enumerate() {
+                std::fs::write(dir.join(format!("{position:05}.todo")), id)?;
+            }
+            Ok(())
+        })();
+        match made {
+            Ok(()) => {
+                queues.insert(suite.clone(), dir);
+            }
+            // Its chunks then run the tests the plan gave each.
+            Err(e) => crate::ui::say(format!("cannot make the queue {}: {e}", dir.display())),
+        }
+    }
     let state = Running {
+        queues,
         config,
         env,
         py,
@@ -113,6 +139,8 @@ pub async fn run_plan(
 /// chunks, each lane's next runner starts once the one before it began its first test, so that
 /// they do not all fall at once.
 struct Running<'a> {
+    /// By suite: the queue its lanes' workers take their tests from.
+    queues: BTreeMap<String, std::path::PathBuf>,
     config: &'a Config,
     env: &'a SuiteEnv,
     py: Option<&'a PythonEnv>,
@@ -275,9 +303,21 @@ async fn run_chunk(
 ) -> SuiteResult {
     let deadline = suite.timeout_s.duration();
     let left = deadline.saturating_sub(running.started.elapsed());
-    let only = match &chunk.part {
-        Part::Whole => None,
-        Part::Tests(ids) => Some(ids.clone()),
+    // A lane's pytest worker takes its tests from its suite's queue; whatever none took is
+    // reported once, by the suite's merge.
+    let queue = running
+        .queues
+        .get(&suite.name)
+        .filter(|_| chunk.worker.starts_with('w') && matches!(chunk.part, Part::Tests(_)));
+    let only = match (&chunk.part, queue) {
+        (Part::Whole, _) => None,
+        (Part::Tests(_), Some(_)) => running.plan.queues.get(&suite.name).cloned(),
+        (Part::Tests(ids), None) => Some(ids.clone()),
+    };
+    // What this chunk lists when it cannot run: its own tests, none of a queue's.
+    let listed: Vec<String> = match queue {
+        Some(_) => Vec::new(),
+        None => only.clone().unwrap_or_default(),
     };
     if let Some(reason) = running.env.stop.as_ref().and_then(super::Stop::reason) {
         // The suites were stopped (the engine lost) before this chunk's turn: listed, not run.
@@ -293,10 +333,10 @@ async fn run_chunk(
                 )
                 .await
             }
-            Some(ids) => {
+            Some(_) => {
                 let mut result = SuiteResult::new(&suite.name);
                 result.started = Some(SystemTime::now());
-                for id in ids {
+                for id in &listed {
                     let (classname, name) = pytest_case_name(id);
                     result
                         .cases
@@ -314,7 +354,7 @@ async fn run_chunk(
             deadline.as_secs(),
             chunk.worker
         ));
-        for id in only.iter().flatten() {
+        for id in &listed {
             let (classname, name) = pytest_case_name(id);
             result.cases.push(Case::skipped(
                 classname,
@@ -339,6 +379,7 @@ async fn run_chunk(
         threads,
         deadline: Some(left),
         wait,
+        queue: queue.cloned(),
     };
     run_suite_with(running.config, suite, running.env, running.py, &run).await
 }
@@ -358,7 +399,12 @@ fn merge(
         .count()
         .max(1);
     let unplanned = unplanned(config, env, base, suite, collection, &parts);
-    if parts.len() == 1 && collection.is_none_or(|c| c.skipped.is_empty()) && unplanned.is_empty() {
+    let untaken = untaken(config, env, base, suite, &parts);
+    if parts.len() == 1
+        && collection.is_none_or(|c| c.skipped.is_empty())
+        && unplanned.is_empty()
+        && untaken.is_empty()
+    {
         let (worker, result) = parts.into_iter().next().expect("one part");
         join_logs(config, env, base, suite, &[worker]);
         return result;
@@ -386,6 +432,7 @@ fn merge(
         }
         workers.push(worker);
     }
+    result.cases.extend(untaken);
     if !unplanned.is_empty() {
         errors.push(format!(
             "{} tests were collected by a worker but not by the plan's collection, so no worker ran them: the suite's collection changed between the two",
@@ -418,6 +465,60 @@ fn merge(
     scrub(&mut result, &env.secrets);
     join_logs(config, env, base, suite, &workers);
     result
+}
+
+/// Where a suite's lane workers take their tests from (`<suite>.queue`).
+fn queue_dir(
+    config: &Config,
+    env: &SuiteEnv,
+    suite: &SuiteCfg,
+    shard: Option<crate::flags::Shard>,
+) -> std::path::PathBuf {
+    results_dir(config, env).join(format!("{}.queue", file_stem(suite, shard)))
+}
+
+/// The tests of a suite's queue that no worker took before they all ended, skipped with the
+/// reason: the suites were stopped, the suite's deadline, or its workers' errors.
+fn untaken(
+    config: &Config,
+    env: &SuiteEnv,
+    base: &SuiteRun,
+    suite: &SuiteCfg,
+    parts: &[(String, SuiteResult)],
+) -> Vec<Case> {
+    let dir = queue_dir(config, env, suite, base.shard);
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    let left = super::pytest::queued(&dir, "todo");
+    if left.is_empty() {
+        return Vec::new();
+    }
+    let errors: Vec<String> = parts
+        .iter()
+        .filter_map(|(worker, part)| Some(format!("worker {worker}: {}", part.error.as_ref()?)))
+        .collect();
+    let reason = match env.stop.as_ref().and_then(super::Stop::reason) {
+        Some(reason) => reason,
+        None if errors.iter().any(|e| e.contains("timed out")) => format!(
+            "not run: the suite timed out after {}s",
+            suite.timeout_s.duration().as_secs()
+        ),
+        None => format!(
+            "not run: every worker of the suite ended before it ({})",
+            if errors.is_empty() {
+                "without an error".to_owned()
+            } else {
+                errors.join("; ")
+            }
+        ),
+    };
+    left.iter()
+        .map(|id| {
+            let (classname, name) = pytest_case_name(id);
+            Case::skipped(classname, name, reason.clone())
+        })
+        .collect()
 }
 
 /// The tests a worker of the plan collected that the plan's collection did not (its collection

@@ -203,6 +203,8 @@ async fn the_next_worker_process_starts_ahead_and_waits_for_its_turn() {
             chunk("ahead_second", &collections[1]),
         ]],
         alone: Vec::new(),
+        // By hand, without queues: each chunk runs the tests it lists.
+        queues: Default::default(),
     };
     let planned = [
         (&first, Some(&collections[0])),
@@ -254,6 +256,8 @@ async fn a_worker_that_dies_is_one_error_and_its_unrun_tests_are_skipped() {
         jobs: 2,
         lanes: vec![vec![chunk("w1", &all[..2])], vec![chunk("w2", &all[2..])]],
         alone: Vec::new(),
+        // By hand, without queues: each chunk runs the tests it lists.
+        queues: Default::default(),
     };
     let planned = [(&suite, Some(&collection))];
     let (hooks, _, _) = recording();
@@ -722,4 +726,163 @@ async fn a_shard_without_any_of_a_suites_tests_is_reported_without_its_runner() 
     // Every test (run or deselected) in exactly one shard.
     assert_eq!(seen.len(), 4, "{seen:#?}");
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 4, "{seen:#?}");
+}
+
+#[tokio::test]
+async fn a_suites_workers_take_its_tests_from_one_queue_so_none_waits_on_its_own_share() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let track = tempfile::tempdir().unwrap();
+    let mut suite = project.suite("queued");
+    suite
+        .env
+        .insert("TRACK_DIR".into(), track.path().display().to_string());
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    let collection =
+        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
+            .await
+            .expect("the suite is collected");
+    // Durations that put test_2 (which ends only after tests 3-5) on a worker with tests of its
+    // own after it: shares given up front would wait on themselves until test_2's deadline.
+    let mut known = Durations::default();
+    known.suites.insert(
+        "queued".into(),
+        collection
+            .tests
+            .iter()
+            .zip([3.0, 2.0, 1.0, 1.0, 1.0])
+            .map(|(t, s)| (t.key.clone(), s))
+            .collect(),
+    );
+    let planned = [(&suite, Some(&collection))];
+    let plan = suites::plan(&planned, &known, 2);
+    let shares: Vec<Vec<String>> = plan
+        .lanes
+        .iter()
+        .map(|lane| match &lane[0].part {
+            Part::Tests(ids) => ids.clone(),
+            Part::Whole => Vec::new(),
+        })
+        .collect();
+    let with_2 = shares
+        .iter()
+        .find(|ids| {
+            ids.iter()
+                .any(|id| id.ends_with("test_2_waits_for_the_rest"))
+        })
+        .unwrap();
+    assert!(with_2.len() > 1, "the plan's expected shares: {shares:?}");
+    assert_eq!(
+        plan.queues["queued"]
+            .iter()
+            .map(|id| id.rsplit("::").next().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            "test_1_first",
+            "test_2_waits_for_the_rest",
+            "test_3",
+            "test_4",
+            "test_5"
+        ],
+        "longest first"
+    );
+
+    let (hooks, events, _) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    let result = &results[0];
+    assert!(result.passed(), "{result:#?}");
+    assert_eq!(result.cases.len(), 5, "each test once: {result:#?}");
+    let by_worker: Vec<(String, String)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            TestEvent::Finished { worker, test } => Some((test.name.clone(), worker.clone())),
+            TestEvent::Started { .. } => None,
+        })
+        .collect();
+    let holder = &by_worker
+        .iter()
+        .find(|(name, _)| name == "test_2_waits_for_the_rest")
+        .unwrap()
+        .1;
+    let others: Vec<&str> = by_worker
+        .iter()
+        .filter(|(name, w)| w != holder && ["test_3", "test_4", "test_5"].contains(&name.as_str()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(others.len(), 3, "{by_worker:?}");
+    // Nothing left in the queue, every test taken by the worker that ran it.
+    let queue = project
+        .config
+        .work_dir()
+        .join("runs/run-42/suites/queued.queue");
+    let names: Vec<String> = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert!(names.iter().all(|n| !n.ends_with(".todo")), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_leaves_the_rest_of_its_suites_queue_to_the_others() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let suite = project.suite("crashing");
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    let collection =
+        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
+            .await
+            .expect("the suite is collected");
+    let planned = [(&suite, Some(&collection))];
+    let plan = suites::plan(&planned, &Durations::default(), 2);
+    assert_eq!(plan.lanes.len(), 2, "{plan:#?}");
+    let (hooks, _, _) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    let result = &results[0];
+    // The test that kills its worker is the only one not run: the others were taken by the
+    // worker that lived (or by the dying one before it took the fatal test).
+    let reason = match &case(result, "test_1_kills_its_worker").status {
+        Status::Skipped { reason } => reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(reason.starts_with("not finished: worker w"), "{reason}");
+    for name in [
+        "test_2_after_the_crash",
+        "test_3_elsewhere",
+        "test_4_elsewhere_too",
+    ] {
+        assert_eq!(case(result, name).status, Status::Passed, "{result:#?}");
+    }
+    assert_eq!(result.cases.len(), 4, "{result:#?}");
+    let error = result.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("worker w"), "{error}");
+    assert!(!result.passed());
 }
