@@ -168,6 +168,23 @@ pub(super) async fn run_nextest(
         );
     }
 
+    // Kept whole on another shard (its tests overlap, [super::shard]): nothing of it here,
+    // known without listing it.
+    let elsewhere = shard
+        .zip(env.durations.as_deref())
+        .and_then(|(shard, durations)| {
+            let whole = *durations.plan(shard.count).whole.get(&suite.name)?;
+            (whole != shard.index).then_some(whole)
+        });
+    if let (Some(whole), Some(shard)) = (elsewhere, shard) {
+        let mut result = SuiteResult::new(&suite.name);
+        result.started = Some(std::time::SystemTime::now());
+        result.output = Some(format!(
+            "not run in shard {}/{}: the suite runs whole in shard {whole}/{} (its tests overlap, so its recorded times do not split)\n",
+            shard.index, shard.count, shard.count
+        ));
+        return result;
+    }
     let listed = match nextest_list(config, suite, env, shard, deadline).await {
         Ok(listed) => listed,
         Err((error, output)) => {

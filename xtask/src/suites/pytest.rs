@@ -55,9 +55,12 @@ def _case_key(nodeid):
     return ".".join(names) + "::" + last
 
 
-def _by_duration(items, count, planned, mean, loads):
+def _by_duration(items, count, planned, mean, loads, whole=None):
     # The harness planned the recorded tests; the others go, at the suite's mean and in the
-    # order of their keys, each to the shard with the least time so far.
+    # order of their keys, each to the shard with the least time so far; all of them to one
+    # shard when the harness keeps the suite whole.
+    if whole is not None:
+        return {item.nodeid: whole for item in items}
     shard_of = {}
     unknown = []
     for item in items:
@@ -133,7 +136,7 @@ class _ShardSelection:
             with open(durations, encoding="utf-8") as source:
                 known = json.load(source)
             loads = [float(x) for x in os.environ["XTASK_PYTEST_LOADS"].split(",")]
-            shard_of = _by_duration(items, count, known["plan"], known["mean"], loads)
+            shard_of = _by_duration(items, count, known["plan"], known["mean"], loads, known.get("whole"))
             keep = [item for item in items if shard_of[item.nodeid] == index]
             # Every test of the split with its shard: what the harness reports for this shard.
             with open(os.environ["XTASK_PYTEST_ASSIGN"], "w", encoding="utf-8") as out:
@@ -559,7 +562,11 @@ pub(super) async fn run_pytest(
         .map(|(shard, durations)| {
             let plan = durations.plan(shard.count);
             let planned = plan.shards.get(&suite.name).cloned().unwrap_or_default();
-            let known = serde_json::json!({ "plan": planned, "mean": durations.mean(&suite.name) });
+            let known = serde_json::json!({
+                "plan": planned,
+                "mean": durations.mean(&suite.name),
+                "whole": plan.whole.get(&suite.name),
+            });
             (plan.loads, known)
         });
     let events_path = dir.join(format!("{stem}.events.jsonl"));

@@ -2,7 +2,8 @@
 //! unsharded report's, or `--durations FILE`) the tests are split by duration: the recorded tests
 //! of all the run's suites together, longest first, each to a shard that already runs its suite
 //! while that stays within its share, else to the shard where it would end soonest, a suite's
-//! start counted once on each shard that runs it ([`Durations::plan`]); then each suite's tests without a duration, at the suite's mean, the same
+//! start counted once on each shard that runs it ([`Durations::plan`]); a suite whose tests
+//! overlapped (nextest's threads) whole, at its wall time; then each suite's tests without a duration, at the suite's mean, the same
 //! way onto what the plan put on each shard, so that every shard's suite time is close to the
 //! mean. Without durations: by the FNV-1a hash of the test's
 //! id (also the requirement digests of [super::python]). The pytest plugin repeats both in
@@ -148,9 +149,17 @@ impl Durations {
     /// a test goes to a shard that started its suite while that shard stays within its share
     /// (every test and one start of every suite, over the shards), else to the shard where it
     /// would end soonest with its start counted.
+    ///
+    /// A suite whose tests overlapped ([`Durations::overlapped`]) is not split: it goes whole to
+    /// one shard, weighed by its wall time, as one test would.
     pub fn plan(&self, count: u32) -> Plan {
+        // (suite, key: "" for a whole suite, seconds)
         let mut tests: Vec<(&str, &str, f64)> = Vec::new();
         for suite in &self.order {
+            if let Some(wall) = self.overlapped(suite) {
+                tests.push((suite, "", wall));
+                continue;
+            }
             for (key, seconds) in self.suites.get(suite).into_iter().flatten() {
                 tests.push((suite, key, *seconds));
             }
@@ -161,14 +170,22 @@ impl Durations {
         });
         let count = count.max(1) as usize;
         // Each shard's share when every suite starts once.
+        let start_of = |suite: &str| {
+            if self.overlapped(suite).is_some() {
+                0.0
+            } else {
+                self.start_cost(suite)
+            }
+        };
         let share = (tests.iter().map(|t| t.2).sum::<f64>()
-            + self.order.iter().map(|s| self.start_cost(s)).sum::<f64>())
+            + self.order.iter().map(|s| start_of(s)).sum::<f64>())
             / count as f64;
         let mut loads = vec![0.0; count];
         let mut started: Vec<std::collections::BTreeSet<&str>> = vec![Default::default(); count];
         let mut shards: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+        let mut whole = BTreeMap::new();
         for (suite, key, seconds) in tests {
-            let start = self.start_cost(suite);
+            let start = start_of(suite);
             let ends = |i: usize| {
                 loads[i]
                     + seconds
@@ -189,12 +206,41 @@ impl Durations {
                 .unwrap_or(0);
             loads[best] = ends(best);
             started[best].insert(suite);
-            shards
-                .entry(suite.to_owned())
-                .or_default()
-                .insert(key.to_owned(), best as u32 + 1);
+            let keys: Vec<&String> = if key.is_empty() {
+                whole.insert(suite.to_owned(), best as u32 + 1);
+                self.suites
+                    .get(suite)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k)
+                    .collect()
+            } else {
+                vec![
+                    self.suites[suite]
+                        .get_key_value(key)
+                        .expect("a recorded test")
+                        .0,
+                ]
+            };
+            let entry = shards.entry(suite.to_owned()).or_default();
+            for key in keys {
+                entry.insert(key.clone(), best as u32 + 1);
+            }
         }
-        Plan { shards, loads }
+        Plan {
+            shards,
+            loads,
+            whole,
+        }
+    }
+
+    /// A suite's wall time when its tests overlapped in it (their recorded times add up to more
+    /// than a tenth over it: its runner ran several at once, as nextest does): their times then
+    /// depend on what ran beside them and do not add up in a split.
+    pub fn overlapped(&self, suite: &str) -> Option<f64> {
+        let wall = *self.walls.get(suite)?;
+        let tests: f64 = self.suites.get(suite)?.values().sum();
+        (wall > 0.0 && tests > wall * 1.1).then_some(wall)
     }
 
     /// What a shard pays to start a suite: its recorded wall time less its tests' times (zero
@@ -231,6 +277,9 @@ impl Durations {
     /// the rest (at the suite's mean, in key order) onto the plan's loads.
     pub fn assign(&self, suite: &str, tests: &[String], count: u32) -> BTreeMap<String, u32> {
         let plan = self.plan(count);
+        if let Some(shard) = plan.whole.get(suite) {
+            return tests.iter().map(|t| (t.clone(), *shard)).collect();
+        }
         let planned = plan.shards.get(suite).cloned().unwrap_or_default();
         let mean = self.mean(suite);
         let unknown: Vec<(String, f64)> = tests
@@ -250,6 +299,8 @@ impl Durations {
 pub struct Plan {
     pub shards: BTreeMap<String, BTreeMap<String, u32>>,
     pub loads: Vec<f64>,
+    /// The suites that go whole to one shard ([`Durations::overlapped`]), new tests with them.
+    pub whole: BTreeMap<String, u32>,
 }
 
 /// Longest first, each test to the shard with the least time so far (the lowest index on a
@@ -359,6 +410,43 @@ mod tests {
             ..durations
         };
         assert_eq!(unknown.plan(2).loads, [4.0, 4.0]);
+    }
+
+    #[test]
+    fn a_suite_whose_tests_overlapped_goes_whole_to_one_shard_at_its_wall_time() {
+        // `load`: three tests of 3 s that ran at once (wall 3.5 s); `e2e`: six tests of 1 s, one
+        // after the other. Split test by test, `load` would put 9 s of times that only overlap.
+        let durations = Durations {
+            suites: BTreeMap::from([
+                (
+                    "load".to_owned(),
+                    (0..3).map(|i| (format!("l{i}"), 3.0)).collect(),
+                ),
+                (
+                    "e2e".to_owned(),
+                    (0..6).map(|i| (format!("e{i}"), 1.0)).collect(),
+                ),
+            ]),
+            walls: BTreeMap::from([("load".to_owned(), 3.5), ("e2e".to_owned(), 6.0)]),
+            order: vec!["load".into(), "e2e".into()],
+            ..Durations::default()
+        };
+        assert_eq!(durations.overlapped("load"), Some(3.5));
+        assert_eq!(durations.overlapped("e2e"), None);
+        let plan = durations.plan(2);
+        let load: std::collections::BTreeSet<u32> = plan.shards["load"].values().copied().collect();
+        assert_eq!(load.len(), 1, "{plan:?}");
+        let shard = *load.first().unwrap();
+        assert_eq!(plan.whole["load"], shard);
+        // 3.5 s of load and 6 s of e2e over two shards: 4.5 and 5 (load with one e2e test... or
+        // two), never 9 s of load on one.
+        let mut loads = plan.loads.clone();
+        loads.sort_by(f64::total_cmp);
+        assert_eq!(loads, [4.5, 5.0], "{plan:?}");
+        // A new test of the suite goes with it.
+        let tests = vec!["l0".to_owned(), "l9".to_owned()];
+        let assigned = durations.assign("load", &tests, 2);
+        assert_eq!((assigned["l0"], assigned["l9"]), (shard, shard));
     }
 
     #[test]

@@ -877,6 +877,45 @@ async fn nextest_suite_merges_nextest_junit() {
             "tests::ignored_one"
         ]
     );
+
+    // Split by durations in which its tests overlapped (their times add up to more than its
+    // wall): the suite runs whole in one shard, and the other does not even list it.
+    let mut timed = env(TargetKind::Docker);
+    let durations = suites::Durations {
+        suites: BTreeMap::from([(
+            suite.name.clone(),
+            BTreeMap::from([
+                (
+                    suites::case_key(&result.cases[0].classname, "tests::adds"),
+                    2.0,
+                ),
+                (
+                    suites::case_key(&result.cases[0].classname, "tests::fails_on_purpose"),
+                    2.0,
+                ),
+            ]),
+        )]),
+        walls: BTreeMap::from([(suite.name.clone(), 2.5)]),
+        order: vec![suite.name.clone()],
+        ..Default::default()
+    };
+    let whole = durations.plan(2).whole[&suite.name];
+    timed.durations = Some(std::sync::Arc::new(durations));
+    for index in 1..=2 {
+        let shard = Shard { index, count: 2 };
+        let result = suites::run_suite(&project.config, &suite, &timed, None, Some(shard)).await;
+        assert_eq!(result.error, None, "shard {index}: {result:#?}");
+        if index == whole {
+            assert_eq!(result.cases.len(), 3, "shard {index}: {result:#?}");
+        } else {
+            assert!(result.cases.is_empty(), "shard {index}: {result:#?}");
+            let output = result.output.as_deref().unwrap_or_default();
+            assert!(
+                output.contains(&format!("the suite runs whole in shard {whole}/2")),
+                "{output}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
