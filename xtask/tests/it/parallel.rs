@@ -9,12 +9,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use xtask::config::SuiteCfg;
 use xtask::config::{self, TargetKind};
 use xtask::junit::Status;
 use xtask::suites::plan::{Chunk, Part, Plan};
-use xtask::suites::{self, Collection, Durations, Hooks, SuiteRun, TestEvent};
+use xtask::suites::{self, Collection, Durations, Hooks, PythonEnv, SuiteEnv, SuiteRun, TestEvent};
 
-use crate::suites::{assert_group_gone, assert_reportable, case, env, project};
+use crate::suites::{assert_group_gone, assert_reportable, case, env, project, Project};
 
 /// What a test keeps of a plan's hooks.
 type Kept<T> = Arc<Mutex<Vec<T>>>;
@@ -45,6 +46,27 @@ fn ids(collection: &Collection) -> Vec<String> {
     collection.tests.iter().map(|t| t.id.clone()).collect()
 }
 
+/// The fixture project's suite `name`, with `var` naming `dir` in its environment (where its
+/// tests leave their marks for each other).
+fn suite_with_dir(project: &Project, name: &str, var: &str, dir: &Path) -> SuiteCfg {
+    let mut suite = project.suite(name);
+    suite.env.insert(var.into(), dir.display().to_string());
+    suite
+}
+
+/// The suite's tests as the plan collects them, on `environment`.
+async fn collected(
+    project: &Project,
+    suite: &SuiteCfg,
+    environment: &SuiteEnv,
+    py: &PythonEnv,
+    base: &SuiteRun,
+) -> Collection {
+    suites::collect_for_plan(&project.config, suite, environment, Some(py), base)
+        .await
+        .expect("the suite is collected")
+}
+
 #[tokio::test]
 async fn a_plan_runs_destructive_tests_alone_first_and_the_others_at_once() {
     let Some(_) = crate::require::python() else {
@@ -56,20 +78,14 @@ async fn a_plan_runs_destructive_tests_alone_first_and_the_others_at_once() {
     let project = project("pytest_project");
     let py = project.python().await;
     let track = tempfile::tempdir().unwrap();
-    let mut suite = project.suite("parallel");
-    suite
-        .env
-        .insert("TRACK_DIR".into(), track.path().display().to_string());
+    let suite = suite_with_dir(&project, "parallel", "TRACK_DIR", track.path());
     let environment = env(TargetKind::Docker);
     let base = SuiteRun {
         extra_args: vec!["-k".into(), "not left_out".into()],
         ..SuiteRun::default()
     };
 
-    let collection =
-        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
-            .await
-            .expect("the suite is collected");
+    let collection = collected(&project, &suite, &environment, &py, &base).await;
     assert_eq!(collection.tests.len(), 3, "{collection:#?}");
     let alone = collection
         .tests
@@ -239,10 +255,7 @@ async fn a_worker_that_dies_is_one_error_and_its_unrun_tests_are_skipped() {
     let suite = project.suite("crashing");
     let environment = env(TargetKind::Docker);
     let base = SuiteRun::default();
-    let collection =
-        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
-            .await
-            .expect("the suite is collected");
+    let collection = collected(&project, &suite, &environment, &py, &base).await;
     let all = ids(&collection);
     assert_eq!(all.len(), 4, "{all:?}");
     // By hand, so that the dying test and the one after it share a worker.
@@ -324,16 +337,10 @@ async fn dropping_a_plan_stops_every_workers_group() {
     let project = project("pytest_project");
     let py = project.python().await;
     let hang = tempfile::tempdir().unwrap();
-    let mut suite = project.suite("parallel_hanging");
-    suite
-        .env
-        .insert("HANG_DIR".into(), hang.path().display().to_string());
+    let suite = suite_with_dir(&project, "parallel_hanging", "HANG_DIR", hang.path());
     let environment = env(TargetKind::Docker);
     let base = SuiteRun::default();
-    let collection =
-        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
-            .await
-            .unwrap();
+    let collection = collected(&project, &suite, &environment, &py, &base).await;
     let planned = [(&suite, Some(&collection))];
     let plan = suites::plan(&planned, &Durations::default(), 2);
     assert_eq!(plan.lanes.len(), 2, "{plan:#?}");
@@ -367,16 +374,10 @@ async fn the_deadline_stops_every_worker_and_reports_their_tests() {
     let project = project("pytest_project");
     let py = project.python().await;
     let hang = tempfile::tempdir().unwrap();
-    let mut suite = project.suite("parallel_hanging");
-    suite
-        .env
-        .insert("HANG_DIR".into(), hang.path().display().to_string());
+    let mut suite = suite_with_dir(&project, "parallel_hanging", "HANG_DIR", hang.path());
     let environment = env(TargetKind::Docker);
     let base = SuiteRun::default();
-    let collection =
-        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
-            .await
-            .unwrap();
+    let collection = collected(&project, &suite, &environment, &py, &base).await;
     // Long enough for both workers to start on a loaded machine; the plan counts it from its
     // own start.
     suite.timeout_s = config::Secs(45);
@@ -420,18 +421,12 @@ async fn a_stop_during_the_lone_tests_lists_every_workers_tests_with_its_reason(
     let project = project("pytest_project");
     let py = project.python().await;
     let track = tempfile::tempdir().unwrap();
-    let mut suite = project.suite("parallel");
-    suite
-        .env
-        .insert("TRACK_DIR".into(), track.path().display().to_string());
+    let suite = suite_with_dir(&project, "parallel", "TRACK_DIR", track.path());
     let mut environment = env(TargetKind::Docker);
     let (stop, stopped) = tokio::sync::watch::channel(None::<String>);
     environment.stop = Some(suites::Stop::new(stopped));
     let base = SuiteRun::default();
-    let collection =
-        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
-            .await
-            .unwrap();
+    let collection = collected(&project, &suite, &environment, &py, &base).await;
     let planned = [(&suite, Some(&collection))];
     let plan = suites::plan(&planned, &Durations::default(), 2);
     assert_eq!(plan.alone[0].worker, "serial", "{plan:#?}");
@@ -736,16 +731,10 @@ async fn a_suites_workers_take_its_tests_from_one_queue_so_none_waits_on_its_own
     let project = project("pytest_project");
     let py = project.python().await;
     let track = tempfile::tempdir().unwrap();
-    let mut suite = project.suite("queued");
-    suite
-        .env
-        .insert("TRACK_DIR".into(), track.path().display().to_string());
+    let suite = suite_with_dir(&project, "queued", "TRACK_DIR", track.path());
     let environment = env(TargetKind::Docker);
     let base = SuiteRun::default();
-    let collection =
-        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
-            .await
-            .expect("the suite is collected");
+    let collection = collected(&project, &suite, &environment, &py, &base).await;
     // Durations that put test_2 (which ends only after tests 3-5) on a worker with tests of its
     // own after it: shares given up front would wait on themselves until test_2's deadline.
     let mut known = Durations::default();
@@ -848,10 +837,7 @@ async fn a_worker_that_dies_leaves_the_rest_of_its_suites_queue_to_the_others() 
     let suite = project.suite("crashing");
     let environment = env(TargetKind::Docker);
     let base = SuiteRun::default();
-    let collection =
-        suites::collect_for_plan(&project.config, &suite, &environment, Some(&py), &base)
-            .await
-            .expect("the suite is collected");
+    let collection = collected(&project, &suite, &environment, &py, &base).await;
     let planned = [(&suite, Some(&collection))];
     let plan = suites::plan(&planned, &Durations::default(), 2);
     assert_eq!(plan.lanes.len(), 2, "{plan:#?}");
