@@ -212,6 +212,19 @@ async def recv_quiet(ws, quiet=0.5):
             return frames
 
 
+async def recv_expected(ws, count, quiet=0.3, timeout=DEFAULT_TIMEOUT):
+    """The `count` frames a test expects, each given up to `timeout` (a busy server answers late,
+    not never), then every further frame that arrives until `quiet` seconds pass with none: a
+    test that checks the frames sees an unexpected extra one too."""
+    frames = []
+    try:
+        while len(frames) < count:
+            frames.append(await recv(ws, timeout=timeout))
+    except asyncio.TimeoutError:
+        return frames
+    return frames + await recv_quiet(ws, quiet)
+
+
 async def collect_runs(ws, n_runs, timeout=DEFAULT_TIMEOUT, stop_on_error=True):
     """Read frames until `n_runs` runs have completed. Returns (runs, others):
     runs maps run_id -> [events in arrival order]; others holds every non-run frame."""

@@ -5,7 +5,7 @@ import asyncio
 import json
 
 import chatlib
-from chatlib import assert_run_events, open_ws, recv, recv_quiet, run_message, send
+from chatlib import assert_run_events, open_ws, recv, recv_expected, recv_quiet, run_message, send
 
 
 def _run(token, content, run_async, **extra):
@@ -61,7 +61,7 @@ def _error_case(token, run_async, raw):
         ws = await open_ws(token)
         try:
             await ws.send(raw)
-            frames = await recv_quiet(ws, 0.5)
+            frames = await recv_expected(ws, 1)
             events = await run_message(ws, "What is 2 + 2?")
             return frames, events
         finally:
@@ -117,7 +117,7 @@ def test_bad_input_does_not_disturb_other_users(make_user, run_async):
             for g in garbage:
                 await bad.send(g)
             good_runs, good_other = await chatlib.collect_runs(good, 1)
-            bad_frames = await recv_quiet(bad, 0.5)
+            bad_frames = await recv_expected(bad, len(garbage))
             good_trailing = await recv_quiet(good, 0.2)
             bad_alive = await chatlib.closed_or_open(bad)
             return good_runs, good_other, good_trailing, bad_frames, bad_alive

@@ -4,7 +4,7 @@ can read or write another user's thread (HTTP and WebSocket)."""
 import asyncio
 
 import chatlib
-from chatlib import assert_run_events, open_ws, recv_quiet, run_message, send
+from chatlib import assert_run_events, open_ws, recv_expected, recv_quiet, run_message, send
 
 N_USERS = 24
 
@@ -84,7 +84,7 @@ def test_user_cannot_post_into_another_users_thread_over_ws(make_user, run_async
             events = await run_message(owner, "What is 1 + 1?")
             thread_id = events[0]["thread_id"]
             await send(intruder, {"type": "user_message", "content": "What is 6 + 6?", "thread_id": thread_id})
-            intruder_frames = await recv_quiet(intruder, 0.8)
+            intruder_frames = await recv_expected(intruder, 1)
             owner_frames = await recv_quiet(owner, 0.3)
             return thread_id, intruder_frames, owner_frames
         finally:
@@ -105,7 +105,7 @@ def test_nonexistent_thread_is_refused_without_a_run(token, run_async):
         try:
             for bad in ("00000000-0000-0000-0000-000000000000", "not-a-uuid", 12345):
                 await send(ws, {"type": "user_message", "content": "1 + 1", "thread_id": bad})
-            return await recv_quiet(ws, 0.8)
+            return await recv_expected(ws, 3)
         finally:
             await ws.close()
 
@@ -123,7 +123,7 @@ def test_user_cannot_resume_another_users_run(make_user, run_async):
         try:
             events = await run_message(owner, "What is 4 + 4?")
             await send(intruder, {"type": "resume", "run_id": events[0]["run_id"], "after_seq": 0})
-            return await recv_quiet(intruder, 0.8)
+            return await recv_expected(intruder, 1)
         finally:
             await owner.close()
             await intruder.close()

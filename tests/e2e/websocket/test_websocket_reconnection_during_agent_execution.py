@@ -4,7 +4,7 @@ event exactly once, in order. `after_seq` semantics: events with seq > n."""
 import asyncio
 
 import chatlib
-from chatlib import EXPECTED_EVENTS, assert_run_events, open_ws, recv, recv_quiet, send
+from chatlib import EXPECTED_EVENTS, assert_run_events, open_ws, recv, recv_expected, recv_quiet, send
 
 
 def _resume(run_id, after_seq):
@@ -58,7 +58,7 @@ def test_resume_after_completion_honours_after_seq(token, run_async):
             fresh = await open_ws(token)  # a reconnecting client: a new connection
             try:
                 await send(fresh, _resume(run_id, n))
-                replays[n] = await recv_quiet(fresh, 0.4)
+                replays[n] = await recv_expected(fresh, max(0, 5 - n))
             finally:
                 await fresh.close()
         return events, replays
@@ -149,7 +149,7 @@ def test_resume_of_unknown_or_malformed_run_is_an_error(token, run_async):
             await send(ws, _resume("6f1c1c3e-0000-4000-8000-000000000000", 0))
             await send(ws, _resume("nope", 0))
             await send(ws, {"type": "resume", "run_id": "6f1c1c3e-0000-4000-8000-000000000000", "after_seq": -1})
-            frames = await recv_quiet(ws, 0.6)
+            frames = await recv_expected(ws, 3)
             still_works = await chatlib.run_message(ws, "1 + 1")
             return frames, still_works
         finally:
