@@ -237,6 +237,8 @@ def pytest_collection_finish(session):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(f"xtask: worker {_WORKER} collected, waiting for its turn ({go})")
+        # The harness starts the next worker once this one is ready.
+        open(go + ".ready", "w").close()
         while not os.path.exists(go):
             time.sleep(0.02)
 

@@ -89,7 +89,17 @@ pub async fn run_plan(
             Err(e) => crate::ui::say(format!("cannot make the queue {}: {e}", dir.display())),
         }
     }
+    let mut ahead = Vec::new();
+    let longest = plan.lanes.iter().map(Vec::len).max().unwrap_or(0);
+    for position in 0..longest {
+        for (lane, head) in plan.lanes.iter().zip(&lane_heads) {
+            if position < lane.len() {
+                ahead.push(head + position);
+            }
+        }
+    }
     let state = Running {
+        ahead,
         queues,
         config,
         env,
@@ -154,6 +164,9 @@ struct Running<'a> {
     /// How many chunks run alone (the first indices).
     alone: usize,
     lane_heads: Vec<usize>,
+    /// The lanes' chunks in the order their runners start during the lone tests: each lane's
+    /// first, then each lane's second, and so on, one at a time (see [`Running::started_ahead`]).
+    ahead: Vec<usize>,
     alone_left: Mutex<usize>,
     spawn: Vec<Arc<Notify>>,
     turn: Vec<Notify>,
@@ -189,12 +202,29 @@ impl Running<'_> {
                 }
                 (Instant::now(), SystemTime::now())
             };
-            let (mut result, turn) = futures_util::future::join(
-                run_chunk(self, suite, chunk, threads, live, Some(go.clone())),
-                its_turn,
-            )
-            .await;
+            // Collected and waiting for its turn (its plugin's `<go>.ready`; nextest, which lists
+            // with cargo, at once): the next runner may start.
+            let ready = go.with_extension("go.ready");
+            let _ = std::fs::remove_file(&ready);
+            let announce = async {
+                while suite.runner == Runner::Pytest && !ready.exists() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                self.started_ahead(index);
+            };
+            let running = async {
+                let chunk_run = run_chunk(self, suite, chunk, threads, live, Some(go.clone()));
+                futures_util::pin_mut!(chunk_run, announce);
+                match futures_util::future::select(chunk_run, announce).await {
+                    futures_util::future::Either::Left((result, _)) => result,
+                    futures_util::future::Either::Right(((), chunk_run)) => chunk_run.await,
+                }
+            };
+            let (mut result, turn) = futures_util::future::join(running, its_turn).await;
+            // One that ended without a word of being ready (it crashed) does not hold the others.
+            self.started_ahead(index);
             let _ = std::fs::remove_file(&go);
+            let _ = std::fs::remove_file(&ready);
             from_its_turn(&mut result, turn);
             result
         };
@@ -210,8 +240,9 @@ impl Running<'_> {
             .into_iter()
             .collect();
         if index == 0 && self.alone > 0 {
-            // The lone tests wait on the stack: every worker's runner starts meanwhile.
-            after.extend(self.spawn[self.alone..].iter().cloned());
+            // The lone tests wait on the stack: the workers' runners start meanwhile, one after
+            // the other ([`Running::started_ahead`]).
+            after.extend(self.ahead.first().map(|first| self.spawn[*first].clone()));
         }
         let began = std::sync::atomic::AtomicBool::new(false);
         Arc::new(move |event: TestEvent| {
@@ -265,6 +296,17 @@ impl Running<'_> {
             *alone_left = alone_left.saturating_sub(1);
             if *alone_left == 0 {
                 self.lanes_go();
+            }
+        }
+    }
+
+    /// A lane chunk's runner started ahead is ready (or ended): the next in [`Running::ahead`]
+    /// starts its runner. One start at a time: each takes a core for a second (pytest's imports
+    /// and collection), and the lone tests, which run meanwhile, need the other one.
+    fn started_ahead(&self, index: usize) {
+        if let Some(position) = self.ahead.iter().position(|i| *i == index) {
+            if let Some(next) = self.ahead.get(position + 1) {
+                self.spawn[*next].notify_one();
             }
         }
     }

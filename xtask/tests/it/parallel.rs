@@ -872,3 +872,51 @@ async fn a_worker_that_dies_leaves_the_rest_of_its_suites_queue_to_the_others() 
     assert!(error.starts_with("worker w"), "{error}");
     assert!(!result.passed());
 }
+
+#[tokio::test]
+async fn the_workers_runners_start_ahead_one_after_the_other_during_the_lone_tests() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let project = project("pytest_project");
+    let py = project.python().await;
+    let track = tempfile::tempdir().unwrap();
+    let suite = suite_with_dir(&project, "prestart", "TRACK_DIR", track.path());
+    let environment = env(TargetKind::Docker);
+    let base = SuiteRun::default();
+    let collection = collected(&project, &suite, &environment, &py, &base).await;
+    let planned = [(&suite, Some(&collection))];
+    let plan = suites::plan(&planned, &Durations::default(), 2);
+    assert_eq!((plan.alone.len(), plan.lanes.len()), (1, 2), "{plan:#?}");
+    let (hooks, _, _) = recording();
+    let results = suites::run_plan(
+        &project.config,
+        &environment,
+        Some(&py),
+        &base,
+        &planned,
+        &plan,
+        &hooks,
+    )
+    .await;
+    // The lone test ended only once both runners had collected: they started while it ran.
+    assert!(results[0].passed(), "{:#?}", results[0]);
+    let at = |mark: &str| -> f64 {
+        std::fs::read_to_string(track.path().join(mark))
+            .unwrap_or_else(|e| panic!("{mark}: {e}"))
+            .parse()
+            .unwrap()
+    };
+    // One after the other: the second began once the first had collected.
+    let (first, second) = if at("w1.configure") <= at("w2.configure") {
+        ("w1", "w2")
+    } else {
+        ("w2", "w1")
+    };
+    assert!(
+        at(&format!("{second}.configure")) >= at(&format!("{first}.collected")),
+        "{second} began at {}, before {first} had collected at {}",
+        at(&format!("{second}.configure")),
+        at(&format!("{first}.collected"))
+    );
+}
