@@ -2,7 +2,9 @@
 //! first, one at a time with nothing else running, the suites that are not `parallel` (whole, as
 //! without a plan) and the tests carrying one of their suite's `serial_markers` (`destructive`:
 //! they restart services); then the tests of `parallel` suites, longest first by the durations of
-//! the last report, each to the worker that would finish it soonest. The lone ones go first: the
+//! the last report, each to the worker that would finish it soonest (which decides which workers
+//! run which suites; the tests themselves the suite's workers then take from one queue in that
+//! order, [`Plan::queues`]). The lone ones go first: the
 //! workers' runners start while they run (they wait on the stack, not on the CPU), and, as in a
 //! run without a plan, the later tests run against a stack that has been restarted. A pure
 //! function of the collected tests and the durations of earlier runs ([super::shard::Durations],

@@ -144,10 +144,12 @@ pub async fn run_plan(
 /// come first, one after the other; when the last has ended, every lane's first chunk gets its
 /// turn, and each later one when the one before it in its lane ended. A chunk's runner starts
 /// ahead of its turn and waits for it once ready (pytest collected: `XTASK_PYTEST_WAIT`; nextest
-/// listed), so that its start is not on the way: every lane's runners start once the first lone
-/// chunk began its first test (those tests wait on the stack; starts take the CPU); without lone
-/// chunks, each lane's next runner starts once the one before it began its first test, so that
-/// they do not all fall at once.
+/// listed), so that its start is not on the way: from the moment the first lone chunk began its
+/// first test, the lanes' runners start one at a time, each once the one before it is ready
+/// ([`Running::ahead`]: a start takes a core for a second, and the lone tests need the other);
+/// without lone chunks, each lane's next runner starts once the one before it began its first
+/// test, so that they do not all fall at once. A lane's pytest workers then take their tests from
+/// their suite's queue ([`Plan::queues`]).
 struct Running<'a> {
     /// By suite: the queue its lanes' workers take their tests from.
     queues: BTreeMap<String, std::path::PathBuf>,
