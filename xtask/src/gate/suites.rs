@@ -348,7 +348,7 @@ pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>>
         .durations
         .clone()
         .unwrap_or_else(|| crate::suites::durations_path(&run.config.work_dir()));
-    match crate::suites::Durations::read(&path) {
+    match crate::suites::Durations::read_for(&path, super::collect::plans(run)) {
         Ok(mut durations) => {
             durations.order = run
                 .selected_suites()
@@ -382,7 +382,13 @@ pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>>
 fn keep_durations(run: &Run) {
     let path = crate::suites::durations_path(&run.config.work_dir());
     // A run of some suites (`--suite`) replaces theirs and keeps the others'.
-    let mut durations = crate::suites::Durations::read(&path).unwrap_or_default();
+    // Kept apart: the times of runs with a plan of workers, and of runs without.
+    let planned = super::collect::plans(run);
+    let mut durations = crate::suites::Durations::read_for(&path, planned).unwrap_or_else(|_| {
+        let mut none = crate::suites::Durations::default();
+        none.planned = planned;
+        none
+    });
     for suite in run.reporter.record().suites() {
         durations.keep(&suite.name, suite.duration, &suite.cases);
     }

@@ -54,6 +54,20 @@ pub struct Durations {
     pub order: Vec<String>,
     /// Where they were read from.
     pub source: PathBuf,
+    /// Whether these were measured under a plan of workers (`--jobs N`), where a test takes
+    /// 1.5-2.7× its time alone, and not evenly: what a plan weighs by, when known, as a run
+    /// without a plan weighs by the times of runs without one ([`Durations::read_for`]).
+    pub planned: bool,
+    /// The other kind's durations, as read, written back unchanged.
+    pub other: Option<Set>,
+}
+
+/// One kind's durations in `durations.json`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Set {
+    suites: BTreeMap<String, BTreeMap<String, f64>>,
+    #[serde(default)]
+    walls: BTreeMap<String, f64>,
 }
 
 /// A test's key in [`Durations`]: its JUnit classname and name.
@@ -74,9 +88,13 @@ pub fn default_path(work_dir: &Path) -> PathBuf {
 enum Stored {
     Kept {
         version: u32,
+        /// Of runs without a plan.
         suites: BTreeMap<String, BTreeMap<String, f64>>,
         #[serde(default)]
         walls: BTreeMap<String, f64>,
+        /// Of runs with a plan of workers (version 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        planned: Option<Set>,
     },
     Tests(BTreeMap<String, BTreeMap<String, f64>>),
 }
@@ -95,9 +113,15 @@ impl Durations {
             match serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a durations file", path.display()))?
             {
-                Stored::Kept { suites, walls, .. } => {
+                Stored::Kept {
+                    suites,
+                    walls,
+                    planned,
+                    ..
+                } => {
                     durations.suites = suites;
                     durations.walls = walls;
+                    durations.other = planned;
                 }
                 Stored::Tests(suites) => durations.suites = suites,
             }
@@ -110,6 +134,32 @@ impl Durations {
                 }
             }
         }
+        Ok(durations)
+    }
+
+    /// [`Durations::read`], the kind a run with (`planned`) or without a plan of workers weighs
+    /// by: that kind's when `durations.json` has them, else the other's (better than none).
+    pub fn read_for(path: &Path, planned: bool) -> anyhow::Result<Durations> {
+        let mut durations = Durations::read(path)?;
+        let serial = Set {
+            suites: std::mem::take(&mut durations.suites),
+            walls: std::mem::take(&mut durations.walls),
+        };
+        let with_plan = durations.other.take();
+        let (mine, theirs) = if planned {
+            (with_plan, Some(serial))
+        } else {
+            (Some(serial), with_plan)
+        };
+        let (mine, theirs) = (
+            mine.filter(|set| !set.suites.is_empty()),
+            theirs.filter(|set| !set.suites.is_empty()),
+        );
+        let weigh = mine.or_else(|| theirs.clone()).unwrap_or_default();
+        durations.suites = weigh.suites;
+        durations.walls = weigh.walls;
+        durations.other = theirs;
+        durations.planned = planned;
         Ok(durations)
     }
 
@@ -132,10 +182,20 @@ impl Durations {
 
     /// Writes the `durations.json` form.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let stored = Stored::Kept {
-            version: 2,
+        let mine = Set {
             suites: self.suites.clone(),
             walls: self.walls.clone(),
+        };
+        let (serial, planned) = if self.planned {
+            (self.other.clone().unwrap_or_default(), Some(mine))
+        } else {
+            (mine, self.other.clone())
+        };
+        let stored = Stored::Kept {
+            version: 3,
+            suites: serial.suites,
+            walls: serial.walls,
+            planned,
         };
         crate::state::write_atomic(path, serde_json::to_string_pretty(&stored)?.as_bytes())
     }
@@ -447,6 +507,49 @@ mod tests {
         let tests = vec!["l0".to_owned(), "l9".to_owned()];
         let assigned = durations.assign("load", &tests, 2);
         assert_eq!((assigned["l0"], assigned["l9"]), (shard, shard));
+    }
+
+    #[test]
+    fn runs_with_and_without_a_plan_keep_and_weigh_by_their_own_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("durations.json");
+        let case = |name: &str, seconds: f64| {
+            crate::junit::Case::new("c", name, crate::junit::Status::Passed)
+                .with_time(std::time::Duration::from_secs_f64(seconds))
+        };
+        let second = std::time::Duration::from_secs(1);
+        // A run without a plan, then one with: each keeps its own.
+        let mut serial = Durations::read_for(&path, false).unwrap_or_default();
+        serial.keep("e2e", second, &[case("a", 1.0)]);
+        serial.write(&path).unwrap();
+        // A plan before any planned run weighs by the serial times, and keeps those.
+        let mut planned = Durations::read_for(&path, true).unwrap();
+        assert!(planned.planned);
+        assert_eq!(planned.suites["e2e"]["c::a"], 1.0);
+        planned.keep("e2e", second, &[case("a", 2.5)]);
+        planned.write(&path).unwrap();
+        assert_eq!(
+            Durations::read_for(&path, false).unwrap().suites["e2e"]["c::a"],
+            1.0
+        );
+        assert_eq!(
+            Durations::read_for(&path, true).unwrap().suites["e2e"]["c::a"],
+            2.5
+        );
+        // A later serial run replaces only its own.
+        let mut serial = Durations::read_for(&path, false).unwrap();
+        serial.keep("e2e", second, &[case("a", 0.5)]);
+        serial.write(&path).unwrap();
+        assert_eq!(
+            Durations::read_for(&path, false).unwrap().suites["e2e"]["c::a"],
+            0.5
+        );
+        assert_eq!(
+            Durations::read_for(&path, true).unwrap().suites["e2e"]["c::a"],
+            2.5
+        );
+        // `read` (and --durations FILE) gives the serial ones.
+        assert_eq!(Durations::read(&path).unwrap().suites["e2e"]["c::a"], 0.5);
     }
 
     #[test]
