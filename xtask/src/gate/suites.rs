@@ -385,9 +385,10 @@ fn keep_durations(run: &Run) {
     // Kept apart: the times of runs with a plan of workers, and of runs without.
     let planned = super::collect::plans(run);
     let mut durations = crate::suites::Durations::read_for(&path, planned).unwrap_or_else(|_| {
-        let mut none = crate::suites::Durations::default();
-        none.planned = planned;
-        none
+        crate::suites::Durations {
+            planned,
+            ..Default::default()
+        }
     });
     for suite in run.reporter.record().suites() {
         durations.keep(&suite.name, suite.duration, &suite.cases);
