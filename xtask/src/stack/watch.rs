@@ -471,6 +471,12 @@ impl Watch {
                 tracked.healthcheck = event.healthcheck.or(tracked.healthcheck);
                 Vec::new()
             }
+            // A start of a container already running, with no exit between: podman sends one
+            // when a start call finds it running (the harness starts some containers as soon as
+            // compose created them, and again with the rest). Nothing happened to it.
+            "start" if tracked.started.is_some() && tracked.running && !tracked.stopping => {
+                Vec::new()
+            }
             "start" | "restart" => {
                 let restarted = tracked.started.is_some() || action == "restart";
                 if restarted && !tracked.stopping {

@@ -132,6 +132,29 @@ fn a_second_start_is_a_restart_but_a_recreation_is_not() {
 }
 
 #[test]
+fn a_second_start_event_of_a_running_container_changes_nothing() {
+    let mut watch = Watch::new(&services(&["db"]), Duration::from_secs(60));
+    let mut start = event("start", "c1", "db", 0);
+    start.healthcheck = Some(true);
+    watch.on_event(&start, at(1));
+    watch.on_event(&event("health_status: healthy", "c1", "db", 100), at(101));
+    assert!(watch.all_ready());
+    // podman: a start call that found it running is one more `start` event.
+    let changes = watch.on_event(&event("start", "c1", "db", 150), at(151));
+    assert!(changes.is_empty(), "{changes:?}");
+    assert!(watch.all_ready());
+    assert_eq!(watch.ready("db").unwrap().after, Duration::from_millis(100));
+    // The engine's own restart is still one.
+    let changes = watch.on_event(&event("restart", "c1", "db", 300), at(301));
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, Change::Failed(f) if f.reason.contains("restarted"))),
+        "{changes:?}"
+    );
+}
+
+#[test]
 fn budget_runs_from_the_container_start() {
     let mut watch = Watch::new(&services(&["slow", "later"]), Duration::from_secs(3));
     assert_eq!(
