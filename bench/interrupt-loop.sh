@@ -23,7 +23,7 @@ if [ -z "${XTASK:-}" ]; then
     cargo build -q -p xtask || exit 2
     XTASK="$root/target/debug/xtask"
 fi
-XSD="$root/xtask/src/junit-10.xsd"
+XSD="$root/crates/stackgate/src/junit-10.xsd"
 command -v xmllint >/dev/null || echo "note: xmllint not found: reports are not checked against the schema"
 OUT=$(mktemp -d)
 
