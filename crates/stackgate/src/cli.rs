@@ -83,6 +83,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::MissionCritical(cmd) => cmd.run(ctx).await,
         Command::DockerDown(cmd) => cmd.run(ctx).await,
         Command::JunitMerge(cmd) => cmd.run(ctx).await,
+        Command::History(cmd) => cmd.run(ctx).await,
         Command::InstallHook(cmd) => cmd.run(ctx).await,
         Command::Ci(cmd) => cmd.run(ctx).await,
     }

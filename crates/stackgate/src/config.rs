@@ -18,7 +18,9 @@ use crate::error::Failure;
 
 pub mod stack_keys;
 pub mod suite_keys;
+pub mod history_keys;
 
+pub use history_keys::HistoryCfg;
 pub use suite_keys::{GateCfg, Runner, SuiteCfg};
 
 /// The file name looked for from the current directory upwards.
@@ -44,6 +46,7 @@ pub struct Config {
     pub targets: TargetsCfg,
     pub fallback: FallbackCfg,
     pub gate: GateCfg,
+    pub history: HistoryCfg,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +356,18 @@ validated!(
     "a number of workers within 1..64"
 );
 validated!(
+    /// A number of runs to keep, 1 or more.
+    KeepRuns(u32), i64,
+    |v| u32::try_from(v).ok().filter(|n| *n > 0).ok_or_else(|| format!("must be a number of runs, 1 or more, got {v}")),
+    "a number of runs, 1 or more"
+);
+validated!(
+    /// A ratio of 1 or more.
+    Ratio(f64), f64,
+    |v| if v >= 1.0 && v.is_finite() { Ok(v) } else { Err(format!("must be a ratio of 1 or more, got {v}")) },
+    "a ratio of 1 or more"
+);
+validated!(
     /// A quantity that cannot be negative.
     NonNegative(f64), f64,
     |v| if v >= 0.0 && v.is_finite() { Ok(v) } else { Err(format!("must not be negative, got {v}")) },
@@ -428,6 +443,8 @@ struct RawFile {
     fallback: RawFallback,
     #[serde(default)]
     gate: GateCfg,
+    #[serde(default)]
+    history: HistoryCfg,
 }
 
 #[derive(Deserialize)]
@@ -912,6 +929,7 @@ fn validate(
         },
         fallback: FallbackCfg { order },
         gate: raw.gate,
+        history: raw.history,
     })
 }
 

@@ -39,6 +39,8 @@ pub enum Command {
     DockerDown(DockerDown),
     /// Merge JUnit files (for example of shards) into one
     JunitMerge(JunitMerge),
+    /// The run history: the last runs, pass rates, flaky tests, trends, regressions
+    History(History),
     /// Install the pre-push hook that runs the gate into this clone
     InstallHook(InstallHook),
     /// The project's own checks: install what is missing, start the engine, fmt, clippy, tests, the gate
@@ -57,6 +59,7 @@ impl Command {
             Command::MissionCritical(c) => c.json,
             Command::DockerDown(c) => c.json,
             Command::JunitMerge(c) => c.json,
+            Command::History(c) => c.json,
             Command::InstallHook(_) | Command::Ci(_) => false,
         }
     }
@@ -232,6 +235,22 @@ pub struct JunitMerge {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct History {
+    /// How many of the newest runs to look at
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub last: u32,
+    /// Only tests whose `suite::test` contains this (`*` matches anything)
+    #[arg(long, value_name = "PATTERN")]
+    pub test: Option<String>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML page of the trends
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

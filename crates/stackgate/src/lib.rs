@@ -28,9 +28,11 @@ pub mod target;
 pub mod ws;
 pub mod suites;
 pub mod junit;
+pub mod history;
 
 pub mod gate;
 pub mod monitor;
+pub mod commands;
 
 pub mod cli;
 pub mod ci;

@@ -54,6 +54,23 @@ async fn new_run(config: crate::config::Config, options: Options) -> Arc<Run> {
         Ok(stream) => live.push(Box::new(stream)),
         Err(e) => ui::say(format!("no event stream for this run: {e:#}")),
     }
+    if config.history.enabled {
+        live.push(Box::new(sinks::history::History::start(
+            sinks::history::HistoryTarget {
+                path: crate::history::path_of(&config),
+                keep_runs: config.history.keep_runs.0,
+                run: crate::history::RunStart {
+                    id: run_id.clone(),
+                    command: options.command.to_owned(),
+                    started_ms: crate::state::unix_ms() as i64,
+                    config_hash: crate::history::config_hash(
+                        &std::fs::read_to_string(&config.path).unwrap_or_default(),
+                    ),
+                },
+                root: config.root.clone(),
+            },
+        )));
+    }
     let run = Arc::new(Run::new(
         config,
         options,

@@ -168,6 +168,9 @@ pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
     };
     let summary = sinks::summary::render(&record, run.options.command, report);
     eprint!("{}", crate::junit::redact(&summary, &run.secrets()));
+    for finding in regressions(run) {
+        crate::ui::say(format!("regression: {finding}"));
+    }
     // The gate's own pictures of the run: only a run of the suites has a report to look at.
     if run.options.until == super::run::Until::Suites && run.options.junit.is_some() {
         match super::artefacts::write(run, &record) {
@@ -232,6 +235,20 @@ fn write_report(run: &Run, record: &super::events::Record) -> anyhow::Result<()>
 
 /// The GitHub step summary (when `GITHUB_STEP_SUMMARY` is set) and the annotations (when
 /// `GITHUB_ACTIONS=true`).
+/// This run's figures above the median of the runs before it (from the run history, which the
+/// history sink has finished writing by the `Finished` event); none when the history is off or
+/// cannot be read.
+fn regressions(run: &Run) -> Vec<crate::history::analysis::Finding> {
+    let config = &run.config;
+    if !config.history.enabled {
+        return Vec::new();
+    }
+    let path = crate::history::path_of(config);
+    crate::history::Store::open(&path)
+        .and_then(|store| store.findings(&run.run_id, crate::history::thresholds(&config.history)))
+        .unwrap_or_default()
+}
+
 fn github(run: &Run, record: &super::events::Record) {
     let secrets = run.secrets();
     if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {

@@ -1,5 +1,5 @@
 //! The sinks: each turns the run's events into one view. Live sinks see events as they come
-//! (`terminal`, `stream`); the others render the whole [`Record`] at the end (`summary`, `junit`,
+//! (`terminal`, `stream`, `history`); the others render the whole [`Record`] at the end (`summary`, `junit`,
 //! `github`, `html` and `trace`, the last two through the lanes of `timeline`). Every sink's rendering is a pure function of events, tested with snapshots against
 //! the runs in [`fixtures`]. Each sink matches every [`Event`] kind explicitly, so a new kind
 //! cannot be dropped by one of them unnoticed.
@@ -17,6 +17,7 @@ pub mod github;
 pub mod timeline;
 pub mod html;
 pub mod trace;
+pub mod history;
 
 #[cfg(test)]
 pub mod fixtures;

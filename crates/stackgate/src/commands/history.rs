@@ -1,0 +1,170 @@
+//! `history`: the last runs of this checkout with verdict and time, every test's pass rate and
+//! time trend, the flaky tests, each service's time to healthy, the regressions of the newest
+//! run; `--json` for programs, `--html PATH` for a page of the trends.
+
+use crate::error::Failure;
+use crate::history::analysis::{Query, Summary};
+use crate::history::{self, Store};
+use crate::{ui, Ctx};
+
+impl crate::flags::History {
+    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
+        let config = ctx.config()?;
+        let path = history::path_of(&config);
+        let query = Query {
+            last: self.last as usize,
+            test: self.test.clone(),
+            thresholds: history::thresholds(&config.history),
+        };
+        // Reading must not create the file: no history yet is an empty one.
+        let summary = if path.exists() {
+            let store = Store::open(&path).map_err(|e| Failure::config(format!("{e:#}")))?;
+            store.summary(&query)?
+        } else {
+            ui::say(format!(
+                "no run recorded yet in {} (every gate records its run there)",
+                path.display()
+            ));
+            Summary {
+                runs: Vec::new(),
+                tests: Vec::new(),
+                services: Vec::new(),
+                ws: Vec::new(),
+                findings: Vec::new(),
+                thresholds: query.thresholds,
+            }
+        };
+        if let Some(html) = &self.html {
+            let html = if html.is_absolute() {
+                html.clone()
+            } else {
+                std::env::current_dir()?.join(html)
+            };
+            let page = history::page::render(&summary, &config.project.name.0);
+            crate::state::write_atomic(&html, page.as_bytes())?;
+            ui::say(format!("history page: {}", html.display()));
+        }
+        if self.json {
+            let mut value = serde_json::to_value(&summary)?;
+            value["path"] = path.display().to_string().into();
+            ui::print_json(value, true);
+        } else {
+            eprint!("{}", render(&summary));
+        }
+        Ok(())
+    }
+}
+
+/// The history for people: runs, flaky tests, services, tests, regressions.
+pub fn render(summary: &Summary) -> String {
+    let mut out = String::new();
+    let runs: Vec<Vec<String>> = summary
+        .runs
+        .iter()
+        .map(|run| {
+            vec![
+                run.id.clone(),
+                run.command.clone(),
+                run.verdict.clone().unwrap_or_else(|| "unfinished".into()),
+                run.duration_s.map_or("-".into(), |s| format!("{s:.1}s")),
+                run.overhead_s.map_or("-".into(), |s| format!("{s:.1}s")),
+                run.target.clone().unwrap_or_else(|| "-".into()),
+                format!(
+                    "{}{}",
+                    run.git_commit.chars().take(10).collect::<String>(),
+                    if run.dirty { "+" } else { "" }
+                ),
+            ]
+        })
+        .collect();
+    out.push_str(&format!("── runs (newest first, {})\n", runs.len()));
+    out.push_str(&ui::table(
+        &[
+            "run", "command", "verdict", "time", "overhead", "target", "commit",
+        ],
+        &runs,
+    ));
+    let flaky: Vec<Vec<String>> = summary
+        .tests
+        .iter()
+        .filter(|t| t.flaky)
+        .map(|t| {
+            vec![
+                format!("{}::{}", t.suite, t.test),
+                rate(t.pass_rate),
+                t.runs.to_string(),
+                t.flaky_because.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&format!("── flaky tests ({})\n", flaky.len()));
+    if !flaky.is_empty() {
+        out.push_str(&ui::table(&["test", "pass rate", "runs", "why"], &flaky));
+    }
+    let services: Vec<Vec<String>> = summary
+        .services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                format!("{:.2}s", s.median_s),
+                s.per_run
+                    .iter()
+                    .rev()
+                    .take(8)
+                    .map(|(_, v)| format!("{v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    out.push_str("── time to healthy per service\n");
+    if !services.is_empty() {
+        out.push_str(&ui::table(
+            &["service", "median", "newest first"],
+            &services,
+        ));
+    }
+    let tests: Vec<Vec<String>> = summary
+        .tests
+        .iter()
+        .map(|t| {
+            vec![
+                format!("{}::{}", t.suite, t.test),
+                rate(t.pass_rate),
+                format!("{}/{}/{}", t.passed, t.failed, t.skipped),
+                t.max_attempts.to_string(),
+                format!("{:.2}s", t.median_s),
+                format!("{:.2}s", t.last_s),
+            ]
+        })
+        .collect();
+    out.push_str(&format!("── tests ({})\n", tests.len()));
+    if !tests.is_empty() {
+        out.push_str(&ui::table(
+            &[
+                "test",
+                "pass rate",
+                "pass/fail/skip",
+                "attempts",
+                "median",
+                "newest",
+            ],
+            &tests,
+        ));
+    }
+    out.push_str(&format!(
+        "── regressions of the newest run ({}; above {}× the median and by {} s)\n",
+        summary.findings.len(),
+        summary.thresholds.ratio,
+        summary.thresholds.margin_s
+    ));
+    for finding in &summary.findings {
+        out.push_str(&format!("  {finding}\n"));
+    }
+    out
+}
+
+fn rate(rate: Option<f64>) -> String {
+    rate.map_or("-".into(), |r| format!("{:.0}%", r * 100.0))
+}

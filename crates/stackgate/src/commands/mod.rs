@@ -1,0 +1,4 @@
+//! The commands: one file per command, each turning what the layers below return into text,
+//! JSON and an exit code. Only this layer and the gate's sinks print.
+
+pub mod history;
