@@ -355,6 +355,125 @@ mod tests {
         );
     }
 
+    fn begin(store: &Store, id: &str, at: i64) {
+        store
+            .begin(&RunStart {
+                id: id.into(),
+                command: "mission-critical".into(),
+                started_ms: at,
+                config_hash: "c".into(),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn two_gates_writing_at_once_are_both_recorded_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        drop(Store::open(&path).unwrap());
+        let writers: Vec<_> = (0..2)
+            .map(|gate| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut store = Store::open(&path).unwrap();
+                    for run in 0..20 {
+                        let id = format!("g{gate}-{run}");
+                        begin(&store, &id, run);
+                        let tests: Vec<TestRow> =
+                            (0..30).map(|t| row(&format!("t{t}"), "passed")).collect();
+                        store.tests(&id, &tests).unwrap();
+                        store
+                            .finish(&id, "passed", Duration::from_secs(1), Duration::ZERO, 1000)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.run_count().unwrap(), 40);
+        let tests: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM tests", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tests, 40 * 30);
+    }
+
+    /// The writer half of the SIGKILL test: this test binary, run again with the variable set,
+    /// writes runs until it is killed.
+    #[test]
+    fn writer_until_killed() {
+        let Some(path) = std::env::var_os("STACKGATE_HISTORY_KILL_TEST") else {
+            return;
+        };
+        let mut store = Store::open(Path::new(&path)).unwrap();
+        for run in 0.. {
+            let id = format!("k{run}");
+            begin(&store, &id, run);
+            let tests: Vec<TestRow> = (0..50).map(|t| row(&format!("t{t}"), "passed")).collect();
+            store.tests(&id, &tests).unwrap();
+            if run == 3 {
+                std::fs::write(Path::new(&path).with_extension("ready"), "").unwrap();
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_writer_killed_with_sigkill_leaves_the_history_readable_and_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "history::tests::writer_until_killed",
+                "--nocapture",
+            ])
+            .env("STACKGATE_HISTORY_KILL_TEST", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ready = path.with_extension("ready");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer did not get going within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Mid-write: it never stops writing.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut store = Store::open(&path).unwrap();
+        let check: String = store
+            .conn()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let killed = store.run_count().unwrap();
+        assert!(killed >= 4, "{killed}");
+        assert_eq!(
+            store.run_finished("k0").unwrap(),
+            Some(false),
+            "recorded unfinished"
+        );
+        begin(&store, "next", 1_000_000);
+        store
+            .finish(
+                "next",
+                "passed",
+                Duration::from_secs(1),
+                Duration::ZERO,
+                1000,
+            )
+            .unwrap();
+        assert_eq!(store.run_finished("next").unwrap(), Some(true));
+    }
+
     #[test]
     fn the_config_hash_is_stable_and_tells_texts_apart() {
         assert_eq!(config_hash("a = 1"), config_hash("a = 1"));
