@@ -7,6 +7,9 @@ use crate::history::analysis::{Query, Summary};
 use crate::history::{self, Store};
 use crate::{ui, Ctx};
 
+/// Without `--test`, the table lists this many of the steady tests, slowest first.
+const SLOWEST: usize = 10;
+
 impl crate::flags::History {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
@@ -49,14 +52,14 @@ impl crate::flags::History {
             value["path"] = path.display().to_string().into();
             ui::print_json(value, true);
         } else {
-            eprint!("{}", render(&summary));
+            eprint!("{}", render(&summary, self.test.is_some()));
         }
         Ok(())
     }
 }
 
 /// The history for people: runs, flaky tests, services, tests, regressions.
-pub fn render(summary: &Summary) -> String {
+pub fn render(summary: &Summary, all_tests: bool) -> String {
     let mut out = String::new();
     let runs: Vec<Vec<String>> = summary
         .runs
@@ -125,8 +128,20 @@ pub fn render(summary: &Summary) -> String {
             &services,
         ));
     }
-    let tests: Vec<Vec<String>> = summary
-        .tests
+    // All the tests asked for (`--test`); otherwise those that did not always pass and the
+    // slowest, so that the table stays readable.
+    let mut shown: Vec<&crate::history::analysis::TestTrend> = summary.tests.iter().collect();
+    if !all_tests {
+        shown.sort_by(|a, b| b.median_s.total_cmp(&a.median_s));
+        let (unsteady, steady): (Vec<_>, Vec<_>) = shown
+            .into_iter()
+            .partition(|t| t.pass_rate.is_some_and(|r| r < 1.0));
+        shown = unsteady
+            .into_iter()
+            .chain(steady.into_iter().take(SLOWEST))
+            .collect();
+    }
+    let tests: Vec<Vec<String>> = shown
         .iter()
         .map(|t| {
             vec![
@@ -139,7 +154,16 @@ pub fn render(summary: &Summary) -> String {
             ]
         })
         .collect();
-    out.push_str(&format!("── tests ({})\n", tests.len()));
+    out.push_str(&format!(
+        "── tests ({} of {}{})\n",
+        tests.len(),
+        summary.tests.len(),
+        if all_tests {
+            ""
+        } else {
+            ": those that did not always pass, then the slowest; --test PATTERN for others"
+        }
+    ));
     if !tests.is_empty() {
         out.push_str(&ui::table(
             &[
