@@ -85,5 +85,6 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::JunitMerge(cmd) => cmd.run(ctx).await,
         Command::InstallHook(cmd) => cmd.run(ctx).await,
         Command::Ci(cmd) => cmd.run(ctx).await,
+        Command::Init(cmd) => cmd.run(ctx).await,
     }
 }

@@ -30,8 +30,10 @@ pub mod suites;
 pub mod junit;
 
 pub mod gate;
+pub mod init;
 pub mod monitor;
 
+pub mod commands;
 pub mod cli;
 pub mod ci;
 pub mod cross;
