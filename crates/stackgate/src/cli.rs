@@ -86,5 +86,6 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::History(cmd) => cmd.run(ctx).await,
         Command::InstallHook(cmd) => cmd.run(ctx).await,
         Command::Ci(cmd) => cmd.run(ctx).await,
+        Command::Init(cmd) => cmd.run(ctx).await,
     }
 }

@@ -45,6 +45,8 @@ pub enum Command {
     InstallHook(InstallHook),
     /// The project's own checks: install what is missing, start the engine, fmt, clippy, tests, the gate
     Ci(Ci),
+    /// Write a harness.toml guessed from this repository's compose file and test directories
+    Init(Init),
 }
 
 impl Command {
@@ -60,7 +62,7 @@ impl Command {
             Command::DockerDown(c) => c.json,
             Command::JunitMerge(c) => c.json,
             Command::History(c) => c.json,
-            Command::InstallHook(_) | Command::Ci(_) => false,
+            Command::InstallHook(_) | Command::Ci(_) | Command::Init(_) => false,
         }
     }
 }
@@ -258,6 +260,25 @@ pub struct InstallHook {
     /// Replace an existing pre-push hook that the harness did not write
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Init {
+    /// Overwrite an existing harness.toml
+    #[arg(long)]
+    pub force: bool,
+    /// Print the harness.toml (and the --xtask files) on stdout; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Add a [ws_check] of this WebSocket URL template, e.g. ws://{engine_host}:{port:backend:8000}/ws
+    #[arg(long, value_name = "URL_TEMPLATE")]
+    pub ws: Option<String>,
+    /// Also scaffold a `cargo xtask` calling stackgate (an existing harness.toml is then kept)
+    #[arg(long)]
+    pub xtask: bool,
+    /// With --xtask: depend on the stackgate crate in DIR instead of the crates.io version
+    #[arg(long, value_name = "DIR", requires = "xtask")]
+    pub crate_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -31,9 +31,10 @@ pub mod junit;
 pub mod history;
 
 pub mod gate;
+pub mod init;
 pub mod monitor;
-pub mod commands;
 
+pub mod commands;
 pub mod cli;
 pub mod ci;
 pub mod cross;

@@ -13,6 +13,7 @@ mod engines_shared;
 mod gate;
 mod hook;
 mod images;
+mod init;
 mod interrupt;
 mod junit;
 mod parallel;
