@@ -1,9 +1,10 @@
 //! The platform checks of `cargo xtask ci`: the Rust targets they need (`rustup target add`),
 //! clippy for Windows and macOS (`--target`, type-checking only: no linker for them is needed, and
-//! C dependencies get a stand-in compiler, `ci/check-cc`),
+//! C dependencies get a stand-in compiler, `assets/check-cc`),
 //! and the library's tests built for `x86_64-pc-windows-gnu` and run as a Windows program under
 //! Wine, with the `ProcessPrng` shim Wine 8 lacks (built with mingw from
-//! `ci/wine/bcryptprimitives.c` beside the test executable, never committed). Each is a row of
+//! `assets/bcryptprimitives.c` beside the test executable, never committed; both are embedded, so
+//! that the packaged crate needs nothing from this repository). Each is a row of
 //! its own in ci's table; the Wine row carries the test counts. They build in a target directory
 //! of their own (`target/cross`), so that ci runs them beside its other steps instead of waiting
 //! for cargo's lock on `target/` (see [`Show`]).
@@ -28,6 +29,11 @@ pub const CLIPPY_TARGETS: &[&str] = &[
 
 /// The target whose test executable Wine runs (mingw links it; msvc would need Microsoft's linker).
 pub const WINE_TARGET: &str = "x86_64-pc-windows-gnu";
+
+/// A stand-in C compiler and archiver for the cross-target type checks.
+const CHECK_CC: &str = include_str!("../assets/check-cc");
+/// The `ProcessPrng` export Wine 8 lacks, as a DLL source.
+const PRNG_SHIM: &str = include_str!("../assets/bcryptprimitives.c");
 
 /// The Debian packages the Wine run needs: the mingw C compiler (the linker of the gnu target and
 /// the compiler of the shim) and Wine.
@@ -105,9 +111,15 @@ pub async fn clippy(root: &Path, show: &Show) -> Vec<Check> {
         let name = format!("clippy {target}");
         crate::ui::say(format!("ci: {name}"));
         // Clippy never links, but ring's build script compiles its C for the target, which needs
-        // that target's SDK: a stand-in compiler writes empty objects (see ci/check-cc).
+        // that target's SDK: a stand-in compiler writes empty objects (see assets/check-cc).
         let variable = target.replace('-', "_");
-        let check_cc = root.join("ci").join("check-cc");
+        let check_cc = match stand_in_compiler(root) {
+            Ok(path) => path,
+            Err(e) => {
+                checks.push(Check::failed(name, started.elapsed(), format!("{e:#}")));
+                continue;
+            }
+        };
         let cmd = Cmd::new("cargo")
             .args(["clippy", "-p", "stackgate", "--all-targets", "--locked"])
             .args(["--target", target, "--", "-D", "warnings"])
@@ -125,6 +137,18 @@ pub async fn clippy(root: &Path, show: &Show) -> Vec<Check> {
         });
     }
     checks
+}
+
+/// The stand-in compiler (`assets/check-cc`, embedded), written under the target directory.
+fn stand_in_compiler(root: &Path) -> anyhow::Result<PathBuf> {
+    let path = target_dir(root).join("check-cc");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(CHECK_CC) {
+        crate::state::write_atomic(&path, CHECK_CC.as_bytes())?;
+    }
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| anyhow::anyhow!("cannot make {} executable: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// What the Windows test executable reported.
@@ -291,16 +315,15 @@ async fn run_wine_tests(root: &Path, show: &Show) -> anyhow::Result<TestCounts> 
 /// Builds `bcryptprimitives.dll` into `deps` (where the test executable is) unless it is there
 /// and newer than its source.
 async fn build_prng_shim(root: &Path, deps: &Path) -> anyhow::Result<()> {
-    let source = root.join("ci").join("wine").join("bcryptprimitives.c");
+    let source = deps.join("bcryptprimitives.c");
     let dll = deps.join("bcryptprimitives.dll");
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    if let (Some(built), Some(written)) = (modified(&dll), modified(&source)) {
-        if built >= written {
-            return Ok(());
-        }
+    // Built once per source text: the source is written beside the DLL only when it changed.
+    if dll.exists() && std::fs::read_to_string(&source).ok().as_deref() == Some(PRNG_SHIM) {
+        return Ok(());
     }
     std::fs::create_dir_all(deps)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", deps.display()))?;
+    crate::state::write_atomic(&source, PRNG_SHIM.as_bytes())?;
     Cmd::new("x86_64-w64-mingw32-gcc")
         .args(["-O2", "-shared", "-o"])
         .arg(&dll)

@@ -1,4 +1,5 @@
-//! `install-hook`: installs `ci/pre-push` (the gate before every push) into this clone's hooks.
+//! `install-hook`: installs the pre-push hook (the gate before every push, `assets/pre-push`,
+//! embedded) into this clone's hooks.
 
 use anyhow::Context;
 use xshell::{cmd, Shell};
@@ -9,12 +10,13 @@ use crate::{ui, Ctx};
 /// The line that marks a hook as ours, so that re-installing may replace it.
 const MARKER: &str = "installed by cargo xtask install-hook";
 
+/// The hook: embedded, so that the packaged crate needs nothing from this repository.
+pub const HOOK: &str = include_str!("../assets/pre-push");
+
 impl crate::flags::InstallHook {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let config = ctx.config()?;
-        let source = config.root.join("ci").join("pre-push");
-        let hook = std::fs::read_to_string(&source)
-            .with_context(|| format!("cannot read the hook {}", source.display()))?;
+        let hook = HOOK;
         let sh = Shell::new()?;
         sh.change_dir(&config.root);
         let hooks_dir = cmd!(sh, "git rev-parse --git-path hooks")

@@ -22,9 +22,6 @@ fn installs_the_hook_and_refuses_a_foreign_one() {
         .unwrap()
         .success());
     std::fs::write(root.join("harness.toml"), "[project]\nname = \"hooked\"\n").unwrap();
-    std::fs::create_dir(root.join("ci")).unwrap();
-    let repo_hook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ci/pre-push");
-    std::fs::copy(&repo_hook, root.join("ci/pre-push")).unwrap();
 
     let installed = root.join(".git/hooks/pre-push");
     std::fs::write(&installed, "#!/bin/sh\necho someone else's hook\n").unwrap();
