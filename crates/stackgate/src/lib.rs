@@ -37,6 +37,7 @@ pub mod monitor;
 pub mod commands;
 pub mod cli;
 pub mod ci;
+pub mod actionlint;
 pub mod cross;
 pub mod hook;
 
