@@ -18,6 +18,7 @@ VENV=target/bench-venv
 XTASK=target/debug/xtask
 
 [ -z "$LEG" ] && cargo build -q -p xtask
+mkdir -p target/xtask
 if [ ! -x "$VENV/bin/pytest" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q pytest==8.3.4 pytest-docker==3.2.6

@@ -61,8 +61,10 @@ pub fn plan(root: &Path, dependency: &Dependency) -> Result<Plan, Failure> {
         return Ok(Plan::Lines(format!(
             "xtask/ exists: nothing changed. To give it stackgate's commands:\n\
              in xtask/Cargo.toml under [dependencies]:\n    {}\n\
-             first in its `fn main() -> std::process::ExitCode`:\n{EXISTING_MAIN_LINES}",
-            dependency.line()
+             first in its `fn main() -> std::process::ExitCode`:\n{EXISTING_MAIN_LINES}\
+             (these names go to stackgate: {}; filter out of the list any your xtask answers itself)",
+            dependency.line(),
+            crate::cli::commands().join(", ")
         )));
     }
     let mut files = Vec::new();
