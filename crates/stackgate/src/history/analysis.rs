@@ -346,7 +346,8 @@ impl Store {
         if earlier.len() < thresholds.min_runs {
             return Ok(Vec::new());
         }
-        let mut series: BTreeMap<(&'static str, String), (Option<f64>, Vec<f64>)> = BTreeMap::new();
+        // (kind, name) -> (this run's value, the earlier runs' values).
+        let mut series: BTreeMap<(&'static str, String), Series> = BTreeMap::new();
         let mut add = |run: &str, kind: &'static str, name: String, value: f64| {
             let entry = series.entry((kind, name)).or_default();
             if run == run_id {
@@ -404,6 +405,9 @@ impl Store {
     }
 }
 
+/// One figure: its value in the run looked at, and in the runs before it.
+type Series = (Option<f64>, Vec<f64>);
+
 /// `*` matches any run of characters; without one, the pattern matches anywhere in the name.
 fn matches(pattern: &str, name: &str) -> bool {
     if !pattern.contains('*') {
@@ -430,7 +434,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 0 {
+    Some(if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     } else {
         sorted[mid]
