@@ -102,18 +102,18 @@ pub fn render(found: &Discovery) -> String {
     }
     out.push('\n');
     if let Some(ws) = &found.ws {
-        let _ = writeln!(out, "[ws_check]");
-        let _ = writeln!(out, "url = {}", q(&format!("{{{}}}", ws.name)));
+        // Left commented: init cannot know the server's protocol, and a guessed message would
+        // fail the gate; the endpoint above already reaches the suites.
         let _ = writeln!(
             out,
-            "# guessed: replace with a message your server answers and the events it sends back"
+            "# The WebSocket check: uncomment it with a message your server answers and the events it"
         );
-        let _ = writeln!(out, "send = '{{\"type\": \"ping\"}}'");
-        let _ = writeln!(out, "expect = [\"pong\"]");
-        let _ = writeln!(
-            out,
-            "event_field = \"type\"         # the JSON field that names an event"
-        );
+        let _ = writeln!(out, "# sends back (and `token_url` when it wants a token).");
+        let _ = writeln!(out, "# [ws_check]");
+        let _ = writeln!(out, "# url = {}", q(&format!("{{{}}}", ws.name)));
+        let _ = writeln!(out, "# send = '{{\"type\": \"ping\"}}'");
+        let _ = writeln!(out, "# expect = [\"pong\"]");
+        let _ = writeln!(out, "# event_field = \"type\"");
         out.push('\n');
     }
     if !found.requirements.is_empty() {

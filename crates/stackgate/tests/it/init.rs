@@ -236,7 +236,7 @@ fn no_ports_and_no_healthchecks_waits_for_every_service_and_a_workspace_gets_nex
 }
 
 #[test]
-fn ws_fills_the_ws_check_and_its_endpoint() {
+fn ws_adds_the_endpoint_and_a_ws_check_to_uncomment() {
     let (_temp, root) = repo(
         "chat",
         &[(
@@ -244,7 +244,7 @@ fn ws_fills_the_ws_check_and_its_endpoint() {
             "services:\n  backend:\n    image: x\n    ports: [\"127.0.0.1:${BACKEND_PORT-8000}:8000\"]\n",
         )],
     );
-    let (table, _text, _stderr) = initialised(
+    let (table, text, _stderr) = initialised(
         &root,
         &["--ws", "ws://{engine_host}:{port:backend:8000}/ws"],
     );
@@ -252,7 +252,12 @@ fn ws_fills_the_ws_check_and_its_endpoint() {
         table["endpoints"]["backend_ws"].as_str(),
         Some("ws://{engine_host}:{port:backend:8000}/ws")
     );
-    assert_eq!(table["ws_check"]["url"].as_str(), Some("{backend_ws}"));
+    // The check is written commented: its message and events are the server's protocol.
+    assert!(table.get("ws_check").is_none());
+    assert!(
+        text.contains("# [ws_check]\n# url = \"{backend_ws}\""),
+        "{text}"
+    );
     assert_eq!(
         table["stack"]["isolated_env"]["BACKEND_PORT"].as_str(),
         Some("0")
