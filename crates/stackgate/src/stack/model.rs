@@ -136,22 +136,91 @@ fn problem(path: &str, problem: impl Into<String>) -> ModelError {
 pub async fn read(project: &Project) -> anyhow::Result<Model> {
     let argv = project.config_argv();
     let finished = project.run_checked(&argv, QUICK_TIMEOUT).await?;
-    let mut model = parse_output(&finished.stdout)
-        .with_context(|| format!("cannot read what `{}` printed", finished.command))?;
-    model.digest = digest_of(&finished.stdout, &project.name)?;
+    let printed = |e: &ModelError| {
+        let around = excerpt(&finished.stdout, &e.problem)
+            .map(|lines| format!(", around:\n{lines}"))
+            .unwrap_or_default();
+        format!("cannot read what `{}` printed{around}", finished.command)
+    };
+    let mut model = parse_output(&finished.stdout).map_err(|e| {
+        let context = printed(&e);
+        anyhow::Error::new(e).context(context)
+    })?;
+    model.digest = digest_of(&finished.stdout, &project.name).map_err(|e| {
+        let context = printed(&e);
+        anyhow::Error::new(e).context(context)
+    })?;
     Ok(model)
 }
 
 /// The digest of what compose printed, the project's name left out: compose v2 prints it (`name`,
-/// and in the default network's and the volumes' names), and it differs from run to run of one
-/// stack (`<project>-<run>`).
+/// and as the prefix of the default network's and the volumes' names), and it differs from run to
+/// run of one stack (`<project>-<run>`). The name is taken out of the parsed values, never out of
+/// the text: a project named like a word of the stack (`chat`, in `JWT_ISSUER: chat-auth`) would
+/// otherwise turn compose's YAML into text that no longer parses.
 pub fn digest_of(text: &str, project_name: &str) -> Result<String, ModelError> {
-    let neutral = if project_name.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(project_name, "{project}")
-    };
-    Ok(canonical_digest(&parse_value(&neutral)?))
+    let mut value = parse_value(text)?;
+    if !project_name.is_empty() {
+        neutralise(&mut value, project_name);
+    }
+    Ok(canonical_digest(&value))
+}
+
+/// Every string that is the project's name, or starts with it and `_` (compose's resource
+/// names), gets `{project}` in its place.
+fn neutralise(value: &mut Value, project_name: &str) {
+    match value {
+        Value::String(text) => {
+            if text == project_name {
+                *text = "{project}".to_owned();
+            } else if let Some(rest) = text
+                .strip_prefix(project_name)
+                .filter(|rest| rest.starts_with('_'))
+            {
+                *text = format!("{{project}}{rest}");
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| neutralise(item, project_name)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|item| neutralise(item, project_name)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Where a parse error points in compose's output: the lines around `line N column M`, with a
+/// caret, for the error message (compose's own text, so that a reader sees what was parsed).
+pub fn excerpt(text: &str, error: &str) -> Option<String> {
+    let after = error.split("line ").nth(1)?;
+    let line: usize = after
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let column: usize = after
+        .split("column ")
+        .nth(1)
+        .and_then(|c| c.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    let lines: Vec<&str> = text.lines().collect();
+    if line == 0 || line > lines.len() {
+        return None;
+    }
+    let first = line.saturating_sub(3);
+    let mut out = String::new();
+    for (index, text) in lines.iter().enumerate().take(line + 1).skip(first) {
+        out.push_str(&format!("{:>5} | {text}\n", index + 1));
+        if index + 1 == line {
+            out.push_str(&format!(
+                "      | {}^\n",
+                " ".repeat(column.saturating_sub(1))
+            ));
+        }
+    }
+    Some(out)
 }
 
 /// [`read`], remembered in `work_dir` while [`Project::model_key`] stays the same.

@@ -273,6 +273,36 @@ fn the_digest_covers_every_resolved_key_and_not_the_notation() {
     assert_ne!(changed.digest, model.digest);
 }
 
+/// What `docker-compose -p chat config` printed on a machine where `docker-up` failed (see
+/// shared/findings/docker-up-yaml.md): the project's name is a word of the stack's own values.
+#[test]
+fn a_project_named_like_a_word_of_the_stack_still_reads() {
+    let text = include_str!("v1-reference-project-chat.yaml");
+    assert!(text.contains("JWT_ISSUER: chat-auth"));
+    let model = parse_output(text).unwrap();
+    assert_eq!(
+        model.service_names(),
+        ["auth", "backend", "postgres", "redis"]
+    );
+    // Taking the name out of the text made `JWT_ISSUER: {project}-auth`, which is not YAML.
+    let digest = digest_of(text, "chat").unwrap();
+    assert_eq!(digest, digest_of(text, "chat").unwrap());
+    assert_ne!(
+        digest,
+        digest_of(&text.replace("chat-auth", "chat-other"), "chat").unwrap()
+    );
+}
+
+#[test]
+fn a_parse_error_shows_the_lines_around_its_position() {
+    let text = "services:\n  a:\n    environment:\n      X: {p}-auth\n";
+    let error = yaml_to_json(text).unwrap_err();
+    let lines = excerpt(text, &error.problem).expect("a position in the message");
+    assert!(lines.contains("    4 |       X: {p}-auth"), "{lines}");
+    assert!(lines.contains('^'), "{lines}");
+    assert_eq!(excerpt(text, "no position here"), None);
+}
+
 #[test]
 fn a_services_networks_read_from_either_form() {
     let model = parse_output(
