@@ -141,7 +141,7 @@ pub fn discover(root: &Path, ws: Option<&str>) -> Result<Discovery, Failure> {
             None => "ws".to_owned(),
         };
         found.guesses.push(format!(
-            "[ws_check] url: endpoint `{name}` from --ws; `send` and `expect` are placeholders: set them to your protocol"
+            "endpoint `{name}` from --ws (suites get its _URL); [ws_check] is written commented: uncomment it with a message your server answers and the events it sends"
         ));
         found.ws = Some(Endpoint {
             name,
