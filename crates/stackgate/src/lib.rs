@@ -5,40 +5,219 @@
 //! steps in order (preflight, engine, images, stack, target, ws, suites, junit), the pipeline
 //! itself (gate), the other commands (monitor), the command line (cli), and the project's own
 //! tasks (ci, its platform checks in cross, hook).
+//!
+//! The library's API is [`cli`]: run the command line from a binary of your own (a `cargo
+//! xtask`). The other modules are public for this crate's own integration tests and benches only:
+//! they are hidden from the documentation and are not a stable API (their doc comments link
+//! freely to private items and name TOML tables like `[ws_check]`, hence the allowed lints).
 
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod flags;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod config;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod endpoints;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod error;
 
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod process;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod owner;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod state;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod progress;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod report;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod ui;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod http;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod tls;
 
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod preflight;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod engine;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod images;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod stack;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod target;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod ws;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod suites;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod junit;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod history;
 
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod gate;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod init;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod monitor;
 
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod commands;
 pub mod cli;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod ci;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod actionlint;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod cross;
+#[doc(hidden)]
+#[allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::private_intra_doc_links,
+    rustdoc::invalid_html_tags
+)]
 pub mod hook;
 
 use std::path::PathBuf;
