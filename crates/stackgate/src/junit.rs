@@ -11,7 +11,9 @@
 //!                     hostname: Option<String> }
 //! pub struct SuiteResult { name, cases: Vec<Case>, duration, error: Option<String>,
 //!                          output: Option<String>, interrupted: bool, started: Option<SystemTime> }
-//! pub struct Case { classname, name, time, status: Status, system_out, system_err }
+//! pub struct Case { classname, name, time, status: Status, system_out, system_err,
+//!                   reruns: Vec<Rerun>, quarantined: bool }   // attempts(), flaky()
+//! pub struct Rerun { status: Status, time, system_out, system_err }  // an earlier attempt that failed
 //! pub enum Status { Passed, Failed { message, output }, Error { message, output }, Skipped { reason } }
 //! pub type CaseStatus = Status;
 //! pub struct Counts { tests, failures, errors, skipped }
@@ -104,6 +106,23 @@ pub struct Case {
     pub status: Status,
     pub system_out: Option<String>,
     pub system_err: Option<String>,
+    /// Its earlier attempts that failed, first first (`--retries`, `[[suite]] retries`; nextest's
+    /// own retries). With a passing `status` the test is flaky (`<flakyFailure>`), with a failing
+    /// one it failed every time (`<rerunFailure>`), as Maven Surefire and nextest write them.
+    pub reruns: Vec<Rerun>,
+    /// Named by its suite's `quarantine`: reported as it ended, but its failure does not fail the
+    /// gate ([`SuiteResult::passed`]).
+    pub quarantined: bool,
+}
+
+/// An earlier attempt of a test that was run again because it failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rerun {
+    /// [`Status::Failed`] or [`Status::Error`].
+    pub status: Status,
+    pub time: Duration,
+    pub system_out: Option<String>,
+    pub system_err: Option<String>,
 }
 
 /// The name the gate uses for [`Status`].
@@ -169,6 +188,8 @@ impl Case {
             status,
             system_out: None,
             system_err: None,
+            reruns: Vec::new(),
+            quarantined: false,
         }
     }
     pub fn skipped(
@@ -187,6 +208,31 @@ impl Case {
     pub fn with_time(mut self, time: Duration) -> Case {
         self.time = time;
         self
+    }
+
+    /// How many times it ran: once, plus once per [`Rerun`].
+    pub fn attempts(&self) -> u32 {
+        1 + self.reruns.len() as u32
+    }
+
+    /// It passed in the end after failing before.
+    pub fn flaky(&self) -> bool {
+        self.status == Status::Passed && !self.reruns.is_empty()
+    }
+
+    /// It failed or broke (its last attempt).
+    pub fn failing(&self) -> bool {
+        matches!(self.status, Status::Failed { .. } | Status::Error { .. })
+    }
+
+    /// This attempt as an earlier one, when it failed: what a retry keeps of it.
+    pub fn as_rerun(&self) -> Option<Rerun> {
+        self.failing().then(|| Rerun {
+            status: self.status.clone(),
+            time: self.time,
+            system_out: self.system_out.clone(),
+            system_err: self.system_err.clone(),
+        })
     }
 }
 
@@ -218,6 +264,8 @@ impl SuiteResult {
                 },
                 system_out: None,
                 system_err: None,
+                reruns: Vec::new(),
+                quarantined: false,
             });
         }
         cases
@@ -231,10 +279,17 @@ impl SuiteResult {
         counts
     }
 
-    /// No failure, no error, not interrupted (skips are fine).
+    /// No failure, no error, not interrupted (skips are fine). A quarantined test's failure
+    /// does not count; the suite's own error (it could not run as it should) always does.
     pub fn passed(&self) -> bool {
-        let counts = self.counts();
-        counts.failures == 0 && counts.errors == 0 && !self.interrupted
+        self.error.is_none()
+            && !self.interrupted
+            && !self.cases.iter().any(|c| c.failing() && !c.quarantined)
+    }
+
+    /// Its tests that passed only after failing.
+    pub fn flaky(&self) -> impl Iterator<Item = &Case> {
+        self.cases.iter().filter(|c| c.flaky())
     }
 }
 
@@ -294,6 +349,8 @@ pub fn check_case(check: &Check) -> Case {
         status,
         system_out,
         system_err: None,
+        reruns: Vec::new(),
+        quarantined: false,
     }
 }
 
@@ -541,6 +598,12 @@ fn to_junit_case(case: &Case, clean: &Cleaner<'_>) -> TestCase {
             status
         }
     };
+    let mut status = status;
+    if !case.reruns.is_empty() {
+        status.add_reruns(case.reruns.iter().map(|rerun| to_junit_rerun(rerun, clean)));
+        // A test that failed every time: `<rerunFailure>`; one that passed: `<flakyFailure>`.
+        status.set_rerun_kind(quick_junit::FlakyOrRerun::Rerun);
+    }
     let mut junit = TestCase::new(clean.short(&case.name), status);
     junit.set_classname(clean.short(&case.classname));
     junit.set_time(case.time);
@@ -548,6 +611,36 @@ fn to_junit_case(case: &Case, clean: &Cleaner<'_>) -> TestCase {
         junit.set_system_out(clean.long(out));
     }
     if let Some(err) = case.system_err.as_deref() {
+        junit.set_system_err(clean.long(err));
+    }
+    junit
+}
+
+fn to_junit_rerun(rerun: &Rerun, clean: &Cleaner<'_>) -> quick_junit::TestRerun {
+    let (kind, message, output) = match &rerun.status {
+        Status::Error { message, output } => (NonSuccessKind::Error, message, output),
+        Status::Failed { message, output } => (NonSuccessKind::Failure, message, output),
+        // Only failed attempts are kept; anything else reads as a failure without a message.
+        Status::Passed | Status::Skipped { .. } => {
+            let mut junit = quick_junit::TestRerun::new(NonSuccessKind::Failure);
+            junit.set_type("failure");
+            return junit;
+        }
+    };
+    // The schema requires a `type` and has no `time` on these elements (Surefire's).
+    let mut junit = quick_junit::TestRerun::new(kind);
+    junit.set_type(match kind {
+        NonSuccessKind::Failure => "failure",
+        NonSuccessKind::Error => "error",
+    });
+    junit.set_message(clean.short(message));
+    if !output.is_empty() {
+        junit.set_description(clean.long(output));
+    }
+    if let Some(out) = rerun.system_out.as_deref() {
+        junit.set_system_out(clean.long(out));
+    }
+    if let Some(err) = rerun.system_err.as_deref() {
         junit.set_system_err(clean.long(err));
     }
     junit
@@ -703,6 +796,31 @@ fn drop_nameless_testcases(xml: &str) -> String {
 
 fn from_junit_case(case: &TestCase, suite_name: &str) -> Case {
     let text = |s: &Option<quick_junit::XmlString>| s.as_ref().map(|s| s.to_string());
+    let reruns = match &case.status {
+        TestCaseStatus::Success { flaky_runs } => flaky_runs.as_slice(),
+        TestCaseStatus::NonSuccess { reruns, .. } => reruns.runs.as_slice(),
+        TestCaseStatus::Skipped { .. } => &[],
+    };
+    let reruns = reruns
+        .iter()
+        .map(|rerun| {
+            let message = text(&rerun.message)
+                .or_else(|| text(&rerun.ty))
+                .unwrap_or_else(|| "failed".to_owned());
+            let output = text(&rerun.description)
+                .or_else(|| text(&rerun.stack_trace))
+                .unwrap_or_default();
+            Rerun {
+                status: match rerun.kind {
+                    NonSuccessKind::Failure => Status::Failed { message, output },
+                    NonSuccessKind::Error => Status::Error { message, output },
+                },
+                time: rerun.time.unwrap_or_default(),
+                system_out: text(&rerun.system_out),
+                system_err: text(&rerun.system_err),
+            }
+        })
+        .collect();
     let status = match &case.status {
         TestCaseStatus::Success { .. } => Status::Passed,
         TestCaseStatus::NonSuccess {
@@ -741,6 +859,8 @@ fn from_junit_case(case: &TestCase, suite_name: &str) -> Case {
         status,
         system_out: text(&case.system_out),
         system_err: text(&case.system_err),
+        reruns,
+        quarantined: false,
     }
 }
 

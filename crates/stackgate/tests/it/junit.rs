@@ -488,3 +488,93 @@ fn write_is_atomic_and_leaves_no_temp_file() {
         .unwrap()
         .contains(r#"<testsuites name="second""#));
 }
+
+/// A flaky test (failed, then passed) and one that failed on every attempt, as `--retries` leaves
+/// them: `<flakyFailure>` and `<rerunFailure>`, valid against the schema, read back with their
+/// attempts, and kept by `junit-merge`.
+#[test]
+fn retried_tests_carry_their_earlier_failures_through_render_parse_and_merge() {
+    let Some(xmllint) = crate::require::xmllint() else {
+        return;
+    };
+    let failure = |message: &str| Status::Failed {
+        message: message.into(),
+        output: format!("{message}: traceback"),
+    };
+    let earlier = |message: &str| junit::Rerun {
+        status: failure(message),
+        time: Duration::from_millis(20),
+        system_out: Some("captured".into()),
+        system_err: None,
+    };
+    let flaky = Case {
+        reruns: vec![earlier("first attempt")],
+        ..Case::new("t", "test_flaky", Status::Passed)
+    };
+    let hopeless = Case {
+        reruns: vec![earlier("attempt 1"), earlier("attempt 2")],
+        ..Case::new("t", "test_broken", failure("attempt 3"))
+    };
+    let steady = Case::new("t", "test_steady", Status::Passed);
+    assert!(flaky.flaky() && !hopeless.flaky() && !steady.flaky());
+    assert_eq!((flaky.attempts(), hopeless.attempts()), (2, 3));
+    let report = Report {
+        name: "mission-critical".into(),
+        suites: vec![SuiteResult {
+            name: "e2e".into(),
+            cases: vec![flaky, hopeless, steady],
+            ..SuiteResult::default()
+        }],
+        ..Report::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junit.xml");
+    junit::write(&report, &path).unwrap();
+    assert_schema_valid(&xmllint, &path);
+    let xml = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(xml.matches("<flakyFailure").count(), 1, "{xml}");
+    assert_eq!(xml.matches("<rerunFailure").count(), 2, "{xml}");
+    // A flaky test is a pass: one failure in the counts, the hopeless one.
+    assert!(xml.contains(r#"failures="1""#), "{xml}");
+
+    let read = |xml: &str| {
+        junit::parse_cases(xml)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.classname == "t")
+            .map(|c| (c.name.clone(), c.attempts(), c.flaky()))
+            .collect::<Vec<_>>()
+    };
+    let expected = vec![
+        ("test_flaky".to_owned(), 2, true),
+        ("test_broken".to_owned(), 3, false),
+        ("test_steady".to_owned(), 1, false),
+    ];
+    assert_eq!(read(&xml), expected);
+    let case = &junit::parse_cases(&xml).unwrap()[0];
+    assert_eq!(
+        case.reruns[0].status,
+        failure("first attempt"),
+        "the earlier failure keeps its message and output"
+    );
+
+    let merged = dir.path().join("merged.xml");
+    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+        .arg("junit-merge")
+        .arg("-o")
+        .arg(&merged)
+        .arg(&path)
+        .output()
+        .unwrap();
+    // The hopeless test still fails the merged report; the flaky one does not.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        crate::gate::explain(&output)
+    );
+    assert!(stderr.contains("1 failures"), "{stderr}");
+    assert_schema_valid(&xmllint, &merged);
+    assert_eq!(read(&std::fs::read_to_string(&merged).unwrap()), expected);
+}
