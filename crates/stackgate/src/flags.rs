@@ -179,6 +179,9 @@ pub struct MissionCritical {
     /// Spread the tests of `parallel` suites over N workers on the one stack (1: one test at a time; default: [gate] jobs, else 4)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
+    /// Run a failed test again up to N more times (every suite; default: each suite's `retries`); one that then passes is a pass, reported FLAKY
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: Option<u32>,
     /// Take a warm stack kept by an earlier --reuse run when its key matches; keep this run's stack warm when it passes
     #[arg(long)]
     pub reuse: bool,

@@ -95,6 +95,9 @@ pub struct SuiteResult {
     pub interrupted: bool,
     /// When it started (its `timestamp`).
     pub started: Option<SystemTime>,
+    /// The runner's own id of each case (`classname::name` → pytest's node id): what a retry
+    /// selects it by.
+    pub ids: std::collections::BTreeMap<String, String>,
 }
 
 /// One test case.

@@ -37,6 +37,25 @@ pub struct SuiteCfg {
     /// Its tests carrying one of these pytest markers run alone, nothing else running.
     pub serial_markers: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// A failed test is run again up to this many more times (`--retries` wins); one that then
+    /// passes is a pass, and flaky.
+    pub retries: u32,
+    /// Tests that still run and are reported but do not fail the gate: a test id
+    /// (`classname::name`, as the report and `history` name it) or a pattern with `*`.
+    pub quarantine: Vec<String>,
+}
+
+/// The most `retries` a suite (or `--retries`) may ask for: more reruns of a failing test hide
+/// more than they tell.
+pub const MAX_RETRIES: u32 = 10;
+
+impl SuiteCfg {
+    /// Whether its `quarantine` names this test (`classname::name`).
+    pub fn quarantined(&self, test: &str) -> bool {
+        self.quarantine
+            .iter()
+            .any(|pattern| crate::suites::matches_pattern(pattern, test))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -65,6 +84,10 @@ pub(super) struct RawSuite {
     serial_markers: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    retries: Option<Spanned<u32>>,
+    #[serde(default)]
+    quarantine: Vec<Spanned<String>>,
 }
 
 fn default_serial_markers() -> Vec<String> {
@@ -86,6 +109,35 @@ pub(super) fn suites(at: &Locator<'_>, raw: Vec<RawSuite>) -> Result<Vec<SuiteCf
                 format!("suite `{}` is defined twice", suite.name.get_ref()),
             ));
         }
+        if let Some(retries) = suite
+            .retries
+            .as_ref()
+            .filter(|r| *r.get_ref() > MAX_RETRIES)
+        {
+            return Err(at.at(
+                retries.span(),
+                "suite.retries",
+                format!(
+                    "suite `{}`: retries = {} is more than {MAX_RETRIES}",
+                    suite.name.get_ref(),
+                    retries.get_ref()
+                ),
+            ));
+        }
+        if let Some(empty) = suite
+            .quarantine
+            .iter()
+            .find(|p| p.get_ref().trim().is_empty())
+        {
+            return Err(at.at(
+                empty.span(),
+                "suite.quarantine",
+                format!(
+                    "suite `{}`: an empty quarantine pattern would name no test",
+                    suite.name.get_ref()
+                ),
+            ));
+        }
         suites.push(SuiteCfg {
             name: suite.name.into_inner(),
             runner: suite.runner,
@@ -96,6 +148,12 @@ pub(super) fn suites(at: &Locator<'_>, raw: Vec<RawSuite>) -> Result<Vec<SuiteCf
             parallel: suite.parallel,
             serial_markers: suite.serial_markers,
             env: suite.env,
+            retries: suite.retries.map_or(0, Spanned::into_inner),
+            quarantine: suite
+                .quarantine
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
         });
     }
     Ok(suites)

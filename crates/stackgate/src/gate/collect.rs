@@ -89,6 +89,7 @@ pub fn start(
         secrets: run.secrets(),
         durations: durations.clone(),
         stop: Some(crate::suites::Stop::new(run.stop_suites.subscribe())),
+        retries: run.options.retries,
     };
     let base = SuiteRun {
         shard: run.options.shard,

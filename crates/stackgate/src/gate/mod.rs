@@ -138,6 +138,7 @@ impl MissionCritical {
                 .jobs
                 .or(config.gate.jobs.map(|jobs| jobs.0))
                 .unwrap_or(crate::suites::DEFAULT_JOBS),
+            retries: self.retries,
             json: self.json,
         };
         let (result, run) = pipeline::run(new_run(config, options).await).await;

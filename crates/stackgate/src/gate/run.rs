@@ -74,6 +74,8 @@ pub struct Options {
     pub suite_args: Vec<String>,
     /// Workers the tests of `parallel` suites are spread over (1: one test at a time).
     pub jobs: u32,
+    /// `--retries N`: a failed test runs again up to N more times (none: each suite's `retries`).
+    pub retries: Option<u32>,
     /// Stdout is the `--json` object's: nothing else may be printed there.
     pub json: bool,
 }
@@ -97,6 +99,7 @@ impl Options {
             durations: None,
             suite_args: Vec::new(),
             jobs: 1,
+            retries: None,
             json: false,
         }
     }

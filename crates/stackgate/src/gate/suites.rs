@@ -149,6 +149,7 @@ fn suite_env(run: &Run, chosen: Option<&Chosen>) -> SuiteEnv {
         secrets: run.secrets(),
         durations: None,
         stop: Some(crate::suites::Stop::new(run.stop_suites.subscribe())),
+        retries: run.options.retries,
     }
 }
 

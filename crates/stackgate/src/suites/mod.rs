@@ -49,6 +49,7 @@ mod python;
 mod pytest;
 mod nextest;
 mod shard;
+mod retry;
 pub mod live;
 pub mod plan;
 pub mod workers;
@@ -69,6 +70,7 @@ pub use pytest::pytest_case_name;
 pub use python::{
     ensure_requirements, python_env, python_env_with, PythonEnv, Requirements, REQUIREMENTS_STAMP,
 };
+pub use retry::{matches_pattern, retries_of};
 pub use shard::{case_key, default_path as durations_path, shard_of, Durations};
 pub use workers::{run_plan, Hooks};
 
@@ -140,6 +142,9 @@ pub struct SuiteEnv {
     pub durations: Option<std::sync::Arc<Durations>>,
     /// Ends a running suite early (the gate: the engine was lost); `None`: only the deadline.
     pub stop: Option<Stop>,
+    /// `--retries N`: how often a failed test is run again, for every suite (none: each suite's
+    /// `retries`).
+    pub retries: Option<u32>,
 }
 
 /// A request to stop the suites before their deadline, handled as the deadline is (SIGINT first,
@@ -245,6 +250,9 @@ pub struct SuiteRun {
     /// pytest, a worker of the plan: take the tests one at a time from this queue (its suite's,
     /// shared with the suite's other workers; `only` then holds every test of the queue).
     pub queue: Option<PathBuf>,
+    /// 0: the first run; N: the Nth rerun of the tests that failed ([retry]); its files are
+    /// `<stem>.retryN.*`.
+    pub attempt: u32,
 }
 
 /// Runs one suite under its deadline (`timeout_s`) and returns its cases. pytest needs `py`.
@@ -262,8 +270,23 @@ pub async fn run_suite(
     run_suite_with(config, suite, env, py, &run).await
 }
 
-/// [`run_suite`] with the command line's arguments and a live view of its tests.
+/// [`run_suite`] with the command line's arguments and a live view of its tests; the tests that
+/// fail are run again as the suite's retries say ([retry]), and the quarantined ones marked.
 pub async fn run_suite_with(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    py: Option<&PythonEnv>,
+    run: &SuiteRun,
+) -> SuiteResult {
+    let first = run_once(config, suite, env, py, run).await;
+    let mut result = retry::retry_failed(config, suite, env, py, run, first).await;
+    retry::mark_quarantined(suite, &mut result);
+    result
+}
+
+/// One run of a suite's runner, as [`run_suite_with`] asks.
+async fn run_once(
     config: &Config,
     suite: &SuiteCfg,
     env: &SuiteEnv,
@@ -438,10 +461,14 @@ async fn wait_for_turn(go: &Path, deadline: Duration) -> bool {
 /// `<suite>.<worker>`; the plan's collection `<suite>.plan`.
 fn run_stem(suite: &SuiteCfg, run: &SuiteRun, mode: Mode) -> String {
     let stem = file_stem(suite, run.shard);
-    match (mode, &run.only) {
-        (Mode::Plan, _) => format!("{stem}.plan"),
+    let stem = match (mode, &run.only) {
+        (Mode::Plan, _) => return format!("{stem}.plan"),
         (Mode::Run, Some(_)) => format!("{stem}.{}", run.worker.as_deref().unwrap_or("part")),
         _ => stem,
+    };
+    match run.attempt {
+        0 => stem,
+        n => format!("{stem}.retry{n}"),
     }
 }
 

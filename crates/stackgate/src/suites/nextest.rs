@@ -151,9 +151,11 @@ pub(super) async fn run_nextest(
     let prepared = (|| -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let _ = std::fs::remove_file(&junit_path);
+        // nextest runs a failed test again itself, and its JUnit file carries the reruns.
         let toml = format!(
-            "# Written by `cargo xtask` for suite `{}`.\n[profile.xtask]\nfail-fast = false\n\n[profile.xtask.junit]\npath = {:?}\nreport-name = {:?}\nstore-success-output = false\nstore-failure-output = true\n",
+            "# Written by `cargo xtask` for suite `{}`.\n[profile.xtask]\nfail-fast = false\nretries = {}\n\n[profile.xtask.junit]\npath = {:?}\nreport-name = {:?}\nstore-success-output = false\nstore-failure-output = true\n",
             suite.name,
+            super::retries_of(suite, env),
             junit_path.display().to_string(),
             suite.name
         );

@@ -324,24 +324,30 @@ pub fn suites_of(plan: &Plan) -> Vec<&str> {
         .collect()
 }
 
+/// A pytest suite with the defaults of `[[suite]]`, for the unit tests of the suites.
+#[cfg(test)]
+pub(crate) fn test_suite(name: &str, parallel: bool) -> SuiteCfg {
+    SuiteCfg {
+        name: name.to_owned(),
+        runner: crate::config::Runner::Pytest,
+        args: Vec::new(),
+        needs: Vec::new(),
+        timeout_s: crate::config::Secs(900),
+        allow_empty: false,
+        parallel,
+        serial_markers: vec!["destructive".to_owned()],
+        env: BTreeMap::new(),
+        retries: 0,
+        quarantine: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Runner;
 
-    fn suite(name: &str, parallel: bool) -> SuiteCfg {
-        SuiteCfg {
-            name: name.to_owned(),
-            runner: Runner::Pytest,
-            args: Vec::new(),
-            needs: Vec::new(),
-            timeout_s: crate::config::Secs(900),
-            allow_empty: false,
-            parallel,
-            serial_markers: vec!["destructive".to_owned()],
-            env: BTreeMap::new(),
-        }
-    }
+    use super::test_suite as suite;
 
     fn collection(tests: &[(&str, &[&str])]) -> Collection {
         Collection {

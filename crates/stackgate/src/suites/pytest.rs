@@ -734,6 +734,13 @@ pub(super) async fn run_pytest(
     let collected: Vec<&Collected> = collected.iter().filter(|item| !item.deselected).collect();
     let in_shard = ShardFilter::read(shard, &assign_path);
     let mut result = SuiteResult::new(&suite.name);
+    result.ids = collected
+        .iter()
+        .map(|item| {
+            let (classname, name) = pytest_case_name(&item.nodeid);
+            (super::case_key(&classname, &name), item.nodeid.clone())
+        })
+        .collect();
     if mode != Mode::Run {
         if !run.success() && run.code() != Some(5) {
             result.error = Some(format!("collection failed ({})", run.describe()));

@@ -424,6 +424,7 @@ async fn run_chunk(
         deadline: Some(left),
         wait,
         queue: queue.cloned(),
+        attempt: 0,
     };
     run_suite_with(running.config, suite, running.env, running.py, &run).await
 }
@@ -461,6 +462,7 @@ fn merge(
     let mut workers = Vec::new();
     for (worker, part) in parts {
         result.cases.extend(part.cases);
+        result.ids.extend(part.ids);
         if let Some(error) = part.error {
             errors.push(format!("worker {worker}: {error}"));
         }

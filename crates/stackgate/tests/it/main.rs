@@ -18,6 +18,7 @@ mod interrupt;
 mod junit;
 mod parallel;
 mod require;
+mod retries;
 mod speed;
 mod stack;
 mod suites;

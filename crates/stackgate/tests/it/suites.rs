@@ -63,6 +63,7 @@ pub(crate) fn env(target: TargetKind) -> SuiteEnv {
         skip_markers: Vec::new(),
         secrets: Vec::new(),
         stop: None,
+        retries: None,
     }
 }
 
