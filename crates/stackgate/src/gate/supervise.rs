@@ -171,6 +171,9 @@ pub async fn finish(run: &Arc<Run>, ending: Ending) -> anyhow::Result<()> {
     for finding in regressions(run) {
         crate::ui::say(format!("regression: {finding}"));
     }
+    for (test, rate) in quarantined(run, &record) {
+        crate::ui::say(format!("quarantined: {test}: {rate}"));
+    }
     // The gate's own pictures of the run: only a run of the suites has a report to look at.
     if run.options.until == super::run::Until::Suites && run.options.junit.is_some() {
         match super::artefacts::write(run, &record) {
@@ -233,8 +236,6 @@ fn write_report(run: &Run, record: &super::events::Record) -> anyhow::Result<()>
     crate::junit::write(&report, path)
 }
 
-/// The GitHub step summary (when `GITHUB_STEP_SUMMARY` is set) and the annotations (when
-/// `GITHUB_ACTIONS=true`).
 /// This run's figures above the median of the runs before it (from the run history, which the
 /// history sink has finished writing by the `Finished` event); none when the history is off or
 /// cannot be read.
@@ -249,6 +250,37 @@ fn regressions(run: &Run) -> Vec<crate::history::analysis::Finding> {
         .unwrap_or_default()
 }
 
+/// How many runs to reckon a quarantined test's pass rate over.
+const QUARANTINE_RUNS: usize = 20;
+
+/// Every quarantined test of the run with its pass rate in the history (this run included), so
+/// that a quarantine is never forgotten; `None` for the rate when the history is off or cannot
+/// be read.
+fn quarantined(run: &Run, record: &super::events::Record) -> Vec<(String, String)> {
+    let store = run
+        .config
+        .history
+        .enabled
+        .then(|| crate::history::Store::open(&crate::history::path_of(&run.config)).ok())
+        .flatten();
+    let mut lines = Vec::new();
+    for suite in record.suites() {
+        for case in suite.cases.iter().filter(|c| c.quarantined) {
+            let test = sinks::history::test_id(&case.classname, &case.name);
+            let rate = match &store {
+                Some(store) => store
+                    .pass_rate(&suite.name, &test, QUARANTINE_RUNS)
+                    .map_or_else(|e| format!("no pass rate ({e:#})"), |rate| rate.to_string()),
+                None => "no pass rate (the history is off)".to_owned(),
+            };
+            lines.push((format!("{}::{test}", suite.name), rate));
+        }
+    }
+    lines
+}
+
+/// The GitHub step summary (when `GITHUB_STEP_SUMMARY` is set) and the annotations (when
+/// `GITHUB_ACTIONS=true`).
 fn github(run: &Run, record: &super::events::Record) {
     let secrets = run.secrets();
     if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {

@@ -124,7 +124,42 @@ pub struct Summary {
     pub thresholds: Thresholds,
 }
 
+/// How a test fared over its last runs: passed (on any attempt) in `passed` of `runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PassRate {
+    pub passed: u32,
+    pub runs: u32,
+}
+
+impl std::fmt::Display for PassRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.runs {
+            0 => write!(f, "no run recorded yet"),
+            1 => write!(f, "passed in {} of its 1 recorded run", self.passed),
+            runs => write!(f, "passed in {} of its last {runs} runs", self.passed),
+        }
+    }
+}
+
 impl Store {
+    /// A test's outcomes over its last `last` finished runs that ran it (skips not counted).
+    pub fn pass_rate(&self, suite: &str, test: &str, last: usize) -> anyhow::Result<PassRate> {
+        let mut statement = self.conn().prepare(
+            "SELECT t.outcome FROM tests t JOIN runs r ON r.id = t.run_id
+             WHERE t.suite = ?1 AND t.test = ?2 AND r.finished = 1 AND t.outcome != 'skipped'
+             ORDER BY r.started_ms DESC, r.id DESC LIMIT ?3",
+        )?;
+        let outcomes = statement
+            .query_map(params![suite, test, last as i64], |row| {
+                row.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PassRate {
+            passed: outcomes.iter().filter(|o| *o == "passed").count() as u32,
+            runs: outcomes.len() as u32,
+        })
+    }
+
     /// The last runs, newest first.
     pub fn last_runs(&self, last: usize) -> anyhow::Result<Vec<RunRow>> {
         let mut statement = self.conn().prepare(
@@ -497,6 +532,34 @@ mod tests {
             )
             .unwrap();
         id
+    }
+
+    #[test]
+    fn a_pass_rate_counts_the_last_finished_runs_that_ran_the_test() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("h.db")).unwrap();
+        let outcomes = ["failed", "passed", "skipped", "passed", "failed", "passed"];
+        for (i, outcome) in outcomes.iter().enumerate() {
+            run(&mut store, i as i64, &[("q", outcome)], 1.0);
+        }
+        // An unfinished run does not count.
+        store
+            .begin(&RunStart {
+                id: "killed".into(),
+                command: "mission-critical".into(),
+                started_ms: 99,
+                config_hash: "c".into(),
+            })
+            .unwrap();
+        let rate = store.pass_rate("s", "q", 20).unwrap();
+        assert_eq!(rate, PassRate { passed: 3, runs: 5 });
+        assert_eq!(rate.to_string(), "passed in 3 of its last 5 runs");
+        // The last three that ran it: passed, failed, passed (newest first).
+        assert_eq!(
+            store.pass_rate("s", "q", 3).unwrap(),
+            PassRate { passed: 2, runs: 3 }
+        );
+        assert_eq!(store.pass_rate("s", "other", 20).unwrap().runs, 0);
     }
 
     #[test]

@@ -223,3 +223,179 @@ async fn a_plans_worker_retries_its_own_tests_and_a_destructive_retry_runs_alone
         }
     }
 }
+
+/// A repository of its own whose one suite has a test that fails on every other attempt and a
+/// steady one, run on the local target (no stack needed); the venv is the suite tests' own.
+fn flaky_repository() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let counts = dir.path().join("counts");
+    std::fs::create_dir_all(root.join("tests")).unwrap();
+    std::fs::create_dir_all(&counts).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/suites/pytest_project");
+    std::fs::copy(
+        fixture.join("requirements.txt"),
+        root.join("requirements.txt"),
+    )
+    .unwrap();
+    let source = std::fs::read_to_string(fixture.join("flaky/test_flaky.py")).unwrap();
+    // Without its destructive test: the flaky one and the steady one.
+    let source = &source[..source.find("@pytest.mark.destructive").unwrap()];
+    std::fs::write(root.join("tests/test_flaky.py"), source).unwrap();
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("suites-venv");
+    std::fs::write(
+        root.join("harness.toml"),
+        format!(
+            r#"[project]
+name = "flakyrepo"
+
+[python]
+requirements = ["requirements.txt"]
+venv = {venv:?}
+
+[[suite]]
+name = "e2e"
+runner = "pytest"
+args = ["tests"]
+env = {{ FLAKY_DIR = {counts:?} }}
+
+[targets.local]
+endpoints = {{}}
+processes = []
+"#,
+            venv = venv.display().to_string(),
+            counts = counts.display().to_string(),
+        ),
+    )
+    .unwrap();
+    (dir, root)
+}
+
+fn stackgate(root: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stackgate"))
+        .arg("--config")
+        .arg(root.join("harness.toml"))
+        .args(args)
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn with_retries_the_gate_passes_and_only_the_flaky_test_carries_a_flaky_failure() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
+    let (_dir, root) = flaky_repository();
+    let junit = root.join("junit.xml");
+    let junit_arg = junit.display().to_string();
+    let gate = |retries: &str| {
+        stackgate(
+            &root,
+            &[
+                "mission-critical",
+                "--target",
+                "local",
+                "--retries",
+                retries,
+                "--junit",
+                &junit_arg,
+            ],
+        )
+    };
+    // Without retries the odd attempt fails the gate.
+    let output = gate("0");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        crate::gate::explain(&output)
+    );
+
+    // Counted afresh: the next first attempt fails again.
+    std::fs::remove_file(root.parent().unwrap().join("counts/every_other")).unwrap();
+    let output = gate("2");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        crate::gate::explain(&output)
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    crate::gate::xmllint_valid(&junit);
+    assert_eq!(xml.matches("<flakyFailure").count(), 1, "{xml}");
+    let flaky_case = &xml[xml
+        .find(r#"name="test_every_other""#)
+        .expect("the flaky test")..];
+    let flaky_case = &flaky_case[..flaky_case.find("</testcase>").unwrap()];
+    assert!(flaky_case.contains("<flakyFailure"), "{flaky_case}");
+    assert!(!xml.contains("<rerunFailure"), "{xml}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("FLAKY e2e::tests.test_flaky::test_every_other: passed on attempt 2"),
+        "{stderr}"
+    );
+    let html = std::fs::read_to_string(root.join("target/xtask/report.html")).unwrap();
+    assert!(
+        html.contains("Flaky and quarantined (1)"),
+        "report.html says so"
+    );
+
+    // The history knows it passed on a retry: flaky, and the steady test is not.
+    let output = stackgate(&root, &["history", "--json"]);
+    assert!(output.status.success(), "{}", crate::gate::explain(&output));
+    let history: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let flaky = |name: &str| {
+        history["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["test"].as_str().is_some_and(|t| t.ends_with(name)))
+            .unwrap_or_else(|| panic!("no {name} in {history:#}"))["flaky"]
+            .as_bool()
+    };
+    assert_eq!(flaky("test_every_other"), Some(true), "{history:#}");
+    assert_eq!(flaky("test_steady"), Some(false), "{history:#}");
+}
+
+#[test]
+fn a_quarantined_failure_does_not_fail_the_gate_and_its_pass_rate_is_named() {
+    let Some(_) = crate::require::python() else {
+        return;
+    };
+    let (_dir, root) = flaky_repository();
+    let config = std::fs::read_to_string(root.join("harness.toml")).unwrap();
+    std::fs::write(
+        root.join("harness.toml"),
+        config.replace(
+            "args = [\"tests\"]",
+            "args = [\"tests\"]\nquarantine = [\"*::test_every_other\"]",
+        ),
+    )
+    .unwrap();
+    // Attempt 1 fails, attempt 2 passes: both gates pass, and each names the quarantine.
+    for (run, rate) in [
+        (1, "passed in 0 of its 1 recorded run"),
+        (2, "passed in 1 of its last 2 runs"),
+    ] {
+        let output = stackgate(&root, &["mission-critical", "--target", "local"]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "run {run}: {}",
+            crate::gate::explain(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "quarantined: e2e::tests.test_flaky::test_every_other: {rate}"
+            )),
+            "run {run}: {stderr}"
+        );
+    }
+}

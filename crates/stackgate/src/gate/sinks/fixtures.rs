@@ -475,3 +475,54 @@ pub fn failing_suite() -> Record {
         .finished(4700, Stage::Teardown, 500, StageOutcome::Passed)
         .done(4700, Verdict::Failed, 90)
 }
+
+/// A docker run whose suite passed with a flaky test (failed once, passed on its retry) and a
+/// quarantined one that failed.
+pub fn flaky_and_quarantined() -> Record {
+    let reset = Status::Error {
+        message: "ConnectionResetError: peer went away\nmore".into(),
+        output: "Traceback ...".into(),
+    };
+    let flaky = Case {
+        reruns: vec![crate::junit::Rerun {
+            status: reset,
+            time: ms(300),
+            system_out: None,
+            system_err: None,
+        }],
+        ..passed("tests.e2e.test_chat", "test_reconnect", 400)
+    };
+    let quarantined = Case {
+        quarantined: true,
+        ..Case::new(
+            "tests.e2e.test_chat",
+            "test_known_bad",
+            Status::Failed {
+                message: "AssertionError: still broken".into(),
+                output: String::new(),
+            },
+        )
+        .with_time(ms(100))
+    };
+    preflight(Builder::new())
+        .started(2, Stage::Engine)
+        .finished(600, Stage::Engine, 598, StageOutcome::Passed)
+        .started(600, Stage::Target)
+        .property(600, "target", "docker")
+        .finished(600, Stage::Target, 0, StageOutcome::Passed)
+        .started(600, Stage::Suites)
+        .at(
+            1900,
+            Event::Suite(suite(
+                "e2e",
+                vec![
+                    flaky,
+                    quarantined,
+                    passed("tests.e2e.test_chat", "test_two_users", 900),
+                ],
+                1300,
+            )),
+        )
+        .finished(1900, Stage::Suites, 1300, StageOutcome::Passed)
+        .done(1900, Verdict::Passed, 60)
+}

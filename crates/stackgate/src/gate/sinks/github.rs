@@ -93,6 +93,21 @@ pub fn markdown(record: &Record, report: Option<&std::path::Path>) -> String {
             ));
         }
     }
+    let notable = super::summary::notable(record);
+    if !notable.is_empty() {
+        text.push_str(&format!(
+            "\n### Flaky and quarantined tests ({})\n\n| | test | what happened |\n|---|---|---|\n",
+            notable.len()
+        ));
+        for test in notable.iter().take(MAX_SUMMARY_ROWS) {
+            text.push_str(&format!(
+                "| {} | {} | {} |\n",
+                test.label,
+                cell(&test.test),
+                cell(&test.detail)
+            ));
+        }
+    }
     let target = record.property("target").unwrap_or_else(|| "none".into());
     text.push_str(&format!("\nTarget: `{target}`."));
     if let Some(path) = report {
@@ -166,6 +181,14 @@ mod tests {
     fn step_summary_of_a_failing_run() {
         insta::assert_snapshot!(markdown(
             &fixtures::failing_suite(),
+            Some(std::path::Path::new("target/xtask/junit.xml"))
+        ));
+    }
+
+    #[test]
+    fn step_summary_names_flaky_and_quarantined_tests() {
+        insta::assert_snapshot!(markdown(
+            &fixtures::flaky_and_quarantined(),
             Some(std::path::Path::new("target/xtask/junit.xml"))
         ));
     }

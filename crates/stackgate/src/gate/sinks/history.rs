@@ -143,7 +143,7 @@ impl LiveSink for History {
                         }
                         .to_owned(),
                         duration: case.time,
-                        attempts: 1,
+                        attempts: case.attempts(),
                     })
                     .collect(),
             )),

@@ -99,7 +99,7 @@ th,td{text-align:left;padding:6px 12px;border-bottom:1px solid #f0f1f3;font-size
 th{background:#f9fafb;color:#4b5563;font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .tl .lbl .dur{float:right;color:#9ca3af;font-size:11px;font-variant-numeric:tabular-nums}
-.st-ok{color:#15803d;font-weight:600}.st-FAIL{color:#b91c1c;font-weight:700}.st-skip{color:#6b7280}
+.st-ok{color:#15803d;font-weight:600}.st-FAIL{color:#b91c1c;font-weight:700}.st-skip{color:#6b7280}.st-flaky{color:#b45309;font-weight:700}
 .two{display:grid;grid-template-columns:1fr 1fr;gap:16px}
 .two h2{margin-top:20px}
 .none{color:#15803d;background:#fff;border-radius:8px;padding:10px 14px}
@@ -160,6 +160,7 @@ pub fn render(record: &Record, meta: &HtmlMeta<'_>) -> String {
     page.push_str("</div>\n");
 
     page.push_str(&failures(record));
+    page.push_str(&notable(record));
     page.push_str(&slowest(record));
 
     page.push_str("<h2>Stages and suites</h2><table><tr><th>stage</th><th>status</th><th class=\"num\">passed</th><th class=\"num\">failed</th><th>skipped / note</th><th class=\"num\">time</th></tr>");
@@ -448,6 +449,29 @@ fn failures(record: &Record) -> String {
     html
 }
 
+/// The flaky and quarantined tests, when there are any.
+fn notable(record: &Record) -> String {
+    let notable = super::summary::notable(record);
+    if notable.is_empty() {
+        return String::new();
+    }
+    let mut html = format!(
+        "<h2>Flaky and quarantined ({})</h2><table><tr><th></th><th>test</th><th>what happened</th></tr>",
+        notable.len()
+    );
+    for test in &notable {
+        let _ = write!(
+            html,
+            "<tr><td class=\"st-flaky\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(test.label),
+            esc(&test.test),
+            esc(&test.detail)
+        );
+    }
+    html.push_str("</table>\n");
+    html
+}
+
 fn slowest(record: &Record) -> String {
     let mut services: Vec<(String, Duration)> = record
         .steps()
@@ -508,6 +532,23 @@ mod tests {
     #[test]
     fn docker_run() {
         insta::assert_snapshot!(render(&fixtures::docker_passing(), &meta(&[])));
+    }
+
+    #[test]
+    fn flaky_and_quarantined_tests_have_a_table() {
+        let page = render(&fixtures::flaky_and_quarantined(), &meta(&[]));
+        assert!(
+            page.contains("<h2>Flaky and quarantined (2)</h2>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("e2e::tests.e2e.test_chat::test_reconnect</td><td>passed on attempt 2; attempt 1: ConnectionResetError: peer went away"),
+            "{page}"
+        );
+        assert!(page.contains(">QUARANTINED<"), "{page}");
+        // Passed in the end: the flaky test is no failure; the quarantined one still is.
+        assert!(page.contains("<h2>Failures (1)</h2>"), "{page}");
+        assert!(page.contains("verdict pass"), "{page}");
     }
 
     #[test]

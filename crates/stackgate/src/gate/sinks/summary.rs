@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::gate::events::{Counts, Record, Stage, StageOutcome, Verdict};
-use crate::junit::Case;
+use crate::junit::{Case, Status};
 use crate::report::{Check, Outcome};
 use crate::ui;
 
@@ -66,6 +66,17 @@ pub fn rows(record: &Record) -> Vec<Vec<String>> {
     }
     for suite in record.suites() {
         let counts = Counts::of(suite);
+        let flaky = suite.flaky().count();
+        let quarantined = suite.cases.iter().filter(|c| c.quarantined).count();
+        let note: Vec<String> = [
+            (counts.skipped, "skipped"),
+            (flaky, "flaky"),
+            (quarantined, "quarantined"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
         let status = if !suite.passed() {
             "FAIL"
         } else if counts.passed == 0 {
@@ -78,15 +89,72 @@ pub fn rows(record: &Record) -> Vec<Vec<String>> {
             status.to_owned(),
             counts.passed.to_string(),
             counts.failed.to_string(),
-            if counts.skipped > 0 {
-                format!("{} skipped", counts.skipped)
-            } else {
-                String::new()
-            },
+            note.join(", "),
             ui::duration(suite.duration),
         ]);
     }
     rows
+}
+
+/// A test worth a line of its own beyond pass and fail: it passed only on a retry (`FLAKY`), or
+/// its suite's quarantine forgives its failure (`QUARANTINED`).
+pub struct Notable {
+    pub label: &'static str,
+    /// `suite::classname::name`.
+    pub test: String,
+    /// `passed on attempt 2 of 2; attempt 1: AssertionError: ...`.
+    pub detail: String,
+}
+
+/// The run's flaky and quarantined tests, suite by suite.
+pub fn notable(record: &Record) -> Vec<Notable> {
+    let mut notable = Vec::new();
+    for suite in record.suites() {
+        for case in &suite.cases {
+            let test = format!(
+                "{}::{}",
+                suite.name,
+                crate::suites::case_key(&case.classname, &case.name)
+            );
+            let first_failure = case.reruns.first().and_then(|rerun| match &rerun.status {
+                Status::Failed { message, .. } | Status::Error { message, .. } => {
+                    message.lines().next().map(str::trim).map(str::to_owned)
+                }
+                Status::Passed | Status::Skipped { .. } => None,
+            });
+            if case.flaky() {
+                let mut detail = format!("passed on attempt {}", case.attempts());
+                if let Some(message) = first_failure {
+                    detail.push_str(&format!("; attempt 1: {message}"));
+                }
+                notable.push(Notable {
+                    label: "FLAKY",
+                    test: test.clone(),
+                    detail,
+                });
+            }
+            if case.quarantined {
+                let ended = match &case.status {
+                    Status::Passed => "passed",
+                    Status::Failed { .. } => "failed",
+                    Status::Error { .. } => "broke",
+                    Status::Skipped { .. } => "skipped",
+                };
+                let attempts = match case.attempts() {
+                    1 => String::new(),
+                    n => format!(" after {n} attempts"),
+                };
+                notable.push(Notable {
+                    label: "QUARANTINED",
+                    test,
+                    detail: format!(
+                        "{ended}{attempts}; its quarantine keeps it from failing the gate"
+                    ),
+                });
+            }
+        }
+    }
+    notable
 }
 
 /// The whole summary; `command` names the run in its last line.
@@ -131,6 +199,9 @@ pub fn render(record: &Record, command: &str, report: ReportWritten<'_>) -> Stri
             .map(|(suite, c)| format!("{suite}::{} {}", c.name, ui::duration(c.time)))
             .collect();
         text.push_str(&format!("slowest tests: {}\n", slowest.join(", ")));
+    }
+    for test in notable(record) {
+        text.push_str(&format!("{} {}: {}\n", test.label, test.test, test.detail));
     }
     let target = record.property("target").unwrap_or_else(|| "none".into());
     let (verdict, total, overhead) = match record.finished() {
@@ -179,6 +250,15 @@ mod tests {
             ReportWritten::At(Path::new("target/xtask/junit.xml")),
         );
         insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn flaky_and_quarantined_tests_have_lines_of_their_own() {
+        insta::assert_snapshot!(render(
+            &fixtures::flaky_and_quarantined(),
+            "mission-critical",
+            ReportWritten::At(Path::new("target/xtask/junit.xml"))
+        ));
     }
 
     #[test]
