@@ -185,7 +185,7 @@ pub struct MissionCritical {
     /// Take a warm stack kept by an earlier --reuse run when its key matches; keep this run's stack warm when it passes
     #[arg(long)]
     pub reuse: bool,
-    /// Per-test durations for --shard and the --jobs plan (a JUnit report, e.g. a CI artifact; default: the last unsharded run's)
+    /// Per-test durations for --shard and the --jobs plan (a JUnit report such as a CI artifact, a durations.json, or a history.db; default: the last unsharded run's, else the history's)
     #[arg(long, value_name = "FILE")]
     pub durations: Option<PathBuf>,
     /// Print the result as JSON on stdout

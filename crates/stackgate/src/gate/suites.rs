@@ -344,11 +344,15 @@ pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>>
     if run.options.shard.is_none() && !super::collect::plans(run) {
         return None;
     }
-    let path = run
-        .options
-        .durations
-        .clone()
-        .unwrap_or_else(|| crate::suites::durations_path(&run.config.work_dir()));
+    let kept = crate::suites::durations_path(&run.config.work_dir());
+    let history = crate::history::path_of(&run.config);
+    // Without `--durations` and before any unsharded run here: the history's, when it has runs
+    // (a CI cache may bring only the history).
+    let path = match &run.options.durations {
+        Some(path) => path.clone(),
+        None if !kept.exists() && run.config.history.enabled && history.is_file() => history,
+        None => kept,
+    };
     match crate::suites::Durations::read_for(&path, super::collect::plans(run)) {
         Ok(mut durations) => {
             durations.order = run

@@ -160,6 +160,41 @@ impl Store {
         })
     }
 
+    /// Each test's median duration over its last `last` finished runs that ran it (skips did
+    /// not run), suite → `classname::name` → seconds: what `--durations history.db` weighs by.
+    pub fn test_durations(
+        &self,
+        last: usize,
+    ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, f64>>> {
+        let mut statement = self.conn().prepare(
+            "SELECT t.suite, t.test, t.duration_s FROM tests t JOIN runs r ON r.id = t.run_id
+             WHERE r.finished = 1 AND t.outcome != 'skipped'
+             ORDER BY r.started_ms DESC, r.id DESC",
+        )?;
+        let mut seen: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, f64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (suite, test, duration) = row?;
+            let times = seen.entry((suite, test)).or_default();
+            if times.len() < last {
+                times.push(duration);
+            }
+        }
+        let mut suites: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        for ((suite, test), times) in seen {
+            if let Some(median) = median(&times) {
+                suites.entry(suite).or_default().insert(test, median);
+            }
+        }
+        Ok(suites)
+    }
+
     /// The last runs, newest first.
     pub fn last_runs(&self, last: usize) -> anyhow::Result<Vec<RunRow>> {
         let mut statement = self.conn().prepare(
@@ -532,6 +567,39 @@ mod tests {
             )
             .unwrap();
         id
+    }
+
+    #[test]
+    fn durations_read_from_a_history_are_each_tests_median_of_its_last_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let mut store = Store::open(&path).unwrap();
+        for i in 0..3 {
+            run(
+                &mut store,
+                i,
+                &[("t::a", "passed"), ("t::b", "skipped")],
+                1.0,
+            );
+        }
+        let durations = store.test_durations(10).unwrap();
+        assert_eq!(
+            durations,
+            BTreeMap::from([("s".to_owned(), BTreeMap::from([("t::a".to_owned(), 0.1)]))]),
+            "a skipped test did not run: it has no duration"
+        );
+        drop(store);
+        // `--durations history.db`: the shard split and the plan weigh by them.
+        let read = crate::suites::Durations::read(&path).unwrap();
+        assert_eq!(read.suites, durations);
+        assert_eq!(read.source, path);
+        let not_history = dir.path().join("junk.db");
+        std::fs::write(&not_history, b"SQLite format 3\0 but nothing after").unwrap();
+        let error = format!(
+            "{:#}",
+            crate::suites::Durations::read(&not_history).unwrap_err()
+        );
+        assert!(error.contains("junk.db is not a run history"), "{error}");
     }
 
     #[test]

@@ -99,16 +99,29 @@ enum Stored {
     Tests(BTreeMap<String, BTreeMap<String, f64>>),
 }
 
+/// How many of a test's last runs its duration is the median of, read from a history.
+pub const HISTORY_RUNS: usize = 10;
+
 impl Durations {
-    /// Reads a JUnit report (`--durations FILE`, a CI artifact) or the harness's own
-    /// `durations.json`. The `harness` suite (the gate's steps) is not a suite of tests.
+    /// Reads a JUnit report (`--durations FILE`, a CI artifact), the harness's own
+    /// `durations.json`, or a run history (`history.db`: each test's median over its last
+    /// [`HISTORY_RUNS`] finished runs). The `harness` suite (the gate's steps) is not a suite of
+    /// tests.
     pub fn read(path: &Path) -> anyhow::Result<Durations> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut durations = Durations {
             source: path.to_path_buf(),
             ..Durations::default()
         };
+        if bytes.starts_with(b"SQLite format 3\0") {
+            durations.suites = crate::history::Store::open(path)
+                .and_then(|store| store.test_durations(HISTORY_RUNS))
+                .with_context(|| format!("{} is not a run history", path.display()))?;
+            return Ok(durations);
+        }
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("{} is neither text nor a run history", path.display()))?;
         if text.trim_start().starts_with('{') {
             match serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a durations file", path.display()))?

@@ -165,6 +165,20 @@ const CASES: &[(&str, &str, &str, usize, &str)] = &[
         "ws_check.url",
     ),
     (
+        "too many retries",
+        "args = [\"tests\"]",
+        "args = [\"tests\"]\nretries = 11",
+        28,
+        "suite.retries",
+    ),
+    (
+        "an empty quarantine pattern",
+        "args = [\"tests\"]",
+        "args = [\"tests\"]\nquarantine = [\"t::x\", \" \"]",
+        28,
+        "suite.quarantine",
+    ),
+    (
         "an endpoint named engine_host",
         "web = \"http://127.0.0.1:{port:web:80}\"",
         "web = \"http://127.0.0.1:{port:web:80}\"\nengine_host = \"http://x\"",
