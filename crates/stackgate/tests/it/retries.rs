@@ -399,3 +399,46 @@ fn a_quarantined_failure_does_not_fail_the_gate_and_its_pass_rate_is_named() {
         );
     }
 }
+
+#[tokio::test]
+async fn nextest_retries_its_own_tests_and_its_report_says_which_were_flaky() {
+    let Some(_) = crate::require::nextest() else {
+        return;
+    };
+    let Some(_) = crate::require::xmllint() else {
+        return;
+    };
+    let project = project("nextest_crate");
+    let counts = tempfile::tempdir().unwrap();
+    // A test that fails on its first attempt, written into this temporary copy only.
+    let lib = project.config.root.join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    let flaky = r#"mod tests {
+    #[test]
+    fn fails_once() {
+        let path = std::path::Path::new(&std::env::var("FLAKY_DIR").unwrap()).join("fails_once");
+        let first = !path.exists();
+        std::fs::write(&path, "ran").unwrap();
+        assert!(!first, "the first attempt fails");
+    }
+"#;
+    std::fs::write(&lib, text.replacen("mod tests {\n", flaky, 1)).unwrap();
+    let mut suite = counted(&project, "rust", counts.path());
+    suite.retries = 1;
+    let result = suites::run_suite(
+        &project.config,
+        &suite,
+        &env(TargetKind::Docker),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(result.error, None, "{result:#?}");
+    let by_name = attempts(&result);
+    assert_eq!(by_name["tests::fails_once"], (2, true), "{result:#?}");
+    assert_eq!(by_name["tests::adds"], (1, false), "{result:#?}");
+    // The one that always fails ran twice and fails the suite.
+    assert_eq!(by_name["tests::fails_on_purpose"], (2, false), "{result:#?}");
+    assert!(!result.passed());
+    assert_reportable(&result);
+}
