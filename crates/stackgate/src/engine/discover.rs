@@ -581,13 +581,19 @@ pub fn start_target(list: &[Candidate]) -> Option<&Candidate> {
 }
 
 /// Every candidate with what probing it gave, on one line (for errors).
-pub(super) fn describe_candidates(discovery: &Discovery) -> String {
-    discovery
+/// The addresses tried and what each answered: one on the line, several as `N addresses tried:`
+/// with one a line under it (the terminal shows them as an indented block).
+pub fn describe_candidates(discovery: &Discovery) -> String {
+    let tried: Vec<String> = discovery
         .candidates
         .iter()
         .map(|c| format!("{} ({}): {}", c.host, c.source, c.probe))
-        .collect::<Vec<_>>()
-        .join("; ")
+        .collect();
+    match tried.as_slice() {
+        [] => "no engine address to try".to_owned(),
+        [one] => one.clone(),
+        many => format!("{} addresses tried:\n{}", many.len(), many.join("\n")),
+    }
 }
 
 #[cfg(test)]

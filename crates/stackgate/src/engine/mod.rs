@@ -33,8 +33,9 @@ mod stop;
 mod engine_only;
 
 pub use discover::{
-    candidates, client_for, context_candidate, discover, known_sockets, probe, start_target,
-    Candidate, CandidateReport, Discovery, DiscoveryEnv, Host, Platform, Probe, Source,
+    candidates, client_for, context_candidate, describe_candidates, discover, known_sockets, probe,
+    start_target, Candidate, CandidateReport, Discovery, DiscoveryEnv, Host, Platform, Probe,
+    Source,
 };
 pub use engine_only::{run_engine_only, EngineReport};
 pub use install::{

@@ -97,15 +97,13 @@ pub(super) async fn engine_check() -> (Check, Option<Reached>) {
         .iter()
         .find(|c| !matches!(c.source, Source::Known(_)))
         .or_else(|| list.first());
-    let tried: Vec<String> = discovery
-        .candidates
-        .iter()
-        .map(|c| format!("{} ({}): {}", c.host, c.source, c.probe))
-        .collect();
-    let detail = if tried.is_empty() {
+    let detail = if discovery.candidates.is_empty() {
         "no engine address to try".to_owned()
     } else {
-        format!("no engine answers: {}", tried.join("; "))
+        format!(
+            "no engine answers: {}",
+            crate::engine::describe_candidates(&discovery)
+        )
     };
     let check =
         Check::new("engine", Outcome::Warned, started.elapsed(), detail).with_remedy(match named {

@@ -438,7 +438,11 @@ async fn nextest_retries_its_own_tests_and_its_report_says_which_were_flaky() {
     assert_eq!(by_name["tests::fails_once"], (2, true), "{result:#?}");
     assert_eq!(by_name["tests::adds"], (1, false), "{result:#?}");
     // The one that always fails ran twice and fails the suite.
-    assert_eq!(by_name["tests::fails_on_purpose"], (2, false), "{result:#?}");
+    assert_eq!(
+        by_name["tests::fails_on_purpose"],
+        (2, false),
+        "{result:#?}"
+    );
     assert!(!result.passed());
     assert_reportable(&result);
 }

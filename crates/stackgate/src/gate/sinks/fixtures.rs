@@ -526,3 +526,136 @@ pub fn flaky_and_quarantined() -> Record {
         .finished(1900, Stage::Suites, 1300, StageOutcome::Passed)
         .done(1900, Verdict::Passed, 60)
 }
+
+/// The addresses a machine without any engine tries, as discovery describes them.
+const FIVE_ADDRESSES: &str = "5 addresses tried:
+unix:///var/run/docker.sock (default): socket does not exist
+unix:///root/.docker/run/docker.sock (Docker Desktop): socket does not exist
+unix:///root/.docker/desktop/docker.sock (Docker Desktop): socket does not exist
+unix:///root/.colima/default/docker.sock (colima): socket does not exist
+unix:///run/user/0/podman/podman.sock (podman): socket does not exist";
+
+/// No engine anywhere and none installed, in the order a real run sends its events: the engine
+/// stage starts beside preflight and speaks before preflight's checks end; the run falls back to
+/// the local target.
+pub fn no_engine_overlapping() -> Record {
+    Builder::new()
+        .property(0, "run_id", "19a2b3c4d5e-4242")
+        .started(1, Stage::Preflight)
+        .started(2, Stage::Engine)
+        .at(
+            3,
+            Event::Progress {
+                stage: Stage::Engine,
+                message: "looking for the engine: DOCKER_HOST is not set".into(),
+            },
+        )
+        .step(
+            1010,
+            Stage::Preflight,
+            Check::passed("memory", ms(1), "23.1 GiB available (need 8)"),
+        )
+        .step(
+            1010,
+            Stage::Preflight,
+            Check::new(
+                "engine",
+                Outcome::Warned,
+                ms(4),
+                format!("no engine answers: {FIVE_ADDRESSES}"),
+            )
+            .with_remedy("install Docker Engine: apt-get install docker.io"),
+        )
+        .step(
+            1010,
+            Stage::Preflight,
+            Check::passed("python", ms(90), "Python 3.11.7 (python3)"),
+        )
+        .finished(1011, Stage::Preflight, 1010, StageOutcome::Passed)
+        .step(
+            1020,
+            Stage::Engine,
+            Check::skipped(
+                "engine available",
+                format!(
+                    "no Docker engine is installed ({FIVE_ADDRESSES}); trying [fallback] order"
+                ),
+            ),
+        )
+        .finished(
+            1020,
+            Stage::Engine,
+            1018,
+            StageOutcome::Skipped("no engine: fell back to [fallback] order".into()),
+        )
+        .started(1020, Stage::Target)
+        .step(
+            1400,
+            Stage::Target,
+            Check::passed(
+                "local backend ready",
+                ms(300),
+                "http://127.0.0.1:18000/health answered",
+            ),
+        )
+        .property(1400, "target", "local")
+        .finished(1400, Stage::Target, 380, StageOutcome::Passed)
+        .started(1400, Stage::Suites)
+        .at(
+            2400,
+            Event::Suite(suite(
+                "e2e",
+                vec![passed("tests.e2e.test_chat", "test_two_users", 900)],
+                1000,
+            )),
+        )
+        .finished(2400, Stage::Suites, 1000, StageOutcome::Passed)
+        .done(2400, Verdict::Passed, 80)
+}
+
+/// A compose file that compose itself refuses: preflight warns with compose's own lines, the
+/// stack stage fails with them, and nothing runs after it.
+pub fn broken_compose() -> Record {
+    let compose_error = "`docker-compose -f services/compose.yaml config` exited with 1:
+ERROR: The Compose file './services/compose.yaml' is invalid because:
+services.web.ports contains an invalid type, it should be an array";
+    Builder::new()
+        .started(0, Stage::Preflight)
+        .step(
+            900,
+            Stage::Preflight,
+            Check::new("compose", Outcome::Warned, ms(160), compose_error),
+        )
+        .finished(901, Stage::Preflight, 900, StageOutcome::Passed)
+        .started(901, Stage::Engine)
+        .step(
+            940,
+            Stage::Engine,
+            Check::passed(
+                "engine available",
+                ms(38),
+                "unix:///var/run/docker.sock 20.10.24",
+            ),
+        )
+        .finished(940, Stage::Engine, 39, StageOutcome::Passed)
+        .started(940, Stage::Stack)
+        .step(
+            1200,
+            Stage::Stack,
+            Check::failed(
+                "compose up",
+                ms(260),
+                format!("cannot read the stack: {compose_error}"),
+            ),
+        )
+        .finished(1200, Stage::Stack, 260, StageOutcome::Failed)
+        .skipped(1200, Stage::Suites, "the stack did not come up")
+        .started(1200, Stage::Teardown)
+        .step(
+            1300,
+            Stage::Teardown,
+            Check::passed("stack down", ms(100), "nothing was created"),
+        )
+        .finished(1300, Stage::Teardown, 100, StageOutcome::Passed)
+        .done(1300, Verdict::Failed, 40)
+}

@@ -15,6 +15,10 @@ use crate::stack::ContainerState;
 use crate::suites::TestOutcome;
 use crate::ui;
 
+/// The longest line the terminal prints (before the timestamp `ui::say` adds off a terminal):
+/// longer ones are wrapped at a space, the rest indented under their start.
+pub const WIDTH: usize = 140;
+
 /// What the lines so far tell the next one.
 #[derive(Default)]
 pub struct View {
@@ -22,6 +26,91 @@ pub struct View {
     current: Option<Stage>,
     /// Containers being stopped: their exit is expected, not news.
     stopping: BTreeSet<String>,
+    /// While preflight runs (its checks all end at once, within about a second), the lines of the
+    /// stages that started beside it, held so that preflight's lines stay under its header.
+    held: Option<Vec<String>>,
+    /// The stage whose lines the held ones continue.
+    held_current: Option<Stage>,
+}
+
+/// The stage an event belongs to, when it says.
+fn stage_of(event: &Event) -> Option<Stage> {
+    match event {
+        Event::StageStarted { stage }
+        | Event::StageFinished { stage, .. }
+        | Event::Step { stage, .. }
+        | Event::Progress { stage, .. } => Some(*stage),
+        _ => None,
+    }
+}
+
+/// The lines to print now for one event, in the order a reader follows: preflight's lines under
+/// its header, the lines of the stages that began beside it after its end; each multi-line text
+/// as an indented block, each line at most [`WIDTH`] characters.
+pub fn lines(event: &Event, view: &mut View) -> Vec<String> {
+    let shown = |text: Option<String>| text.map(|l| block(&l)).unwrap_or_default();
+    if matches!(
+        event,
+        Event::StageStarted {
+            stage: Stage::Preflight
+        }
+    ) {
+        view.held = Some(Vec::new());
+        view.held_current = None;
+    }
+    let Some(mut held) = view.held.take() else {
+        return shown(line(event, view));
+    };
+    if stage_of(event) != Some(Stage::Preflight) {
+        // Another stage's line while preflight prints: its turn comes at preflight's end, in
+        // the context of what was held before it.
+        std::mem::swap(&mut view.current, &mut view.held_current);
+        held.extend(shown(line(event, view)));
+        std::mem::swap(&mut view.current, &mut view.held_current);
+        view.held = Some(held);
+        return Vec::new();
+    }
+    let mut out = shown(line(event, view));
+    if matches!(event, Event::StageFinished { .. }) {
+        // Preflight is over: what began beside it follows, under its own headers.
+        out.extend(held);
+        if view.held_current.is_some() {
+            view.current = view.held_current.take();
+        }
+    } else {
+        view.held = Some(held);
+    }
+    out
+}
+
+/// A text of several lines, or of one too long, as the lines the terminal prints: the first as
+/// it is, the others indented four places past the first's own indentation; each wrapped at a
+/// space before [`WIDTH`] characters (a word longer than that is cut).
+pub fn block(text: &str) -> Vec<String> {
+    let indent = text.len() - text.trim_start().len();
+    let more = " ".repeat(indent + 4);
+    let mut out = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let mut rest = if index == 0 {
+            raw.to_owned()
+        } else {
+            format!("{more}{}", raw.trim_start())
+        };
+        while rest.chars().count() > WIDTH {
+            let cut: usize = rest
+                .char_indices()
+                .nth(WIDTH)
+                .map_or(rest.len(), |(at, _)| at);
+            let at = rest[..cut]
+                .rfind(' ')
+                .filter(|&at| at > more.len())
+                .unwrap_or(cut);
+            out.push(rest[..at].trim_end().to_owned());
+            rest = format!("{more}{}", rest[at..].trim_start());
+        }
+        out.push(rest);
+    }
+    out
 }
 
 /// Prints each event's line through [`ui::say`]; on a terminal, keeps a status line under them.
@@ -117,10 +206,10 @@ impl Status {
 impl LiveSink for Terminal {
     fn event(&self, at: Duration, event: &Event) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let printed = line(event, &mut state.view);
+        let printed = lines(event, &mut state.view);
         let interactive = ui::interactive();
         let show = state.status.update(at, event) && interactive;
-        if printed.is_none() && !show && !state.shown {
+        if printed.is_empty() && !show && !state.shown {
             return;
         }
         if state.shown {
@@ -128,7 +217,7 @@ impl LiveSink for Terminal {
             eprint!("\r\x1b[2K");
             state.shown = false;
         }
-        if let Some(printed) = printed {
+        for printed in printed {
             ui::say(printed);
         }
         if show {
@@ -234,7 +323,13 @@ pub fn line(event: &Event, view: &mut View) -> Option<String> {
         }
         Event::Property { name, value } => Some(format!("  {name}: {value}")),
         Event::Note(note) => Some(format!("  note: {note}")),
-        Event::Progress { message, .. } => Some(format!("  … {message}")),
+        Event::Progress { stage, message } => Some(format!(
+            "  … {}{message}",
+            match current {
+                Some(current) if current != *stage => format!("{}: ", stage.name()),
+                _ => String::new(),
+            }
+        )),
         // The summary says how the run ended.
         Event::Finished { .. } => None,
     }
@@ -250,12 +345,83 @@ mod tests {
         let mut view = View::default();
         let mut out = String::new();
         for (_, event) in &record.events {
-            if let Some(line) = line(event, &mut view) {
+            for line in lines(event, &mut view) {
                 out.push_str(&line);
                 out.push('\n');
             }
         }
         out
+    }
+
+    /// The lines between a stage's header and its end line.
+    fn under<'a>(transcript: &'a str, stage: &str) -> Vec<&'a str> {
+        transcript
+            .lines()
+            .skip_while(|l| *l != format!("── {stage}"))
+            .skip(1)
+            .take_while(|l| !l.starts_with(&format!("── {stage} ")))
+            .collect()
+    }
+
+    #[test]
+    fn no_engine_keeps_preflight_under_its_header_and_every_line_short() {
+        let text = transcript(&fixtures::no_engine_overlapping());
+        let preflight = under(&text, "preflight");
+        assert!(
+            preflight.iter().any(|l| l.contains("warn engine")),
+            "{text}"
+        );
+        assert!(
+            preflight
+                .iter()
+                .all(|l| !l.contains("engine:") && !l.contains("──")),
+            "only preflight's lines under its header:\n{text}"
+        );
+        // The engine's lines, held while preflight printed, follow under their own header.
+        let engine = under(&text, "engine");
+        assert!(engine.iter().any(|l| l.contains("looking for")), "{text}");
+        for line in text.lines() {
+            assert!(line.chars().count() <= WIDTH, "too long: {line}");
+        }
+        // Each address tried on a line of its own.
+        assert!(
+            text.lines().any(|l| l
+                .trim_start()
+                .starts_with("unix:///run/user/0/podman/podman.sock")),
+            "{text}"
+        );
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_broken_compose_file_shows_its_error_as_an_indented_block() {
+        let text = transcript(&fixtures::broken_compose());
+        assert!(
+            text.contains("\n      services.web.ports contains an invalid type"),
+            "{text}"
+        );
+        for line in text.lines() {
+            assert!(line.chars().count() <= WIDTH, "too long: {line}");
+        }
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_long_line_wraps_at_a_space_under_its_start() {
+        let long = format!("  warn x: {}", "word ".repeat(60));
+        let lines = block(&long);
+        assert!(lines.len() > 1, "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WIDTH),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with("      word"), "{lines:?}");
+        assert_eq!(
+            lines.concat().matches("word").count(),
+            60,
+            "nothing is lost: {lines:?}"
+        );
+        assert_eq!(block("  a\nb\n  c"), ["  a", "      b", "      c"]);
     }
 
     #[test]
