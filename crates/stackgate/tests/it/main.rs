@@ -11,6 +11,7 @@ mod engine;
 mod engines;
 mod engines_shared;
 mod gate;
+mod history;
 mod hook;
 mod images;
 mod init;
