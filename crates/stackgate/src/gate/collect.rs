@@ -21,7 +21,7 @@ use crate::config::{Runner, SuiteCfg, TargetKind};
 use crate::suites::{Collection, Durations, SuiteEnv, SuiteRun};
 
 use super::run::{Run, Until};
-use super::suites::{last_durations, repo_root, PythonSlot};
+use super::suite_support::{last_durations, repo_root, PythonSlot};
 
 /// What was collected, by suite name (`None`: its collection failed).
 pub type Collected = BTreeMap<String, Option<Collection>>;

@@ -199,6 +199,6 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
         isolated,
         compose_env,
         engine: engine.map(|e| e.info.host),
-        started_unix_ms: crate::state::unix_ms(),
+        started_unix_ms: crate::clock::unix_ms(),
     }
 }

@@ -32,6 +32,7 @@
 
 pub mod model;
 pub mod compose;
+pub mod cache;
 pub mod labels;
 pub mod prepare;
 pub mod record;
@@ -66,7 +67,7 @@ pub use compose::{Compose, Flavour, Project};
 pub use containers::{container_logs, container_ports, inspect_project, PublishedPorts};
 pub use down::{
     down, down_with, find_labelled, prune_images, remove_checkout_images, remove_labelled,
-    remove_leftovers, sweep, ImagesReport, Labelled, Sweep, SweepReport,
+    remove_leftovers, sweep, ImagesReport, Sweep, SweepReport,
 };
 pub use follow::{follow, ContainerState, Follow, StateChange, StateSink};
 pub use health::{
@@ -77,7 +78,7 @@ pub use labels::{image_tag, labels_override};
 pub use model::Model;
 pub use prepare::{abandon, prepare, Prepared};
 pub use record::{choose, keep, no_recorded_run, Chosen};
-pub use stop::{Level, Urgency};
+pub use stop::{Labelled, Level, Urgency};
 pub use up::{start, up};
 pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Signal, Watch};
 

@@ -288,7 +288,7 @@ pub fn keep(config: &Config, run_id: &str, key: &str) -> anyhow::Result<bool> {
             record.kept = true;
             record.reuse = Some(ReuseRecord {
                 key: key.to_owned(),
-                kept_unix_ms: crate::state::unix_ms(),
+                kept_unix_ms: crate::clock::unix_ms(),
             });
             true
         }
@@ -360,7 +360,7 @@ async fn check(
             checks.push((service.clone(), inspected.clone(), response, spec));
         }
     }
-    let tls = crate::tls::Tls::of(config);
+    let tls = config.tls();
     let tls = &tls;
     let probes = checks
         .iter()

@@ -35,7 +35,7 @@ use crate::endpoints;
 use crate::engine::Engine;
 use crate::process::Finished;
 use crate::report::{Check, Outcome};
-use crate::state::{self, ServiceRecord, StackState};
+use crate::state::{ServiceRecord, StackState};
 use crate::ui;
 
 /// Brings the stack up and waits until every service is healthy: [`prepare`], then [`start`].
@@ -86,7 +86,7 @@ pub async fn start(
         isolated,
         compose_env: project.env.clone(),
         engine: Some(engine.info.host.clone()),
-        started_unix_ms: state::unix_ms(),
+        started_unix_ms: crate::clock::unix_ms(),
     };
     // The record before anything is created: a run killed halfway is found.
     record::begin(config, &stack_state, owner, keep)?;
@@ -114,7 +114,7 @@ pub async fn start(
         Duration::from_millis(stack.speed.probe_interval_ms),
         stack.speed.ready.clone(),
         engine.info.engine_host.clone(),
-        crate::tls::Tls::of(config),
+        config.tls(),
     );
     let before: Vec<(Inspected, ContainerInspectResponse)> =
         inspect_project(docker, &project_name).await?;
