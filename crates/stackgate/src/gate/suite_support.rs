@@ -155,6 +155,11 @@ pub(super) fn live_sink(run: &Arc<Run>, suite: &str, pulse: &Arc<Mutex<Pulse>>) 
     })
 }
 
+/// Whether the suites stage will plan the run's tests over workers.
+pub fn plans(run: &Run) -> bool {
+    run.options.jobs > 1 && run.selected_suites().iter().any(|s| s.parallel)
+}
+
 /// The repository the suites' files are named against: `GITHUB_WORKSPACE` on GitHub, else the
 /// nearest directory above the configuration holding `.git`, else the configuration's own.
 pub(super) fn repo_root(config_root: &Path) -> PathBuf {
@@ -173,7 +178,7 @@ pub(super) fn repo_root(config_root: &Path) -> PathBuf {
 /// last unsharded gate left; without any, shards split by hash and the plan weighs every test
 /// alike, and the run says so.
 pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
-    if run.options.shard.is_none() && !super::collect::plans(run) {
+    if run.options.shard.is_none() && !super::suite_support::plans(run) {
         return None;
     }
     let path = run
@@ -181,7 +186,7 @@ pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>>
         .durations
         .clone()
         .unwrap_or_else(|| crate::suites::durations_path(&run.config.work_dir()));
-    match crate::suites::Durations::read_for(&path, super::collect::plans(run)) {
+    match crate::suites::Durations::read_for(&path, super::suite_support::plans(run)) {
         Ok(mut durations) => {
             durations.order = run
                 .selected_suites()

@@ -154,7 +154,7 @@ pub async fn suites(
         run.reporter.record().steps().any(|(stage, c)| {
             stage == Stage::Suites && c.outcome == crate::report::Outcome::Failed
         });
-    if super::collect::plans(run) {
+    if super::suite_support::plans(run) {
         failed |=
             super::parallel::suites(run, &selected, &env, python, &pulse, collected.as_ref()).await;
     } else {
@@ -191,7 +191,7 @@ fn keep_durations(run: &Run) {
     let path = crate::suites::durations_path(&run.config.work_dir());
     // A run of some suites (`--suite`) replaces theirs and keeps the others'.
     // Kept apart: the times of runs with a plan of workers, and of runs without.
-    let planned = super::collect::plans(run);
+    let planned = super::suite_support::plans(run);
     let mut durations = crate::suites::Durations::read_for(&path, planned).unwrap_or_else(|_| {
         crate::suites::Durations {
             planned,

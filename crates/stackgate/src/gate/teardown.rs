@@ -187,7 +187,7 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
     let engine = lock(&run.engine).clone();
     let mut compose_env = crate::stack::compose_env(stack, isolated);
     if let Some(engine) = &engine {
-        compose_env.extend(crate::stack::up::engine_env(engine));
+        compose_env.extend(crate::stack::engine_env(engine));
     }
     StackState {
         run_id: run_id.to_owned(),

@@ -285,6 +285,32 @@ fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+/// What every compose call of a run (and its suites) gets besides `[stack] env`: `DOCKER_HOST`,
+/// the engine the harness uses (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for a TLS
+/// engine), and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
+/// it: `"${XTASK_ENGINE_HOST-127.0.0.1}:8080:8080"` binds loopback here and the engine's own
+/// address on a remote engine).
+///
+/// On podman also `DOCKER_BUILDKIT=0` (unless the caller set it): podman's compatible API has no
+/// BuildKit, and compose v2 would otherwise try to run a BuildKit container of its own (pulled
+/// from a registry).
+pub fn engine_env(engine: &crate::engine::Engine) -> std::collections::BTreeMap<String, String> {
+    let mut env = std::collections::BTreeMap::from([
+        ("DOCKER_HOST".to_owned(), engine.info.host.clone()),
+        (
+            "XTASK_ENGINE_HOST".to_owned(),
+            engine.info.engine_host.clone(),
+        ),
+    ]);
+    // A TLS engine as the docker CLI reads it (recorded with the stack's environment, so that
+    // `down` later reaches it the same way).
+    env.extend(engine.host.tls_env());
+    if engine.info.podman && std::env::var_os("DOCKER_BUILDKIT").is_none() {
+        env.insert("DOCKER_BUILDKIT".to_owned(), "0".to_owned());
+    }
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
