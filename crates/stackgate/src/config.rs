@@ -954,4 +954,14 @@ impl Config {
     pub fn work_dir(&self) -> PathBuf {
         self.root.join("target").join("xtask")
     }
+
+    /// The trust `harness.toml` asks for: the platform's roots plus `targets.staging.ca_file`.
+    pub fn tls(&self) -> crate::tls::Tls {
+        let ca_file = self
+            .targets
+            .staging
+            .as_ref()
+            .and_then(|staging| staging.ca_file.clone());
+        crate::tls::Tls::with_ca_files(ca_file.into_iter().collect())
+    }
 }

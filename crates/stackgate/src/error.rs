@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-/// The exit codes of DESIGN.md, the same for every command.
+/// The exit codes (0 passed, 1 failed, 2 usage or configuration, 3 environment unavailable, 130
+/// interrupted; README.md lists them), the same for every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
     /// 0: everything passed.

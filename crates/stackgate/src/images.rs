@@ -2,7 +2,7 @@
 //! registry answers. `provision` is called by docker-up, the gate and ci after the engine is up;
 //! it prints nothing (what it waits for goes to the caller's [`Progress`]).
 //!
-//! The recipe (DESIGN.md): `debootstrap --variant=minbase SUITE ROOTFS MIRROR` with the mirror the
+//! The recipe (docs/engine.md): `debootstrap --variant=minbase SUITE ROOTFS MIRROR` with the mirror the
 //! host's apt sources name, then the rootfs is streamed as a tar into the engine's import
 //! (`POST /images/create?fromSrc=-`, what `docker import` does). The temporary rootfs is always
 //! removed (unmounting what debootstrap left mounted: the Linux-specific part, at the end of this

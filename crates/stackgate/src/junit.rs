@@ -539,7 +539,7 @@ pub fn timestamp(time: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    let seconds = crate::monitor::utc_stamp(ms);
+    let seconds = crate::clock::utc_stamp(ms);
     format!("{}.{:03}Z", seconds.trim_end_matches('Z'), ms % 1000)
 }
 

@@ -96,6 +96,8 @@ pub mod http;
     rustdoc::invalid_html_tags
 )]
 pub mod tls;
+#[doc(hidden)]
+pub mod clock;
 
 #[doc(hidden)]
 #[allow(

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::clock::utc_stamp;
 use crate::config::Config;
 use crate::error::Failure;
 use crate::ws::{self, Percentiles};
-use crate::{stack, state, ui, Ctx};
+use crate::{stack, ui, Ctx};
 
 /// One round, as logged.
 #[derive(Debug, Clone, Serialize)]
@@ -129,32 +130,10 @@ fn uptime(rounds: usize, failures: usize) -> f64 {
     (((rounds - failures) as f64 * 100.0 / rounds as f64) * 10.0).round() / 10.0
 }
 
-/// `2026-11-27T08:17:38Z` from ms since the epoch (UTC, proleptic Gregorian).
-pub fn utc_stamp(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 /// One round: health, then a one-user ws-check against the ports the health check found published
 /// (a restarted container of an `--isolated` run has new ones).
 async fn one_round(config: &Config, run: Option<&str>, round: usize) -> Round {
-    let at_unix_ms = state::unix_ms();
+    let at_unix_ms = crate::clock::unix_ms();
     let started = Instant::now();
     let (health_ok, health_problems, live_endpoints) =
         match tokio::time::timeout(Duration::from_secs(30), stack::health_snapshot(config, run))
@@ -262,7 +241,7 @@ impl crate::flags::Monitor {
         let run = chosen.map(|c| c.record.stack.run_id);
         // Fail early (exit 2) when there is nothing to watch.
         ws::recorded_endpoints(&config, run.as_deref())?;
-        let started_unix_ms = state::unix_ms();
+        let started_unix_ms = crate::clock::unix_ms();
         let log_path = config.work_dir().join(format!(
             "monitor-{}.jsonl",
             utc_stamp(started_unix_ms).replace([':', '-'], "")
@@ -314,7 +293,7 @@ impl crate::flags::Monitor {
         let summary = summarise(
             &rounds,
             started_unix_ms,
-            state::unix_ms(),
+            crate::clock::unix_ms(),
             interrupted,
             log_path.display().to_string(),
         );
@@ -492,12 +471,5 @@ mod tests {
         assert!(outages[1].starts_with("outage (longest)"), "{table}");
         assert!(outages[1].ends_with("(2 rounds)"), "{table}");
         assert!(lines.last().unwrap().ends_with("the.jsonl"), "{table}");
-    }
-
-    #[test]
-    fn utc_stamps() {
-        assert_eq!(utc_stamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_stamp(1_795_763_858_000), "2026-11-27T07:17:38Z");
-        assert_eq!(utc_stamp(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 }

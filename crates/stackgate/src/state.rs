@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_ms;
+
 /// Label on every container, network and volume the harness creates: the run id.
 pub const LABEL_RUN_ID: &str = "io.xtask.run-id";
 /// Label: the harness.toml project name.
@@ -260,12 +262,6 @@ pub fn new_run_id() -> String {
 pub fn run_started_ms(run_id: &str) -> Option<u64> {
     let (time, _) = run_id.split_once('-')?;
     u64::from_str_radix(time, 16).ok()
-}
-
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A short stable digest of the repository root, for the `io.xtask.root` label.

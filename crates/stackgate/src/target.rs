@@ -53,7 +53,7 @@ pub async fn staging_endpoints(config: &Config) -> anyhow::Result<BTreeMap<Strin
         .context("no [targets.staging] in harness.toml")?;
     let resolved = endpoints::resolve_all(&staging.endpoints, &EnvWith(&BTreeMap::new()))
         .map_err(anyhow::Error::msg)?;
-    let tls = Tls::of(config);
+    let tls = config.tls();
     for (name, url) in &resolved {
         if let Err(e) = answers(url, staging.probe_timeout_s.duration(), &tls).await {
             let why = match crate::tls::failure_in(&e) {
@@ -202,7 +202,7 @@ pub async fn start_local(
                 let url =
                     endpoints::render(ready, &target.endpoints).map_err(anyhow::Error::msg)?;
                 let deadline = process.ready_timeout_s.duration();
-                match wait_ready(spawned, &url, deadline, &Tls::of(config), progress).await {
+                match wait_ready(spawned, &url, deadline, &config.tls(), progress).await {
                     Ok(()) => target.checks.push(Check::passed(
                         format!("local {} ready", process.name),
                         started.elapsed(),
@@ -319,7 +319,7 @@ pub fn random_secret() -> String {
         let _ = std::io::Read::read_exact(&mut file, &mut bytes);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        + &format!("{:x}", crate::state::unix_ms())
+        + &format!("{:x}", crate::clock::unix_ms())
 }
 
 #[cfg(all(test, unix))]

@@ -23,8 +23,6 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{self, CertificateError, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use crate::config::Config;
-
 /// Why a TLS connection could not be made; the message names the problem.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TlsFailure {
@@ -88,16 +86,6 @@ impl Tls {
                 config: OnceLock::new(),
             }),
         }
-    }
-
-    /// The trust `harness.toml` asks for: the platform's roots plus `targets.staging.ca_file`.
-    pub fn of(config: &Config) -> Tls {
-        let ca_file = config
-            .targets
-            .staging
-            .as_ref()
-            .and_then(|staging| staging.ca_file.clone());
-        Tls::with_ca_files(ca_file.into_iter().collect())
     }
 
     pub fn ca_files(&self) -> &[PathBuf] {
@@ -439,7 +427,7 @@ fn names(presented: &[String]) -> String {
 }
 
 fn stamp(unix_secs: u64) -> String {
-    crate::monitor::utc_stamp(unix_secs.saturating_mul(1000))
+    crate::clock::utc_stamp(unix_secs.saturating_mul(1000))
 }
 
 /// One DER object as PEM: base64 in lines of 64.

@@ -47,7 +47,7 @@ pub fn say(message: impl std::fmt::Display) {
 
 /// Wall-clock time of day, UTC, `HH:MM:SS.mmm`.
 pub fn clock() -> String {
-    let ms = crate::state::unix_ms();
+    let ms = crate::clock::unix_ms();
     let day_ms = ms % 86_400_000;
     format!(
         "{:02}:{:02}:{:02}.{:03}",

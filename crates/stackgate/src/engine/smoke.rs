@@ -81,7 +81,7 @@ impl SmokeRun {
     /// The container's name: the run id, and the time, because one run may smoke more than once
     /// (a second `docker-up` continues the run of the first).
     fn container_name(&self) -> String {
-        format!("xtask-smoke-{}-{:x}", self.run_id, state::unix_ms())
+        format!("xtask-smoke-{}-{:x}", self.run_id, crate::clock::unix_ms())
     }
 }
 

@@ -21,7 +21,7 @@ use crate::config::{Runner, SuiteCfg, TargetKind};
 use crate::suites::{Collection, Durations, SuiteEnv, SuiteRun};
 
 use super::run::{Run, Until};
-use super::suites::{last_durations, repo_root, PythonSlot};
+use super::suite_support::{last_durations, repo_root, PythonSlot};
 
 /// What was collected, by suite name (`None`: its collection failed).
 pub type Collected = BTreeMap<String, Option<Collection>>;
@@ -48,15 +48,10 @@ impl Early {
     }
 }
 
-/// Whether the suites stage will plan the run's tests over workers.
-pub fn plans(run: &Run) -> bool {
-    run.options.jobs > 1 && run.selected_suites().iter().any(|s| s.parallel)
-}
-
 /// Whether the suites stage needs this suite's tests before it runs them.
 fn wanted(run: &Run, suite: &SuiteCfg) -> bool {
     suite.runner == Runner::Pytest
-        && (run.options.shard.is_some() || (suite.parallel && plans(run)))
+        && (run.options.shard.is_some() || (suite.parallel && super::suite_support::plans(run)))
         && (suite.needs.is_empty() || suite.needs.contains(&TargetKind::Docker))
 }
 
@@ -84,7 +79,7 @@ pub fn start(
         target: TargetKind::Docker,
         run_id: run.run_id.clone(),
         endpoints: BTreeMap::new(),
-        extra: crate::stack::up::engine_env(engine),
+        extra: crate::stack::engine_env(engine),
         skip_markers: run.config.targets.docker_skip_markers.clone(),
         secrets: run.secrets(),
         durations: durations.clone(),

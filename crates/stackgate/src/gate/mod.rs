@@ -20,9 +20,11 @@ pub mod machine;
 pub mod target;
 pub mod stack;
 pub mod suites;
+pub mod suite_support;
 pub mod parallel;
 pub mod collect;
 pub mod teardown;
+pub mod lost;
 pub mod watch;
 pub mod supervise;
 pub mod artefacts;
@@ -62,7 +64,7 @@ async fn new_run(config: crate::config::Config, options: Options) -> Arc<Run> {
                 run: crate::history::RunStart {
                     id: run_id.clone(),
                     command: options.command.to_owned(),
-                    started_ms: crate::state::unix_ms() as i64,
+                    started_ms: crate::clock::unix_ms() as i64,
                     config_hash: crate::history::config_hash(
                         &std::fs::read_to_string(&config.path).unwrap_or_default(),
                     ),

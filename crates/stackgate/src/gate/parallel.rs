@@ -17,7 +17,7 @@ use crate::suites::{Hooks, PythonEnv, SuiteEnv, SuiteRun, TestSink};
 
 use super::events::{Event, Stage};
 use super::run::{lock, Run};
-use super::suites::{cannot_run, live_sink, repo_root, Pulse};
+use super::suite_support::{cannot_run, live_sink, repo_root, Pulse};
 
 /// Runs the selected suites on one plan; whether any of them failed.
 pub(super) async fn suites(
@@ -30,7 +30,7 @@ pub(super) async fn suites(
 ) -> bool {
     if let Some(reason) = run.lost_reason() {
         // The engine is gone: nothing is collected or run, everything is listed.
-        super::suites::list_lost(run, selected, env, python, &reason).await;
+        super::suite_support::list_lost(run, selected, env, python, &reason).await;
         return true;
     }
     let failed = Arc::new(AtomicBool::new(false));
@@ -97,7 +97,7 @@ pub(super) async fn suites(
             Some(result) => {
                 run.emit(Event::Progress {
                     stage: Stage::Suites,
-                    message: super::suites::nothing_to_run(suite, run.options.shard),
+                    message: super::suite_support::nothing_to_run(suite, run.options.shard),
                 });
                 run.emit(Event::Suite(result));
             }

@@ -17,7 +17,8 @@ use super::events::{Stage, StageOutcome};
 use super::machine::{self, Preflight};
 use super::run::{Run, StageClock, Until};
 use super::stack as stack_stage;
-use super::suites::{self, PythonSlot};
+use super::suite_support::PythonSlot;
+use super::suites;
 use super::target::{self, Chosen};
 
 /// What runs in the background from the start, awaited by the stages that need it.

@@ -136,7 +136,7 @@ pub struct Run {
     /// What the stack's `up` reported (for `docker-up`'s output).
     pub up: Mutex<Option<crate::stack::UpReport>>,
     /// The engine stopped answering during the run ([super::watch] says so once).
-    pub engine_lost: Mutex<Option<super::watch::Lost>>,
+    pub engine_lost: Mutex<Option<super::lost::Lost>>,
     /// Asks the running suites to stop (the reason), once the engine is lost.
     pub stop_suites: tokio::sync::watch::Sender<Option<String>>,
 }

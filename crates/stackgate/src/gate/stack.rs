@@ -78,7 +78,7 @@ pub async fn stack(
         return (!engine_failed).then(|| Chosen {
             kind: TargetKind::Docker,
             endpoints: BTreeMap::new(),
-            extra_env: crate::stack::up::engine_env(engine),
+            extra_env: crate::stack::engine_env(engine),
             skip_markers: config.targets.docker_skip_markers.clone(),
         });
     };
@@ -137,7 +137,7 @@ pub async fn stack(
     lock(&run.resources).stack = Some(report.state.clone());
     // The suites talk to the engine the stack runs on (DOCKER_HOST), whatever their own
     // environment says.
-    let mut extra_env = crate::stack::up::engine_env(engine);
+    let mut extra_env = crate::stack::engine_env(engine);
     extra_env.extend([
         (
             "XTASK_COMPOSE_PROJECT".to_owned(),

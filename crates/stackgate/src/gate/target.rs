@@ -19,7 +19,7 @@ use crate::report::Check;
 
 use super::events::{Stage, StageOutcome};
 use super::run::{lock, Run, StageClock};
-use super::suites::PythonSlot;
+use super::suite_support::PythonSlot;
 
 /// The target the suites run against, once chosen.
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ async fn try_target(
             if staging.ca_file.is_some() {
                 // The suites trust what the harness trusts: the platform's roots and the CA file.
                 let bundle = crate::stack::run_dir(config, &run.run_id).join("ca-bundle.pem");
-                crate::tls::Tls::of(config).write_bundle(&bundle)?;
+                config.tls().write_bundle(&bundle)?;
                 for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
                     extra_env.insert(name.to_owned(), bundle.display().to_string());
                 }

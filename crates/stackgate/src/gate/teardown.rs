@@ -187,7 +187,7 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
     let engine = lock(&run.engine).clone();
     let mut compose_env = crate::stack::compose_env(stack, isolated);
     if let Some(engine) = &engine {
-        compose_env.extend(crate::stack::up::engine_env(engine));
+        compose_env.extend(crate::stack::engine_env(engine));
     }
     StackState {
         run_id: run_id.to_owned(),
@@ -199,6 +199,6 @@ fn unfinished_stack(run: &Run, run_id: &str) -> StackState {
         isolated,
         compose_env,
         engine: engine.map(|e| e.info.host),
-        started_unix_ms: crate::state::unix_ms(),
+        started_unix_ms: crate::clock::unix_ms(),
     }
 }

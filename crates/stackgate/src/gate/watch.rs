@@ -3,7 +3,7 @@
 //! error case), asks the running suites to stop (they end as at their deadline and list what
 //! they did not reach), and gives the stages a bounded grace to end on their own before they are
 //! dropped; teardown then tries to restore the engine and removes the stack once it is back
-//! ([`recover`]), all within [`BUDGET`] of the loss.
+//! ([`recover`]), all within [`BUDGET`](super::lost::BUDGET) of the loss.
 //!
 //! Not here: restoring the engine ([crate::engine]), stopping a runner ([crate::suites]).
 
@@ -17,6 +17,7 @@ use crate::report::Check;
 use crate::ui;
 
 use super::events::{Event, Stage};
+use super::lost::{Lost, BUDGET};
 use super::run::{lock, Run};
 
 /// Time between pings while the last one answered.
@@ -27,38 +28,8 @@ const PING_DEADLINE: Duration = Duration::from_secs(2);
 /// How long the stages get after the loss to end on their own (a suite's SIGINT grace, then the
 /// listing of what did not run) before they are dropped.
 pub const STAGES_GRACE: Duration = Duration::from_secs(8);
-/// From noticing the loss to the end of teardown: the restoration and the stack's removal fit
-/// in this.
-pub const BUDGET: Duration = Duration::from_secs(19);
 /// What teardown keeps for removing the stack once the engine is back.
 const TEARDOWN_SHARE: Duration = Duration::from_secs(5);
-
-/// The engine stopped answering.
-#[derive(Debug, Clone)]
-pub struct Lost {
-    /// Since the run began.
-    pub after: Duration,
-    /// When the harness noticed.
-    pub noticed: Instant,
-    /// Wall-clock time of that moment (`HH:MM:SS.mmm`, UTC).
-    pub clock: String,
-    /// The engine's address.
-    pub host: String,
-    /// What gave it away: the event stream ended, a ping failed.
-    pub why: String,
-}
-
-impl Lost {
-    /// `engine lost at 41.2s`: the case's name and the reason of what did not run.
-    pub fn reason(&self) -> String {
-        format!("engine lost at {}", ui::duration(self.after))
-    }
-
-    /// The deadline of everything after the loss.
-    pub fn deadline(&self) -> Instant {
-        self.noticed + BUDGET
-    }
-}
 
 /// The watcher task; dropping it stops the watching (teardown changes the engine on purpose).
 pub struct Watching(tokio::task::JoinHandle<()>);

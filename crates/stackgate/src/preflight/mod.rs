@@ -213,7 +213,7 @@ async fn runtimes() -> Check {
 
 async fn compose_flavour(config: &Config) -> Check {
     let started = Instant::now();
-    match crate::stack::compose::detect_cached(&config.work_dir()).await {
+    match crate::stack::cache::detect_cached(&config.work_dir()).await {
         Ok(compose) => Check::passed("compose", started.elapsed(), compose.to_string()),
         Err(problem) => Check::new(
             "compose",

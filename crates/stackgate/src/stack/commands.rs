@@ -141,7 +141,7 @@ impl crate::flags::DockerDown {
         // those are theirs, unless --any-host.
         let chosen: Vec<_> = if self.all && self.run.is_none() {
             let mut chosen = Vec::new();
-            let now = crate::state::unix_ms();
+            let now = crate::clock::unix_ms();
             for record in crate::state::Store::of(&config).read()?.kept() {
                 let age = std::time::Duration::from_millis(
                     now.saturating_sub(record.stack.started_unix_ms),

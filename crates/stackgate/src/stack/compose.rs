@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -172,98 +172,6 @@ pub fn failure(finished: &Finished, deadline: Duration) -> anyhow::Error {
     } else {
         anyhow::anyhow!(message)
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A cache of what compose said, so that a warm `docker-up` starts no compose process before
-// `up` itself (each costs a Python start with v1). Keyed by what decides the answer: the
-// programs' paths, sizes and modification times; the compose file's bytes, its `.env` and the
-// environment of the call. A stale or unreadable cache is ignored.
-
-/// `target/xtask/compose-cache.json`.
-#[derive(Debug, Default, Serialize, serde::Deserialize)]
-pub struct Cache {
-    #[serde(default)]
-    detected: Option<(String, Compose)>,
-    /// Compose models by [`Project::model_key`].
-    #[serde(default)]
-    pub(super) models: BTreeMap<String, super::model::Model>,
-}
-
-impl Cache {
-    fn path(work_dir: &Path) -> PathBuf {
-        work_dir.join("compose-cache.json")
-    }
-
-    pub fn load(work_dir: &Path) -> Cache {
-        std::fs::read_to_string(Cache::path(work_dir))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    }
-
-    /// Best effort: a cache that cannot be written only costs time next run.
-    pub fn save(&self, work_dir: &Path) {
-        // Concurrent runs in one process share the temporary file of the atomic write.
-        static ONE_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_writer = ONE_WRITER.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(text) = serde_json::to_string_pretty(self) {
-            let _ = crate::state::write_atomic(&Cache::path(work_dir), text.as_bytes());
-        }
-    }
-}
-
-/// Identity of the installed compose programs: the `docker` and `docker-compose` on PATH and
-/// the compose CLI plugins, each by path, size and modification time.
-pub fn programs_key() -> String {
-    let mut files: Vec<PathBuf> = ["docker", "docker-compose"]
-        .iter()
-        .filter_map(|p| which::which(p).ok())
-        .collect();
-    let mut plugin_dirs: Vec<PathBuf> = Vec::new();
-    if let Some(config) = std::env::var_os("DOCKER_CONFIG") {
-        plugin_dirs.push(PathBuf::from(config).join("cli-plugins"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        plugin_dirs.push(PathBuf::from(home).join(".docker/cli-plugins"));
-    }
-    for dir in [
-        "/usr/local/lib/docker/cli-plugins",
-        "/usr/local/libexec/docker/cli-plugins",
-        "/usr/lib/docker/cli-plugins",
-        "/usr/libexec/docker/cli-plugins",
-    ] {
-        plugin_dirs.push(PathBuf::from(dir));
-    }
-    files.extend(plugin_dirs.into_iter().map(|d| d.join("docker-compose")));
-    files
-        .iter()
-        .map(|file| match std::fs::metadata(file) {
-            Ok(meta) => format!(
-                "{}:{}:{:?}",
-                file.display(),
-                meta.len(),
-                meta.modified().ok()
-            ),
-            Err(_) => format!("{}:-", file.display()),
-        })
-        .collect::<Vec<_>>()
-        .join("|")
-}
-
-/// [`detect`], remembered in `work_dir` while the installed programs stay the same.
-pub async fn detect_cached(work_dir: &Path) -> anyhow::Result<Compose> {
-    let key = programs_key();
-    let mut cache = Cache::load(work_dir);
-    if let Some((cached_key, compose)) = &cache.detected {
-        if *cached_key == key {
-            return Ok(compose.clone());
-        }
-    }
-    let compose = detect().await?;
-    cache.detected = Some((key, compose.clone()));
-    cache.save(work_dir);
-    Ok(compose)
 }
 
 /// A compose project: the name, the files, the environment, and the compose program.

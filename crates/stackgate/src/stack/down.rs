@@ -23,7 +23,7 @@ use super::labels::{
     checkout_tag, image_repository, LABEL_IMAGE_PROJECT, LABEL_IMAGE_ROOT, LABEL_ROOT_PATH,
     TAG_PREFIX,
 };
-use super::stop::{stop_containers, Level, Urgency};
+use super::stop::{stop_containers, Labelled, Level, Urgency};
 use super::{plural, record, run_dir, short_id, COMPOSE_PROJECT};
 use crate::config::{Config, DEFAULT_INTERRUPT_STOP_TIMEOUT};
 use crate::engine::{self, Engine};
@@ -32,38 +32,6 @@ use crate::owner::{Liveness, Owner};
 use crate::report::Check;
 use crate::state::{self, StackState, LABEL_ROOT, LABEL_RUN_ID};
 use crate::ui;
-
-/// What carries a label: containers, networks, volumes (names for people, ids for removal).
-#[derive(Debug, Default, Clone)]
-pub struct Labelled {
-    /// (id, name, labels)
-    pub containers: Vec<(String, String, HashMap<String, String>)>,
-    pub networks: Vec<(String, String, HashMap<String, String>)>,
-    pub volumes: Vec<(String, HashMap<String, String>)>,
-}
-
-impl Labelled {
-    pub fn is_empty(&self) -> bool {
-        self.containers.is_empty() && self.networks.is_empty() && self.volumes.is_empty()
-    }
-
-    pub fn count(&self) -> usize {
-        self.containers.len() + self.networks.len() + self.volumes.len()
-    }
-
-    /// Everything, as `container NAME`, `network NAME`, `volume NAME`.
-    pub fn names(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        out.extend(
-            self.containers
-                .iter()
-                .map(|(_, n, _)| format!("container {n}")),
-        );
-        out.extend(self.networks.iter().map(|(_, n, _)| format!("network {n}")));
-        out.extend(self.volumes.iter().map(|(n, _)| format!("volume {n}")));
-        out
-    }
-}
 
 /// Every container, network and volume carrying `label` (`key=value`).
 pub async fn find_labelled(docker: &bollard::Docker, label: &str) -> anyhow::Result<Labelled> {
@@ -363,7 +331,7 @@ pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Resu
             .push(v.clone());
     }
     let me = std::process::id();
-    let now_ms = state::unix_ms();
+    let now_ms = crate::clock::unix_ms();
     let mut report = SweepReport::default();
     for (run_id, resources) in runs {
         let labels = resources

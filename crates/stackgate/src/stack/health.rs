@@ -181,7 +181,7 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
             && matches!(inspected.health, None | Some(HealthStatusEnum::STARTING));
         if inspected.running && starting {
             if let Some(probe) = own_probe(config, service, response, &engine.info.engine_host) {
-                let tls = crate::tls::Tls::of(config);
+                let tls = config.tls();
                 let (passed, _) =
                     super::probe::run_once(&engine.docker, &inspected.container, &probe, &tls)
                         .await;

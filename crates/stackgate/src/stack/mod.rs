@@ -32,6 +32,7 @@
 
 pub mod model;
 pub mod compose;
+pub mod cache;
 pub mod labels;
 pub mod prepare;
 pub mod record;
@@ -66,7 +67,7 @@ pub use compose::{Compose, Flavour, Project};
 pub use containers::{container_logs, container_ports, inspect_project, PublishedPorts};
 pub use down::{
     down, down_with, find_labelled, prune_images, remove_checkout_images, remove_labelled,
-    remove_leftovers, sweep, ImagesReport, Labelled, Sweep, SweepReport,
+    remove_leftovers, sweep, ImagesReport, Sweep, SweepReport,
 };
 pub use follow::{follow, ContainerState, Follow, StateChange, StateSink};
 pub use health::{
@@ -77,7 +78,7 @@ pub use labels::{image_tag, labels_override};
 pub use model::Model;
 pub use prepare::{abandon, prepare, Prepared};
 pub use record::{choose, keep, no_recorded_run, Chosen};
-pub use stop::{Level, Urgency};
+pub use stop::{Labelled, Level, Urgency};
 pub use up::{start, up};
 pub use watch::{parse_rfc3339, ContainerEvent, Inspected, Signal, Watch};
 
@@ -282,6 +283,32 @@ fn plural(n: usize, what: &str) -> String {
 
 fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// What every compose call of a run (and its suites) gets besides `[stack] env`: `DOCKER_HOST`,
+/// the engine the harness uses (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for a TLS
+/// engine), and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
+/// it: `"${XTASK_ENGINE_HOST-127.0.0.1}:8080:8080"` binds loopback here and the engine's own
+/// address on a remote engine).
+///
+/// On podman also `DOCKER_BUILDKIT=0` (unless the caller set it): podman's compatible API has no
+/// BuildKit, and compose v2 would otherwise try to run a BuildKit container of its own (pulled
+/// from a registry).
+pub fn engine_env(engine: &crate::engine::Engine) -> std::collections::BTreeMap<String, String> {
+    let mut env = std::collections::BTreeMap::from([
+        ("DOCKER_HOST".to_owned(), engine.info.host.clone()),
+        (
+            "XTASK_ENGINE_HOST".to_owned(),
+            engine.info.engine_host.clone(),
+        ),
+    ]);
+    // A TLS engine as the docker CLI reads it (recorded with the stack's environment, so that
+    // `down` later reaches it the same way).
+    env.extend(engine.host.tls_env());
+    if engine.info.podman && std::env::var_os("DOCKER_BUILDKIT").is_none() {
+        env.insert("DOCKER_BUILDKIT".to_owned(), "0".to_owned());
+    }
+    env
 }
 
 #[cfg(test)]

@@ -9,13 +9,12 @@
 //! ([super::compose]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::compose::{Cache, Project, QUICK_TIMEOUT};
+use super::compose::{Project, QUICK_TIMEOUT};
 
 /// What a compose file holds, after compose resolved it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -220,31 +219,6 @@ pub fn excerpt(text: &str, error: &str) -> Option<String> {
         }
     }
     Some(out)
-}
-
-/// [`read`], remembered in `work_dir` while [`Project::model_key`] stays the same.
-pub async fn read_cached(project: &Project, work_dir: &Path) -> anyhow::Result<Model> {
-    let key = project.model_key();
-    // An entry without a digest was written by an earlier version: read again.
-    if let Some(found) = Cache::load(work_dir)
-        .models
-        .get(&key)
-        .filter(|m| !m.digest.is_empty())
-    {
-        return Ok(found.clone());
-    }
-    let found = read(project).await?;
-    // Re-read: another run may have written its own entries meanwhile.
-    let mut cache = Cache::load(work_dir);
-    cache.models.insert(key.clone(), found.clone());
-    if cache.models.len() > 32 {
-        let oldest = cache.models.keys().find(|k| **k != key).cloned();
-        if let Some(oldest) = oldest {
-            cache.models.remove(&oldest);
-        }
-    }
-    cache.save(work_dir);
-    Ok(found)
 }
 
 /// Compose's `config` output: JSON (v2 with `--format json`) or YAML (v1).

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use super::compose::{self, Compose, Project};
+use super::cache;
+use super::compose::{Compose, Project};
 use super::labels::{labels_override, with_checkout_images};
-use super::model::{self, Model};
+use super::model::Model;
 use super::{compose_env, emit, project_name, record, run_dir, stack_cfg, UpEvent, UpOptions};
 use crate::config::Config;
 use crate::error::Failure;
@@ -59,7 +60,7 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
     };
     let compose = match &options.compose {
         Some(compose) => compose.clone(),
-        None => compose::detect_cached(&work_dir).await?,
+        None => cache::detect_cached(&work_dir).await?,
     };
     emit(&options.progress, UpEvent::Compose(compose.clone()));
 
@@ -70,7 +71,7 @@ pub async fn prepare(config: &Config, options: &UpOptions) -> anyhow::Result<Pre
         env: compose_env(stack, options.isolated),
         dir: config.root.clone(),
     };
-    let model = model::read_cached(&project, &work_dir)
+    let model = cache::read_cached(&project, &work_dir)
         .await
         .with_context(|| format!("cannot read {}", stack.compose_file.display()))?;
     if let Some(missing) = stack

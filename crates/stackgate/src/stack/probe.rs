@@ -17,6 +17,7 @@ use bollard::models::ContainerInspectResponse;
 use futures_util::StreamExt;
 
 use super::containers::{AbortOnDrop, PublishedPorts};
+use super::watch::ProbeResult;
 
 /// Docker's default healthcheck timeout, used when the container's healthcheck names none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,18 +50,6 @@ impl ProbeSpec {
             ProbeSpec::Tcp { address, .. } => format!("tcp://{address}"),
         }
     }
-}
-
-/// One probe's outcome.
-#[derive(Debug, Clone)]
-pub struct ProbeResult {
-    pub service: String,
-    pub container: String,
-    pub passed: bool,
-    /// When the probe ended (by this machine's clock, which is the engine's on a local engine).
-    pub at: SystemTime,
-    /// What the probe printed, or why it could not run.
-    pub output: String,
 }
 
 /// The exec argv of a healthcheck test: `["CMD", args...]` runs `args`, `["CMD-SHELL", cmd]`

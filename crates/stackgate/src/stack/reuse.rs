@@ -288,7 +288,7 @@ pub fn keep(config: &Config, run_id: &str, key: &str) -> anyhow::Result<bool> {
             record.kept = true;
             record.reuse = Some(ReuseRecord {
                 key: key.to_owned(),
-                kept_unix_ms: crate::state::unix_ms(),
+                kept_unix_ms: crate::clock::unix_ms(),
             });
             true
         }
@@ -360,7 +360,7 @@ async fn check(
             checks.push((service.clone(), inspected.clone(), response, spec));
         }
     }
-    let tls = crate::tls::Tls::of(config);
+    let tls = config.tls();
     let tls = &tls;
     let probes = checks
         .iter()
@@ -500,14 +500,14 @@ fn recent_engine_check(response: &ContainerInspectResponse) -> Option<Duration> 
 
 /// `stack.reset`, run in the configuration's directory with what a suite receives about the
 /// stack (`<NAME>_URL`, `XTASK_COMPOSE_PROJECT`, `XTASK_COMPOSE_FILE`, `XTASK_RUN_ID`) and its
-/// engine (`DOCKER_HOST`, `XTASK_ENGINE_HOST`: [super::up::engine_env]).
+/// engine (`DOCKER_HOST`, `XTASK_ENGINE_HOST`: [super::engine_env]).
 async fn reset(
     config: &Config,
     engine: &Engine,
     state: &StackState,
     argv: &[String],
 ) -> Result<(), String> {
-    let mut env: Vec<(String, String)> = super::up::engine_env(engine).into_iter().collect();
+    let mut env: Vec<(String, String)> = super::engine_env(engine).into_iter().collect();
     env.extend(
         state
             .endpoints

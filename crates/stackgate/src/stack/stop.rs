@@ -14,7 +14,6 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::down::Labelled;
 use super::labels::LABEL_STOP_GRACE;
 use super::COMPOSE_SERVICE;
 
@@ -223,6 +222,38 @@ async fn kill(
         .filter(|(id, _, _)| ids.contains(&id.as_str()))
         .map(|(_, name, labels)| format!("{} ({why})", display_name(name, labels)))
         .collect()
+}
+
+/// What carries a label: containers, networks, volumes (names for people, ids for removal).
+#[derive(Debug, Default, Clone)]
+pub struct Labelled {
+    /// (id, name, labels)
+    pub containers: Vec<(String, String, HashMap<String, String>)>,
+    pub networks: Vec<(String, String, HashMap<String, String>)>,
+    pub volumes: Vec<(String, HashMap<String, String>)>,
+}
+
+impl Labelled {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.networks.is_empty() && self.volumes.is_empty()
+    }
+
+    pub fn count(&self) -> usize {
+        self.containers.len() + self.networks.len() + self.volumes.len()
+    }
+
+    /// Everything, as `container NAME`, `network NAME`, `volume NAME`.
+    pub fn names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        out.extend(
+            self.containers
+                .iter()
+                .map(|(_, n, _)| format!("container {n}")),
+        );
+        out.extend(self.networks.iter().map(|(_, n, _)| format!("network {n}")));
+        out.extend(self.volumes.iter().map(|(n, _)| format!("volume {n}")));
+        out
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use crate::endpoints;
 use crate::engine::Engine;
 use crate::process::Finished;
 use crate::report::{Check, Outcome};
-use crate::state::{self, ServiceRecord, StackState};
+use crate::state::{ServiceRecord, StackState};
 use crate::ui;
 
 /// Brings the stack up and waits until every service is healthy: [`prepare`], then [`start`].
@@ -74,7 +74,7 @@ pub async fn start(
     };
     // One engine for everything: compose talks to the engine the harness found (a context, a
     // known socket, podman's), not to its own default.
-    project.env.extend(engine_env(engine));
+    project.env.extend(super::engine_env(engine));
     let project_name = project.name.clone();
     let mut stack_state = StackState {
         run_id: run_id.clone(),
@@ -86,7 +86,7 @@ pub async fn start(
         isolated,
         compose_env: project.env.clone(),
         engine: Some(engine.info.host.clone()),
-        started_unix_ms: state::unix_ms(),
+        started_unix_ms: crate::clock::unix_ms(),
     };
     // The record before anything is created: a run killed halfway is found.
     record::begin(config, &stack_state, owner, keep)?;
@@ -114,7 +114,7 @@ pub async fn start(
         Duration::from_millis(stack.speed.probe_interval_ms),
         stack.speed.ready.clone(),
         engine.info.engine_host.clone(),
-        crate::tls::Tls::of(config),
+        config.tls(),
     );
     let before: Vec<(Inspected, ContainerInspectResponse)> =
         inspect_project(docker, &project_name).await?;
@@ -508,32 +508,6 @@ pub async fn start(
         waited,
         state: stack_state,
     })
-}
-
-/// What every compose call of a run (and its suites) gets besides `[stack] env`: `DOCKER_HOST`,
-/// the engine the harness uses (with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for a TLS
-/// engine), and `XTASK_ENGINE_HOST`, its `{engine_host}` (a compose file may publish ports on
-/// it: `"${XTASK_ENGINE_HOST-127.0.0.1}:8080:8080"` binds loopback here and the engine's own
-/// address on a remote engine).
-///
-/// On podman also `DOCKER_BUILDKIT=0` (unless the caller set it): podman's compatible API has no
-/// BuildKit, and compose v2 would otherwise try to run a BuildKit container of its own (pulled
-/// from a registry).
-pub fn engine_env(engine: &Engine) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::from([
-        ("DOCKER_HOST".to_owned(), engine.info.host.clone()),
-        (
-            "XTASK_ENGINE_HOST".to_owned(),
-            engine.info.engine_host.clone(),
-        ),
-    ]);
-    // A TLS engine as the docker CLI reads it (recorded with the stack's environment, so that
-    // `down` later reaches it the same way).
-    env.extend(engine.host.tls_env());
-    if engine.info.podman && std::env::var_os("DOCKER_BUILDKIT").is_none() {
-        env.insert("DOCKER_BUILDKIT".to_owned(), "0".to_owned());
-    }
-    env
 }
 
 fn report_change(

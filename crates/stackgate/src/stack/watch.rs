@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bollard::models::{ContainerInspectResponse, EventMessage, HealthStatusEnum};
 use serde::Serialize;
 
-use super::probe::ProbeResult;
 use super::{short_id, COMPOSE_ONEOFF, COMPOSE_SERVICE};
 
 /// What made a service ready.
@@ -685,6 +684,18 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
     (secs >= 0).then(|| UNIX_EPOCH + Duration::new(secs as u64, nanos as u32))
+}
+
+/// One probe's outcome.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub service: String,
+    pub container: String,
+    pub passed: bool,
+    /// When the probe ended (by this machine's clock, which is the engine's on a local engine).
+    pub at: SystemTime,
+    /// What the probe printed, or why it could not run.
+    pub output: String,
 }
 
 #[cfg(test)]

@@ -190,7 +190,7 @@ pub fn plan_from_config(
         connect_timeout: cfg.connect_timeout_s.duration(),
         users: overrides.users,
         messages: overrides.messages,
-        tls: crate::tls::Tls::of(config),
+        tls: config.tls(),
     })
 }
 

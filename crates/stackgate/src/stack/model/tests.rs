@@ -206,42 +206,6 @@ fn go_durations() {
     );
 }
 
-#[tokio::test]
-async fn a_cached_model_is_served_without_running_compose() {
-    use super::super::compose::{Compose, Flavour};
-    let work = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("compose.yaml");
-    std::fs::write(&file, "services: {}\n").unwrap();
-    // No such program: only the cache can answer.
-    let project = Project {
-        compose: Compose {
-            flavour: Flavour::Standalone,
-            version: "0-test".into(),
-        },
-        name: "p".into(),
-        files: vec![file],
-        env: BTreeMap::new(),
-        dir: dir.path().to_path_buf(),
-    };
-    let mut cache = Cache::load(work.path());
-    let cached = Model {
-        services: BTreeMap::from([("web".to_owned(), Service::default())]),
-        digest: "0123456789abcdef".into(),
-        ..Model::default()
-    };
-    cache.models.insert(project.model_key(), cached.clone());
-    cache.save(work.path());
-    assert_eq!(read_cached(&project, work.path()).await.unwrap(), cached);
-    std::fs::write(dir.path().join("compose.yaml"), "services: {a: {}}\n").unwrap();
-    assert!(
-        !Cache::load(work.path())
-            .models
-            .contains_key(&project.model_key()),
-        "a changed file is read again"
-    );
-}
-
 #[test]
 fn the_digest_covers_every_resolved_key_and_not_the_notation() {
     let yaml = "services:\n  web:\n    image: x\n    environment:\n      A: '1'\n";
