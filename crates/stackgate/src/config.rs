@@ -21,7 +21,7 @@ pub mod suite_keys;
 pub mod history_keys;
 
 pub use history_keys::HistoryCfg;
-pub use suite_keys::{GateCfg, Runner, SuiteCfg};
+pub use suite_keys::{matches_pattern, GateCfg, Runner, SuiteCfg, MAX_RETRIES};
 
 /// The file name looked for from the current directory upwards.
 pub const FILE_NAME: &str = "harness.toml";

@@ -54,8 +54,30 @@ impl SuiteCfg {
     pub fn quarantined(&self, test: &str) -> bool {
         self.quarantine
             .iter()
-            .any(|pattern| crate::suites::matches_pattern(pattern, test))
+            .any(|pattern| matches_pattern(pattern, test))
     }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters (none too) and
+/// everything else for itself.
+pub fn matches_pattern(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*`: the whole text.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

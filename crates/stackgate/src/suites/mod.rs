@@ -70,7 +70,7 @@ pub use pytest::pytest_case_name;
 pub use python::{
     ensure_requirements, python_env, python_env_with, PythonEnv, Requirements, REQUIREMENTS_STAMP,
 };
-pub use retry::{matches_pattern, retries_of};
+pub use retry::retries_of;
 pub use shard::{case_key, default_path as durations_path, shard_of, Durations};
 pub use workers::{run_plan, Hooks};
 

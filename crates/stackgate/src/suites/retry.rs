@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{case_key, results_dir, run_once, run_stem, Mode, PythonEnv, SuiteEnv, SuiteRun};
+#[cfg(test)]
+use crate::config::matches_pattern;
 use crate::config::{Config, Runner, SuiteCfg};
 use crate::junit::{self, Case, Rerun, Status, SuiteResult, OUTPUT_LIMIT};
 
@@ -28,28 +30,6 @@ const LEAST_TIME_FOR_A_RETRY: Duration = Duration::from_secs(1);
 /// How often a failed test of this suite is run again: `--retries`, else the suite's `retries`.
 pub fn retries_of(suite: &SuiteCfg, env: &SuiteEnv) -> u32 {
     env.retries.unwrap_or(suite.retries)
-}
-
-/// Whether `text` matches `pattern`, where `*` stands for any run of characters (none too) and
-/// everything else for itself.
-pub fn matches_pattern(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        // No `*`: the whole text.
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// Runs the failed tests of `first` again, as often as the suite's retries allow or until none
