@@ -17,6 +17,7 @@ mod images;
 mod init;
 mod interrupt;
 mod junit;
+mod layers;
 mod parallel;
 mod require;
 mod retries;
