@@ -2,9 +2,9 @@
 //! every `cargo xtask` that embeds it); integration tests call the modules directly. Modules in
 //! reading order: the edge (flags, config, endpoints, errors), what every step uses (the process
 //! runner, who owns a run, the run store, progress, checks, output for people), the pipeline's
-//! steps in order (preflight, engine, images, stack, target, ws, suites, junit), the pipeline
-//! itself (gate), the other commands (monitor), the command line (cli), and the project's own
-//! tasks (ci, its platform checks in cross, hook).
+//! steps in order (preflight, engine, images, stack, target, ws, suites, junit), the monitor's
+//! rounds, the pipeline itself (gate), and the commands (one file each in commands, the project's
+//! own `ci` among them) with the command line (cli).
 //!
 //! The library's API is [`cli`]: run the command line from a binary of your own (a `cargo
 //! xtask`). The other modules are public for this crate's own integration tests and benches only:
@@ -193,34 +193,6 @@ pub mod monitor;
 )]
 pub mod commands;
 pub mod cli;
-#[doc(hidden)]
-#[allow(
-    rustdoc::broken_intra_doc_links,
-    rustdoc::private_intra_doc_links,
-    rustdoc::invalid_html_tags
-)]
-pub mod ci;
-#[doc(hidden)]
-#[allow(
-    rustdoc::broken_intra_doc_links,
-    rustdoc::private_intra_doc_links,
-    rustdoc::invalid_html_tags
-)]
-pub mod actionlint;
-#[doc(hidden)]
-#[allow(
-    rustdoc::broken_intra_doc_links,
-    rustdoc::private_intra_doc_links,
-    rustdoc::invalid_html_tags
-)]
-pub mod cross;
-#[doc(hidden)]
-#[allow(
-    rustdoc::broken_intra_doc_links,
-    rustdoc::private_intra_doc_links,
-    rustdoc::invalid_html_tags
-)]
-pub mod hook;
 
 use std::path::PathBuf;
 

@@ -1,23 +1,20 @@
 //! `monitor`: health and a one-user ws-check on a schedule; uptime, outages, latency percentiles.
 //!
-//! A round is up when both the health snapshot and the WebSocket check pass. Each round is one
-//! JSON line in `target/xtask/monitor-<start>.jsonl`; the summary (and its outage arithmetic, a
-//! pure function) is computed from the rounds alone and rendered to a string; only the command
+//! A round is up when both the health snapshot and the WebSocket check pass. The summary (and
+//! its outage arithmetic, a pure function) is computed from the rounds alone. Nothing here
 //! prints.
 //!
-//! Not here: the WebSocket check itself ([crate::ws]), the health snapshot ([crate::stack]).
+//! Not here: the command, its log and its lines ([crate::commands::monitor]), the WebSocket check
+//! itself ([crate::ws]), the health snapshot ([crate::stack]).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::clock::utc_stamp;
 use crate::config::Config;
-use crate::error::Failure;
+use crate::stack;
 use crate::ws::{self, Percentiles};
-use crate::{stack, ui, Ctx};
 
 /// One round, as logged.
 #[derive(Debug, Clone, Serialize)]
@@ -123,7 +120,7 @@ pub fn summarise(
     }
 }
 
-fn uptime(rounds: usize, failures: usize) -> f64 {
+pub fn uptime(rounds: usize, failures: usize) -> f64 {
     if rounds == 0 {
         return 0.0;
     }
@@ -132,7 +129,7 @@ fn uptime(rounds: usize, failures: usize) -> f64 {
 
 /// One round: health, then a one-user ws-check against the ports the health check found published
 /// (a restarted container of an `--isolated` run has new ones).
-async fn one_round(config: &Config, run: Option<&str>, round: usize) -> Round {
+pub async fn one_round(config: &Config, run: Option<&str>, round: usize) -> Round {
     let at_unix_ms = crate::clock::unix_ms();
     let started = Instant::now();
     let (health_ok, health_problems, live_endpoints) =
@@ -201,178 +198,8 @@ fn ws_error_text(error: &anyhow::Error) -> String {
         .join(": ")
 }
 
-fn rolling_line(round: &Round, rounds: usize, failures: usize) -> String {
-    let state = if round.up {
-        "up".to_owned()
-    } else {
-        let why: Vec<String> = round
-            .health_problems
-            .iter()
-            .cloned()
-            .chain(round.ws_failure.clone())
-            .collect();
-        format!("DOWN ({})", why.join("; "))
-    };
-    let latency = round
-        .latency_ms
-        .map_or("-".to_owned(), |l| format!("{l:.1} ms"));
-    format!(
-        "round {}: {state}  |  rounds {rounds}, failures {failures}, uptime {:.1}%, last latency {latency}",
-        round.round,
-        uptime(rounds, failures)
-    )
-}
-
-impl crate::flags::Monitor {
-    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let config = ctx.config()?;
-        if config.ws_check.is_none() {
-            return Err(Failure::config(format!(
-                "{}: monitor needs a [ws_check] table",
-                config.path.display()
-            ))
-            .into());
-        }
-        // One stack for the whole watch: the one named, else the newest kept one now.
-        let chosen = stack::choose(&config, self.run.as_deref())?;
-        if let Some(note) = chosen.as_ref().and_then(|c| c.note.as_ref()) {
-            ui::say(note);
-        }
-        let run = chosen.map(|c| c.record.stack.run_id);
-        // Fail early (exit 2) when there is nothing to watch.
-        ws::recorded_endpoints(&config, run.as_deref())?;
-        let started_unix_ms = crate::clock::unix_ms();
-        let log_path = config.work_dir().join(format!(
-            "monitor-{}.jsonl",
-            utc_stamp(started_unix_ms).replace([':', '-'], "")
-        ));
-        std::fs::create_dir_all(config.work_dir())?;
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", log_path.display()))?;
-        ui::say(format!(
-            "monitor: a round every {} for {}; log {}",
-            ui::duration(self.every),
-            ui::duration(self.period),
-            log_path.display()
-        ));
-
-        let start = tokio::time::Instant::now();
-        let end = start + self.period;
-        let mut rounds: Vec<Round> = Vec::new();
-        let mut interrupted = false;
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
-        let mut next = start;
-        while next < end {
-            tokio::select! {
-                _ = &mut ctrl_c => { interrupted = true; break; }
-                () = tokio::time::sleep_until(next) => {}
-            }
-            let round = tokio::select! {
-                _ = &mut ctrl_c => { interrupted = true; break; }
-                round = one_round(&config, run.as_deref(), rounds.len() + 1) => round,
-            };
-            writeln!(log, "{}", serde_json::to_string(&round)?)?;
-            rounds.push(round);
-            let failures = rounds.iter().filter(|r| !r.up).count();
-            ui::say(rolling_line(
-                rounds.last().expect("just pushed"),
-                rounds.len(),
-                failures,
-            ));
-            next += self.every;
-            let now = tokio::time::Instant::now();
-            if next < now {
-                // A round longer than the interval: the next one starts now, not in a burst.
-                next = now;
-            }
-        }
-        let summary = summarise(
-            &rounds,
-            started_unix_ms,
-            crate::clock::unix_ms(),
-            interrupted,
-            log_path.display().to_string(),
-        );
-        eprint!("{}", summary_table(&summary));
-        if self.json {
-            let passed = summary.rounds > 0 && summary.failures == 0 && !summary.interrupted;
-            ui::print_json(serde_json::to_value(&summary)?, passed);
-        }
-        if interrupted {
-            // Ctrl-C ends a watch like any other command: exit 130, after its summary.
-            return Err(Failure::Interrupted { signal: "SIGINT" }.into());
-        }
-        if summary.rounds > 0 && summary.failures == 0 {
-            Ok(())
-        } else {
-            Err(Failure::check(format!(
-                "monitor: uptime {:.1}% ({} of {} rounds failed)",
-                summary.uptime_percent, summary.failures, summary.rounds
-            ))
-            .into())
-        }
-    }
-}
-
-/// The summary as a table for people (the command prints it).
-fn summary_table(summary: &Summary) -> String {
-    let mut rows = vec![
-        vec![
-            "period".to_owned(),
-            format!(
-                "{} .. {}{}",
-                utc_stamp(summary.started_unix_ms),
-                utc_stamp(summary.ended_unix_ms),
-                if summary.interrupted {
-                    " (interrupted)"
-                } else {
-                    ""
-                }
-            ),
-        ],
-        vec![
-            "rounds".to_owned(),
-            format!("{} ({} failed)", summary.rounds, summary.failures),
-        ],
-        vec![
-            "uptime".to_owned(),
-            format!("{:.1}%", summary.uptime_percent),
-        ],
-        vec![
-            "latency".to_owned(),
-            if summary.latency.count == 0 {
-                "-".to_owned()
-            } else {
-                summary.latency.line()
-            },
-        ],
-    ];
-    for outage in &summary.outages {
-        let longest = summary.longest_outage.as_ref() == Some(outage) && summary.outages.len() > 1;
-        rows.push(vec![
-            if longest {
-                "outage (longest)".to_owned()
-            } else {
-                "outage".to_owned()
-            },
-            format!(
-                "from {} for {} ({} rounds)",
-                utc_stamp(outage.start_unix_ms),
-                ui::duration(Duration::from_millis(outage.length_ms)),
-                outage.rounds
-            ),
-        ]);
-    }
-    rows.push(vec!["log".to_owned(), summary.log.clone()]);
-    ui::table(&["monitor", "summary"], &rows)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -420,7 +247,7 @@ mod tests {
         );
     }
 
-    fn round(at: u64, up: bool, latency: Option<f64>) -> Round {
+    pub(crate) fn round(at: u64, up: bool, latency: Option<f64>) -> Round {
         Round {
             round: 0,
             at_unix_ms: at,
@@ -450,26 +277,5 @@ mod tests {
         assert_eq!((longest.start_unix_ms, longest.length_ms), (5000, 5000));
         assert_eq!(summary.latency.count, 14);
         assert_eq!(summary.latency.max_ms, 119.0);
-    }
-
-    #[test]
-    fn the_summary_table_marks_the_longest_of_several_outages() {
-        let rounds: Vec<Round> = (0..10)
-            .map(|i| round(i * 1000, ![2, 5, 6].contains(&i), Some(100.0)))
-            .collect();
-        let table = summary_table(&summarise(&rounds, 0, 10_000, true, "the.jsonl".into()));
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[1].contains("(interrupted)"), "{table}");
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("uptime") && l.ends_with("70.0%")),
-            "{table}"
-        );
-        let outages: Vec<&&str> = lines.iter().filter(|l| l.starts_with("outage")).collect();
-        assert_eq!(outages.len(), 2, "{table}");
-        assert!(outages[1].starts_with("outage (longest)"), "{table}");
-        assert!(outages[1].ends_with("(2 rounds)"), "{table}");
-        assert!(lines.last().unwrap().ends_with("the.jsonl"), "{table}");
     }
 }

@@ -1,7 +1,7 @@
 //! How work below the commands tells a person what it is doing or waiting for, without printing:
 //! a [`Progress`] handle that the command hands down. A plain command prints through
-//! [`Progress::terminal`]; the gate routes it into its reporter as events, so that one sink
-//! decides what reaches the terminal.
+//! `crate::commands::terminal_progress`; the gate routes it into its reporter as events, so that
+//! one sink decides what reaches the terminal. Nothing here prints.
 //!
 //! Not here: rendering ([crate::ui]), the gate's events ([crate::gate::events]).
 
@@ -35,11 +35,6 @@ impl Default for Progress {
 }
 
 impl Progress {
-    /// Status lines on stderr, for people.
-    pub fn terminal() -> Progress {
-        Progress::to(|message| crate::ui::say(message))
-    }
-
     /// Nowhere (tests, callers that report results only).
     pub fn silent() -> Progress {
         Progress(None)

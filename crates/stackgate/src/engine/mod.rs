@@ -8,8 +8,8 @@
 //! for processes, in [`crate::process`]); what Docker Desktop's and colima's tools print is read in
 //! `desktop`.
 //!
-//! Not here: base images ([`crate::images`]), compose stacks ([`crate::stack`]). Nothing but
-//! `engine_only` prints: progress goes through a [`Progress`] the caller hands down.
+//! Not here: base images ([`crate::images`]), compose stacks ([`crate::stack`]). Nothing here
+//! prints: progress goes through a [`Progress`] the caller hands down.
 
 // Where the engine is: DOCKER_HOST, docker contexts, known sockets, probing them.
 mod discover;
@@ -29,7 +29,7 @@ mod install;
 mod smoke;
 // Stopping the engine the harness started.
 mod stop;
-// `docker-up --engine-only`: the report for people and programs.
+// `docker-up --engine-only`: the engine stage alone, as a report.
 mod engine_only;
 
 pub use discover::{
@@ -37,7 +37,7 @@ pub use discover::{
     start_target, Candidate, CandidateReport, Discovery, DiscoveryEnv, Host, Platform, Probe,
     Source,
 };
-pub use engine_only::{run_engine_only, EngineReport};
+pub use engine_only::{engine_only, EngineReport};
 pub use install::{
     install_packages, install_remedy, is_debian_like, package_installed, ENGINE_PACKAGES,
 };

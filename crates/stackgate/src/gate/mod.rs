@@ -158,7 +158,7 @@ impl DockerUp {
             let options = crate::engine::EnsureOptions {
                 install: self.install,
             };
-            return crate::engine::run_engine_only(&config, &options, self.json).await;
+            return crate::commands::engine_only::run(&config, &options, self.json).await;
         }
         supervise::Signals::install();
         let options = Options {
@@ -175,7 +175,7 @@ impl DockerUp {
         let (result, run) = pipeline::run(new_run(config, options).await).await;
         let up = run::lock(&run.up).take();
         if let Some(report) = &up {
-            crate::stack::print_up(report);
+            crate::commands::stack_table::print_up(report);
             if self.json {
                 ui::print_json(serde_json::to_value(report)?, report.passed());
             }

@@ -137,6 +137,7 @@ pub(super) async fn suites(
     let hooks = Hooks {
         live: Some(live),
         done,
+        notes: run.progress(Stage::Suites),
     };
     crate::suites::run_plan(&run.config, env, python, &base, &planned, &plan, &hooks).await;
     failed.load(Ordering::SeqCst)

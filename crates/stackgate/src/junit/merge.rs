@@ -1,4 +1,5 @@
-//! `junit-merge`: merging JUnit files (the shards of one gate) into one report, and the command.
+//! Merging JUnit files (the shards of one gate) into one report. Nothing here prints: the
+//! `junit-merge` command is [crate::commands::junit_merge].
 //!
 //! Not here: rendering a report of the gate ([super::render]), reading runners' files
 //! ([super::parse_suites]).
@@ -13,7 +14,6 @@ use super::{
     lossy, parse_cases, parse_suites, schema_root, to_junit_case, validate_xsd, Cleaner, Counts,
     ParsedSuite,
 };
-use crate::Ctx;
 
 /// What a merge wrote.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -154,46 +154,4 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Merged> {
         skipped: counts.skipped,
         interrupted,
     })
-}
-
-impl crate::flags::JunitMerge {
-    pub async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
-        // An input that cannot be read or is not JUnit is a usage error (exit 2).
-        let merged = merge(&self.inputs, &self.output)
-            .map_err(|e| crate::error::Failure::config(format!("junit-merge: {e:#}")))?;
-        crate::ui::say(format!(
-            "merged {} files into {}: {} tests, {} failures, {} errors, {} skipped{}",
-            self.inputs.len(),
-            self.output.display(),
-            merged.tests,
-            merged.failures,
-            merged.errors,
-            merged.skipped,
-            if merged.interrupted {
-                " (an input was interrupted)"
-            } else {
-                ""
-            }
-        ));
-        let passed = merged.failures + merged.errors == 0 && !merged.interrupted;
-        if self.json {
-            let mut value = serde_json::to_value(&merged)?;
-            value["output"] = self.output.display().to_string().into();
-            crate::ui::print_json(value, passed);
-        }
-        if merged.failures + merged.errors > 0 {
-            return Err(crate::error::Failure::check(format!(
-                "{} failures and {} errors in the merged report",
-                merged.failures, merged.errors
-            ))
-            .into());
-        }
-        if merged.interrupted {
-            return Err(crate::error::Failure::check(
-                "an input of the merged report is of an interrupted run",
-            )
-            .into());
-        }
-        Ok(())
-    }
 }

@@ -1,7 +1,8 @@
 //! Pre-flight checks (`doctor`, and the first stage of docker-up and the gate): memory, disk, CPU
 //! load, free ports (and who holds them), other container runtimes, the engine (pinged), the
 //! compose flavour, Python. It only reads: it never kills, stops or changes anything.
-//! `run_checks(&Config) -> Vec<Check>` is what docker-up and the gate call; `doctor` prints them.
+//! `run_checks(&Config) -> Vec<Check>` is what docker-up and the gate call; `doctor`
+//! ([crate::commands::doctor]) prints them. Nothing here prints.
 //!
 //! Not here: reading the machine itself (`host`, the platform-specific part), starting the engine
 //! ([`crate::engine`]).
@@ -16,52 +17,9 @@ pub use host::{port_holder, processes};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, OnShortfall};
-use crate::error::Failure;
 use crate::process::Cmd;
 use crate::report::{Check, Outcome};
 use crate::ui;
-use crate::Ctx;
-
-impl crate::flags::Doctor {
-    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let config = ctx.config()?;
-        let checks = run_checks(&config).await;
-        if self.json {
-            let failed = checks.iter().any(|c| c.outcome == Outcome::Failed);
-            ui::print_json(
-                serde_json::json!({ "ok": !failed, "checks": checks }),
-                !failed,
-            );
-        }
-        eprint!("{}", render(&checks));
-        let failed: Vec<&str> = checks
-            .iter()
-            .filter(|c| c.outcome == Outcome::Failed)
-            .map(|c| c.name.as_str())
-            .collect();
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(Failure::check(format!("pre-flight failed: {}", failed.join(", "))).into())
-        }
-    }
-}
-
-/// The table `doctor` prints.
-pub fn render(checks: &[Check]) -> String {
-    let rows: Vec<Vec<String>> = checks
-        .iter()
-        .map(|c| {
-            vec![
-                c.name.clone(),
-                c.outcome.label().to_owned(),
-                c.detail.clone(),
-                c.remedy.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    ui::table(&["check", "status", "value", "remedy"], &rows)
-}
 
 /// Every pre-flight check. The CPU sample (about a second) runs while the others run.
 pub async fn run_checks(config: &Config) -> Vec<Check> {

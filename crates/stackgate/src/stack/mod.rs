@@ -8,7 +8,8 @@
 //! [order] (dependency order on that readiness), [up], [reuse] (warm stacks), [follow] (every
 //! container's logs and state changes for the whole run), [health], [stop] (a run's containers,
 //! each with its grace, or quickly after a signal), [down] (and the sweep of dead runs'
-//! leftovers), and [commands] (`docker-up`, `health`, `docker-down`: the only part that prints).
+//! leftovers). None of them prints: the commands `health`, `docker-down` and `docker-up`'s table
+//! are in [crate::commands].
 //!
 //! CONTRACT (the gate, `monitor` and `ws-check` call these; none of them print):
 //! - [`prepare`]`(config, &UpOptions) -> Prepared` (no engine needed) then
@@ -48,7 +49,6 @@ pub mod follow;
 pub mod health;
 pub mod stop;
 pub mod down;
-pub mod commands;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -62,7 +62,6 @@ use crate::error::Failure;
 use crate::report::{Check, Outcome};
 use crate::state::StackState;
 
-pub use commands::print_up;
 pub use compose::{Compose, Flavour, Project};
 pub use containers::{container_logs, container_ports, inspect_project, PublishedPorts};
 pub use down::{

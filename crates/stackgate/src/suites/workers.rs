@@ -24,6 +24,7 @@ use super::{
 };
 use crate::config::{Config, Runner, SuiteCfg};
 use crate::junit::{self, Case, SuiteResult, OUTPUT_LIMIT};
+use crate::progress::Progress;
 
 /// Makes the sink of a suite's tests (by suite name).
 pub type LiveFor = Arc<dyn Fn(&str) -> TestSink + Send + Sync>;
@@ -34,6 +35,8 @@ pub struct Hooks {
     pub live: Option<LiveFor>,
     /// A suite's merged result, the moment its last chunk ended.
     pub done: Arc<dyn Fn(&SuiteResult) + Send + Sync>,
+    /// What went wrong on the way that the results do not show (a queue that could not be made).
+    pub notes: Progress,
 }
 
 /// Runs the plan; every planned suite's merged result, in the order of `suites`. `base` holds
@@ -86,7 +89,9 @@ pub async fn run_plan(
                 queues.insert(suite.clone(), dir);
             }
             // Its chunks then run the tests the plan gave each.
-            Err(e) => crate::ui::say(format!("cannot make the queue {}: {e}", dir.display())),
+            Err(e) => hooks
+                .notes
+                .say(format!("cannot make the queue {}: {e}", dir.display())),
         }
     }
     let mut ahead = Vec::new();
@@ -200,7 +205,9 @@ impl Running<'_> {
                 self.turn[index].notified().await;
                 if let Err(e) = crate::state::write_atomic(&go, b"go\n") {
                     // The worker then waits until its deadline, which reports it.
-                    crate::ui::say(format!("cannot write {}: {e}", go.display()));
+                    self.hooks
+                        .notes
+                        .say(format!("cannot write {}: {e}", go.display()));
                 }
                 (Instant::now(), SystemTime::now())
             };

@@ -2,7 +2,7 @@
 //! This file holds the plan (what one check needs, rendered from `[ws_check]`), the result, and
 //! the run: every user connects (a bounded ramp), then sends, under one overall deadline. The
 //! steps of one user are in [connect], the figures and failures in [summary], secret scrubbing
-//! in [scrub], the `ws-check` command (the only place that prints) in [command].
+//! in [scrub]. Nothing here prints: the `ws-check` command is [crate::commands::ws_check].
 //!
 //! Not here: the `monitor` command ([crate::monitor]), the HTTP client ([crate::http]), what TLS
 //! trusts ([crate::tls]).
@@ -30,7 +30,6 @@
 mod connect;
 mod summary;
 mod scrub;
-mod command;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -27,6 +27,7 @@ fn recording() -> (Hooks, Kept<TestEvent>, Kept<String>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(Mutex::new(Vec::new()));
     let hooks = Hooks {
+        notes: stackgate::progress::Progress::silent(),
         live: Some({
             let events = events.clone();
             Arc::new(move |_suite: &str| -> suites::TestSink {
@@ -436,6 +437,7 @@ async fn a_stop_during_the_lone_tests_lists_every_workers_tests_with_its_reason(
     // workers started ahead are waiting for their turn.
     let stop = Arc::new(stop);
     let hooks = Hooks {
+        notes: stackgate::progress::Progress::silent(),
         live: Some(Arc::new(move |_suite: &str| -> suites::TestSink {
             let stop = stop.clone();
             Arc::new(move |event| {

@@ -155,6 +155,7 @@ async fn a_plans_worker_retries_its_own_tests_and_a_destructive_retry_runs_alone
     assert_eq!(plan.alone.len(), 1, "{plan:#?}");
     let events: Arc<Mutex<Vec<TestEvent>>> = Arc::default();
     let hooks = Hooks {
+        notes: stackgate::progress::Progress::silent(),
         live: Some({
             let events = events.clone();
             Arc::new(move |_suite: &str| -> suites::TestSink {

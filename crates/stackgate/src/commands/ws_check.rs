@@ -1,14 +1,13 @@
 //! The `ws-check` command: plans the check from the flags and `[ws_check]`, prints each event as
 //! it arrives, the checks and (for many users) the figures, and the result as JSON with `--json`.
-//! The only place of the WebSocket check that prints.
 //!
-//! Not here: the check itself ([super::run_observed]).
+//! Not here: the check itself ([crate::ws::run_observed]).
 
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{current_endpoints, plan_from_config, run_observed, scrub, EventSeen, Overrides};
+use crate::ws::{current_endpoints, plan_from_config, run_observed, scrub, EventSeen, Overrides};
 use crate::{ui, Ctx};
 
 impl crate::flags::WsCheck {

@@ -1,136 +1,14 @@
-//! The stack's commands, the only part of [super] that prints: `health`, `docker-down`, and the
-//! services' table `docker-up` prints after its run.
+//! The `docker-down` command: removes the kept stack (or, with `--all`, every stack and leftover
+//! of this checkout), prunes images, stops an engine the harness started, and says what it did.
 //!
-//! Not here: the work itself (the other files of [super]); `docker-up` itself, which is the
-//! gate's pipeline stopped after the stack ([crate::gate]).
+//! Not here: the removal itself ([crate::stack::down], [crate::stack::sweep]).
 
-use super::down::{self, ImagesReport, Sweep};
-use super::health::health_report;
-use super::record::choose;
-use super::UpReport;
 use crate::engine;
 use crate::error::Failure;
 use crate::owner::Liveness;
 use crate::report::{Check, Outcome};
+use crate::stack::{self, choose, ImagesReport, Sweep};
 use crate::{ui, Ctx};
-
-/// The services' table and the endpoints, as `docker-up` prints them.
-pub fn print_up(report: &UpReport) {
-    let rows: Vec<Vec<String>> = report
-        .services
-        .iter()
-        .map(|s| {
-            vec![
-                s.service.clone(),
-                s.check.outcome.label().to_owned(),
-                if s.check.outcome == Outcome::Passed {
-                    ui::duration(s.check.duration)
-                } else {
-                    "-".to_owned()
-                },
-                s.noticed_after.map_or("-".to_owned(), |n| {
-                    format!("{:.1} ms", n.as_secs_f64() * 1000.0)
-                }),
-                s.check.detail.clone(),
-            ]
-        })
-        .collect();
-    eprint!(
-        "{}",
-        ui::table(
-            &["service", "status", "to healthy", "noticed", "detail"],
-            &rows
-        )
-    );
-    if !report.endpoints.is_empty() {
-        eprintln!("endpoints:");
-        for (name, url) in &report.endpoints {
-            eprintln!("  {name:<12} {url}");
-        }
-    }
-    eprintln!(
-        "project {} (run {}), {}; compose up to all healthy {}, total {}",
-        report.project,
-        report.run_id,
-        report.compose,
-        ui::duration(report.waited),
-        ui::duration(report.total)
-    );
-}
-
-impl crate::flags::Health {
-    pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
-        let config = ctx.config()?;
-        let report = health_report(&config, self.run.as_deref()).await?;
-        if let Some(note) = &report.note {
-            ui::say(note);
-        }
-        let engine_line = if report.engine.ok {
-            format!(
-                "engine {} (API {}) at {} (engine_host {}): answered in {}",
-                report.engine.server_version,
-                report.engine.api_version,
-                report.engine.host,
-                report.engine.engine_host,
-                ui::duration(report.engine.response_time)
-            )
-        } else {
-            format!(
-                "engine: FAIL {}",
-                report.engine.error.as_deref().unwrap_or("no answer")
-            )
-        };
-        eprintln!("{engine_line}");
-        if report.stack.is_none() {
-            if self.json {
-                ui::print_json(serde_json::to_value(&report)?, false);
-            }
-            return Err(super::record::no_recorded_run(&config).into());
-        }
-        if let Some(stack) = &report.stack {
-            eprintln!("project {} (run {})", stack.project, stack.run_id);
-            let rows: Vec<Vec<String>> = report
-                .services
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.service.clone(),
-                        s.state.clone(),
-                        s.health.clone(),
-                        s.time_to_healthy.map_or("-".to_owned(), ui::duration),
-                        s.restarts.to_string(),
-                        s.ports.join(", "),
-                    ]
-                })
-                .collect();
-            eprint!(
-                "{}",
-                ui::table(
-                    &[
-                        "service",
-                        "state",
-                        "health",
-                        "to healthy",
-                        "restarts",
-                        "ports"
-                    ],
-                    &rows
-                )
-            );
-            for (name, url) in &stack.endpoints {
-                eprintln!("  {name:<12} {url}");
-            }
-        }
-        if self.json {
-            ui::print_json(serde_json::to_value(&report)?, report.healthy);
-        }
-        if report.healthy {
-            Ok(())
-        } else {
-            Err(Failure::check(format!("not healthy: {}", report.problems.join("; "))).into())
-        }
-    }
-}
 
 impl crate::flags::DockerDown {
     pub async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
@@ -177,7 +55,7 @@ impl crate::flags::DockerDown {
         }
         let mut removed: Vec<serde_json::Value> = Vec::new();
         for stack in &chosen {
-            let check = down::down(&config, stack).await?;
+            let check = stack::down(&config, stack).await?;
             say_check(&check);
             removed.push(serde_json::json!({
                 "run_id": stack.run_id,
@@ -200,7 +78,7 @@ impl crate::flags::DockerDown {
                     all: true,
                     other_hosts_older_than: self.older_than.filter(|_| self.any_host),
                 };
-                let report = down::sweep(&config, &engine, how).await?;
+                let report = stack::sweep(&config, &engine, how).await?;
                 removed.extend(
                     report
                         .removed
@@ -221,18 +99,16 @@ impl crate::flags::DockerDown {
                     ui::say("no stack of this checkout is up");
                 }
                 failed.extend(report.problems);
-                let images = down::remove_checkout_images(&config, &engine).await?;
+                let images = stack::remove_checkout_images(&config, &engine).await?;
                 failed.extend(say_images(&images, "this checkout's"));
             }
             if self.prune_images {
-                let images = down::prune_images(&config, &engine).await?;
+                let images = stack::prune_images(&config, &engine).await?;
                 failed.extend(say_images(&images, "removed checkouts'"));
             }
         }
         if self.stop_engine {
-            let check =
-                engine::stop_started_engine(&config, &crate::progress::Progress::terminal())
-                    .await?;
+            let check = engine::stop_started_engine(&config, &super::terminal_progress()).await?;
             say_check(&check);
             if check.outcome == Outcome::Failed {
                 failed.push(check.detail);
