@@ -325,17 +325,19 @@ fn violations(files: &[(String, String)], known: &[(&str, &str)]) -> Vec<String>
     problems
 }
 
-fn sources(root: &Path) -> Vec<(String, String)> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
+/// Every `.rs` file under `dir`.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
         }
     }
+}
+
+fn sources(root: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     walk(root, &mut files);
     files.sort();
@@ -354,6 +356,180 @@ fn sources(root: &Path) -> Vec<(String, String)> {
             (module_of(&relative), body)
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who prints: only the commands and the sinks turn results into text on the terminal.
+
+/// Where printing is allowed (paths under `src/`, a folder ending in `/`): the commands, the
+/// sinks, the command line, the binary, and `ui.rs`, which defines `say` and `print_json`.
+const MAY_PRINT: &[&str] = &["commands/", "gate/sinks/", "cli.rs", "main.rs", "ui.rs"];
+
+/// Files outside [`MAY_PRINT`] that still print: each a debt with its reason; the test fails when
+/// one no longer prints, so that the list only shrinks.
+const KNOWN_PRINTS: &[&str] = &[
+    // The gate's own commands (`mission-critical`, `docker-up`) and the end of its run print from
+    // the pipeline until they move to `commands/mission_critical.rs` and `commands/docker_up.rs`
+    // (issue 26, item 2, the gate's part).
+    "gate/mod.rs",
+    "gate/supervise.rs",
+];
+
+/// The calls that print. `print!(` also ends `eprint!(`; a match counts only at a word's start.
+const PRINT_CALLS: &[&str] = &[
+    "ui::say(",
+    "ui::print_json(",
+    "println!(",
+    "eprintln!(",
+    "print!(",
+    "eprint!(",
+];
+
+/// The printing calls in one file's source, as `(line, call)`: comments and the `#[cfg(test)] mod
+/// tests` block are skipped; `say(` and `print_json(` count bare too when the file imports them
+/// from `ui`.
+fn print_calls(source: &str) -> Vec<(usize, &'static str)> {
+    let body = match source.find("#[cfg(test)]\nmod tests") {
+        Some(at) => &source[..at],
+        None => source,
+    };
+    let imported: Vec<&'static str> = use_statements(body)
+        .iter()
+        .flat_map(|statement| expand(statement))
+        .filter_map(|path| match path.as_str() {
+            "crate::ui::say" => Some("say("),
+            "crate::ui::print_json" => Some("print_json("),
+            _ => None,
+        })
+        .collect();
+    let mut found = Vec::new();
+    for (number, line) in body.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for call in PRINT_CALLS.iter().chain(&imported) {
+            let at_word_start = code.match_indices(call).any(|(at, _)| {
+                code[..at]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'))
+            });
+            if at_word_start {
+                found.push((number + 1, *call));
+            }
+        }
+    }
+    found
+}
+
+/// What breaks the print rule in a tree of `(path under src, source)`: each printing call
+/// outside [`MAY_PRINT`] and `known`, as `path:line: call`, and each `known` file that no longer
+/// prints.
+fn print_violations(files: &[(String, String)], known: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen_known = BTreeSet::new();
+    for (path, source) in files {
+        if MAY_PRINT
+            .iter()
+            .any(|allowed| path == allowed || (allowed.ends_with('/') && path.starts_with(allowed)))
+        {
+            continue;
+        }
+        let calls = print_calls(source);
+        if calls.is_empty() {
+            continue;
+        }
+        if known.contains(&path.as_str()) {
+            seen_known.insert(path.as_str());
+            continue;
+        }
+        for (line, call) in calls {
+            problems.push(format!(
+                "src/{path}:{line}: `{call}` prints outside commands/ and gate/sinks/ (return a \
+                 value or say it through a Progress the caller hands down)"
+            ));
+        }
+    }
+    for path in known {
+        if !seen_known.contains(path) {
+            problems.push(format!(
+                "KNOWN_PRINTS lists {path}, which no longer prints: take it off the list"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn only_the_commands_and_the_sinks_print() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    walk(&root, &mut paths);
+    paths.sort();
+    let files: Vec<(String, String)> = paths
+        .iter()
+        .filter(|path| path.file_stem().is_none_or(|s| s != "tests"))
+        .map(|path| {
+            let relative = path.strip_prefix(&root).unwrap();
+            let relative = relative.to_string_lossy().replace('\\', "/");
+            (relative, std::fs::read_to_string(path).unwrap())
+        })
+        .collect();
+    assert!(
+        files.len() > 100,
+        "the tree was read: {} files",
+        files.len()
+    );
+    let problems = print_violations(&files, KNOWN_PRINTS);
+    assert!(
+        problems.is_empty(),
+        "{} printing problems in {}:\n{}",
+        problems.len(),
+        root.display(),
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn a_print_outside_the_commands_is_reported_with_its_file_and_line() {
+    let legal = vec![
+        (
+            "commands/doctor.rs".to_owned(),
+            "fn run() {\n    eprint!(\"{}\", table);\n    ui::say(\"done\");\n}\n".to_owned(),
+        ),
+        (
+            "gate/sinks/terminal.rs".to_owned(),
+            "fn line() { eprintln!(\"x\"); }\n".to_owned(),
+        ),
+        (
+            "engine/start.rs".to_owned(),
+            "// println!(\"in a comment\")\nfn f(p: &Progress) { p.say(\"through the caller\"); }\n\
+             #[cfg(test)]\nmod tests {\n    fn t() { println!(\"in a test\"); }\n}\n"
+                .to_owned(),
+        ),
+    ];
+    assert_eq!(print_violations(&legal, &[]), Vec::<String>::new());
+
+    // A domain module that prints, directly and through an imported `say`.
+    let mut bad = legal.clone();
+    bad[2].1 =
+        "use crate::ui::{duration, say};\nfn f() {\n    eprintln!(\"x\");\n    say(\"y\");\n}\n"
+            .to_owned();
+    assert_eq!(
+        print_violations(&bad, &[]),
+        [
+            "src/engine/start.rs:3: `eprintln!(` prints outside commands/ and gate/sinks/ (return a \
+             value or say it through a Progress the caller hands down)",
+            "src/engine/start.rs:4: `say(` prints outside commands/ and gate/sinks/ (return a \
+             value or say it through a Progress the caller hands down)",
+        ]
+    );
+    // `print!(` inside `eprint!(` counts once.
+    assert_eq!(print_calls("eprint!(\"x\");\n"), [(1, "eprint!(")]);
+
+    // A known debt that was paid is reported, so the list only shrinks.
+    assert_eq!(
+        print_violations(&legal, &["engine/start.rs"]),
+        ["KNOWN_PRINTS lists engine/start.rs, which no longer prints: take it off the list"]
+    );
 }
 
 #[test]
