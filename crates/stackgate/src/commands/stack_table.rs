@@ -1,7 +1,7 @@
 //! The services' table and the endpoints that `docker-up` prints after its run.
 //!
 //! Not here: the stack's start ([crate::stack::up]), `docker-up` itself
-//! ([crate::commands::docker_up]).
+//! (`commands/docker_up.rs`).
 
 use crate::report::Outcome;
 use crate::stack::UpReport;
