@@ -708,193 +708,26 @@ fn validate(
         .as_ref()
         .map(|s| s.services.get_ref().clone())
         .unwrap_or_default();
-
     let stack = match raw.stack {
         None => None,
-        Some(mut stack) => {
-            if stack.services.get_ref().is_empty() {
-                return Err(at.at(
-                    stack.services.span(),
-                    "stack.services",
-                    "must name at least one service",
-                ));
-            }
-            let compose_file = root.join(stack.compose_file.get_ref());
-            if !compose_file.is_file() {
-                return Err(at.at(
-                    stack.compose_file.span(),
-                    "stack.compose_file",
-                    format!("compose file {} does not exist", compose_file.display()),
-                ));
-            }
-            Some(StackCfg {
-                speed: stack_keys::speed(at, &mut stack)?,
-                compose_file,
-                service_budget_s: stack.service_budget_s,
-                services: stack.services.into_inner(),
-                build: stack.build,
-                build_timeout_s: stack.build_timeout_s,
-                env: stack.env,
-                isolated_env: stack.isolated_env,
-                log_lines: stack.log_lines,
-                interrupt_stop_timeout_s: stack.interrupt_stop_timeout_s,
-            })
-        }
+        Some(stack) => Some(validate_stack(at, &root, stack)?),
     };
-
-    let endpoint_names: Vec<String> = raw.endpoints.keys().cloned().collect();
-    let mut endpoints = BTreeMap::new();
-    for (name, template) in raw.endpoints {
-        check_template(
-            at,
-            &template,
-            &format!("endpoints.{name}"),
-            &services,
-            &endpoint_names,
-        )?;
-        endpoints.insert(name, template.into_inner());
-    }
-
+    let endpoints = checked_endpoints(at, raw.endpoints, "endpoints", &services)?;
+    let endpoint_names: Vec<String> = endpoints.keys().cloned().collect();
     let ws_check = match raw.ws_check {
         None => None,
-        Some(ws) => {
-            check_template(at, &ws.url, "ws_check.url", &services, &endpoint_names)?;
-            if let Some(token_url) = &ws.token_url {
-                check_template(
-                    at,
-                    token_url,
-                    "ws_check.token_url",
-                    &services,
-                    &endpoint_names,
-                )?;
-            }
-            if ws.expect.get_ref().is_empty() {
-                return Err(at.at(
-                    ws.expect.span(),
-                    "ws_check.expect",
-                    "must list at least one event",
-                ));
-            }
-            Some(WsCheckCfg {
-                url: ws.url.into_inner(),
-                token_url: ws.token_url.map(Spanned::into_inner),
-                token_body: ws.token_body,
-                token_field: ws.token_field,
-                send: ws.send,
-                expect: ws.expect.into_inner(),
-                event_field: ws.event_field,
-                timeout_s: ws.timeout_s,
-                connect_timeout_s: ws.connect_timeout_s,
-            })
-        }
+        Some(ws) => Some(validate_ws_check(at, ws, &services, &endpoint_names)?),
     };
-
     let suites = suite_keys::suites(at, raw.suites)?;
-
     let staging = match raw.targets.staging {
         None => None,
-        Some(staging) => {
-            let names: Vec<String> = staging.endpoints.keys().cloned().collect();
-            let mut endpoints = BTreeMap::new();
-            for (name, template) in staging.endpoints {
-                check_template(
-                    at,
-                    &template,
-                    &format!("targets.staging.endpoints.{name}"),
-                    &[],
-                    &names,
-                )?;
-                endpoints.insert(name, template.into_inner());
-            }
-            let ca_file = match staging.ca_file {
-                None => None,
-                Some(file) => {
-                    let path = root.join(file.get_ref());
-                    crate::tls::read_certificates(&path).map_err(|problem| {
-                        at.at(file.span(), "targets.staging.ca_file", problem)
-                    })?;
-                    Some(path)
-                }
-            };
-            Some(StagingCfg {
-                endpoints,
-                skip_markers: staging.skip_markers,
-                probe_timeout_s: staging.probe_timeout_s,
-                ca_file,
-            })
-        }
+        Some(staging) => Some(validate_staging(at, &root, staging)?),
     };
-
     let local = match raw.targets.local {
         None => None,
-        Some(local) => {
-            let names: Vec<String> = local.endpoints.keys().cloned().collect();
-            let mut endpoints = BTreeMap::new();
-            for (name, template) in local.endpoints {
-                check_template(
-                    at,
-                    &template,
-                    &format!("targets.local.endpoints.{name}"),
-                    &[],
-                    &names,
-                )?;
-                endpoints.insert(name, template.into_inner());
-            }
-            let mut processes = Vec::new();
-            for process in local.processes {
-                let span = process.span();
-                let process = process.into_inner();
-                if process.cmd.is_empty() {
-                    return Err(at.at(
-                        span,
-                        "targets.local.processes.cmd",
-                        format!("process `{}` has an empty cmd", process.name),
-                    ));
-                }
-                if let Some(ready) = &process.ready {
-                    let parsed = Template::parse(ready)
-                        .map_err(|e| at.at(span.clone(), "targets.local.processes.ready", e))?;
-                    let key = "targets.local.processes.ready";
-                    if let Some(problem) = crate::endpoints::engine_host_problem(&parsed, key) {
-                        return Err(at.at(span, key, problem));
-                    }
-                    if let Some(unknown) = parsed.unknown_references(&[], &names).into_iter().next()
-                    {
-                        return Err(at.at(span, "targets.local.processes.ready", unknown));
-                    }
-                }
-                processes.push(process);
-            }
-            Some(LocalCfg {
-                endpoints,
-                processes,
-                requirements: local.requirements,
-                skip_markers: local.skip_markers,
-            })
-        }
+        Some(local) => Some(validate_local(at, local)?),
     };
-
-    let mut order = Vec::new();
-    for target in raw.fallback.order {
-        let configured = match target.get_ref() {
-            TargetKind::Staging => staging.is_some(),
-            TargetKind::Local => local.is_some(),
-            TargetKind::Docker => true,
-        };
-        if !configured {
-            return Err(at.at(
-                target.span(),
-                "fallback.order",
-                format!(
-                    "`{}` is not configured: add a [targets.{}] table",
-                    target.get_ref(),
-                    target.get_ref()
-                ),
-            ));
-        }
-        order.push(target.into_inner());
-    }
-
+    let order = fallback_order(at, raw.fallback.order, &staging, &local)?;
     for requirements in raw
         .python
         .requirements
@@ -931,6 +764,182 @@ fn validate(
         gate: raw.gate,
         history: raw.history,
     })
+}
+
+/// `[stack]`: at least one service, a compose file that exists, the speed keys.
+fn validate_stack(at: &Locator<'_>, root: &Path, mut stack: RawStack) -> Result<StackCfg, Failure> {
+    if stack.services.get_ref().is_empty() {
+        return Err(at.at(
+            stack.services.span(),
+            "stack.services",
+            "must name at least one service",
+        ));
+    }
+    let compose_file = root.join(stack.compose_file.get_ref());
+    if !compose_file.is_file() {
+        return Err(at.at(
+            stack.compose_file.span(),
+            "stack.compose_file",
+            format!("compose file {} does not exist", compose_file.display()),
+        ));
+    }
+    Ok(StackCfg {
+        speed: stack_keys::speed(at, &mut stack)?,
+        compose_file,
+        service_budget_s: stack.service_budget_s,
+        services: stack.services.into_inner(),
+        build: stack.build,
+        build_timeout_s: stack.build_timeout_s,
+        env: stack.env,
+        isolated_env: stack.isolated_env,
+        log_lines: stack.log_lines,
+        interrupt_stop_timeout_s: stack.interrupt_stop_timeout_s,
+    })
+}
+
+/// An `endpoints` table (`[endpoints]`, `[targets.staging.endpoints]`, ...): every template
+/// checked under `{key}.{name}`, referring only to `services` and the table's own names.
+fn checked_endpoints(
+    at: &Locator<'_>,
+    raw: BTreeMap<String, Spanned<String>>,
+    key: &str,
+    services: &[String],
+) -> Result<BTreeMap<String, String>, Failure> {
+    let names: Vec<String> = raw.keys().cloned().collect();
+    let mut endpoints = BTreeMap::new();
+    for (name, template) in raw {
+        check_template(at, &template, &format!("{key}.{name}"), services, &names)?;
+        endpoints.insert(name, template.into_inner());
+    }
+    Ok(endpoints)
+}
+
+/// `[ws_check]`: its URLs are templates, and it expects at least one event.
+fn validate_ws_check(
+    at: &Locator<'_>,
+    ws: RawWsCheck,
+    services: &[String],
+    endpoint_names: &[String],
+) -> Result<WsCheckCfg, Failure> {
+    check_template(at, &ws.url, "ws_check.url", services, endpoint_names)?;
+    if let Some(token_url) = &ws.token_url {
+        check_template(
+            at,
+            token_url,
+            "ws_check.token_url",
+            services,
+            endpoint_names,
+        )?;
+    }
+    if ws.expect.get_ref().is_empty() {
+        return Err(at.at(
+            ws.expect.span(),
+            "ws_check.expect",
+            "must list at least one event",
+        ));
+    }
+    Ok(WsCheckCfg {
+        url: ws.url.into_inner(),
+        token_url: ws.token_url.map(Spanned::into_inner),
+        token_body: ws.token_body,
+        token_field: ws.token_field,
+        send: ws.send,
+        expect: ws.expect.into_inner(),
+        event_field: ws.event_field,
+        timeout_s: ws.timeout_s,
+        connect_timeout_s: ws.connect_timeout_s,
+    })
+}
+
+/// `[targets.staging]`: its endpoints, and a CA file that holds certificates.
+fn validate_staging(
+    at: &Locator<'_>,
+    root: &Path,
+    staging: RawStaging,
+) -> Result<StagingCfg, Failure> {
+    let endpoints = checked_endpoints(at, staging.endpoints, "targets.staging.endpoints", &[])?;
+    let ca_file = match staging.ca_file {
+        None => None,
+        Some(file) => {
+            let path = root.join(file.get_ref());
+            crate::tls::read_certificates(&path)
+                .map_err(|problem| at.at(file.span(), "targets.staging.ca_file", problem))?;
+            Some(path)
+        }
+    };
+    Ok(StagingCfg {
+        endpoints,
+        skip_markers: staging.skip_markers,
+        probe_timeout_s: staging.probe_timeout_s,
+        ca_file,
+    })
+}
+
+/// `[targets.local]`: its endpoints, and processes with a command and a `ready` template over
+/// those endpoints.
+fn validate_local(at: &Locator<'_>, local: RawLocal) -> Result<LocalCfg, Failure> {
+    let endpoints = checked_endpoints(at, local.endpoints, "targets.local.endpoints", &[])?;
+    let names: Vec<String> = endpoints.keys().cloned().collect();
+    let mut processes = Vec::new();
+    for process in local.processes {
+        let span = process.span();
+        let process = process.into_inner();
+        if process.cmd.is_empty() {
+            return Err(at.at(
+                span,
+                "targets.local.processes.cmd",
+                format!("process `{}` has an empty cmd", process.name),
+            ));
+        }
+        if let Some(ready) = &process.ready {
+            let parsed = Template::parse(ready)
+                .map_err(|e| at.at(span.clone(), "targets.local.processes.ready", e))?;
+            let key = "targets.local.processes.ready";
+            if let Some(problem) = crate::endpoints::engine_host_problem(&parsed, key) {
+                return Err(at.at(span, key, problem));
+            }
+            if let Some(unknown) = parsed.unknown_references(&[], &names).into_iter().next() {
+                return Err(at.at(span, "targets.local.processes.ready", unknown));
+            }
+        }
+        processes.push(process);
+    }
+    Ok(LocalCfg {
+        endpoints,
+        processes,
+        requirements: local.requirements,
+        skip_markers: local.skip_markers,
+    })
+}
+
+/// `[fallback] order`: only targets that are configured.
+fn fallback_order(
+    at: &Locator<'_>,
+    raw: Vec<Spanned<TargetKind>>,
+    staging: &Option<StagingCfg>,
+    local: &Option<LocalCfg>,
+) -> Result<Vec<TargetKind>, Failure> {
+    let mut order = Vec::new();
+    for target in raw {
+        let configured = match target.get_ref() {
+            TargetKind::Staging => staging.is_some(),
+            TargetKind::Local => local.is_some(),
+            TargetKind::Docker => true,
+        };
+        if !configured {
+            return Err(at.at(
+                target.span(),
+                "fallback.order",
+                format!(
+                    "`{}` is not configured: add a [targets.{}] table",
+                    target.get_ref(),
+                    target.get_ref()
+                ),
+            ));
+        }
+        order.push(target.into_inner());
+    }
+    Ok(order)
 }
 
 fn check_template(

@@ -61,6 +61,24 @@ impl crate::flags::History {
 /// The history for people: runs, flaky tests, services, tests, regressions.
 pub fn render(summary: &Summary, all_tests: bool) -> String {
     let mut out = String::new();
+    runs_table(&mut out, summary);
+    flaky_table(&mut out, summary);
+    services_table(&mut out, summary);
+    tests_table(&mut out, summary, all_tests);
+    out.push_str(&format!(
+        "── regressions of the newest run ({}; above {}× the median and by {} s)\n",
+        summary.findings.len(),
+        summary.thresholds.ratio,
+        summary.thresholds.margin_s
+    ));
+    for finding in &summary.findings {
+        out.push_str(&format!("  {finding}\n"));
+    }
+    out
+}
+
+/// `── runs`: every run, newest first.
+fn runs_table(out: &mut String, summary: &Summary) {
     let runs: Vec<Vec<String>> = summary
         .runs
         .iter()
@@ -87,6 +105,10 @@ pub fn render(summary: &Summary, all_tests: bool) -> String {
         ],
         &runs,
     ));
+}
+
+/// `── flaky tests`: each with its pass rate and why it counts as flaky.
+fn flaky_table(out: &mut String, summary: &Summary) {
     let flaky: Vec<Vec<String>> = summary
         .tests
         .iter()
@@ -104,6 +126,10 @@ pub fn render(summary: &Summary, all_tests: bool) -> String {
     if !flaky.is_empty() {
         out.push_str(&ui::table(&["test", "pass rate", "runs", "why"], &flaky));
     }
+}
+
+/// `── time to healthy per service`: the median and the newest eight.
+fn services_table(out: &mut String, summary: &Summary) {
     let services: Vec<Vec<String>> = summary
         .services
         .iter()
@@ -128,8 +154,11 @@ pub fn render(summary: &Summary, all_tests: bool) -> String {
             &services,
         ));
     }
-    // All the tests asked for (`--test`); otherwise those that did not always pass and the
-    // slowest, so that the table stays readable.
+}
+
+/// `── tests`: all the tests asked for (`--test`); otherwise those that did not always pass
+/// and the slowest, so that the table stays readable.
+fn tests_table(out: &mut String, summary: &Summary, all_tests: bool) {
     let mut shown: Vec<&crate::history::analysis::TestTrend> = summary.tests.iter().collect();
     if !all_tests {
         shown.sort_by(|a, b| b.median_s.total_cmp(&a.median_s));
@@ -177,16 +206,6 @@ pub fn render(summary: &Summary, all_tests: bool) -> String {
             &tests,
         ));
     }
-    out.push_str(&format!(
-        "── regressions of the newest run ({}; above {}× the median and by {} s)\n",
-        summary.findings.len(),
-        summary.thresholds.ratio,
-        summary.thresholds.margin_s
-    ));
-    for finding in &summary.findings {
-        out.push_str(&format!("  {finding}\n"));
-    }
-    out
 }
 
 fn rate(rate: Option<f64>) -> String {

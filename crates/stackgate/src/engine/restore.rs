@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bollard::Docker;
 
-use super::discover::{candidates, describe_candidates, discover, probe, start_target};
+use super::discover::{candidates, describe_candidates, discover, probe, start_target, Candidate};
 use super::install::{install_engine_packages, install_remedy};
 use super::os::{self, containerd_pid_file, dockerd_hosts, process_gone, PidFile};
-use super::start::{launch, start_plans, wait_for_answer, HostFacts, StartPlan};
+use super::start::{launch, start_plans, wait_for_answer, HostFacts, Launched, StartPlan};
 use super::{
     finish_connect, harness_started, Discovery, DiscoveryEnv, Engine, EnsureOptions, Host,
     Platform, Probe,
@@ -83,32 +83,7 @@ pub async fn restore_with(
             Some(install_remedy(env.platform)),
         )
     })?;
-    let tried = describe_candidates(&discovery);
-    if !config.engine.start_if_stopped {
-        return Err(Failure::unavailable(
-            format!("no engine answers: {tried}"),
-            Some(format!(
-                "start the engine at {}, or set `start_if_stopped = true` under [engine] in {}",
-                target.host,
-                config.path.display()
-            )),
-        )
-        .into());
-    }
-
-    let mut facts = HostFacts::detect();
-    if let Some(program) = &config.engine.dockerd {
-        // `[engine] dockerd`: the program spawned instead of the dockerd found on PATH.
-        facts.dockerd = Some(config.resolve(program));
-    }
-    if !facts.installed() {
-        return Err(Failure::unavailable(
-            format!("no Docker engine is installed ({tried})"),
-            Some(install_remedy(env.platform)),
-        )
-        .into());
-    }
-
+    let facts = start_facts(config, &env, target, &describe_candidates(&discovery))?;
     let deadline = began + config.engine.start_timeout_s.duration();
     let log = config.work_dir().join("dockerd.log");
     let plans = start_plans(&facts, &target.host, &config.engine, &log);
@@ -137,124 +112,214 @@ pub async fn restore_with(
         }
     }
 
-    let mut failures = Vec::new();
-    let mut plans: std::collections::VecDeque<(StartPlan, bool)> =
-        plans.into_iter().map(|plan| (plan, false)).collect();
-    while let Some((plan, retried)) = plans.pop_front() {
-        let started_at = Instant::now();
-        // Docker Desktop and colima on macOS answer at their own socket.
-        let host = plan.serves().unwrap_or_else(|| target.host.clone());
-        match launch(&plan, &host, deadline, progress).await {
-            Ok(mut launched) => {
-                state::Store::of(config).update(|s| {
-                    s.engine = Some(EngineState {
-                        host: host.url(),
-                        started_by_harness: true,
-                        start_method: Some(plan.method()),
-                        pid: launched.pid,
-                    })
-                })?;
-                match wait_for_answer(&host, deadline, &mut launched, &plan, progress).await {
-                    Ok(docker) => {
-                        let time_to_answer = began.elapsed();
-                        let since_launch = started_at.elapsed();
-                        let pid = launched
-                            .pid
-                            .or_else(|| os::read_pid(&config.engine.pid_file));
-                        if launched.pid.is_none() && pid.is_some() {
-                            state::Store::of(config).update(|s| {
-                                if let Some(engine) = &mut s.engine {
-                                    engine.pid = pid;
-                                }
-                            })?;
-                        }
-                        let engine = finish_connect(docker, &host, true, time_to_answer).await?;
-                        discovery.chosen = Some(host.url());
-                        discovery.reason = format!(
-                            "{}, started by the harness with `{}`",
-                            target.source,
-                            plan.method()
-                        );
-                        checks.push(
-                            Check::passed(
-                                "engine start",
-                                since_launch,
-                                format!(
-                                    "started with `{}`{}{}; answered {} after launch",
-                                    plan.argv().first().map(|a| a.join(" ")).unwrap_or_default(),
-                                    pid.map(|p| format!(", pid {p}")).unwrap_or_default(),
-                                    match &plan {
-                                        StartPlan::Dockerd { log, .. } =>
-                                            format!(", log {}", log.display()),
-                                        _ => String::new(),
-                                    },
-                                    ui::duration(since_launch)
-                                ),
-                            )
-                            .with_output(failures.join("\n")),
-                        );
-                        checks.push(available_check(&engine, &discovery, time_to_answer));
-                        checks.push(response_check(config, time_to_answer, Some(since_launch)));
-                        return Ok(Restoration {
-                            engine,
-                            checks,
-                            discovery,
-                            start_method: Some(plan.method()),
-                            pid,
-                        });
+    let start = Start {
+        config,
+        target,
+        platform: facts.platform,
+        began,
+        deadline,
+        progress,
+        checks,
+        discovery,
+    };
+    start.try_plans(plans, &log).await
+}
+
+/// What is needed to start the engine when nothing answers: `start_if_stopped`, and an engine
+/// installed (or `[engine] dockerd`).
+fn start_facts(
+    config: &Config,
+    env: &DiscoveryEnv,
+    target: &Candidate,
+    tried: &str,
+) -> anyhow::Result<HostFacts> {
+    if !config.engine.start_if_stopped {
+        return Err(Failure::unavailable(
+            format!("no engine answers: {tried}"),
+            Some(format!(
+                "start the engine at {}, or set `start_if_stopped = true` under [engine] in {}",
+                target.host,
+                config.path.display()
+            )),
+        )
+        .into());
+    }
+    let mut facts = HostFacts::detect();
+    if let Some(program) = &config.engine.dockerd {
+        // `[engine] dockerd`: the program spawned instead of the dockerd found on PATH.
+        facts.dockerd = Some(config.resolve(program));
+    }
+    if !facts.installed() {
+        return Err(Failure::unavailable(
+            format!("no Docker engine is installed ({tried})"),
+            Some(install_remedy(env.platform)),
+        )
+        .into());
+    }
+    Ok(facts)
+}
+
+/// Starting the engine at its target, one plan after another, within the start's deadline.
+struct Start<'a> {
+    config: &'a Config,
+    target: &'a Candidate,
+    platform: Platform,
+    began: Instant,
+    deadline: Instant,
+    progress: &'a Progress,
+    /// The checks so far (install, stale pid file, ...).
+    checks: Vec<Check>,
+    discovery: Discovery,
+}
+
+impl Start<'_> {
+    /// Tries each plan in turn (dockerd once more after it exited early) until one answers.
+    async fn try_plans(
+        mut self,
+        plans: Vec<StartPlan>,
+        log: &std::path::Path,
+    ) -> anyhow::Result<Restoration> {
+        let (config, deadline, progress) = (self.config, self.deadline, self.progress);
+        let mut failures = Vec::new();
+        let mut plans: std::collections::VecDeque<(StartPlan, bool)> =
+            plans.into_iter().map(|plan| (plan, false)).collect();
+        while let Some((plan, retried)) = plans.pop_front() {
+            let started_at = Instant::now();
+            // Docker Desktop and colima on macOS answer at their own socket.
+            let host = plan.serves().unwrap_or_else(|| self.target.host.clone());
+            let mut launched = match launch(&plan, &host, deadline, progress).await {
+                Ok(launched) => launched,
+                Err(e) => {
+                    progress.say(format!(
+                        "`{}` did not start the engine ({e:#}); trying the next way",
+                        plan.method()
+                    ));
+                    failures.push(format!("`{}`: {e:#}", plan.method()));
+                    continue;
+                }
+            };
+            state::Store::of(config).update(|s| {
+                s.engine = Some(EngineState {
+                    host: host.url(),
+                    started_by_harness: true,
+                    start_method: Some(plan.method()),
+                    pid: launched.pid,
+                })
+            })?;
+            match wait_for_answer(&host, deadline, &mut launched, &plan, progress).await {
+                Ok(docker) => {
+                    return self
+                        .started(docker, &host, &plan, &launched, started_at, &failures)
+                        .await;
+                }
+                Err(e) => {
+                    // Nothing answers: the record would make --stop-engine act on nothing.
+                    let alive = launched.pid.is_some_and(|p| !process_gone(p));
+                    if !alive {
+                        state::Store::of(config).update(|s| s.engine = None)?;
                     }
-                    Err(e) => {
-                        // Nothing answers: the record would make --stop-engine act on nothing.
-                        let alive = launched.pid.is_some_and(|p| !process_gone(p));
-                        if !alive {
-                            state::Store::of(config).update(|s| s.engine = None)?;
-                        }
-                        failures.push(format!("`{}`: {e:#}", plan.method()));
-                        if Instant::now() >= deadline || alive {
-                            break;
-                        }
-                        if !retried && matches!(plan, StartPlan::Dockerd { .. }) {
-                            // After a kill -9 the old dockerd's containerd may still be shutting
-                            // down, and the first start times out waiting for it: settle the pid
-                            // files again and try once more.
-                            progress.say(format!(
-                                "`{}` exited before answering; trying it once more",
-                                plan.method()
-                            ));
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            if facts.platform == Platform::Linux {
-                                let _ = settle_pid_file(
-                                    config,
-                                    &target.host,
-                                    deadline,
-                                    &mut checks,
-                                    progress,
-                                )
-                                .await;
-                            }
-                            plans.push_front((plan.clone(), true));
-                        }
+                    failures.push(format!("`{}`: {e:#}", plan.method()));
+                    if Instant::now() >= deadline || alive {
+                        break;
+                    }
+                    if !retried && matches!(plan, StartPlan::Dockerd { .. }) {
+                        self.before_retry(&plan).await;
+                        plans.push_front((plan.clone(), true));
                     }
                 }
             }
-            Err(e) => {
-                progress.say(format!(
-                    "`{}` did not start the engine ({e:#}); trying the next way",
-                    plan.method()
-                ));
-                failures.push(format!("`{}`: {e:#}", plan.method()));
-            }
+        }
+        Err(Failure::unavailable(
+            format!(
+                "the engine at {} could not be started: {}",
+                self.target.host,
+                failures.join("; ")
+            ),
+            Some(format!("see {}", log.display())),
+        )
+        .into())
+    }
+
+    /// After a kill -9 the old dockerd's containerd may still be shutting down, and the first
+    /// start times out waiting for it: settle the pid files again before trying once more.
+    async fn before_retry(&mut self, plan: &StartPlan) {
+        self.progress.say(format!(
+            "`{}` exited before answering; trying it once more",
+            plan.method()
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if self.platform == Platform::Linux {
+            let _ = settle_pid_file(
+                self.config,
+                &self.target.host,
+                self.deadline,
+                &mut self.checks,
+                self.progress,
+            )
+            .await;
         }
     }
-    Err(Failure::unavailable(
-        format!(
-            "the engine at {} could not be started: {}",
-            target.host,
-            failures.join("; ")
-        ),
-        Some(format!("see {}", log.display())),
-    )
-    .into())
+
+    /// The engine a plan started answered: its pid recorded, the "engine start" check with
+    /// the plans that failed before, then the availability and response checks.
+    async fn started(
+        mut self,
+        docker: Docker,
+        host: &Host,
+        plan: &StartPlan,
+        launched: &Launched,
+        started_at: Instant,
+        failures: &[String],
+    ) -> anyhow::Result<Restoration> {
+        let config = self.config;
+        let time_to_answer = self.began.elapsed();
+        let since_launch = started_at.elapsed();
+        let pid = launched
+            .pid
+            .or_else(|| os::read_pid(&config.engine.pid_file));
+        if launched.pid.is_none() && pid.is_some() {
+            state::Store::of(config).update(|s| {
+                if let Some(engine) = &mut s.engine {
+                    engine.pid = pid;
+                }
+            })?;
+        }
+        let engine = finish_connect(docker, host, true, time_to_answer).await?;
+        self.discovery.chosen = Some(host.url());
+        self.discovery.reason = format!(
+            "{}, started by the harness with `{}`",
+            self.target.source,
+            plan.method()
+        );
+        self.checks.push(
+            Check::passed(
+                "engine start",
+                since_launch,
+                format!(
+                    "started with `{}`{}{}; answered {} after launch",
+                    plan.argv().first().map(|a| a.join(" ")).unwrap_or_default(),
+                    pid.map(|p| format!(", pid {p}")).unwrap_or_default(),
+                    match plan {
+                        StartPlan::Dockerd { log, .. } => format!(", log {}", log.display()),
+                        _ => String::new(),
+                    },
+                    ui::duration(since_launch)
+                ),
+            )
+            .with_output(failures.join("\n")),
+        );
+        self.checks
+            .push(available_check(&engine, &self.discovery, time_to_answer));
+        self.checks
+            .push(response_check(config, time_to_answer, Some(since_launch)));
+        Ok(Restoration {
+            engine,
+            checks: self.checks,
+            discovery: self.discovery,
+            start_method: Some(plan.method()),
+            pid,
+        })
+    }
 }
 
 /// Handles the pid file before a start. Returns the engine when the live dockerd it names

@@ -342,14 +342,7 @@ fn read_services(found: &mut Discovery, value: &Value, compose: &Path) -> Result
         }
         fallback.push(name.clone());
         images_of(found, service, compose_dir);
-        let healthcheck = service.get("healthcheck").filter(|h| {
-            !(h.get("disable").and_then(Value::as_bool) == Some(true)
-                || h.get("test")
-                    .and_then(Value::as_array)
-                    .and_then(|t| t.first())
-                    .and_then(Value::as_str)
-                    == Some("NONE"))
-        });
+        let healthcheck = healthcheck_of(service);
         if let Some(start) = healthcheck
             .and_then(|h| h.get("start_period"))
             .and_then(Value::as_str)
@@ -357,12 +350,7 @@ fn read_services(found: &mut Discovery, value: &Value, compose: &Path) -> Result
         {
             budget = budget.max(start.as_secs() + 30);
         }
-        let ports: Vec<PortSpec> = service
-            .get("ports")
-            .and_then(Value::as_array)
-            .map(|ports| ports.iter().filter_map(port_spec).collect())
-            .unwrap_or_default();
-        let ports: Vec<PortSpec> = ports.into_iter().filter(|p| p.target != 0).collect();
+        let ports = published_ports(service);
         if healthcheck.is_none() && ports.is_empty() {
             found.guesses.push(format!(
                 "left out `{name}`: no healthcheck and no published port (compose still starts it for the services that depend on it)"
@@ -378,50 +366,7 @@ fn read_services(found: &mut Discovery, value: &Value, compose: &Path) -> Result
                 _ => "a published port, no healthcheck: ready when its port accepts a connection that stays open".to_owned(),
             }
         ));
-        let base = endpoint_name(name);
-        for (i, port) in ports.iter().enumerate() {
-            let endpoint = if i == 0 {
-                base.clone()
-            } else {
-                format!("{base}_{}", port.target)
-            };
-            let template = format!(
-                "{}://{{engine_host}}:{{port:{name}:{}}}",
-                scheme_of(port.target),
-                port.target
-            );
-            if i == 0 && healthcheck.is_none() {
-                found.ready.insert(
-                    name.clone(),
-                    format!("tcp://{{engine_host}}:{{port:{name}:{}}}", port.target),
-                );
-            }
-            let why = match (&port.host_var, port.fixed) {
-                (Some(var), _) => {
-                    found.isolated_env.insert(var.clone(), "0".to_owned());
-                    format!("host port from ${{{var}}}: isolated runs set it to 0 (the engine picks a free one)")
-                }
-                (None, Some(fixed)) => {
-                    found.fixed_ports.push(fixed);
-                    found.guesses.push(format!(
-                        "`{name}` publishes the fixed host port {fixed}: two gates at once would fight for it (write `${{{}_PORT:-{fixed}}}:{}` in the compose file and run init again to isolate it)",
-                        base.to_uppercase(),
-                        port.target
-                    ));
-                    format!("fixed host port {fixed}")
-                }
-                (None, None) => "host port picked by the engine".to_owned(),
-            };
-            found.endpoints.push(Endpoint {
-                name: endpoint.clone(),
-                template,
-                why: format!(
-                    "{name}:{} ({why}); suites get {}_URL",
-                    port.target,
-                    endpoint.to_uppercase()
-                ),
-            });
-        }
+        endpoints_of(found, name, &ports, healthcheck.is_some());
     }
     if found.services.is_empty() {
         found.guesses.push(
@@ -440,6 +385,77 @@ fn read_services(found: &mut Discovery, value: &Value, compose: &Path) -> Result
     found.fixed_ports.sort_unstable();
     found.fixed_ports.dedup();
     Ok(())
+}
+
+/// A service's healthcheck, unless it is disabled (`disable: true`, `test: ["NONE"]`).
+fn healthcheck_of(service: &Value) -> Option<&Value> {
+    service.get("healthcheck").filter(|h| {
+        !(h.get("disable").and_then(Value::as_bool) == Some(true)
+            || h.get("test")
+                .and_then(Value::as_array)
+                .and_then(|t| t.first())
+                .and_then(Value::as_str)
+                == Some("NONE"))
+    })
+}
+
+/// The ports a service publishes (`ports:`), without those with no container port.
+fn published_ports(service: &Value) -> Vec<PortSpec> {
+    let ports: Vec<PortSpec> = service
+        .get("ports")
+        .and_then(Value::as_array)
+        .map(|ports| ports.iter().filter_map(port_spec).collect())
+        .unwrap_or_default();
+    ports.into_iter().filter(|p| p.target != 0).collect()
+}
+
+/// One endpoint per published port of `name` (the first is `[stack.ready]`'s port when it has
+/// no healthcheck), each with why its host port is what it is.
+fn endpoints_of(found: &mut Discovery, name: &str, ports: &[PortSpec], has_healthcheck: bool) {
+    let base = endpoint_name(name);
+    for (i, port) in ports.iter().enumerate() {
+        let endpoint = if i == 0 {
+            base.clone()
+        } else {
+            format!("{base}_{}", port.target)
+        };
+        let template = format!(
+            "{}://{{engine_host}}:{{port:{name}:{}}}",
+            scheme_of(port.target),
+            port.target
+        );
+        if i == 0 && !has_healthcheck {
+            found.ready.insert(
+                name.to_owned(),
+                format!("tcp://{{engine_host}}:{{port:{name}:{}}}", port.target),
+            );
+        }
+        let why = match (&port.host_var, port.fixed) {
+            (Some(var), _) => {
+                found.isolated_env.insert(var.clone(), "0".to_owned());
+                format!("host port from ${{{var}}}: isolated runs set it to 0 (the engine picks a free one)")
+            }
+            (None, Some(fixed)) => {
+                found.fixed_ports.push(fixed);
+                found.guesses.push(format!(
+                    "`{name}` publishes the fixed host port {fixed}: two gates at once would fight for it (write `${{{}_PORT:-{fixed}}}:{}` in the compose file and run init again to isolate it)",
+                    base.to_uppercase(),
+                    port.target
+                ));
+                format!("fixed host port {fixed}")
+            }
+            (None, None) => "host port picked by the engine".to_owned(),
+        };
+        found.endpoints.push(Endpoint {
+            name: endpoint.clone(),
+            template,
+            why: format!(
+                "{name}:{} ({why}); suites get {}_URL",
+                port.target,
+                endpoint.to_uppercase()
+            ),
+        });
+    }
 }
 
 /// The base images a service needs that debootstrap can build (Debian and Ubuntu releases).

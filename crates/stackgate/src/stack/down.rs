@@ -30,7 +30,7 @@ use crate::engine::{self, Engine};
 use crate::error::Failure;
 use crate::owner::{Liveness, Owner};
 use crate::report::Check;
-use crate::state::{self, StackState, LABEL_ROOT, LABEL_RUN_ID};
+use crate::state::{self, StackRecord, StackState, LABEL_ROOT, LABEL_RUN_ID};
 use crate::ui;
 
 /// Every container, network and volume carrying `label` (`key=value`).
@@ -304,7 +304,40 @@ pub struct SweepReport {
 pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Result<SweepReport> {
     let recorded = state::Store::of(config).read()?.stacks;
     let root_label = format!("{LABEL_ROOT}={}", state::root_digest(&config.root));
-    let all = find_labelled(&engine.docker, &root_label).await?;
+    let runs = by_run(find_labelled(&engine.docker, &root_label).await?);
+    let me = std::process::id();
+    let now_ms = crate::clock::unix_ms();
+    let mut report = SweepReport::default();
+    for (run_id, resources) in runs {
+        let run = SweptRun::of(&run_id, &resources, &recorded, me);
+        match run.left_because(&how, now_ms) {
+            Some(Left::OtherHost(why)) => {
+                report.other_hosts.push(why);
+                continue;
+            }
+            Some(Left::Here(why)) => {
+                report.left.push(why);
+                continue;
+            }
+            None => {}
+        }
+        let problems = remove_labelled(&engine.docker, &resources).await;
+        report.removed.push(format!(
+            "run {run_id} (project {}, {}): {}",
+            run.project,
+            run.removed_because(),
+            resources.names().join(", ")
+        ));
+        if problems.is_empty() {
+            record::forget(config, &run_id)?;
+        }
+        report.problems.extend(problems);
+    }
+    Ok(report)
+}
+
+/// The labelled resources grouped by their run id (`(no run id)` for those without one).
+fn by_run(all: Labelled) -> BTreeMap<String, Labelled> {
     let mut runs: BTreeMap<String, Labelled> = BTreeMap::new();
     let run_of = |labels: &HashMap<String, String>| {
         labels
@@ -330,17 +363,48 @@ pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Resu
             .volumes
             .push(v.clone());
     }
-    let me = std::process::id();
-    let now_ms = crate::clock::unix_ms();
-    let mut report = SweepReport::default();
-    for (run_id, resources) in runs {
+    runs
+}
+
+/// Why [`sweep`] leaves a run alone.
+enum Left {
+    /// A run of another host, which this host cannot judge.
+    OtherHost(String),
+    /// A run of this host: this process's, a live owner's, or kept on purpose.
+    Here(String),
+}
+
+/// One run as [`sweep`] judges it: its owner (from the labels, else the run store), and
+/// whether that owner lives.
+struct SweptRun<'a> {
+    run_id: &'a str,
+    project: String,
+    liveness: Liveness,
+    /// This process owns it.
+    own: bool,
+    /// Another live process on this host owns it.
+    alive: bool,
+    /// Kept on purpose (docker-up or --keep).
+    kept: bool,
+    /// `pid 123`, or `no pid`.
+    pid_text: String,
+}
+
+impl<'a> SweptRun<'a> {
+    /// The run `run_id` with its resources, judged by its labels and the run store's record.
+    fn of(
+        run_id: &'a str,
+        resources: &Labelled,
+        recorded: &BTreeMap<String, StackRecord>,
+        me: u32,
+    ) -> SweptRun<'a> {
         let labels = resources
             .containers
             .first()
             .map(|c| &c.2)
             .or_else(|| resources.networks.first().map(|n| &n.2))
             .or_else(|| resources.volumes.first().map(|v| &v.1));
-        let record = recorded.get(&run_id);
+        let record = recorded.get(run_id);
         let owner = labels
             .and_then(Owner::from_labels)
             .or_else(|| record.map(|r| r.owner.clone()));
@@ -355,73 +419,77 @@ pub async fn sweep(config: &Config, engine: &Engine, how: Sweep) -> anyhow::Resu
         );
         let own = liveness == Liveness::Alive && owner.as_ref().is_some_and(|o| o.pid == me);
         let alive = liveness == Liveness::Alive && !own;
-        let kept = record.is_some_and(|r| r.kept);
-        let pid_text = owner
-            .as_ref()
-            .map_or("no pid".to_owned(), |o| format!("pid {}", o.pid));
-        if let Liveness::OtherHost(host) = &liveness {
+        SweptRun {
+            run_id,
+            project,
+            own,
+            alive,
+            kept: record.is_some_and(|r| r.kept),
+            pid_text: owner
+                .as_ref()
+                .map_or("no pid".to_owned(), |o| format!("pid {}", o.pid)),
+            liveness,
+        }
+    }
+
+    /// Why the run stays, or `None` when `how` removes it.
+    fn left_because(&self, how: &Sweep, now_ms: u64) -> Option<Left> {
+        let (run_id, project, pid_text) = (self.run_id, &self.project, &self.pid_text);
+        let (own, alive, kept) = (self.own, self.alive, self.kept);
+        if let Liveness::OtherHost(host) = &self.liveness {
             // Another host's pids mean nothing here: only its age, and only when asked.
-            let age = state::run_started_ms(&run_id)
+            let age = state::run_started_ms(run_id)
                 .map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
             let old_enough = match (how.other_hosts_older_than, age) {
                 (Some(limit), Some(age)) => age >= limit,
                 _ => false,
             };
-            if !old_enough {
-                let why = match (how.other_hosts_older_than, age) {
-                    (Some(limit), Some(age)) => format!(
-                        "it began {} ago, less than --older-than {}",
-                        ui::duration(age),
-                        ui::duration(limit)
-                    ),
-                    (Some(_), None) => "its age is unknown (its run id carries no time)".to_owned(),
-                    (None, _) => {
-                        "docker-down --all --any-host --older-than DURATION removes it".to_owned()
-                    }
-                };
-                report.other_hosts.push(format!(
-                    "run {run_id} (project {project}): it belongs to host {host} ({pid_text} there), which this host cannot judge; {why}"
-                ));
-                continue;
+            if old_enough {
+                return None;
             }
-        } else {
-            if own && !how.all {
-                report.left.push(format!(
-                    "run {run_id} (project {project}): it belongs to this process"
-                ));
-                continue;
-            }
-            if alive && !(kept && how.all) {
-                report.left.push(format!(
-                    "run {run_id} (project {project}): its owner, {pid_text}, is still running"
-                ));
-                continue;
-            }
-            if kept && !how.all {
-                report.left.push(format!(
-                    "run {run_id} (project {project}): kept on purpose (docker-up or --keep); docker-down removes it"
-                ));
-                continue;
-            }
+            let why = match (how.other_hosts_older_than, age) {
+                (Some(limit), Some(age)) => format!(
+                    "it began {} ago, less than --older-than {}",
+                    ui::duration(age),
+                    ui::duration(limit)
+                ),
+                (Some(_), None) => "its age is unknown (its run id carries no time)".to_owned(),
+                (None, _) => {
+                    "docker-down --all --any-host --older-than DURATION removes it".to_owned()
+                }
+            };
+            return Some(Left::OtherHost(format!(
+                "run {run_id} (project {project}): it belongs to host {host} ({pid_text} there), which this host cannot judge; {why}"
+            )));
         }
-        let problems = remove_labelled(&engine.docker, &resources).await;
-        let why = match &liveness {
-            Liveness::OtherHost(host) => format!("host {host}, --any-host --older-than"),
-            _ if kept => "kept".to_owned(),
-            _ if own => "this process".to_owned(),
-            Liveness::Gone(why) => why.clone(),
-            Liveness::Alive => format!("{pid_text} still running, docker-down --all"),
-        };
-        report.removed.push(format!(
-            "run {run_id} (project {project}, {why}): {}",
-            resources.names().join(", ")
-        ));
-        if problems.is_empty() {
-            record::forget(config, &run_id)?;
+        if own && !how.all {
+            return Some(Left::Here(format!(
+                "run {run_id} (project {project}): it belongs to this process"
+            )));
         }
-        report.problems.extend(problems);
+        if alive && !(kept && how.all) {
+            return Some(Left::Here(format!(
+                "run {run_id} (project {project}): its owner, {pid_text}, is still running"
+            )));
+        }
+        if kept && !how.all {
+            return Some(Left::Here(format!(
+                "run {run_id} (project {project}): kept on purpose (docker-up or --keep); docker-down removes it"
+            )));
+        }
+        None
     }
-    Ok(report)
+
+    /// Why a removed run could go, for the report's line.
+    fn removed_because(&self) -> String {
+        match &self.liveness {
+            Liveness::OtherHost(host) => format!("host {host}, --any-host --older-than"),
+            _ if self.kept => "kept".to_owned(),
+            _ if self.own => "this process".to_owned(),
+            Liveness::Gone(why) => why.clone(),
+            Liveness::Alive => format!("{} still running, docker-down --all", self.pid_text),
+        }
+    }
 }
 
 /// Removes leftovers of this checkout's runs whose owner is gone (never live runs, never runs

@@ -17,7 +17,7 @@ use super::{opt_secs, secs};
 use crate::config::Config;
 use crate::endpoints;
 use crate::engine;
-use crate::state::StackState;
+use crate::state::{StackRecord, StackState};
 
 /// The engine, as `health` sees it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -74,43 +74,11 @@ pub struct HealthReport {
 /// Inspects the engine and the recorded run (or `stack`, when given): the engine the run was
 /// brought up on, else the one discovery finds.
 pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Result<HealthReport> {
-    let started = Instant::now();
-    let recorded_engine = stack.as_ref().and_then(|s| s.engine.clone());
-    let connected = tokio::time::timeout(
-        config.engine.respond_within_s.duration(),
-        engine::connect_at(config, recorded_engine.as_deref()),
-    )
-    .await;
-    let response_time = started.elapsed();
-    let engine = match connected {
-        Ok(Ok(engine)) => Ok(engine),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(_) => Err(format!(
-            "no answer within {}s (respond_within_s)",
-            config.engine.respond_within_s.0
-        )),
-    };
+    let (engine, engine_health) = connect(config, stack.as_ref()).await;
     let mut problems = Vec::new();
-    let engine_health = match &engine {
-        Ok(engine) => EngineHealth {
-            ok: true,
-            host: engine.info.host.clone(),
-            engine_host: engine.info.engine_host.clone(),
-            server_version: engine.info.server_version.clone(),
-            api_version: engine.info.api_version.clone(),
-            response_time,
-            error: None,
-        },
-        Err(e) => {
-            problems.push(format!("engine: {e}"));
-            EngineHealth {
-                ok: false,
-                response_time,
-                error: Some(e.clone()),
-                ..EngineHealth::default()
-            }
-        }
-    };
+    if let Some(e) = &engine_health.error {
+        problems.push(format!("engine: {e}"));
+    }
     let Some(stack) = stack else {
         problems.push("no stack is recorded: run `cargo xtask docker-up` first".to_owned());
         return Ok(HealthReport {
@@ -160,70 +128,25 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
             });
             continue;
         };
-        let state_text = response
-            .state
-            .as_ref()
-            .and_then(|s| s.status)
-            .map_or("unknown".to_owned(), |s| s.to_string());
-        let mut health = if inspected.healthcheck {
-            inspected
-                .health
-                .map_or("starting".to_owned(), |h| h.to_string())
-        } else {
-            "none".to_owned()
-        };
-        let mut healthy = inspected.running
-            && (!inspected.healthcheck || inspected.health == Some(HealthStatusEnum::HEALTHY));
-        // The gate calls a starting service ready when the harness's own probe passes, before
-        // the engine's next scheduled check: `health` asks the same probe, or it would call
-        // unhealthy a stack the gate has just passed.
-        let starting = inspected.healthcheck
-            && matches!(inspected.health, None | Some(HealthStatusEnum::STARTING));
-        if inspected.running && starting {
-            if let Some(probe) = own_probe(config, service, response, &engine.info.engine_host) {
-                let tls = config.tls();
-                let (passed, _) =
-                    super::probe::run_once(&engine.docker, &inspected.container, &probe, &tls)
-                        .await;
-                if passed {
-                    healthy = true;
-                    health = format!(
-                        "starting, the harness's probe passed ({})",
-                        probe.describe()
-                    );
-                }
-            }
-        }
-        if !healthy {
+        let health = service_health(
+            config,
+            &engine,
+            record.as_ref(),
+            service,
+            inspected,
+            response,
+        )
+        .await;
+        if !health.healthy {
             problems.push(format!(
-                "service `{service}`: {state_text}, health {health}"
+                "service `{service}`: {}, health {}",
+                health.state, health.health
             ));
         }
-        let time_to_healthy = record
-            .as_ref()
-            .and_then(|r| r.services.get(service))
-            .filter(|r| r.container == inspected.container)
-            .map(|r| Duration::from_secs_f64(r.time_to_healthy_s))
-            .or_else(|| {
-                let (started, ready) = (inspected.started?, inspected.first_healthy?);
-                ready.duration_since(started).ok()
-            })
-            .or_else(|| (!inspected.healthcheck && inspected.running).then_some(Duration::ZERO));
-        let mut ports = PublishedPorts::default();
-        ports.add(service, response);
         if inspected.running {
             published.add(service, response);
         }
-        services.push(ServiceHealth {
-            service: service.clone(),
-            state: state_text,
-            health,
-            healthy,
-            time_to_healthy,
-            restarts: response.restart_count.unwrap_or(0),
-            ports: ports.describe(service, &engine.info.engine_host),
-            container: Some(inspected.name.clone()),
-        });
+        services.push(health);
     }
     let healthy = problems.is_empty();
     let lookup = endpoints::OnEngine {
@@ -241,6 +164,114 @@ pub async fn health_of(config: &Config, stack: Option<StackState>) -> anyhow::Re
         stack: Some(stack),
         note: None,
     })
+}
+
+/// Connects to the engine the run was brought up on (else the one discovery finds) within
+/// `respond_within_s`, and what `health` says of it.
+async fn connect(
+    config: &Config,
+    stack: Option<&StackState>,
+) -> (Result<engine::Engine, String>, EngineHealth) {
+    let started = Instant::now();
+    let recorded_engine = stack.and_then(|s| s.engine.clone());
+    let connected = tokio::time::timeout(
+        config.engine.respond_within_s.duration(),
+        engine::connect_at(config, recorded_engine.as_deref()),
+    )
+    .await;
+    let response_time = started.elapsed();
+    let engine = match connected {
+        Ok(Ok(engine)) => Ok(engine),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!(
+            "no answer within {}s (respond_within_s)",
+            config.engine.respond_within_s.0
+        )),
+    };
+    let engine_health = match &engine {
+        Ok(engine) => EngineHealth {
+            ok: true,
+            host: engine.info.host.clone(),
+            engine_host: engine.info.engine_host.clone(),
+            server_version: engine.info.server_version.clone(),
+            api_version: engine.info.api_version.clone(),
+            response_time,
+            error: None,
+        },
+        Err(e) => EngineHealth {
+            ok: false,
+            response_time,
+            error: Some(e.clone()),
+            ..EngineHealth::default()
+        },
+    };
+    (engine, engine_health)
+}
+
+/// One service's container as `health` sees it: state, health (a starting one asked with the
+/// gate's own probe), time to healthy, restarts and ports.
+async fn service_health(
+    config: &Config,
+    engine: &engine::Engine,
+    record: Option<&StackRecord>,
+    service: &str,
+    inspected: &Inspected,
+    response: &ContainerInspectResponse,
+) -> ServiceHealth {
+    let state_text = response
+        .state
+        .as_ref()
+        .and_then(|s| s.status)
+        .map_or("unknown".to_owned(), |s| s.to_string());
+    let mut health = if inspected.healthcheck {
+        inspected
+            .health
+            .map_or("starting".to_owned(), |h| h.to_string())
+    } else {
+        "none".to_owned()
+    };
+    let mut healthy = inspected.running
+        && (!inspected.healthcheck || inspected.health == Some(HealthStatusEnum::HEALTHY));
+    // The gate calls a starting service ready when the harness's own probe passes, before
+    // the engine's next scheduled check: `health` asks the same probe, or it would call
+    // unhealthy a stack the gate has just passed.
+    let starting = inspected.healthcheck
+        && matches!(inspected.health, None | Some(HealthStatusEnum::STARTING));
+    if inspected.running && starting {
+        if let Some(probe) = own_probe(config, service, response, &engine.info.engine_host) {
+            let tls = config.tls();
+            let (passed, _) =
+                super::probe::run_once(&engine.docker, &inspected.container, &probe, &tls).await;
+            if passed {
+                healthy = true;
+                health = format!(
+                    "starting, the harness's probe passed ({})",
+                    probe.describe()
+                );
+            }
+        }
+    }
+    let time_to_healthy = record
+        .and_then(|r| r.services.get(service))
+        .filter(|r| r.container == inspected.container)
+        .map(|r| Duration::from_secs_f64(r.time_to_healthy_s))
+        .or_else(|| {
+            let (started, ready) = (inspected.started?, inspected.first_healthy?);
+            ready.duration_since(started).ok()
+        })
+        .or_else(|| (!inspected.healthcheck && inspected.running).then_some(Duration::ZERO));
+    let mut ports = PublishedPorts::default();
+    ports.add(service, response);
+    ServiceHealth {
+        service: service.to_owned(),
+        state: state_text,
+        health,
+        healthy,
+        time_to_healthy,
+        restarts: response.restart_count.unwrap_or(0),
+        ports: ports.describe(service, &engine.info.engine_host),
+        container: Some(inspected.name.clone()),
+    }
 }
 
 /// The probe the gate's wait runs for a starting service: its `[stack.ready]` URL, else its own

@@ -24,7 +24,7 @@ use super::labels::image_tag;
 use super::model::Model;
 use super::probe::{healthcheck_probe, ready_probe, run_once};
 use super::{ServiceUp, Signal, UpReport};
-use crate::config::Config;
+use crate::config::{Config, StackCfg};
 use crate::engine::Engine;
 use crate::process::Cmd;
 use crate::report::Check;
@@ -316,102 +316,8 @@ async fn check(
             .into_iter()
             .filter(|(i, _)| i.running)
             .collect();
-    let label = |response: &ContainerInspectResponse, key: &str| {
-        response
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.as_ref())
-            .and_then(|l| l.get(key).cloned())
-    };
-    let mut checks = Vec::new();
-    for service in &stack.services {
-        let containers: Vec<&(super::Inspected, ContainerInspectResponse)> = running
-            .iter()
-            .filter(|(i, _)| &i.service == service)
-            .collect();
-        if containers.is_empty() {
-            return Err(format!("service `{service}` has no running container"));
-        }
-        for (inspected, response) in containers {
-            if label(response, LABEL_RUN_ID).as_deref() != Some(record.stack.run_id.as_str())
-                || label(response, LABEL_REUSABLE).as_deref() != Some("true")
-            {
-                return Err(format!(
-                    "container {} of `{service}` is not one this run may take (labels {LABEL_RUN_ID}, {LABEL_REUSABLE})",
-                    inspected.name
-                ));
-            }
-            if inspected.health == Some(bollard::models::HealthStatusEnum::UNHEALTHY) {
-                return Err(format!("service `{service}` is unhealthy"));
-            }
-            let spec = match stack.speed.ready.get(service) {
-                Some(template) => Some(Probe::Run(ready_probe(
-                    service,
-                    template,
-                    response,
-                    &engine.info.engine_host,
-                    Duration::from_secs(2),
-                )?)),
-                None => match recent_engine_check(response) {
-                    Some(ago) => Some(Probe::Engine(ago)),
-                    None => healthcheck_probe(response).map(Probe::Run),
-                },
-            };
-            checks.push((service.clone(), inspected.clone(), response, spec));
-        }
-    }
-    let tls = config.tls();
-    let tls = &tls;
-    let probes = checks
-        .iter()
-        .map(|(service, inspected, _, spec)| async move {
-            let started = Instant::now();
-            let outcome = match spec {
-                Some(Probe::Run(spec)) => {
-                    Some(run_once(docker, &inspected.container, spec, tls).await)
-                }
-                Some(Probe::Engine(_)) => Some((true, String::new())),
-                None => None,
-            };
-            (service.clone(), started.elapsed(), outcome, spec.clone())
-        });
-    let results = futures_util::future::join_all(probes).await;
-    let mut services: Vec<ServiceUp> = Vec::new();
-    for ((service, took, outcome, spec), (_, inspected, response, _)) in
-        results.into_iter().zip(&checks)
-    {
-        let detail = match (&outcome, &spec) {
-            (Some((true, _)), Some(Probe::Run(spec))) => format!(
-                "reused warm stack: its check passed in {} ({})",
-                crate::ui::duration(took),
-                spec.describe()
-            ),
-            (Some((true, _)), Some(Probe::Engine(ago))) => format!(
-                "reused warm stack: the engine's healthcheck passed {} ago",
-                crate::ui::duration(*ago)
-            ),
-            (Some((false, output)), _) => {
-                return Err(format!(
-                    "service `{service}` failed its check: {}",
-                    output.lines().next().unwrap_or("")
-                ))
-            }
-            _ => "reused warm stack: running (no healthcheck)".to_owned(),
-        };
-        if services.iter().any(|s| s.service == service) {
-            continue;
-        }
-        services.push(ServiceUp {
-            service: service.clone(),
-            check: Check::passed(format!("service {service} healthy"), took, detail),
-            noticed_after: None,
-            healthcheck: inspected.healthcheck,
-            signal: Some(Signal::AlreadyHealthy),
-            probe_after: None,
-            engine_after: None,
-            image_id: response.image.clone(),
-        });
-    }
+    let checks = takeable(stack, engine, record, &running)?;
+    let services = probe_warm(config, engine, &checks).await?;
     let mut ports = PublishedPorts::default();
     for (inspected, response) in &running {
         ports.add(&inspected.service, response);
@@ -459,6 +365,132 @@ async fn check(
         waited: began.elapsed(),
         state,
     })
+}
+
+/// A running container of a warm stack's service, and how it is checked.
+type Takeable<'a> = (
+    String,
+    super::Inspected,
+    &'a ContainerInspectResponse,
+    Option<Probe>,
+);
+
+/// Every `[stack] services` entry's running containers, each one this run may take (the stack's
+/// run id, [`LABEL_REUSABLE`], not unhealthy), with the probe that checks it.
+fn takeable<'a>(
+    stack: &StackCfg,
+    engine: &Engine,
+    record: &StackRecord,
+    running: &'a [(super::Inspected, ContainerInspectResponse)],
+) -> Result<Vec<Takeable<'a>>, String> {
+    let label = |response: &ContainerInspectResponse, key: &str| {
+        response
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(key).cloned())
+    };
+    let mut checks = Vec::new();
+    for service in &stack.services {
+        let containers: Vec<&(super::Inspected, ContainerInspectResponse)> = running
+            .iter()
+            .filter(|(i, _)| &i.service == service)
+            .collect();
+        if containers.is_empty() {
+            return Err(format!("service `{service}` has no running container"));
+        }
+        for (inspected, response) in containers {
+            if label(response, LABEL_RUN_ID).as_deref() != Some(record.stack.run_id.as_str())
+                || label(response, LABEL_REUSABLE).as_deref() != Some("true")
+            {
+                return Err(format!(
+                    "container {} of `{service}` is not one this run may take (labels {LABEL_RUN_ID}, {LABEL_REUSABLE})",
+                    inspected.name
+                ));
+            }
+            if inspected.health == Some(bollard::models::HealthStatusEnum::UNHEALTHY) {
+                return Err(format!("service `{service}` is unhealthy"));
+            }
+            let spec = match stack.speed.ready.get(service) {
+                Some(template) => Some(Probe::Run(ready_probe(
+                    service,
+                    template,
+                    response,
+                    &engine.info.engine_host,
+                    Duration::from_secs(2),
+                )?)),
+                None => match recent_engine_check(response) {
+                    Some(ago) => Some(Probe::Engine(ago)),
+                    None => healthcheck_probe(response).map(Probe::Run),
+                },
+            };
+            checks.push((service.clone(), inspected.clone(), response, spec));
+        }
+    }
+    Ok(checks)
+}
+
+/// Runs every container's check at once; each service is then as ready as `up` would report
+/// it, or the first failed check is the reason the stack is not taken.
+async fn probe_warm(
+    config: &Config,
+    engine: &Engine,
+    checks: &[Takeable<'_>],
+) -> Result<Vec<ServiceUp>, String> {
+    let docker = &engine.docker;
+    let tls = config.tls();
+    let tls = &tls;
+    let probes = checks
+        .iter()
+        .map(|(service, inspected, _, spec)| async move {
+            let started = Instant::now();
+            let outcome = match spec {
+                Some(Probe::Run(spec)) => {
+                    Some(run_once(docker, &inspected.container, spec, tls).await)
+                }
+                Some(Probe::Engine(_)) => Some((true, String::new())),
+                None => None,
+            };
+            (service.clone(), started.elapsed(), outcome, spec.clone())
+        });
+    let results = futures_util::future::join_all(probes).await;
+    let mut services: Vec<ServiceUp> = Vec::new();
+    for ((service, took, outcome, spec), (_, inspected, response, _)) in
+        results.into_iter().zip(checks)
+    {
+        let detail = match (&outcome, &spec) {
+            (Some((true, _)), Some(Probe::Run(spec))) => format!(
+                "reused warm stack: its check passed in {} ({})",
+                crate::ui::duration(took),
+                spec.describe()
+            ),
+            (Some((true, _)), Some(Probe::Engine(ago))) => format!(
+                "reused warm stack: the engine's healthcheck passed {} ago",
+                crate::ui::duration(*ago)
+            ),
+            (Some((false, output)), _) => {
+                return Err(format!(
+                    "service `{service}` failed its check: {}",
+                    output.lines().next().unwrap_or("")
+                ))
+            }
+            _ => "reused warm stack: running (no healthcheck)".to_owned(),
+        };
+        if services.iter().any(|s| s.service == service) {
+            continue;
+        }
+        services.push(ServiceUp {
+            service: service.clone(),
+            check: Check::passed(format!("service {service} healthy"), took, detail),
+            noticed_after: None,
+            healthcheck: inspected.healthcheck,
+            signal: Some(Signal::AlreadyHealthy),
+            probe_after: None,
+            engine_after: None,
+            image_id: response.image.clone(),
+        });
+    }
+    Ok(services)
 }
 
 /// How a warm stack's service is checked before it is taken.

@@ -194,60 +194,12 @@ pub(super) async fn exchange(
     let mut first: Option<Duration> = None;
     let mut current_run: Option<String> = None;
     while next < plan.expect.len() {
-        let frame = match tokio::time::timeout_at(deadline, socket.next()).await {
-            Err(_) => {
-                return Err(WsFailure::Timeout {
-                    waiting_for: plan.expect[next].clone(),
-                    after_ms: ms(sent_at.elapsed()),
-                    received,
-                })
-            }
-            Ok(None) => {
-                return Err(WsFailure::Closed {
-                    code: None,
-                    reason: "the connection ended".to_owned(),
-                    waiting_for: Some(plan.expect[next].clone()),
-                })
-            }
-            Ok(Some(Err(e))) => {
-                return Err(WsFailure::Io {
-                    detail: format!("reading events failed: {e}"),
-                })
-            }
-            Ok(Some(Ok(frame))) => frame,
+        let waiting_for = &plan.expect[next];
+        let Some(text) = next_text(socket, deadline, waiting_for, sent_at, &received).await? else {
+            continue;
         };
         let latency = sent_at.elapsed();
-        let text = match frame {
-            Message::Text(text) => text.to_string(),
-            Message::Binary(bytes) => {
-                return Err(WsFailure::Malformed {
-                    detail: format!("a binary frame of {} bytes, not JSON text", bytes.len()),
-                    frame: String::new(),
-                })
-            }
-            Message::Close(frame) => {
-                return Err(WsFailure::Closed {
-                    code: frame.as_ref().map(|f| u16::from(f.code)),
-                    reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    waiting_for: Some(plan.expect[next].clone()),
-                })
-            }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-        };
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| WsFailure::Malformed {
-                detail: format!("not JSON: {e}"),
-                frame: truncate(&text, 120).to_owned(),
-            })?;
-        let name = match lookup(&json, &plan.event_field) {
-            Some(serde_json::Value::String(name)) => name.clone(),
-            Some(other) => other.to_string(),
-            None => "<none>".to_owned(),
-        };
-        let run_id = json
-            .get(RUN_FIELD)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
+        let (name, run_id) = event_of(plan, &text)?;
         first.get_or_insert(latency);
         received.push(name.clone());
         let mut seen = EventSeen {
@@ -259,46 +211,26 @@ pub(super) async fn exchange(
             run_id: run_id.clone(),
         };
         if name == "error" {
-            if let Some(tx) = observer {
-                let _ = tx.send(seen.clone());
-            }
-            outcome.events.push(seen);
+            record(observer, outcome, seen);
             return Err(WsFailure::ErrorEvent {
                 event: truncate(&text, 300).to_owned(),
             });
         }
-        // Isolation: the first run id a message brings is the run it started; an event of a run
-        // this user did not start is misrouted and never counts (a run claimed by two users is
-        // caught when the users are compared).
-        let mut misrouted = false;
-        if let Some(run) = &run_id {
-            outcome.saw_run_ids = true;
-            if outcome.own_runs.contains(run) {
-                if current_run.as_ref() != Some(run) {
-                    // An event of an earlier run of this user: recorded, not counted.
-                    if let Some(tx) = observer {
-                        let _ = tx.send(seen.clone());
-                    }
-                    outcome.events.push(seen);
-                    continue;
-                }
-            } else if current_run.is_none() {
-                current_run = Some(run.clone());
-                outcome.own_runs.push(run.clone());
-            } else {
-                outcome.foreign.push((name.clone(), run.clone()));
-                misrouted = true;
+        let misrouted = match claim(outcome, &mut current_run, run_id.as_ref(), &name) {
+            Claim::Earlier => {
+                // An event of an earlier run of this user: recorded, not counted.
+                record(observer, outcome, seen);
+                continue;
             }
-        }
+            Claim::Misrouted => true,
+            Claim::Counts => false,
+        };
         if !misrouted && plan.expect.contains(&name) {
             if name == plan.expect[next] {
                 next += 1;
                 seen.expected = true;
             } else {
-                if let Some(tx) = observer {
-                    let _ = tx.send(seen.clone());
-                }
-                outcome.events.push(seen);
+                record(observer, outcome, seen);
                 return Err(WsFailure::WrongOrder {
                     expected: plan.expect[next].clone(),
                     got: name,
@@ -306,10 +238,7 @@ pub(super) async fn exchange(
                 });
             }
         }
-        if let Some(tx) = observer {
-            let _ = tx.send(seen.clone());
-        }
-        outcome.events.push(seen);
+        record(observer, outcome, seen);
         if next == plan.expect.len() {
             outcome.first_latencies.push(first.unwrap_or(latency));
             outcome.last_latencies.push(latency);
@@ -317,6 +246,119 @@ pub(super) async fn exchange(
         }
     }
     Ok(())
+}
+
+/// The next text frame before the deadline; `None` for a control frame (ping, pong), a
+/// failure for the end, a close, a binary frame or a read error.
+async fn next_text(
+    socket: &mut Socket,
+    deadline: tokio::time::Instant,
+    waiting_for: &str,
+    sent_at: Instant,
+    received: &[String],
+) -> Result<Option<String>, WsFailure> {
+    let frame = match tokio::time::timeout_at(deadline, socket.next()).await {
+        Err(_) => {
+            return Err(WsFailure::Timeout {
+                waiting_for: waiting_for.to_owned(),
+                after_ms: ms(sent_at.elapsed()),
+                received: received.to_vec(),
+            })
+        }
+        Ok(None) => {
+            return Err(WsFailure::Closed {
+                code: None,
+                reason: "the connection ended".to_owned(),
+                waiting_for: Some(waiting_for.to_owned()),
+            })
+        }
+        Ok(Some(Err(e))) => {
+            return Err(WsFailure::Io {
+                detail: format!("reading events failed: {e}"),
+            })
+        }
+        Ok(Some(Ok(frame))) => frame,
+    };
+    match frame {
+        Message::Text(text) => Ok(Some(text.to_string())),
+        Message::Binary(bytes) => Err(WsFailure::Malformed {
+            detail: format!("a binary frame of {} bytes, not JSON text", bytes.len()),
+            frame: String::new(),
+        }),
+        Message::Close(frame) => Err(WsFailure::Closed {
+            code: frame.as_ref().map(|f| u16::from(f.code)),
+            reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            waiting_for: Some(waiting_for.to_owned()),
+        }),
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(None),
+    }
+}
+
+/// An event's name (`event_field`, `<none>` without one) and its run id, from a JSON frame.
+fn event_of(plan: &WsPlan, text: &str) -> Result<(String, Option<String>), WsFailure> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| WsFailure::Malformed {
+        detail: format!("not JSON: {e}"),
+        frame: truncate(text, 120).to_owned(),
+    })?;
+    let name = match lookup(&json, &plan.event_field) {
+        Some(serde_json::Value::String(name)) => name.clone(),
+        Some(other) => other.to_string(),
+        None => "<none>".to_owned(),
+    };
+    let run_id = json
+        .get(RUN_FIELD)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    Ok((name, run_id))
+}
+
+/// Whose run an event belongs to, as far as this user can tell.
+enum Claim {
+    /// The current message's run (or no run id): it counts.
+    Counts,
+    /// An earlier run of this user: recorded, not counted.
+    Earlier,
+    /// A run this user did not start.
+    Misrouted,
+}
+
+/// Isolation: the first run id a message brings is the run it started; an event of a run this
+/// user did not start is misrouted and never counts (a run claimed by two users is caught when
+/// the users are compared).
+fn claim(
+    outcome: &mut UserOutcome,
+    current_run: &mut Option<String>,
+    run_id: Option<&String>,
+    name: &str,
+) -> Claim {
+    let Some(run) = run_id else {
+        return Claim::Counts;
+    };
+    outcome.saw_run_ids = true;
+    if outcome.own_runs.contains(run) {
+        if current_run.as_ref() != Some(run) {
+            return Claim::Earlier;
+        }
+    } else if current_run.is_none() {
+        *current_run = Some(run.clone());
+        outcome.own_runs.push(run.clone());
+    } else {
+        outcome.foreign.push((name.to_owned(), run.clone()));
+        return Claim::Misrouted;
+    }
+    Claim::Counts
+}
+
+/// Keeps an event in the user's outcome and tells the observer.
+fn record(
+    observer: &Option<UnboundedSender<EventSeen>>,
+    outcome: &mut UserOutcome,
+    seen: EventSeen,
+) {
+    if let Some(tx) = observer {
+        let _ = tx.send(seen.clone());
+    }
+    outcome.events.push(seen);
 }
 
 /// A proper close handshake: send Close(1000), read until the server's Close and the end.

@@ -254,18 +254,66 @@ pub struct Misrouted {
 pub(super) fn summarise(plan: &WsPlan, outcomes: Vec<UserOutcome>, wall: Duration) -> WsResult {
     let users = outcomes.len();
     let connected = outcomes.iter().filter(|o| o.connected).count();
-    let connect_phase = outcomes
-        .iter()
-        .map(|o| o.connect_phase)
-        .max()
-        .unwrap_or_default();
-    let events_phase = outcomes
-        .iter()
-        .map(|o| o.events_phase)
-        .max()
-        .unwrap_or_default();
+    let misrouted = misrouted(plan, &outcomes);
+    let stats = stats(&outcomes, connected, misrouted.len(), wall);
+    let judge = Judge {
+        plan,
+        outcomes: &outcomes,
+        users,
+        connected,
+        stats: &stats,
+        failures: outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(user, o)| o.failure.as_ref().map(|f| (user, f)))
+            .collect(),
+        events_phase: outcomes
+            .iter()
+            .map(|o| o.events_phase)
+            .max()
+            .unwrap_or_default(),
+    };
 
-    // Who owns which run: a run claimed by two users is misrouted for both.
+    let mut checks = Vec::new();
+    let (connect_check, mut failure) = judge.connect_check();
+    checks.push(connect_check);
+    let (events_check, events_failure) = judge.events_check();
+    checks.push(events_check);
+    failure = failure.or(events_failure);
+    if users > 1 {
+        let (isolation_check, isolation_failure) = judge.isolation_check(&misrouted);
+        checks.push(isolation_check);
+        failure = failure.or(isolation_failure);
+    }
+
+    let passed = checks.iter().all(|c| c.outcome != Outcome::Failed);
+    let events = outcomes
+        .first()
+        .map(|o| o.events.clone())
+        .unwrap_or_default();
+    let secrets: Vec<&str> = plan.token.as_deref().into_iter().collect();
+    let (failure, failure_detail) = match failure {
+        Some((message, detail)) => (Some(scrub(&message, &secrets)), Some(detail)),
+        None => (None, None),
+    };
+    WsResult {
+        passed,
+        url: scrub(&plan.url, &secrets),
+        users,
+        messages: plan.messages,
+        checks,
+        failure,
+        failure_detail,
+        events,
+        misrouted,
+        stats,
+    }
+}
+
+/// Events a user received of a run it did not start; a run claimed by two users is misrouted
+/// for both.
+fn misrouted(plan: &WsPlan, outcomes: &[UserOutcome]) -> Vec<Misrouted> {
+    // Who owns which run.
     let mut owners: HashMap<&str, Vec<usize>> = HashMap::new();
     for (user, outcome) in outcomes.iter().enumerate() {
         for run in &outcome.own_runs {
@@ -296,7 +344,12 @@ pub(super) fn summarise(plan: &WsPlan, outcomes: Vec<UserOutcome>, wall: Duratio
             }
         }
     }
+    misrouted
+}
 
+/// The counts and the latency percentiles over every user.
+fn stats(outcomes: &[UserOutcome], connected: usize, misrouted: usize, wall: Duration) -> Stats {
+    let users = outcomes.len();
     let all = |pick: fn(&UserOutcome) -> &Vec<Duration>| -> Vec<f64> {
         outcomes
             .iter()
@@ -308,81 +361,115 @@ pub(super) fn summarise(plan: &WsPlan, outcomes: Vec<UserOutcome>, wall: Duratio
         .filter(|o| o.connected)
         .map(|o| o.connect_time.as_secs_f64() * 1000.0)
         .collect();
-    let stats = Stats {
+    Stats {
         connections_attempted: users,
         connections_succeeded: connected,
         success_rate_percent: round_ms(connected as f64 * 100.0 / users.max(1) as f64),
         events_received: outcomes.iter().map(|o| o.events.len()).sum(),
-        events_misrouted: misrouted.len(),
+        events_misrouted: misrouted,
         messages_completed: outcomes.iter().map(|o| o.messages_completed).sum(),
         messages_sent: outcomes.iter().map(|o| o.messages_sent).sum(),
         connect: Percentiles::of(&connect_times),
         first_event: Percentiles::of(&all(|o| &o.first_latencies)),
         last_event: Percentiles::of(&all(|o| &o.last_latencies)),
         wall_ms: ms(wall),
-    };
+    }
+}
 
-    let failures: Vec<(usize, &WsFailure)> = outcomes
-        .iter()
-        .enumerate()
-        .filter_map(|(user, o)| o.failure.as_ref().map(|f| (user, f)))
-        .collect();
-    let prefix = |user: usize| {
-        if users > 1 {
+/// A check's message and the failure behind it, for the report's first failure.
+type FirstFailure = Option<(String, WsFailure)>;
+
+/// What the checks are judged from: every user's outcome and the stats over them.
+struct Judge<'a> {
+    plan: &'a WsPlan,
+    outcomes: &'a [UserOutcome],
+    users: usize,
+    connected: usize,
+    stats: &'a Stats,
+    /// Each failed user and why.
+    failures: Vec<(usize, &'a WsFailure)>,
+    /// The longest user's time on its events.
+    events_phase: Duration,
+}
+
+impl Judge<'_> {
+    /// `user 3: ` before a failure when there are several users.
+    fn prefix(&self, user: usize) -> String {
+        if self.users > 1 {
             format!("user {user}: ")
         } else {
             String::new()
         }
-    };
-    let connect_failures: Vec<&(usize, &WsFailure)> =
-        failures.iter().filter(|(_, f)| f.is_connect()).collect();
-    let event_failures: Vec<&(usize, &WsFailure)> =
-        failures.iter().filter(|(_, f)| !f.is_connect()).collect();
+    }
 
-    let mut checks = Vec::new();
-    let mut failure: Option<(String, WsFailure)> = None;
-    let connect_check = if connect_failures.is_empty() && connected == users {
-        Check::passed(
-            "websocket connect",
-            connect_phase,
-            if users == 1 {
-                format!("connected in {}", ui::duration(outcomes[0].connect_time))
+    /// `websocket connect`: every user connected.
+    fn connect_check(&self) -> (Check, FirstFailure) {
+        let (users, connected) = (self.users, self.connected);
+        let connect_phase = self
+            .outcomes
+            .iter()
+            .map(|o| o.connect_phase)
+            .max()
+            .unwrap_or_default();
+        let connect_failures: Vec<&(usize, &WsFailure)> = self
+            .failures
+            .iter()
+            .filter(|(_, f)| f.is_connect())
+            .collect();
+        if connect_failures.is_empty() && connected == users {
+            let detail = if users == 1 {
+                format!(
+                    "connected in {}",
+                    ui::duration(self.outcomes[0].connect_time)
+                )
             } else {
                 format!(
                     "{connected}/{users} connected (100%), connect {}",
-                    stats.connect.line()
+                    self.stats.connect.line()
                 )
-            },
-        )
-    } else {
+            };
+            return (
+                Check::passed("websocket connect", connect_phase, detail),
+                None,
+            );
+        }
         let (user, first) = connect_failures
             .first()
             .map(|(u, f)| (*u, (*f).clone()))
-            .or_else(|| failures.first().map(|(u, f)| (*u, (*f).clone())))
+            .or_else(|| self.failures.first().map(|(u, f)| (*u, (*f).clone())))
             .unwrap_or((0, WsFailure::Deadline { after_ms: 0.0 }));
         let message = if users == 1 {
             format!("websocket connect: {first}")
         } else {
             format!(
                 "websocket connect: {connected}/{users} users connected ({:.1}%); {}{first}",
-                stats.success_rate_percent,
-                prefix(user)
+                self.stats.success_rate_percent,
+                self.prefix(user)
             )
         };
-        failure = Some((message.clone(), first));
-        Check::failed("websocket connect", connect_phase, message)
-    };
-    checks.push(connect_check);
+        (
+            Check::failed("websocket connect", connect_phase, message.clone()),
+            Some((message, first)),
+        )
+    }
 
-    if connected == 0 {
-        checks.push(Check::skipped(
-            "websocket events",
-            "no connection was established",
-        ));
-    } else {
-        let expected_messages = connected * plan.messages;
-        let ok = event_failures.is_empty() && stats.messages_completed >= expected_messages;
-        if ok {
+    /// `websocket events`: every connected user completed its messages with the events
+    /// expected, in order.
+    fn events_check(&self) -> (Check, FirstFailure) {
+        let (plan, stats, users) = (self.plan, self.stats, self.users);
+        if self.connected == 0 {
+            return (
+                Check::skipped("websocket events", "no connection was established"),
+                None,
+            );
+        }
+        let event_failures: Vec<&(usize, &WsFailure)> = self
+            .failures
+            .iter()
+            .filter(|(_, f)| !f.is_connect())
+            .collect();
+        let expected_messages = self.connected * plan.messages;
+        if event_failures.is_empty() && stats.messages_completed >= expected_messages {
             let detail = if users == 1 && plan.messages == 1 {
                 format!(
                     "{} events in order, first after {:.1} ms, last after {:.1} ms",
@@ -399,32 +486,34 @@ pub(super) fn summarise(plan: &WsPlan, outcomes: Vec<UserOutcome>, wall: Duratio
                     stats.last_event.line()
                 )
             };
-            checks.push(Check::passed("websocket events", events_phase, detail));
-        } else {
-            let (user, first) = event_failures
-                .first()
-                .map(|(u, f)| (*u, (*f).clone()))
-                .unwrap_or((0, WsFailure::Deadline { after_ms: 0.0 }));
-            let message = if users == 1 {
-                format!("websocket events: {first}")
-            } else {
-                format!(
-                    "websocket events: {} of {users} users failed; {}{first}",
-                    event_failures.len(),
-                    prefix(user)
-                )
-            };
-            if failure.is_none() {
-                failure = Some((message.clone(), first));
-            }
-            checks.push(Check::failed("websocket events", events_phase, message));
+            return (
+                Check::passed("websocket events", self.events_phase, detail),
+                None,
+            );
         }
+        let (user, first) = event_failures
+            .first()
+            .map(|(u, f)| (*u, (*f).clone()))
+            .unwrap_or((0, WsFailure::Deadline { after_ms: 0.0 }));
+        let message = if users == 1 {
+            format!("websocket events: {first}")
+        } else {
+            format!(
+                "websocket events: {} of {users} users failed; {}{first}",
+                event_failures.len(),
+                self.prefix(user)
+            )
+        };
+        (
+            Check::failed("websocket events", self.events_phase, message.clone()),
+            Some((message, first)),
+        )
     }
 
-    if users > 1 {
-        let saw_run_ids = outcomes.iter().any(|o| o.saw_run_ids);
-        if !misrouted.is_empty() {
-            let first = &misrouted[0];
+    /// `websocket isolation` (several users): no user received another's events.
+    fn isolation_check(&self, misrouted: &[Misrouted]) -> (Check, FirstFailure) {
+        let saw_run_ids = self.outcomes.iter().any(|o| o.saw_run_ids);
+        if let Some(first) = misrouted.first() {
             let owner = first.owner.map_or("a run no user started".to_owned(), |o| {
                 format!("user {o}'s run")
             });
@@ -435,50 +524,31 @@ pub(super) fn summarise(plan: &WsPlan, outcomes: Vec<UserOutcome>, wall: Duratio
                 first.event,
                 first.run_id
             );
-            if failure.is_none() {
-                failure = Some((
-                    message.clone(),
-                    WsFailure::Io {
-                        detail: message.clone(),
-                    },
-                ));
-            }
-            checks.push(Check::failed("websocket isolation", events_phase, message));
+            let failure = WsFailure::Io {
+                detail: message.clone(),
+            };
+            (
+                Check::failed("websocket isolation", self.events_phase, message.clone()),
+                Some((message, failure)),
+            )
         } else if !saw_run_ids {
-            checks.push(Check::skipped(
-                "websocket isolation",
-                format!("the events carry no `{RUN_FIELD}` field: isolation cannot be judged"),
-            ));
+            (
+                Check::skipped(
+                    "websocket isolation",
+                    format!("the events carry no `{RUN_FIELD}` field: isolation cannot be judged"),
+                ),
+                None,
+            )
         } else {
-            checks.push(Check::passed(
-                "websocket isolation",
-                events_phase,
-                format!("0 misrouted among {} events", stats.events_received),
-            ));
+            (
+                Check::passed(
+                    "websocket isolation",
+                    self.events_phase,
+                    format!("0 misrouted among {} events", self.stats.events_received),
+                ),
+                None,
+            )
         }
-    }
-
-    let passed = checks.iter().all(|c| c.outcome != Outcome::Failed);
-    let events = outcomes
-        .first()
-        .map(|o| o.events.clone())
-        .unwrap_or_default();
-    let secrets: Vec<&str> = plan.token.as_deref().into_iter().collect();
-    let (failure, failure_detail) = match failure {
-        Some((message, detail)) => (Some(scrub(&message, &secrets)), Some(detail)),
-        None => (None, None),
-    };
-    WsResult {
-        passed,
-        url: scrub(&plan.url, &secrets),
-        users,
-        messages: plan.messages,
-        checks,
-        failure,
-        failure_detail,
-        events,
-        misrouted,
-        stats,
     }
 }
 
