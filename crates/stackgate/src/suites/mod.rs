@@ -47,6 +47,7 @@
 
 mod python;
 mod pytest;
+mod pytest_plugin;
 mod nextest;
 mod runner;
 mod shard;
