@@ -1,9 +1,9 @@
 //! Running the `[[suite]]`s, step by step: the Python environment ([python]), the pytest runner
-//! ([pytest]), the nextest runner ([nextest]), the shard split ([shard]), and, with `--jobs N`, one
-//! schedule of every suite's tests over N workers ([plan]) and running it ([workers]). This file holds what
-//! they share: what a suite receives ([`SuiteEnv`], [`child_env`]), the entry points the gate
-//! calls, and how a runner's process is run (its deadline, its output). The results are
-//! [`crate::junit::SuiteResult`]s; nothing here prints.
+//! ([pytest]), the nextest runner ([nextest]), the skeleton both run on (their process, its
+//! deadline, its output, its report: [runner]), the shard split ([shard]), and, with `--jobs N`,
+//! one schedule of every suite's tests over N workers ([plan]) and running it ([workers]). This
+//! file holds what they share: what a suite receives ([`SuiteEnv`], [`child_env`]) and the entry
+//! points the gate calls. The results are [`crate::junit::SuiteResult`]s; nothing here prints.
 //!
 //! Not here: the report itself ([crate::junit]), processes and their groups ([crate::process]),
 //! deciding which suites run on which target (the gate).
@@ -47,7 +47,9 @@
 
 mod python;
 mod pytest;
+mod pytest_plugin;
 mod nextest;
+mod runner;
 mod shard;
 mod retry;
 pub mod live;
@@ -60,8 +62,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Runner, SuiteCfg, TargetKind};
 use crate::flags::Shard;
-use crate::junit::{self, Case, Status, SuiteResult, OUTPUT_LIMIT};
-use crate::process::{Cmd, Finished, Signal};
+use crate::junit::{self, Case, Status, SuiteResult};
 
 pub use crate::process::KILL_GRACE;
 pub use live::{TestEvent, TestOutcome, TestRun, TestSink};
@@ -81,46 +82,6 @@ use pytest::run_pytest;
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 /// How long collecting a skipped suite's tests may take.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(120);
-
-// ---------------------------------------------------------------------------------------------
-// How a runner runs.
-
-/// A runner's process as every suite step runs it: its whole output kept up to
-/// [`junit::OUTPUT_LIMIT`] (the tail), and at the deadline SIGINT, [`INTERRUPT_GRACE`], SIGTERM,
-/// [`KILL_GRACE`], SIGKILL, so that pytest and nextest still write what they have.
-fn runner(command: Cmd) -> Cmd {
-    command.keep_tail(OUTPUT_LIMIT).on_deadline(&[
-        (Signal::Interrupt, INTERRUPT_GRACE),
-        (Signal::Terminate, KILL_GRACE),
-    ])
-}
-
-/// What a runner printed, both streams as they came, as a suite keeps it: the last
-/// [`junit::OUTPUT_LIMIT`] bytes, after a line saying that the rest was cut.
-fn printed(run: &Finished) -> String {
-    let text = junit::keep_tail(&run.combined, OUTPUT_LIMIT);
-    if run.dropped > 0 && !text.starts_with("[output cut") {
-        format!(
-            "[output cut: {} earlier bytes dropped]\n{text}",
-            run.dropped
-        )
-    } else {
-        text
-    }
-}
-
-fn command_line(program: &Path, args: &[String]) -> String {
-    let mut line = program.display().to_string();
-    for arg in args {
-        line.push(' ');
-        if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
-            line.push_str(&format!("{arg:?}"));
-        } else {
-            line.push_str(arg);
-        }
-    }
-    line
-}
 
 // ---------------------------------------------------------------------------------------------
 // What the suites receive.
@@ -170,28 +131,6 @@ impl Stop {
             std::future::pending::<()>().await;
         }
     }
-}
-
-/// Runs a runner's command to its end, its deadline, or the suites' [`Stop`].
-async fn run_runner(command: Cmd, deadline: Duration, env: &SuiteEnv) -> anyhow::Result<Finished> {
-    let stop = env.stop.clone();
-    command
-        .spawn()?
-        .wait_or_stop(deadline, async move {
-            match stop {
-                Some(stop) => stop.requested().await,
-                None => std::future::pending().await,
-            }
-        })
-        .await
-}
-
-/// Why the tests a stopped run did not reach were not run: the stop's reason.
-fn stopped_reason(env: &SuiteEnv) -> String {
-    env.stop
-        .as_ref()
-        .and_then(Stop::reason)
-        .unwrap_or_else(|| "the suites were stopped".to_owned())
 }
 
 /// The variables a suite's process gets on top of the caller's environment, in the order they
@@ -491,53 +430,8 @@ fn file_stem(suite: &SuiteCfg, shard: Option<Shard>) -> String {
     }
 }
 
-/// Puts `problem` in front of any error the suite already has.
-fn add_error(result: &mut SuiteResult, problem: String) {
-    result.error = Some(match result.error.take() {
-        Some(earlier) => format!("{problem}; {earlier}"),
-        None => problem,
-    });
-}
-
 /// Where a suite's results go: per run, so that two gates on one machine (isolated stacks) do not
 /// overwrite each other's.
 fn results_dir(config: &Config, env: &SuiteEnv) -> PathBuf {
     crate::stack::run_dir(config, &env.run_id).join("suites")
-}
-
-#[cfg(all(test, unix))]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_runner_keeps_the_tail_of_its_output_and_says_what_was_cut() {
-        let script = format!(
-            "head -c {} /dev/zero | tr '\\0' a; printf END",
-            3 * OUTPUT_LIMIT
-        );
-        let run = runner(Cmd::new("sh").arg("-c").arg(script))
-            .run(Duration::from_secs(60))
-            .await
-            .unwrap();
-        let text = printed(&run);
-        assert!(text.ends_with("aEND"), "{}", &text[text.len() - 20..]);
-        assert!(text.starts_with("[output cut"), "{}", &text[..80]);
-        assert!(text.len() < OUTPUT_LIMIT + 200, "{}", text.len());
-    }
-
-    #[test]
-    fn command_lines_quote_what_a_shell_would_split() {
-        let line = command_line(
-            Path::new("/venv/bin/python"),
-            &[
-                "-m".into(),
-                "not docker and not destructive".into(),
-                String::new(),
-            ],
-        );
-        assert_eq!(
-            line,
-            r#"/venv/bin/python -m "not docker and not destructive" """#
-        );
-    }
 }

@@ -6,18 +6,16 @@
 //! JUnit format itself ([crate::junit]).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::live::NextestLines;
-use super::{
-    add_error, child_env, command_line, errored, file_stem, printed, results_dir, run_runner,
-    runner, stopped_reason, SuiteEnv, SuiteRun,
-};
+use super::runner::{self, command_line, Launch, Live};
+use super::{child_env, errored, file_stem, results_dir, SuiteEnv, SuiteRun};
 use crate::config::{Config, SuiteCfg};
 use crate::flags::Shard;
 use crate::junit::{self, Case, Status, SuiteResult, OUTPUT_LIMIT};
-use crate::process::Cmd;
+use crate::process::{Cmd, Finished};
 
 /// How much of `cargo nextest list`'s stdout is kept: all of it (it is the list, read as JSON),
 /// up to a size no real workspace reaches.
@@ -144,78 +142,165 @@ pub(super) async fn run_nextest(
         .unwrap_or_else(|| suite.timeout_s.duration());
     let dir = results_dir(config, env);
     let stem = file_stem(suite, shard);
-    let junit_path = std::path::absolute(dir.join(format!("{stem}.xml")))
-        .unwrap_or_else(|_| dir.join(format!("{stem}.xml")));
-    let tool_config = std::path::absolute(dir.join(format!("{stem}.nextest.toml")))
-        .unwrap_or_else(|_| dir.join(format!("{stem}.nextest.toml")));
-    let prepared = (|| -> anyhow::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        let _ = std::fs::remove_file(&junit_path);
-        // nextest runs a failed test again itself, and its JUnit file carries the reruns.
-        let toml = format!(
-            "# Written by `cargo xtask` for suite `{}`.\n[profile.xtask]\nfail-fast = false\nretries = {}\n\n[profile.xtask.junit]\npath = {:?}\nreport-name = {:?}\nstore-success-output = false\nstore-failure-output = true\n",
-            suite.name,
-            super::retries_of(suite, env),
-            junit_path.display().to_string(),
-            suite.name
-        );
-        crate::state::write_atomic(&tool_config, toml.as_bytes())?;
-        Ok(())
-    })();
-    if let Err(e) = prepared {
-        return errored(
-            suite,
-            format!("cannot prepare {}: {e:#}", dir.display()),
-            "",
-        );
+    let absolute =
+        |name: String| std::path::absolute(dir.join(&name)).unwrap_or_else(|_| dir.join(name));
+    let junit_path = absolute(format!("{stem}.xml"));
+    let tool_config = absolute(format!("{stem}.nextest.toml"));
+    let prepared = runner::prepare(suite, &dir, || {
+        write_profile(suite, env, &junit_path, &tool_config)
+    });
+    if let Some(failed) = prepared {
+        return failed;
     }
-
-    // Kept whole on another shard (its tests overlap, [super::shard]): nothing of it here,
-    // known without listing it.
-    let elsewhere = shard
-        .zip(env.durations.as_deref())
-        .and_then(|(shard, durations)| {
-            let whole = *durations.plan(shard.count).whole.get(&suite.name)?;
-            (whole != shard.index).then_some(whole)
-        });
-    if let (Some(whole), Some(shard)) = (elsewhere, shard) {
-        let mut result = SuiteResult::new(&suite.name);
-        result.started = Some(std::time::SystemTime::now());
-        result.output = Some(format!(
-            "not run in shard {}/{}: the suite runs whole in shard {whole}/{} (its tests overlap, so its recorded times do not split)\n",
-            shard.index, shard.count, shard.count
-        ));
+    if let Some(result) = runs_elsewhere(suite, env, shard) {
         return result;
     }
-    let listed = match nextest_list(config, suite, env, shard, deadline).await {
+    let listed = match list_for_turn(config, suite, env, suite_run, deadline, started).await {
+        Ok(listed) => listed,
+        Err(failed) => return failed,
+    };
+    let mut vars = Vec::new();
+    if suite_run.live.is_some() {
+        vars.push(("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", Some("1".into())));
+    }
+    let lines = NextestLines::default();
+    let launch = Launch {
+        program: cargo(),
+        args: run_args(suite, env, suite_run, &listed, &tool_config),
+        py: None,
+        vars,
+        log: dir.join(format!("{stem}.log")),
+        live: Live::Stdout(Box::new(move |line| lines.event(line))),
+        deadline: deadline.saturating_sub(started.elapsed()),
+    };
+    let ran = match runner::launch(config, suite, env, suite_run, launch).await {
+        Ok(ran) => ran,
+        Err(failed) => return failed,
+    };
+
+    let mut result = SuiteResult::new(&suite.name);
+    let mut cases = ran.report(&junit_path, &mut result);
+    let seen: BTreeSet<String> = cases.iter().map(|c| c.name.clone()).collect();
+    for test in listed.iter().filter(|test| !seen.contains(&test.name)) {
+        let reason = if test.ignored {
+            "ignored (the test is marked `ignore`)".to_owned()
+        } else if let Some(reason) = ran.cut_short(deadline, env) {
+            reason
+        } else if !ran.run.success() {
+            format!("not run: cargo nextest run ended ({})", ran.run.describe())
+        } else if !suite_run.extra_args.is_empty() {
+            format!(
+                "deselected by the arguments `{}`",
+                suite_run.extra_args.join(" ")
+            )
+        } else {
+            continue;
+        };
+        cases.push(Case::skipped(&test.binary_id, &test.name, reason));
+    }
+    let problem = ran.problem(deadline, |run| exit_problem(run, &cases));
+    result.cases = cases;
+    ran.finish(result, problem)
+}
+
+/// Writes the tool config of the run: the `xtask` profile, which writes JUnit to `junit_path`
+/// (removed first: what an earlier run left is not this run's).
+fn write_profile(
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    junit_path: &Path,
+    tool_config: &Path,
+) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(junit_path);
+    // nextest runs a failed test again itself, and its JUnit file carries the reruns.
+    let toml = format!(
+        "# Written by `cargo xtask` for suite `{}`.\n[profile.xtask]\nfail-fast = false\nretries = {}\n\n[profile.xtask.junit]\npath = {:?}\nreport-name = {:?}\nstore-success-output = false\nstore-failure-output = true\n",
+        suite.name,
+        super::retries_of(suite, env),
+        junit_path.display().to_string(),
+        suite.name
+    );
+    crate::state::write_atomic(tool_config, toml.as_bytes())?;
+    Ok(())
+}
+
+/// Kept whole on another shard (its tests overlap, [super::shard]): the result of this shard,
+/// nothing of it, known without listing it.
+fn runs_elsewhere(suite: &SuiteCfg, env: &SuiteEnv, shard: Option<Shard>) -> Option<SuiteResult> {
+    let shard = shard?;
+    let whole = *env
+        .durations
+        .as_deref()?
+        .plan(shard.count)
+        .whole
+        .get(&suite.name)?;
+    if whole == shard.index {
+        return None;
+    }
+    let mut result = SuiteResult::new(&suite.name);
+    result.started = Some(std::time::SystemTime::now());
+    result.output = Some(format!(
+        "not run in shard {}/{}: the suite runs whole in shard {whole}/{} (its tests overlap, so its recorded times do not split)\n",
+        shard.index, shard.count, shard.count
+    ));
+    Some(result)
+}
+
+/// The suite's tests, listed; for a worker started ahead of its turn, once its turn came.
+/// `Err`: the suite's result when they could not be listed or the turn did not come in time.
+async fn list_for_turn(
+    config: &Config,
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    suite_run: &SuiteRun,
+    deadline: Duration,
+    started: Instant,
+) -> Result<Vec<Listed>, SuiteResult> {
+    let listed = match nextest_list(config, suite, env, suite_run.shard, deadline).await {
         Ok(listed) => listed,
         Err((error, output)) => {
-            return errored(suite, format!("cannot list the tests: {error}"), &output)
+            return Err(errored(
+                suite,
+                format!("cannot list the tests: {error}"),
+                &output,
+            ))
         }
     };
-    if let Some(go) = &suite_run.wait {
-        // A worker started ahead of its turn: listed, it waits for the harness's word.
-        if !super::wait_for_turn(go, deadline.saturating_sub(started.elapsed())).await {
-            let mut result = errored(
-                suite,
-                format!("timed out after {}s before its turn", deadline.as_secs()),
-                "",
-            );
-            result.cases = listed
-                .iter()
-                .map(|t| {
-                    Case::skipped(
-                        &t.binary_id,
-                        &t.name,
-                        "not run: the suite timed out before its turn",
-                    )
-                })
-                .collect();
-            return result;
-        }
+    let Some(go) = &suite_run.wait else {
+        return Ok(listed);
+    };
+    // A worker started ahead of its turn: listed, it waits for the harness's word.
+    if super::wait_for_turn(go, deadline.saturating_sub(started.elapsed())).await {
+        return Ok(listed);
     }
-    let remaining = deadline.saturating_sub(started.elapsed());
+    let mut result = errored(
+        suite,
+        format!("timed out after {}s before its turn", deadline.as_secs()),
+        "",
+    );
+    result.cases = listed
+        .iter()
+        .map(|t| {
+            Case::skipped(
+                &t.binary_id,
+                &t.name,
+                "not run: the suite timed out before its turn",
+            )
+        })
+        .collect();
+    Err(result)
+}
 
+/// `cargo nextest run`'s arguments: the `xtask` profile of `tool_config`, the suite's and the
+/// run's arguments, the shard, live lines, threads, and whether no tests is fine.
+fn run_args(
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    suite_run: &SuiteRun,
+    listed: &[Listed],
+    tool_config: &Path,
+) -> Vec<String> {
+    let shard = suite_run.shard;
     let mut args: Vec<String> = vec![
         "nextest".into(),
         "run".into(),
@@ -230,7 +315,7 @@ pub(super) async fn run_nextest(
         // The listing kept this shard's tests, split by duration.
         Some(_) if env.durations.is_some() => {
             args.push("-E".into());
-            args.push(only(&listed));
+            args.push(only(listed));
         }
         Some(shard) => {
             args.push("--partition".into());
@@ -250,96 +335,26 @@ pub(super) async fn run_nextest(
         "--no-tests={}",
         if empty_is_fine { "pass" } else { "fail" }
     ));
-    let line = command_line(&cargo(), &args);
-    let mut command = runner(Cmd::new(cargo()))
-        .args(&args)
-        .current_dir(&config.root)
-        .envs(child_env(suite, env, None))
-        .log_to(dir.join(format!("{stem}.log")));
-    if let Some(sink) = suite_run.live.clone() {
-        let lines = NextestLines::default();
-        command = command
-            .env("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", "1")
-            .on_line(std::sync::Arc::new(move |stream, line| {
-                if stream == crate::process::Stream::Stdout {
-                    if let Some(event) = lines.event(line) {
-                        sink(event);
-                    }
-                }
-            }));
-    }
-    let run = match run_runner(command, remaining, env).await {
-        Ok(run) => run,
-        Err(e) => {
-            return errored(
-                suite,
-                format!("cannot run `{line}`: {}", e.root_cause()),
-                "",
-            )
-        }
-    };
-    let output = format!("$ {line}\n{}", printed(&run));
+    args
+}
 
-    let mut result = SuiteResult::new(&suite.name);
-    let mut cases = match std::fs::read_to_string(&junit_path) {
-        Ok(xml) => junit::parse_cases(&xml).unwrap_or_else(|e| {
-            result.error = Some(format!("cannot read {}: {e:#}", junit_path.display()));
-            Vec::new()
-        }),
-        Err(_) => Vec::new(),
-    };
-    let seen: BTreeSet<String> = cases.iter().map(|c| c.name.clone()).collect();
-    for test in &listed {
-        if seen.contains(&test.name) {
-            continue;
-        }
-        let reason = if test.ignored {
-            "ignored (the test is marked `ignore`)".to_owned()
-        } else if run.timed_out {
-            format!(
-                "not finished: the suite timed out after {}s",
-                deadline.as_secs()
-            )
-        } else if run.stopped {
-            stopped_reason(env)
-        } else if !run.success() {
-            format!("not run: cargo nextest run ended ({})", run.describe())
-        } else if !suite_run.extra_args.is_empty() {
-            format!(
-                "deselected by the arguments `{}`",
-                suite_run.extra_args.join(" ")
-            )
-        } else {
-            continue;
-        };
-        cases.push(Case::skipped(&test.binary_id, &test.name, reason));
-    }
+/// What `cargo nextest run`'s end means for the suite, when it ran to its end.
+fn exit_problem(run: &Finished, cases: &[Case]) -> Option<String> {
+    use nextest_metadata::NextestExitCode as Code;
     let has_failure = cases
         .iter()
         .any(|c| matches!(c.status, Status::Failed { .. } | Status::Error { .. }));
-    result.cases = cases;
-    use nextest_metadata::NextestExitCode as Code;
-    let problem = if run.timed_out {
-        Some(format!("timed out after {}s", deadline.as_secs()))
-    } else if run.stopped {
-        // Whoever stopped it reports why (the gate: one case for the lost engine).
-        None
-    } else {
-        match run.code() {
-            Some(Code::OK) => None,
-            Some(Code::TEST_RUN_FAILED) if has_failure => None,
-            Some(Code::NO_TESTS_RUN) => Some(
-                "no tests to run (nextest exit code 4); set `allow_empty = true` if that is expected"
-                    .to_owned(),
-            ),
-            Some(Code::BUILD_FAILED) => Some("the tests did not build (nextest exit code 101)".to_owned()),
-            Some(code) => Some(format!("cargo nextest run exited with code {code}")),
-            None => Some(format!("cargo nextest run {}", run.describe())),
+    match run.code() {
+        Some(Code::OK) => None,
+        Some(Code::TEST_RUN_FAILED) if has_failure => None,
+        Some(Code::NO_TESTS_RUN) => Some(
+            "no tests to run (nextest exit code 4); set `allow_empty = true` if that is expected"
+                .to_owned(),
+        ),
+        Some(Code::BUILD_FAILED) => {
+            Some("the tests did not build (nextest exit code 101)".to_owned())
         }
-    };
-    if let Some(problem) = problem {
-        add_error(&mut result, problem);
+        Some(code) => Some(format!("cargo nextest run exited with code {code}")),
+        None => Some(format!("cargo nextest run {}", run.describe())),
     }
-    result.output = Some(output);
-    result
 }

@@ -7,308 +7,20 @@
 //! over [crate::process]), the JUnit format itself ([crate::junit]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::live::Follower;
 use super::plan::{Collection, PlanTest};
+use super::pytest_plugin::PYTEST_PLUGIN;
+use super::runner::{self, stopped_reason, Launch, Live, Ran};
 use super::{
-    add_error, child_env, command_line, errored, printed, results_dir, run_runner, run_stem,
-    runner, shard_of, stopped_reason, Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
+    results_dir, run_stem, shard_of, Mode, PythonEnv, SuiteEnv, SuiteRun, COLLECT_TIMEOUT,
 };
 use crate::config::{Config, SuiteCfg};
-use crate::junit::{self, Case, Status, SuiteResult};
-use crate::process::Cmd;
-
-/// The pytest plugin the harness adds (`-p xtask_pytest`): it records every collected test with
-/// its markers before any deselection, and, after the markers deselected theirs, keeps only this
-/// shard's tests: by duration when `XTASK_PYTEST_DURATIONS` names them (the same split as
-/// [`super::shard::split`], from the loads in `XTASK_PYTEST_LOADS`; the kept node ids written to
-/// `XTASK_PYTEST_ASSIGN`), else by the same FNV-1a hash as [`shard_of`]; for a worker of the plan,
-/// only the node ids in `XTASK_PYTEST_ONLY` (once collected, it waits for its turn while
-/// `XTASK_PYTEST_WAIT` names a file that does not exist yet). It reports each test as it starts
-/// and ends.
-const PYTEST_PLUGIN: &str = r#""""Written by `cargo xtask`: records the collected tests, selects this shard, reports each
-test as it starts and ends."""
-import json
-import os
-import time
-
-import pytest
-
-
-def _fnv1a(text):
-    value = 0xCBF29CE484222325
-    for byte in text.encode("utf-8"):
-        value ^= byte
-        value = (value * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return value
-
-
-def _case_key(nodeid):
-    # pytest's JUnit classname and name (its mangle_test_address), as the report keys them.
-    at = nodeid.find("[")
-    path, params = (nodeid[:at], nodeid[at:]) if at >= 0 else (nodeid, "")
-    names = path.split("::")
-    names[0] = names[0].replace("/", ".")
-    if names[0].endswith(".py"):
-        names[0] = names[0][:-3]
-    last = names.pop() + params
-    return ".".join(names) + "::" + last
-
-
-def _by_duration(items, count, planned, mean, loads, whole=None):
-    # The harness planned the recorded tests; the others go, at the suite's mean and in the
-    # order of their keys, each to the shard with the least time so far; all of them to one
-    # shard when the harness keeps the suite whole.
-    if whole is not None:
-        return {item.nodeid: whole for item in items}
-    shard_of = {}
-    unknown = []
-    for item in items:
-        key = _case_key(item.nodeid)
-        if key in planned:
-            shard_of[item.nodeid] = planned[key]
-        else:
-            unknown.append((key, item.nodeid))
-    for _, nodeid in sorted(unknown):
-        least = min(range(count), key=lambda k: (loads[k], k))
-        loads[least] += mean
-        shard_of[nodeid] = least + 1
-    return shard_of
-
-
-_WORKER = os.environ.get("XTASK_WORKER") or os.environ.get("PYTEST_XDIST_WORKER") or "0"
-# node id -> (absolute path, line of its definition), the failing line, its reports so far.
-_WHERE = {}
-_FAILED_AT = {}
-_STATE = {}
-
-
-def _emit(record):
-    events = os.environ.get("XTASK_PYTEST_EVENTS")
-    if not events:
-        return
-    record["worker"] = _WORKER
-    # The harness reads this file every so often: the test's own time places it on the timeline.
-    record["at"] = time.time()
-    line = (json.dumps(record) + "\n").encode("utf-8")
-    # One appending write per line: several workers may share the file.
-    fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-
-
-def _path_of(item):
-    path = getattr(item, "path", None) or getattr(item, "fspath", None)
-    return str(path) if path is not None else None
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session, config, items):
-    for item in items:
-        line = item.location[1]
-        _WHERE[item.nodeid] = (_path_of(item), line + 1 if line is not None else None)
-    record = os.environ.get("XTASK_PYTEST_RECORD")
-    if record:
-        with open(record, "w", encoding="utf-8") as out:
-            for item in items:
-                markers = sorted({mark.name for mark in item.iter_markers()})
-                out.write(json.dumps({"nodeid": item.nodeid, "markers": markers}) + "\n")
-
-
-class _ShardSelection:
-    """After the markers deselected theirs (trylast): keeps this shard's tests, and of those a
-    worker's share."""
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, session, config, items):
-        self._shard(config, items)
-        self._only(config, items)
-
-    def _shard(self, config, items):
-        shard = os.environ.get("XTASK_PYTEST_SHARD")
-        if not shard:
-            return
-        index, count = (int(part) for part in shard.split("/"))
-        durations = os.environ.get("XTASK_PYTEST_DURATIONS")
-        if durations:
-            with open(durations, encoding="utf-8") as source:
-                known = json.load(source)
-            loads = [float(x) for x in os.environ["XTASK_PYTEST_LOADS"].split(",")]
-            shard_of = _by_duration(items, count, known["plan"], known["mean"], loads, known.get("whole"))
-            keep = [item for item in items if shard_of[item.nodeid] == index]
-            # Every test of the split with its shard: what the harness reports for this shard.
-            with open(os.environ["XTASK_PYTEST_ASSIGN"], "w", encoding="utf-8") as out:
-                out.writelines(json.dumps([item.nodeid, shard_of[item.nodeid]]) + "\n" for item in items)
-        else:
-            keep = [item for item in items if _fnv1a(item.nodeid) % count == index - 1]
-        kept = {item.nodeid for item in keep}
-        drop = [item for item in items if item.nodeid not in kept]
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
-
-    def _only(self, config, items):
-        only = os.environ.get("XTASK_PYTEST_ONLY")
-        if not only:
-            return
-        # A worker of the harness's plan: only its share, a file of node ids.
-        with open(only, encoding="utf-8") as source:
-            wanted = {line.rstrip("\n") for line in source if line.strip()}
-        keep = [item for item in items if item.nodeid in wanted]
-        drop = [item for item in items if item.nodeid not in wanted]
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
-
-
-def _take(queue, by_id):
-    """The next test of the suite's queue (`NNNNN.todo` files, one node id each, in the harness's
-    order): taken by renaming its file to `NNNNN.<worker>`, which only one worker can do. A test
-    this worker did not collect stays taken by it; the harness reports it."""
-    for name in sorted(os.listdir(queue)):
-        if not name.endswith(".todo"):
-            continue
-        mine = os.path.join(queue, name[: -len(".todo")] + "." + _WORKER)
-        try:
-            os.rename(os.path.join(queue, name), mine)
-        except OSError:
-            continue  # another worker took it
-        with open(mine, encoding="utf-8") as source:
-            item = by_id.get(source.read().strip())
-        if item is not None:
-            return item
-    return None
-
-
-class _Next:
-    """The test after this one, taken from the queue only when pytest asks what it needs (at this
-    one's teardown, to keep the fixtures they share): a worker never holds a test that another
-    could run while it runs its own."""
-
-    def __init__(self, take):
-        self._take = take
-        self._taken = False
-        self._item = None
-
-    def item(self):
-        if not self._taken:
-            self._taken = True
-            self._item = self._take()
-        return self._item
-
-    def listchain(self):
-        item = self.item()
-        return item.listchain() if item is not None else []
-
-    def __getattr__(self, name):
-        item = self.item()
-        if item is None:
-            raise AttributeError(name)
-        return getattr(item, name)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session):
-    queue = os.environ.get("XTASK_PYTEST_QUEUE")
-    if not queue or session.config.option.collectonly:
-        return None
-    if session.testsfailed and not session.config.option.continue_on_collection_errors:
-        raise session.Interrupted(f"{session.testsfailed} errors during collection")
-    by_id = {item.nodeid: item for item in session.items}
-    item = _take(queue, by_id)
-    while item is not None:
-        upcoming = _Next(lambda: _take(queue, by_id))
-        item.config.hook.pytest_runtest_protocol(item=item, nextitem=upcoming)
-        if session.shouldfail:
-            raise session.Failed(session.shouldfail)
-        if session.shouldstop:
-            raise session.Interrupted(session.shouldstop)
-        item = upcoming.item()
-    return True
-
-
-def pytest_collection_finish(session):
-    go = os.environ.get("XTASK_PYTEST_WAIT")
-    if go and not os.path.exists(go):
-        # A worker started ahead of its turn: collected, it waits for the harness's word (its
-        # deadline, the harness's, ends the wait if that never comes).
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"xtask: worker {_WORKER} collected, waiting for its turn ({go})")
-        # The harness starts the next worker once this one is ready.
-        open(go + ".ready", "w").close()
-        while not os.path.exists(go):
-            time.sleep(0.02)
-
-
-def pytest_configure(config):
-    config.pluginmanager.register(_ShardSelection(), "xtask_shard_selection")
-
-
-def pytest_deselected(items):
-    record = os.environ.get("XTASK_PYTEST_RECORD")
-    if record:
-        with open(record, "a", encoding="utf-8") as out:
-            for item in items:
-                out.write(json.dumps({"nodeid": item.nodeid, "markers": [], "deselected": True}) + "\n")
-
-
-def pytest_runtest_logstart(nodeid, location):
-    _STATE[nodeid] = {"outcome": "passed", "duration": 0.0, "message": None, "began": time.time()}
-    _emit({"event": "started", "nodeid": nodeid})
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    made = yield
-    report = made.get_result()
-    if report.failed and call.excinfo is not None and item.nodeid not in _FAILED_AT:
-        # The deepest line of the test's own file in the traceback: where it failed.
-        path = _path_of(item)
-        for entry in reversed(list(call.excinfo.traceback)):
-            if str(entry.path) == path:
-                _FAILED_AT[item.nodeid] = entry.lineno + 1
-                break
-
-
-def _message(report):
-    crash = getattr(report.longrepr, "reprcrash", None)
-    if crash is not None:
-        return crash.message
-    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
-        return str(report.longrepr[2])
-    return str(report.longrepr) if report.longrepr else None
-
-
-def pytest_runtest_logreport(report):
-    state = _STATE.setdefault(report.nodeid, {"outcome": "passed", "duration": 0.0, "message": None})
-    state["duration"] += getattr(report, "duration", 0.0) or 0.0
-    if report.failed:
-        if state["outcome"] not in ("failed", "error"):
-            state["outcome"] = "failed" if report.when == "call" else "error"
-            state["message"] = _message(report)
-    elif report.skipped and state["outcome"] == "passed":
-        state["outcome"] = "skipped"
-        reason = getattr(report, "wasxfail", None)
-        state["message"] = "xfail: " + reason if reason is not None else _message(report)
-
-
-def pytest_runtest_logfinish(nodeid, location):
-    state = _STATE.pop(nodeid, {"outcome": "passed", "duration": 0.0, "message": None})
-    path, line = _WHERE.get(nodeid, (None, None))
-    _emit({
-        "event": "finished",
-        "nodeid": nodeid,
-        "outcome": state["outcome"],
-        "duration": state["duration"],
-        "message": state["message"],
-        "file": path,
-        "line": _FAILED_AT.get(nodeid, line),
-        "began": state.get("began"),
-    })
-"#;
+use crate::flags::Shard;
+use crate::junit::{Case, Status, SuiteResult};
+use crate::process::Finished;
 
 /// Why the run's selection leaves a test out (a skip marker of the target, the arguments);
 /// `None` when it selects it.
@@ -355,34 +67,15 @@ pub(super) async fn collect_plan(
     if let Some(error) = result.error {
         return Err(error);
     }
-    let stem = run_stem(suite, suite_run, Mode::Plan);
-    let record = results_dir(config, env).join(format!("{stem}.collected.jsonl"));
-    let lines: Vec<Collected> = std::fs::read_to_string(&record)
-        .map_err(|e| format!("cannot read {}: {e}", record.display()))?
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let deselected: BTreeSet<&str> = lines
-        .iter()
-        .filter(|item| item.deselected)
-        .map(|item| item.nodeid.as_str())
-        .collect();
-    let in_shard = ShardFilter::read(
-        suite_run.shard,
-        &results_dir(config, env).join(format!("{stem}.assigned")),
-    );
+    let files = Files::new(config, env, &run_stem(suite, suite_run, Mode::Plan));
+    let record = Record::read(&files.record)?;
+    let deselected = record.deselected();
+    let in_shard = ShardFilter::read(suite_run.shard, &files.assign);
     let mut collection = Collection {
-        collected: lines
-            .iter()
-            .filter(|item| !item.deselected)
-            .map(|item| item.nodeid.clone())
-            .collect(),
+        collected: record.collected().map(|item| item.nodeid.clone()).collect(),
         ..Collection::default()
     };
-    for item in lines
-        .iter()
-        .filter(|item| !item.deselected && in_shard.keeps(item))
-    {
+    for item in record.collected().filter(|item| in_shard.keeps(item)) {
         let (classname, name) = pytest_case_name(&item.nodeid);
         let key = super::shard::case_key(&classname, &name);
         collection.order.push(key.clone());
@@ -427,13 +120,10 @@ pub(super) fn worker_collected(
     worker: &str,
 ) -> Vec<String> {
     let stem = format!("{}.{worker}", super::file_stem(suite, shard));
-    let record = results_dir(config, env).join(format!("{stem}.collected.jsonl"));
-    std::fs::read_to_string(record)
+    Record::read(&Files::new(config, env, &stem).record)
         .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Collected>(l).ok())
-        .filter(|item| !item.deselected)
-        .map(|item| item.nodeid)
+        .collected()
+        .map(|item| item.nodeid.clone())
         .collect()
 }
 
@@ -515,6 +205,38 @@ struct Collected {
     deselected: bool,
 }
 
+/// What the plugin recorded of a collection (`<stem>.collected.jsonl`): every test it collected,
+/// then those left out.
+#[derive(Default)]
+struct Record(Vec<Collected>);
+
+impl Record {
+    /// The record at `path`; `Err`: why it cannot be read.
+    fn read(path: &Path) -> Result<Record, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Ok(Record(
+            text.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+        ))
+    }
+
+    /// The tests collected, before any was left out.
+    fn collected(&self) -> impl Iterator<Item = &Collected> {
+        self.0.iter().filter(|item| !item.deselected)
+    }
+
+    /// The node ids left out after the collection.
+    fn deselected(&self) -> BTreeSet<&str> {
+        self.0
+            .iter()
+            .filter(|item| item.deselected)
+            .map(|item| item.nodeid.as_str())
+            .collect()
+    }
+}
+
 /// pytest's JUnit classname and name for a node id (as its `mangle_test_address` does):
 /// `tests/test_a.py::TestX::test_y[1]` → (`tests.test_a.TestX`, `test_y[1]`).
 pub fn pytest_case_name(nodeid: &str) -> (String, String) {
@@ -531,6 +253,50 @@ pub fn pytest_case_name(nodeid: &str) -> (String, String) {
     (names.join("."), last)
 }
 
+/// The files of one pytest run, each `<stem>.<kind>` in the suite's results directory.
+struct Files {
+    dir: PathBuf,
+    /// Where the plugin is written, first on `PYTHONPATH`.
+    plugin_dir: PathBuf,
+    /// A worker's share: its node ids, one a line.
+    only: PathBuf,
+    junit: PathBuf,
+    /// The plugin's record of what it collected ([Record]).
+    record: PathBuf,
+    /// Split by duration: every test of the split with its shard ([ShardFilter]).
+    assign: PathBuf,
+    /// Split by duration: what the plugin splits by ([by_duration]).
+    durations: PathBuf,
+    /// The plugin's live events.
+    events: PathBuf,
+    log: PathBuf,
+}
+
+impl Files {
+    fn new(config: &Config, env: &SuiteEnv, stem: &str) -> Files {
+        let dir = results_dir(config, env);
+        let file = |kind: &str| dir.join(format!("{stem}.{kind}"));
+        Files {
+            plugin_dir: config.work_dir().join("pytest"),
+            only: file("ids"),
+            junit: file("xml"),
+            record: file("collected.jsonl"),
+            assign: file("assigned"),
+            durations: file("durations.json"),
+            events: file("events.jsonl"),
+            log: file("log"),
+            dir,
+        }
+    }
+}
+
+/// One run of pytest as [run_pytest] is asked for it.
+struct Asked<'a> {
+    env: &'a SuiteEnv,
+    suite_run: &'a SuiteRun,
+    deadline: Duration,
+}
+
 /// Runs (or, in [`Mode::Collect`], only collects) a pytest suite under its deadline.
 pub(super) async fn run_pytest(
     config: &Config,
@@ -540,26 +306,89 @@ pub(super) async fn run_pytest(
     suite_run: &SuiteRun,
     mode: Mode,
 ) -> SuiteResult {
-    let shard = suite_run.shard;
     let deadline = match mode {
         Mode::Run => suite_run
             .deadline
             .unwrap_or_else(|| suite.timeout_s.duration()),
         Mode::Collect | Mode::Plan => COLLECT_TIMEOUT.min(suite.timeout_s.duration()),
     };
-    let dir = results_dir(config, env);
-    let plugin_dir = config.work_dir().join("pytest");
-    let stem = run_stem(suite, suite_run, mode);
+    let files = Files::new(config, env, &run_stem(suite, suite_run, mode));
     // A worker of the plan runs only its share: these node ids, one a line.
     let only = suite_run.only.as_ref().filter(|_| mode == Mode::Run);
-    let only_path = dir.join(format!("{stem}.ids"));
-    let junit_path = dir.join(format!("{stem}.xml"));
-    let record_path = dir.join(format!("{stem}.collected.jsonl"));
-    let assign_path = dir.join(format!("{stem}.assigned"));
-    let durations_path = dir.join(format!("{stem}.durations.json"));
-    // `--shard` by duration: the plan's shard of each of this suite's recorded tests, the time
-    // the plan put on each shard and the suite's mean, for the plugin's split.
-    let by_duration = shard
+    let by_duration = by_duration(suite, env, suite_run.shard);
+    let known = by_duration.as_ref().map(|(_, known)| known);
+    if let Some(failed) = runner::prepare(suite, &files.dir, || write_files(&files, known, only)) {
+        return failed;
+    }
+    let loads = by_duration.as_ref().map(|(loads, _)| loads.as_slice());
+    let launch = Launch {
+        program: py.python.clone(),
+        args: arguments(suite, env, suite_run, mode, &files.junit),
+        py: Some(py),
+        vars: variables(&files, suite_run, mode, loads),
+        log: files.log.clone(),
+        live: match mode {
+            Mode::Run => Live::File(files.events.clone()),
+            Mode::Collect | Mode::Plan => Live::Off,
+        },
+        deadline,
+    };
+    let ran = match runner::launch(config, suite, env, suite_run, launch).await {
+        Ok(ran) => ran,
+        Err(failed) => return failed,
+    };
+
+    let record = Record::read(&files.record).unwrap_or_default();
+    let in_shard = ShardFilter::read(suite_run.shard, &files.assign);
+    let mut result = SuiteResult::new(&suite.name);
+    result.ids = record
+        .collected()
+        .map(|item| {
+            let (classname, name) = pytest_case_name(&item.nodeid);
+            (super::case_key(&classname, &name), item.nodeid.clone())
+        })
+        .collect();
+    if mode != Mode::Run {
+        return collection(ran, result, &record, &in_shard);
+    }
+
+    let mut cases = ran.report(&files.junit, &mut result);
+    let share = Share::of(suite_run, &files.events);
+    let asked = Asked {
+        env,
+        suite_run,
+        deadline,
+    };
+    let lost = add_unreported(&asked, &ran, &record, &in_shard, &share, &mut cases);
+    let xml_exists = files.junit.is_file();
+    let problem = ran.problem(deadline, |run| {
+        exit_problem(run, suite, &cases, record.collected().next().is_some())
+            .or_else(|| {
+                (!xml_exists && run.code() != Some(5))
+                    .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
+            })
+            .or_else(|| {
+                (!lost.is_empty()).then(|| {
+                    format!(
+                        "worker {} did not collect {} of its tests (their node ids changed since the plan's collection?)",
+                        share.worker,
+                        lost.len()
+                    )
+                })
+            })
+    });
+    result.cases = cases;
+    ran.finish(result, problem)
+}
+
+/// `--shard` by duration: the time the plan put on each shard, and, for the plugin's split, the
+/// plan's shard of each of this suite's recorded tests and the suite's mean.
+fn by_duration(
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    shard: Option<Shard>,
+) -> Option<(Vec<f64>, serde_json::Value)> {
+    shard
         .zip(env.durations.as_deref())
         .map(|(shard, durations)| {
             let plan = durations.plan(shard.count);
@@ -570,38 +399,46 @@ pub(super) async fn run_pytest(
                 "whole": plan.whole.get(&suite.name),
             });
             (plan.loads, known)
-        });
-    let events_path = dir.join(format!("{stem}.events.jsonl"));
-    let log_path = dir.join(format!("{stem}.log"));
-    let prepared = (|| -> anyhow::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        let plugin = plugin_dir.join("xtask_pytest.py");
-        if std::fs::read_to_string(&plugin).ok().as_deref() != Some(PYTEST_PLUGIN) {
-            crate::state::write_atomic(&plugin, PYTEST_PLUGIN.as_bytes())?;
-        }
-        if let Some((_, known)) = &by_duration {
-            crate::state::write_atomic(&durations_path, serde_json::to_string(known)?.as_bytes())?;
-        }
-        for stale in [&junit_path, &record_path, &events_path, &assign_path] {
-            match std::fs::remove_file(stale) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-        }
-        if let Some(ids) = only {
-            let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-            crate::state::write_atomic(&only_path, text.as_bytes())?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = prepared {
-        return errored(
-            suite,
-            format!("cannot prepare {}: {e:#}", dir.display()),
-            "",
-        );
-    }
+        })
+}
 
+/// The run's files before pytest starts: the plugin, what a split by duration splits by
+/// (`known`), a worker's node ids (`only`); what an earlier run left, removed.
+fn write_files(
+    files: &Files,
+    known: Option<&serde_json::Value>,
+    only: Option<&Vec<String>>,
+) -> anyhow::Result<()> {
+    let plugin = files.plugin_dir.join("xtask_pytest.py");
+    if std::fs::read_to_string(&plugin).ok().as_deref() != Some(PYTEST_PLUGIN) {
+        crate::state::write_atomic(&plugin, PYTEST_PLUGIN.as_bytes())?;
+    }
+    if let Some(known) = known {
+        crate::state::write_atomic(&files.durations, serde_json::to_string(known)?.as_bytes())?;
+    }
+    for stale in [&files.junit, &files.record, &files.events, &files.assign] {
+        match std::fs::remove_file(stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    if let Some(ids) = only {
+        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        crate::state::write_atomic(&files.only, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// pytest's arguments: the suite's, the run's (but to list a skipped suite's tests), the plugin,
+/// a JUnit report with the failing tests' output (a run) or `--collect-only`, and the target's
+/// skip markers deselected.
+fn arguments(
+    suite: &SuiteCfg,
+    env: &SuiteEnv,
+    suite_run: &SuiteRun,
+    mode: Mode,
+    junit_path: &Path,
+) -> Vec<String> {
     let mut args: Vec<String> = vec!["-m".into(), "pytest".into()];
     args.extend(suite.args.iter().cloned());
     if mode != Mode::Collect {
@@ -640,261 +477,237 @@ pub(super) async fn run_pytest(
         args.push("-m".into());
         args.push(expression);
     }
+    args
+}
 
+/// The plugin's variables (`XTASK_PYTEST_*`, the plugin first on `PYTHONPATH`): set for what
+/// this run asks of it, removed otherwise, so that none is inherited from the harness's caller.
+fn variables(
+    files: &Files,
+    suite_run: &SuiteRun,
+    mode: Mode,
+    loads: Option<&[f64]>,
+) -> Vec<(&'static str, Option<OsString>)> {
     let python_path = super::python::prepend_to_search_path(
-        &plugin_dir,
+        &files.plugin_dir,
         std::env::var("PYTHONPATH").ok().as_deref(),
     );
-    let command = runner(Cmd::new(&py.python))
-        .args(&args)
-        .current_dir(&config.root)
-        .envs(child_env(suite, env, Some(py)))
-        .env("PYTHONPATH", python_path)
-        .env("XTASK_PYTEST_RECORD", &record_path)
-        .env("XTASK_PYTEST_EVENTS", &events_path)
-        .log_to(&log_path);
-    let command = match shard {
-        Some(shard) => command.env(
+    let in_run = |value: Option<&PathBuf>| {
+        value
+            .filter(|_| mode == Mode::Run)
+            .map(|path| path.clone().into_os_string())
+    };
+    let mut vars = vec![
+        ("PYTHONPATH", Some(python_path.into())),
+        ("XTASK_PYTEST_RECORD", Some(files.record.clone().into())),
+        ("XTASK_PYTEST_EVENTS", Some(files.events.clone().into())),
+        (
             "XTASK_PYTEST_SHARD",
-            format!("{}/{}", shard.index, shard.count),
+            suite_run
+                .shard
+                .map(|shard| format!("{}/{}", shard.index, shard.count).into()),
         ),
-        None => command.env_remove("XTASK_PYTEST_SHARD"),
-    };
-    let command = match only {
-        Some(_) => command.env("XTASK_PYTEST_ONLY", &only_path),
-        None => command.env_remove("XTASK_PYTEST_ONLY"),
-    };
-    let queue = suite_run.queue.as_ref().filter(|_| mode == Mode::Run);
-    let command = match queue {
-        Some(queue) => command.env("XTASK_PYTEST_QUEUE", queue),
-        None => command.env_remove("XTASK_PYTEST_QUEUE"),
-    };
-    let command = match suite_run.wait.as_ref().filter(|_| mode == Mode::Run) {
-        Some(go) => command.env("XTASK_PYTEST_WAIT", go),
-        None => command.env_remove("XTASK_PYTEST_WAIT"),
-    };
-    let command = match &suite_run.worker {
-        Some(worker) => command.env("XTASK_WORKER", worker),
-        None => command,
-    };
-    let command = match &by_duration {
-        Some((loads, _)) => command
-            .env("XTASK_PYTEST_DURATIONS", &durations_path)
-            .env(
-                "XTASK_PYTEST_LOADS",
-                loads
-                    .iter()
-                    .map(f64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .env("XTASK_PYTEST_ASSIGN", &assign_path),
-        None => command
-            .env_remove("XTASK_PYTEST_DURATIONS")
-            .env_remove("XTASK_PYTEST_LOADS")
-            .env_remove("XTASK_PYTEST_ASSIGN"),
-    };
-    let line = command_line(&py.python, &args);
-    let follower = match (&suite_run.live, mode) {
-        (Some(sink), Mode::Run) => Some(Follower::start(
-            events_path.clone(),
-            suite_run.repo_root.clone(),
-            sink.clone(),
-        )),
-        _ => None,
-    };
-    let run = run_runner(command, deadline, env).await;
-    if let Some(follower) = follower {
-        follower.finish().await;
+        (
+            "XTASK_PYTEST_ONLY",
+            in_run(suite_run.only.as_ref().map(|_| &files.only)),
+        ),
+        ("XTASK_PYTEST_QUEUE", in_run(suite_run.queue.as_ref())),
+        ("XTASK_PYTEST_WAIT", in_run(suite_run.wait.as_ref())),
+    ];
+    if let Some(worker) = &suite_run.worker {
+        vars.push(("XTASK_WORKER", Some(worker.into())));
     }
-    let run = match run {
-        Ok(run) => run,
-        Err(e) => {
-            return errored(
-                suite,
-                format!("cannot run `{line}`: {}", e.root_cause()),
-                "",
-            )
-        }
-    };
-    let output = format!("$ {line}\n{}", printed(&run));
+    let loads = loads.map(|loads| {
+        loads
+            .iter()
+            .map(f64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    vars.extend([
+        (
+            "XTASK_PYTEST_DURATIONS",
+            loads.as_ref().map(|_| files.durations.clone().into()),
+        ),
+        ("XTASK_PYTEST_LOADS", loads.clone().map(OsString::from)),
+        (
+            "XTASK_PYTEST_ASSIGN",
+            loads.as_ref().map(|_| files.assign.clone().into()),
+        ),
+    ]);
+    vars
+}
 
-    let collected: Vec<Collected> = std::fs::read_to_string(&record_path)
-        .map(|text| {
-            text.lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let deselected: BTreeSet<&str> = collected
-        .iter()
-        .filter(|item| item.deselected)
-        .map(|item| item.nodeid.as_str())
-        .collect();
-    let collected: Vec<&Collected> = collected.iter().filter(|item| !item.deselected).collect();
-    let in_shard = ShardFilter::read(shard, &assign_path);
-    let mut result = SuiteResult::new(&suite.name);
-    result.ids = collected
-        .iter()
+/// A collection's result (`--collect-only`: a skipped suite's tests, the plan's): this shard's
+/// tests, each skipped (the caller says why); an error when the collection failed.
+fn collection(
+    ran: Ran,
+    mut result: SuiteResult,
+    record: &Record,
+    in_shard: &ShardFilter,
+) -> SuiteResult {
+    if !ran.run.success() && ran.run.code() != Some(5) {
+        let problem = format!("collection failed ({})", ran.run.describe());
+        return ran.finish(result, Some(problem));
+    }
+    result.cases = record
+        .collected()
+        .filter(|item| in_shard.keeps(item))
         .map(|item| {
             let (classname, name) = pytest_case_name(&item.nodeid);
-            (super::case_key(&classname, &name), item.nodeid.clone())
+            Case::skipped(classname, name, "")
         })
         .collect();
-    if mode != Mode::Run {
-        if !run.success() && run.code() != Some(5) {
-            result.error = Some(format!("collection failed ({})", run.describe()));
-            result.output = Some(output);
-            return result;
+    result
+}
+
+/// A worker's share of the suite ([super::workers]), or the whole suite when the run is not a
+/// worker's.
+struct Share {
+    /// Its name (`XTASK_WORKER`; `0` for none).
+    worker: String,
+    /// Its node ids, in order: those it was given, or, taking them from its suite's queue, those
+    /// it took; `None`: the whole suite.
+    ids: Option<Vec<String>>,
+    /// The same, to look them up.
+    holding: Option<BTreeSet<String>>,
+    /// The tests it began and those it finished (by node id, as cases), as its plugin said.
+    began: BTreeSet<String>,
+    finished: BTreeMap<String, Case>,
+}
+
+impl Share {
+    fn of(suite_run: &SuiteRun, events: &Path) -> Share {
+        let worker = suite_run.worker.as_deref().unwrap_or("0").to_owned();
+        let ids = match &suite_run.queue {
+            Some(queue) => Some(queued(queue, &worker)),
+            None => suite_run.only.clone(),
+        };
+        // A worker killed before it wrote its JUnit file still said which tests it began and
+        // finished.
+        let (began, finished) = match ids {
+            Some(_) => worker_events(events),
+            None => Default::default(),
+        };
+        Share {
+            worker,
+            holding: ids.as_ref().map(|ids| ids.iter().cloned().collect()),
+            ids,
+            began,
+            finished,
         }
-        result.cases = collected
-            .iter()
-            .filter(|item| in_shard.keeps(item))
-            .map(|item| {
-                let (classname, name) = pytest_case_name(&item.nodeid);
-                Case::skipped(classname, name, "")
-            })
-            .collect();
-        return result;
     }
 
-    let mut cases = match std::fs::read_to_string(&junit_path) {
-        Ok(xml) => match junit::parse_cases(&xml) {
-            Ok(cases) => cases,
-            Err(e) => {
-                result.error = Some(format!("cannot read {}: {e:#}", junit_path.display()));
-                Vec::new()
-            }
-        },
-        Err(_) => Vec::new(),
-    };
+    fn holds(&self, nodeid: &str) -> bool {
+        self.holding.as_ref().is_none_or(|ids| ids.contains(nodeid))
+    }
+}
+
+/// Adds the tests of this shard and share that the report lacks: as they ended, by the plugin's
+/// word, or skipped with why (deselected by marker, cut short, the worker's end); then the
+/// share's node ids its collection did not find, skipped. Returns those.
+fn add_unreported(
+    asked: &Asked,
+    ran: &Ran,
+    record: &Record,
+    in_shard: &ShardFilter,
+    share: &Share,
+    cases: &mut Vec<Case>,
+) -> Vec<String> {
     let seen: BTreeSet<(String, String)> = cases
         .iter()
         .map(|c| (c.classname.clone(), c.name.clone()))
         .collect();
-    // A worker's share: its node ids, or, taking them from its suite's queue, those it took.
-    let worker = suite_run.worker.as_deref().unwrap_or("0");
-    let taken = queue.map(|queue| queued(queue, worker));
-    let only = taken.as_ref().or(only);
-    let chunk: Option<BTreeSet<&str>> = only.map(|ids| ids.iter().map(String::as_str).collect());
-    let in_chunk = |nodeid: &str| chunk.as_ref().is_none_or(|ids| ids.contains(nodeid));
-    // A worker killed before it wrote its JUnit file still said which tests it began and
-    // finished.
-    let (began, finished) = match chunk {
-        Some(_) => worker_events(&events_path),
-        None => Default::default(),
-    };
-    // Tests deselected by marker: reported skipped, with the reason.
-    for item in collected
-        .iter()
-        .filter(|item| in_shard.keeps(item) && in_chunk(&item.nodeid))
+    let deselected = record.deselected();
+    let worker = &share.worker;
+    for item in record
+        .collected()
+        .filter(|item| in_shard.keeps(item) && share.holds(&item.nodeid))
     {
         let (classname, name) = pytest_case_name(&item.nodeid);
         if seen.contains(&(classname.clone(), name.clone())) {
             continue;
         }
-        if let Some(case) = finished.get(item.nodeid.as_str()) {
+        if let Some(case) = share.finished.get(item.nodeid.as_str()) {
             cases.push(case.clone());
             continue;
         }
-        let reason = match left_out(item, &deselected, env, suite_run) {
+        let reason = match left_out(item, &deselected, asked.env, asked.suite_run)
+            .or_else(|| ran.cut_short(asked.deadline, asked.env))
+        {
             Some(reason) => reason,
-            None if run.timed_out => {
-                format!(
-                    "not finished: the suite timed out after {}s",
-                    deadline.as_secs()
-                )
-            }
-            None if run.stopped => stopped_reason(env),
-            None if chunk.is_some() && began.contains(&item.nodeid) => {
-                format!(
-                    "not finished: worker {worker} ended during it ({})",
-                    run.describe()
-                )
-            }
-            None if chunk.is_some() => {
-                format!(
-                    "not run: worker {worker} ended before it ({})",
-                    run.describe()
-                )
-            }
+            None if share.ids.is_some() && share.began.contains(&item.nodeid) => format!(
+                "not finished: worker {worker} ended during it ({})",
+                ran.run.describe()
+            ),
+            None if share.ids.is_some() => format!(
+                "not run: worker {worker} ended before it ({})",
+                ran.run.describe()
+            ),
             None => continue,
         };
         cases.push(Case::skipped(classname, name, reason));
     }
     // A worker's node ids that its own collection did not find (a test whose id changed since
     // the plan's collection): never silently dropped.
-    let known: BTreeSet<&str> = collected
-        .iter()
+    let known: BTreeSet<&str> = record
+        .collected()
         .map(|item| item.nodeid.as_str())
         .chain(deselected.iter().copied())
         .collect();
-    let lost: Vec<&str> = only
-        .into_iter()
+    let lost: Vec<String> = share
+        .ids
+        .iter()
         .flatten()
-        .map(String::as_str)
-        .filter(|id| !known.contains(id))
+        .filter(|id| !known.contains(id.as_str()))
+        .cloned()
         .collect();
     for id in &lost {
         let (classname, name) = pytest_case_name(id);
         // Stopped before it collected: the stop is why, not the node ids.
-        let reason = if run.stopped {
-            stopped_reason(env)
+        let reason = if ran.run.stopped {
+            stopped_reason(asked.env)
         } else {
             format!("not run: worker {worker} did not collect it")
         };
         cases.push(Case::skipped(classname, name, reason));
     }
+    lost
+}
+
+/// What pytest's exit code means for the suite, when it ran to its end; `collected_any`: it
+/// collected tests (deselected by marker or shard, they are not "nothing").
+fn exit_problem(
+    run: &Finished,
+    suite: &SuiteCfg,
+    cases: &[Case],
+    collected_any: bool,
+) -> Option<String> {
     let has_error_case = cases
         .iter()
         .any(|c| matches!(c.status, Status::Error { .. }));
     let has_failure = cases
         .iter()
         .any(|c| matches!(c.status, Status::Failed { .. } | Status::Error { .. }));
-    let xml_exists = junit_path.is_file();
-    result.cases = cases;
-
-    let problem = if run.timed_out {
-        Some(format!("timed out after {}s", deadline.as_secs()))
-    } else if run.stopped {
-        // Whoever stopped it reports why (the gate: one case for the lost engine).
-        None
-    } else {
-        match run.code() {
-            Some(0) => None,
-            Some(1) if has_failure => None,
-            Some(1) => Some("pytest exited with code 1 but reported no failing test".to_owned()),
-            // Exit 5: nothing collected. Tests deselected by marker or shard are not "nothing".
-            Some(5) if !collected.is_empty() || suite.allow_empty => None,
-            Some(5) => Some(
-                "no tests collected (pytest exit code 5); set `allow_empty = true` if that is expected"
-                    .to_owned(),
-            ),
-            Some(2) if has_error_case => None,
-            Some(2) => Some("pytest was interrupted (exit code 2): collection or usage error".to_owned()),
-            Some(3) => Some("pytest hit an internal error (exit code 3)".to_owned()),
-            Some(4) => Some("pytest usage error (exit code 4): check the suite's `args`".to_owned()),
-            Some(code) => Some(format!("pytest exited with code {code}")),
-            None => Some(format!("pytest {}", run.describe())),
+    match run.code() {
+        Some(0) => None,
+        Some(1) if has_failure => None,
+        Some(1) => Some("pytest exited with code 1 but reported no failing test".to_owned()),
+        // Exit 5: nothing collected.
+        Some(5) if collected_any || suite.allow_empty => None,
+        Some(5) => Some(
+            "no tests collected (pytest exit code 5); set `allow_empty = true` if that is expected"
+                .to_owned(),
+        ),
+        Some(2) if has_error_case => None,
+        Some(2) => {
+            Some("pytest was interrupted (exit code 2): collection or usage error".to_owned())
         }
-    };
-    let problem = problem.or_else(|| {
-        (!xml_exists && run.code() != Some(5) && !run.stopped)
-            .then(|| format!("pytest wrote no JUnit file ({})", run.describe()))
-    });
-    let problem = problem.or_else(|| {
-        (!lost.is_empty() && !run.stopped).then(|| {
-            format!(
-                "worker {worker} did not collect {} of its tests (their node ids changed since the plan's collection?)",
-                lost.len()
-            )
-        })
-    });
-    if let Some(problem) = problem {
-        add_error(&mut result, problem);
+        Some(3) => Some("pytest hit an internal error (exit code 3)".to_owned()),
+        Some(4) => Some("pytest usage error (exit code 4): check the suite's `args`".to_owned()),
+        Some(code) => Some(format!("pytest exited with code {code}")),
+        None => Some(format!("pytest {}", run.describe())),
     }
-    result.output = Some(output);
-    result
 }
 
 #[cfg(test)]

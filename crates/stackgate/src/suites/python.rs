@@ -134,7 +134,7 @@ async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonE
         if venv.exists() {
             create = create.arg("--clear");
         }
-        let run = super::runner(create.arg(&venv))
+        let run = super::runner::command(create.arg(&venv))
             .current_dir(&config.root)
             .log_to(&log)
             .output(PIP_TIMEOUT)
@@ -152,7 +152,7 @@ async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonE
                 venv.display(),
                 run.describe(),
                 log.display(),
-                junit::keep_tail(&super::printed(&run), ERROR_TAIL)
+                junit::keep_tail(&super::runner::printed(&run), ERROR_TAIL)
             );
         }
     }
@@ -168,7 +168,7 @@ async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonE
         for file in &files {
             pip = pip.arg("-r").arg(file);
         }
-        let run = super::runner(pip)
+        let run = super::runner::command(pip)
             .current_dir(&config.root)
             .log_to(&log)
             .output(PIP_TIMEOUT)
@@ -184,7 +184,7 @@ async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonE
                     .join(", "),
                 run.describe(),
                 log.display(),
-                junit::keep_tail(&super::printed(&run), ERROR_TAIL)
+                junit::keep_tail(&super::runner::printed(&run), ERROR_TAIL)
             );
         }
     }

@@ -4,7 +4,6 @@
 use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const GOOD: &str = r#"
@@ -312,7 +311,7 @@ fn malformed_files_exit_2_without_touching_the_engine() {
     for (what, from, to, _, key) in CASES.iter().take(8) {
         let dir = project_with(&GOOD.replacen(from, to, 1));
         for command in ["docker-up", "doctor", "mission-critical"] {
-            let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+            let output = crate::support::stackgate()
                 .arg(command)
                 .current_dir(dir.path())
                 .env("DOCKER_HOST", &engine.host)
@@ -350,7 +349,7 @@ fn config_is_found_from_a_subdirectory_and_flag_overrides() {
         dir.path().join("harness.toml")
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .args(["--config", "/nonexistent/harness.toml", "doctor"])
         .output()
         .unwrap();

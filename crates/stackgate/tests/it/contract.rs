@@ -3,8 +3,10 @@
 //! `health`, `ws-check` and `monitor`, and Ctrl-C ends `monitor` with 130.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
+
+use crate::support::explain;
 
 /// A project of its own whose endpoints need the published port of a stack nobody started.
 fn project(dir: &Path, ws_url: &str) -> std::path::PathBuf {
@@ -28,21 +30,12 @@ fn project(dir: &Path, ws_url: &str) -> std::path::PathBuf {
 }
 
 fn xtask(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    crate::support::stackgate()
         .arg("--config")
         .arg(config)
         .args(args)
         .output()
         .unwrap()
-}
-
-fn explain(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    )
 }
 
 #[test]
@@ -113,7 +106,7 @@ fn ctrl_c_ends_monitor_with_130_after_its_summary() {
     let dir = tempfile::tempdir().unwrap();
     // Endpoints that need no stack: monitor watches (and finds nothing listening).
     let config = project(dir.path(), "ws://127.0.0.1:9/ws");
-    let child = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let child = crate::support::stackgate()
         .arg("--config")
         .arg(&config)
         .args(["monitor", "--every", "1s", "--for", "1h", "--json"])

@@ -5,7 +5,6 @@
 //! machine's daemon itself only when `XTASK_OWNS_ENGINE=1` (`owned_engine_` tests, run by `ci`).
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,7 +178,7 @@ async fn private_daemon_is_started_smoked_stopped_and_restored_after_kill_9() {
 
     // 5. The command itself, as a person runs it (the binary, DOCKER_HOST at the private socket).
     let began = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .args(["--config"])
         .arg(&daemon.config.path)
         .args(["docker-up", "--engine-only", "--json"])
@@ -268,7 +267,7 @@ async fn dead_docker_host_without_start_is_unavailable_and_names_the_socket() {
     assert!(text.contains("start_if_stopped"), "{text}");
 
     // The command: exit 3, the socket named on stderr.
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .arg("--config")
         .arg(&config.path)
         .args(["docker-up", "--engine-only"])
@@ -314,7 +313,7 @@ fn owned_engine_machine_daemon_is_restored_by_docker_up() {
         }
     }
     let began = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .arg("--config")
         .arg(&repo_config)
         .args(["docker-up", "--engine-only", "--json"])

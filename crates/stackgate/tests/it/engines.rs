@@ -7,7 +7,7 @@
 //! Each test copies the fixture stack it uses into a directory of its own under a project name
 //! of its own, and removes what it built.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -16,10 +16,7 @@ use stackgate::state;
 
 use crate::daemons::{copy_image, Dockerd, DockerdOptions, Podman};
 use crate::require;
-
-pub(crate) fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use crate::support::{explain, fixtures, run_id_of};
 
 /// The Python environment the fixture suites share.
 fn fixture_venv() -> String {
@@ -54,7 +51,7 @@ impl Project {
         files: &[(&str, &str)],
     ) -> Project {
         let dir = tempfile::tempdir().unwrap();
-        crate::copy_dir(&fixtures().join(fixture), dir.path());
+        crate::support::copy_dir(&fixtures().join(fixture), dir.path());
         for (path, content) in files {
             let path = dir.path().join(path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -97,7 +94,7 @@ impl Project {
         docker_host: Option<&str>,
         env: &[(&str, &str)],
     ) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stackgate"));
+        let mut command = crate::support::stackgate();
         command
             .arg("--config")
             .arg(&self.config.path)
@@ -154,15 +151,6 @@ impl Drop for Tags {
     }
 }
 
-pub(crate) fn explain(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    )
-}
-
 /// The `<testcase>` element named `name` (its whole text), from a JUnit report.
 pub(crate) fn case<'a>(xml: &'a str, name: &str) -> &'a str {
     let at = xml
@@ -175,14 +163,6 @@ pub(crate) fn case<'a>(xml: &'a str, name: &str) -> &'a str {
     }
     let end = open_end + xml[open_end..].find("</testcase>").unwrap() + "</testcase>".len();
     &xml[start..end]
-}
-
-pub(crate) fn run_id_of(report: &str) -> String {
-    let start = report
-        .find("name=\"run_id\" value=\"")
-        .expect("run id property")
-        + "name=\"run_id\" value=\"".len();
-    report[start..].split('"').next().unwrap().to_owned()
 }
 
 /// Containers on `docker` carrying `label`.
@@ -281,7 +261,7 @@ async fn a_remote_engine_runs_the_gate_with_endpoints_on_its_host_and_the_same_c
     );
     assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
     let xml = std::fs::read_to_string(&report).unwrap();
-    crate::gate::xmllint_valid(&report);
+    crate::support::xmllint_valid(&report);
     for test in [
         "test_health",
         "test_web_container_runs_under_the_run_project",
@@ -386,7 +366,7 @@ async fn compose_v2_is_found_through_docker_config() {
     };
     let project = Project::new("other-stack", "deploy/stack.yml", |t| t, |t| t);
     let flavour = |docker_config: Option<&Path>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stackgate"));
+        let mut command = crate::support::stackgate();
         command
             .arg("--config")
             .arg(&project.config.path)
@@ -534,7 +514,7 @@ async fn podman_keeps_imported_tags_and_runs_the_gate_with_compose_v1_and_v2() {
             podman.log()
         );
         let xml = std::fs::read_to_string(&report).unwrap();
-        crate::gate::xmllint_valid(&report);
+        crate::support::xmllint_valid(&report);
         assert!(
             xml.contains(&format!("name=\"compose_flavour\" value=\"{flavour}")),
             "{xml}"
@@ -600,7 +580,7 @@ async fn a_failing_compose_up_shows_compose_s_own_error_in_the_message_and_the_r
     );
     assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
     let xml = std::fs::read_to_string(&report).unwrap();
-    crate::gate::xmllint_valid(&report);
+    crate::support::xmllint_valid(&report);
     let up = case(&xml, "stack: compose up");
     // The failure's message names the call and carries compose's stderr, which names the image.
     let message = up

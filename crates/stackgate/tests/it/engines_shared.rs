@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use stackgate::state;
 
 use crate::daemons::{copy_image, Dockerd, DockerdOptions};
-use crate::engines::{
-    case, containers_labelled, explain, fixtures, gate_project, run_id_of, Project, Tags,
-};
+use crate::engines::{case, containers_labelled, gate_project, Project, Tags};
 use crate::require;
+use crate::support::{explain, fixtures, run_id_of};
 
 /// Runs the harness binary as another host would: in new UTS, PID and mount namespaces, under
 /// the hostname `hostname`, with `checkout` bind-mounted at `at` (the same checkout path, another
@@ -82,7 +81,7 @@ async fn another_host_sharing_the_engine_and_the_checkout_path_leaves_a_kept_run
     // Another runner: another hostname, another pid namespace (the owner's pid means nothing
     // there), its own checkout at the same path (so the same `io.xtask.root` label).
     let elsewhere = tempfile::tempdir().unwrap();
-    crate::copy_dir(&fixtures().join("other-stack"), elsewhere.path());
+    crate::support::copy_dir(&fixtures().join("other-stack"), elsewhere.path());
     std::fs::copy(&here.config.path, elsewhere.path().join("harness.toml")).unwrap();
     let down = as_another_host(
         "xtask-other-runner",
@@ -198,7 +197,7 @@ def test_c_never_gets_its_turn():
     }
 
     let report = project.path().join("junit.xml");
-    let mut gate = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let mut gate = crate::support::stackgate()
         .arg("--config")
         .arg(&project.config.path)
         .args(["mission-critical", "--junit"])
@@ -231,7 +230,7 @@ def test_c_never_gets_its_turn():
     );
     assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
     let xml = std::fs::read_to_string(&report).unwrap();
-    crate::gate::xmllint_valid(&report);
+    crate::support::xmllint_valid(&report);
     // One error case says so; the tests that did not run are listed with that reason.
     let lost = case(&xml, "engine: engine lost at ");
     assert!(lost.contains("<error"), "{lost}");

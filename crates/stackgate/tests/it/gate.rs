@@ -3,32 +3,16 @@
 //! local fallback, a failing test (on GitHub: the step summary and annotations), suite
 //! arguments, forced targets, Ctrl-C.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate")
-}
-
-/// A JUnit path of the test's own, removed afterwards.
-pub(crate) struct Report(tempfile::TempDir);
-
-impl Report {
-    pub(crate) fn new() -> Report {
-        Report(tempfile::tempdir().unwrap())
-    }
-    pub(crate) fn path(&self) -> PathBuf {
-        self.0.path().join("junit.xml")
-    }
-    pub(crate) fn text(&self) -> String {
-        std::fs::read_to_string(self.path())
-            .unwrap_or_else(|e| panic!("no report at {}: {e}", self.path().display()))
-    }
-}
+use crate::support::{
+    engine_available, explain, gate_fixture as fixture, labelled, run_id_of, xmllint_valid, Report,
+};
 
 fn gate(report: &Report, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stackgate"));
+    let mut command = crate::support::stackgate();
     command
         .arg("--config")
         .arg(fixture().join("harness.toml"))
@@ -42,76 +26,9 @@ fn gate(report: &Report, args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().unwrap()
 }
 
-pub(crate) fn explain(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    )
-}
-
-/// The engine and the docker CLI the leftover checks use.
-pub(crate) fn engine_available() -> bool {
-    crate::require::engine().is_some() && crate::require::program("docker", &["version"]).is_some()
-}
-
 /// Containers, networks and volumes still carrying a run's label.
 fn leftovers(run_id: &str) -> Vec<String> {
     labelled(&format!("io.xtask.run-id={run_id}"))
-}
-
-/// Names of the containers, networks and volumes carrying `label` (`key=value`).
-pub(crate) fn labelled(label: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for kind in [
-        &["ps", "-a", "--format", "{{.Names}}"][..],
-        &["network", "ls", "--format", "{{.Name}}"],
-        &["volume", "ls", "--format", "{{.Name}}"],
-    ] {
-        let filter = format!("label={label}");
-        let out = Command::new("docker")
-            .args(kind)
-            .args(["--filter", &filter])
-            .output()
-            .unwrap();
-        found.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_owned),
-        );
-    }
-    found
-}
-
-pub fn run_id_of(report: &str) -> String {
-    let start = report
-        .find("name=\"run_id\" value=\"")
-        .expect("run id property")
-        + "name=\"run_id\" value=\"".len();
-    report[start..].split('"').next().unwrap().to_owned()
-}
-
-/// Validates a report against the Jenkins JUnit schema the crate embeds.
-pub fn xmllint_valid(path: &Path) {
-    let Some(xmllint) = crate::require::xmllint() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let xsd = dir.path().join("junit-10.xsd");
-    std::fs::write(&xsd, stackgate::junit::JUNIT_XSD).unwrap();
-    let out = Command::new(xmllint)
-        .arg("--noout")
-        .arg("--schema")
-        .arg(&xsd)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "report does not validate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -372,7 +289,7 @@ fn ctrl_c_tears_down_and_reports_interrupted() {
         return;
     }
     let report = Report::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let mut child = crate::support::stackgate()
         .arg("--config")
         .arg(fixture().join("harness.toml"))
         .args(["mission-critical", "--junit"])
@@ -421,7 +338,7 @@ fn a_failed_smoke_container_fails_the_gate_after_the_stack_it_overlapped_is_down
     }
     // The fixture with a smoke image that exists nowhere; the Python environment is shared.
     let dir = tempfile::tempdir().unwrap();
-    crate::copy_dir(&fixture(), dir.path());
+    crate::support::copy_dir(&fixture(), dir.path());
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/xtask/fixture-venv");
     let text = std::fs::read_to_string(dir.path().join("harness.toml"))
         .unwrap()
@@ -438,7 +355,7 @@ fn a_failed_smoke_container_fails_the_gate_after_the_stack_it_overlapped_is_down
     let config = dir.path().join("harness.toml");
     std::fs::write(&config, text).unwrap();
     let report = Report::new();
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .arg("--config")
         .arg(&config)
         .args(["mission-critical", "--junit"])

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::gate::{explain, run_id_of, Report};
+use crate::support::{explain, run_id_of, Report};
 
 /// A copy of `fixtures/history` in a tempdir of its own, removed on drop.
 struct Checkout {
@@ -18,7 +18,7 @@ impl Checkout {
     fn new() -> Checkout {
         let dir = tempfile::tempdir().unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/history");
-        crate::copy_dir(&fixture, dir.path());
+        crate::support::copy_dir(&fixture, dir.path());
         // The suites' venv is the one the gate fixture's tests share (pytest only), outside the
         // copy so that each test does not install pytest again.
         let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/xtask");
@@ -44,7 +44,7 @@ impl Checkout {
 
     /// `stackgate --config harness.toml ARGS`, run in the checkout, without the CI's variables.
     fn stackgate(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stackgate"));
+        let mut command = crate::support::stackgate();
         command
             .current_dir(self.root())
             .arg("--config")
@@ -319,7 +319,7 @@ fn docker_gate(checkout: &Checkout, env: &[(&str, &str)]) -> Output {
 
 #[test]
 fn history_html_names_the_services_and_needs_nothing_from_outside() {
-    if !crate::gate::engine_available() || crate::require::python().is_none() {
+    if !crate::support::engine_available() || crate::require::python().is_none() {
         return;
     }
     let checkout = Checkout::new();
@@ -354,7 +354,7 @@ fn history_html_names_the_services_and_needs_nothing_from_outside() {
 
 #[test]
 fn a_slowed_down_service_is_named_as_a_regression_by_the_next_gate() {
-    if !crate::gate::engine_available() || crate::require::python().is_none() {
+    if !crate::support::engine_available() || crate::require::python().is_none() {
         return;
     }
     let checkout = Checkout::new();

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 fn xtask(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    crate::support::stackgate()
         .args(args)
         .current_dir(dir)
         .output()

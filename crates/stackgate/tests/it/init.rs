@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::gate::explain;
+use crate::support::explain;
 
 fn init(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    crate::support::stackgate()
         .current_dir(dir)
         .arg("init")
         .args(args)
@@ -519,12 +519,12 @@ fn an_existing_xtask_gets_lines_that_compile_and_dispatch() {
 /// the gate passes on docker and leaves nothing with its project's label.
 #[test]
 fn adopted_stack_passes_the_gate_and_leaves_nothing_behind() {
-    if !crate::gate::engine_available() {
+    if !crate::support::engine_available() {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
     let root = temp.path().join("adopted");
-    crate::copy_dir(&crate::gate::fixture(), &root);
+    crate::support::copy_dir(&crate::support::gate_fixture(), &root);
     for own in ["harness.toml", "harness.parallel.toml", "parallel_tests"] {
         let path = root.join(own);
         if path.is_dir() {
@@ -545,7 +545,7 @@ fn adopted_stack_passes_the_gate_and_leaves_nothing_behind() {
         Some("0")
     );
     let junit = root.join("target/junit.xml");
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .current_dir(&root)
         .args(["mission-critical", "--target", "docker", "--junit"])
         .arg(&junit)
@@ -560,7 +560,7 @@ fn adopted_stack_passes_the_gate_and_leaves_nothing_behind() {
         "{report}"
     );
     assert!(report.contains("no [ws_check] in harness.toml"), "{report}");
-    let left = crate::gate::labelled(&format!(
+    let left = crate::support::labelled(&format!(
         "{}={}",
         stackgate::state::LABEL_PROJECT,
         "adopted"

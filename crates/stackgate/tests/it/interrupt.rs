@@ -2,16 +2,14 @@
 //! gate fixture, and signals during a teardown whose container outlasts its grace.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::gate::{fixture, labelled, run_id_of, xmllint_valid};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::{
+    engine_available, gate_fixture as fixture, labelled, repo_root, run_id_of, xmllint_valid,
+};
 
 /// `bench/interrupt-loop.sh` on the fixture, a few moments: each run exits 130, writes a valid
 /// report that says interrupted, and leaves nothing with its run id. The script checks all of
@@ -62,7 +60,7 @@ struct Stubborn {
 impl Stubborn {
     fn new(project: &str, interrupt_stop_timeout_s: u64) -> Stubborn {
         let dir = tempfile::tempdir().unwrap();
-        crate::copy_dir(&fixture(), dir.path());
+        crate::support::copy_dir(&fixture(), dir.path());
         let venv = repo_root().join("target/xtask/fixture-venv");
         let edit = |file: &str, from: &str, to: &str| {
             let path = dir.path().join(file);
@@ -106,7 +104,7 @@ impl Stubborn {
     }
 
     fn start(&self) -> Gate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+        let mut child = crate::support::stackgate()
             .arg("--config")
             .arg(self.config())
             .args(["mission-critical", "--junit"])
@@ -134,7 +132,7 @@ impl Stubborn {
 
     /// `docker-down --all` on the copy: its runs, kept or left, and its images.
     fn remove_everything(&self) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_stackgate"))
+        crate::support::stackgate()
             .arg("--config")
             .arg(self.config())
             .args(["docker-down", "--all"])
@@ -213,10 +211,6 @@ fn run_id_printed(stderr: &str) -> String {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no run id printed:\n{stderr}"))
         .to_owned()
-}
-
-fn engine_available() -> bool {
-    crate::require::engine().is_some() && crate::require::program("docker", &["version"]).is_some()
 }
 
 /// A signal during the teardown of a passed run: the container that ignores SIGTERM does not get

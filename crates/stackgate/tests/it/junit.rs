@@ -371,7 +371,7 @@ fn merge_of_two_shards_sums_counts_and_names_each_shards_harness_cases() {
     let merged = dir.path().join("merged.xml");
 
     // Through the command, as CI calls it.
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .arg("junit-merge")
         .arg("-o")
         .arg(&merged)
@@ -413,7 +413,7 @@ fn merge_of_two_shards_sums_counts_and_names_each_shards_harness_cases() {
     interrupted.properties[1].1 = "true".into();
     let third = dir.path().join("three.xml");
     junit::write(&interrupted, &third).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .args(["junit-merge", "--json", "-o"])
         .arg(&merged)
         .arg(&first)
@@ -441,7 +441,7 @@ fn merge_of_two_shards_sums_counts_and_names_each_shards_harness_cases() {
         &second,
     )
     .unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let status = crate::support::stackgate()
         .args(["junit-merge", "-o"])
         .arg(&merged)
         .arg(&first)
@@ -455,7 +455,7 @@ fn merge_of_two_shards_sums_counts_and_names_each_shards_harness_cases() {
     let not_junit = dir.path().join("not-junit.xml");
     std::fs::write(&not_junit, "<html></html>").unwrap();
     for bad in [dir.path().join("missing.xml"), not_junit] {
-        let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+        let output = crate::support::stackgate()
             .args(["junit-merge", "-o"])
             .arg(dir.path().join("never.xml"))
             .arg(&first)
@@ -559,7 +559,7 @@ fn retried_tests_carry_their_earlier_failures_through_render_parse_and_merge() {
     );
 
     let merged = dir.path().join("merged.xml");
-    let output = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .arg("junit-merge")
         .arg("-o")
         .arg(&merged)
@@ -572,7 +572,7 @@ fn retried_tests_carry_their_earlier_failures_through_render_parse_and_merge() {
         output.status.code(),
         Some(1),
         "{}",
-        crate::gate::explain(&output)
+        crate::support::explain(&output)
     );
     assert!(stderr.contains("1 failures"), "{stderr}");
     assert_schema_valid(&xmllint, &merged);

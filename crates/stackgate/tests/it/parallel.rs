@@ -17,7 +17,9 @@ use stackgate::suites::{
     self, Collection, Durations, Hooks, PythonEnv, SuiteEnv, SuiteRun, TestEvent,
 };
 
-use crate::suites::{assert_group_gone, assert_reportable, case, env, project, Project};
+use crate::support::suites::{
+    assert_group_gone, assert_reportable, case, env, project, python_and_xmllint, Project,
+};
 
 /// What a test keeps of a plan's hooks.
 type Kept<T> = Arc<Mutex<Vec<T>>>;
@@ -72,12 +74,9 @@ async fn collected(
 
 #[tokio::test]
 async fn a_plan_runs_destructive_tests_alone_first_and_the_others_at_once() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let track = tempfile::tempdir().unwrap();
@@ -521,14 +520,14 @@ fn overlapping(tests: &[(String, u64, u64, u64)], name: &str) -> Vec<String> {
 
 #[test]
 fn a_parallel_gate_runs_its_destructive_test_alone_in_its_trace() {
-    if !crate::gate::engine_available() {
+    if !crate::support::engine_available() {
         return;
     }
-    let report = crate::gate::Report::new();
+    let report = crate::support::Report::new();
     let track = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let output = crate::support::stackgate()
         .arg("--config")
-        .arg(crate::gate::fixture().join("harness.parallel.toml"))
+        .arg(crate::support::gate_fixture().join("harness.parallel.toml"))
         .arg("mission-critical")
         .arg("--junit")
         .arg(report.path())
@@ -540,7 +539,7 @@ fn a_parallel_gate_runs_its_destructive_test_alone_in_its_trace() {
         output.status.code(),
         Some(0),
         "{}",
-        crate::gate::explain(&output)
+        crate::support::explain(&output)
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("plan: worker w1"), "{stderr}");
@@ -553,9 +552,9 @@ fn a_parallel_gate_runs_its_destructive_test_alone_in_its_trace() {
     ] {
         assert!(xml.contains(test), "{xml}");
     }
-    let run_dir = crate::gate::fixture()
+    let run_dir = crate::support::gate_fixture()
         .join("target/xtask/runs")
-        .join(crate::gate::run_id_of(&xml));
+        .join(crate::support::run_id_of(&xml));
     let trace: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("trace.json")).unwrap())
             .unwrap();

@@ -11,7 +11,7 @@ use stackgate::config::{SuiteCfg, TargetKind};
 use stackgate::junit::SuiteResult;
 use stackgate::suites::{self, Durations, Hooks, SuiteRun, TestEvent};
 
-use crate::suites::{assert_reportable, case, env, project, Project};
+use crate::support::suites::{assert_reportable, case, env, project, python_and_xmllint, Project};
 
 /// The suite `name` of the fixture project, counting its attempts in `dir`.
 fn counted(project: &Project, name: &str, dir: &std::path::Path) -> SuiteCfg {
@@ -32,12 +32,9 @@ fn attempts(result: &SuiteResult) -> BTreeMap<String, (u32, bool)> {
 
 #[tokio::test]
 async fn a_test_that_fails_once_passes_on_its_retry_and_is_flaky() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let counts = tempfile::tempdir().unwrap();
@@ -87,12 +84,9 @@ async fn a_test_that_fails_once_passes_on_its_retry_and_is_flaky() {
 
 #[tokio::test]
 async fn a_test_that_always_fails_runs_as_often_as_allowed_and_fails() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let suite = project.suite("hopeless");
@@ -134,12 +128,9 @@ async fn a_test_that_always_fails_runs_as_often_as_allowed_and_fails() {
 
 #[tokio::test]
 async fn a_plans_worker_retries_its_own_tests_and_a_destructive_retry_runs_alone() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let counts = tempfile::tempdir().unwrap();
@@ -274,7 +265,7 @@ processes = []
 }
 
 fn stackgate(root: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    crate::support::stackgate()
         .arg("--config")
         .arg(root.join("harness.toml"))
         .args(args)
@@ -286,12 +277,9 @@ fn stackgate(root: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn with_retries_the_gate_passes_and_only_the_flaky_test_carries_a_flaky_failure() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let (_dir, root) = flaky_repository();
     let junit = root.join("junit.xml");
     let junit_arg = junit.display().to_string();
@@ -315,7 +303,7 @@ fn with_retries_the_gate_passes_and_only_the_flaky_test_carries_a_flaky_failure(
         output.status.code(),
         Some(1),
         "{}",
-        crate::gate::explain(&output)
+        crate::support::explain(&output)
     );
 
     // Counted afresh: the next first attempt fails again.
@@ -325,10 +313,10 @@ fn with_retries_the_gate_passes_and_only_the_flaky_test_carries_a_flaky_failure(
         output.status.code(),
         Some(0),
         "{}",
-        crate::gate::explain(&output)
+        crate::support::explain(&output)
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    crate::gate::xmllint_valid(&junit);
+    crate::support::xmllint_valid(&junit);
     assert_eq!(xml.matches("<flakyFailure").count(), 1, "{xml}");
     let flaky_case = &xml[xml
         .find(r#"name="test_every_other""#)
@@ -349,7 +337,11 @@ fn with_retries_the_gate_passes_and_only_the_flaky_test_carries_a_flaky_failure(
 
     // The history knows it passed on a retry: flaky, and the steady test is not.
     let output = stackgate(&root, &["history", "--json"]);
-    assert!(output.status.success(), "{}", crate::gate::explain(&output));
+    assert!(
+        output.status.success(),
+        "{}",
+        crate::support::explain(&output)
+    );
     let history: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let flaky = |name: &str| {
         history["tests"]
@@ -389,7 +381,7 @@ fn a_quarantined_failure_does_not_fail_the_gate_and_its_pass_rate_is_named() {
             output.status.code(),
             Some(0),
             "run {run}: {}",
-            crate::gate::explain(&output)
+            crate::support::explain(&output)
         );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(

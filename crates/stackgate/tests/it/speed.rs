@@ -4,14 +4,12 @@
 //! root, labels, state.json and image tags), with the engine's healthchecks made slow (30 s) so
 //! that only the harness's probes can explain what happens before them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 
 use stackgate::stack::{self, Signal, UpOptions};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gate")
-}
+use crate::support::gate_fixture as fixture;
 
 /// The gate fixture in a directory of its own, under its own project name, with its compose file
 /// edited by `compose`; everything carrying its root's label (and its images) goes when dropped.
@@ -25,7 +23,7 @@ struct Copy {
 impl Copy {
     fn new(compose: impl Fn(String) -> String) -> Copy {
         let dir = tempfile::tempdir().unwrap();
-        crate::copy_dir(&fixture(), dir.path());
+        crate::support::copy_dir(&fixture(), dir.path());
         let name = format!("itspeed{}", stackgate::state::new_run_id().replace('-', ""));
         let toml = std::fs::read_to_string(dir.path().join("harness.toml"))
             .unwrap()
@@ -61,7 +59,7 @@ impl Copy {
     }
 
     fn gate(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_stackgate"))
+        crate::support::stackgate()
             .arg("--config")
             .arg(self.dir.path().join("harness.toml"))
             .arg("mission-critical")
@@ -85,7 +83,7 @@ impl Copy {
 
     /// Names of containers, networks and volumes carrying this checkout's root label.
     fn labelled(&self) -> Vec<String> {
-        crate::gate::labelled(&format!(
+        crate::support::labelled(&format!(
             "io.xtask.root={}",
             stackgate::state::root_digest(&self.config.root)
         ))
@@ -94,7 +92,7 @@ impl Copy {
 
 impl Drop for Copy {
     fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+        let _ = crate::support::stackgate()
             .arg("--config")
             .arg(self.dir.path().join("harness.toml"))
             .args(["docker-down", "--all"])
@@ -210,7 +208,7 @@ fn a_second_reuse_run_takes_the_warm_stack_a_changed_compose_file_does_not_and_d
     let stderr = String::from_utf8_lossy(&third.stderr);
     assert!(stderr.contains("kept under another key"), "{stderr}");
 
-    let down = Command::new(env!("CARGO_BIN_EXE_stackgate"))
+    let down = crate::support::stackgate()
         .arg("--config")
         .arg(copy.dir.path().join("harness.toml"))
         .args(["docker-down", "--all"])

@@ -8,7 +8,6 @@
 //! own `io.xtask.root` label and state.json) under a project name of its own, and removes
 //! everything carrying that root's label (and its project's images) when it ends, pass or fail.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stackgate::config::Config;
@@ -17,9 +16,7 @@ use stackgate::report::Outcome;
 use stackgate::stack::{self, UpOptions, UpReport};
 use stackgate::state::{self, LABEL_ROOT, LABEL_RUN_ID};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use crate::support::fixtures;
 
 /// A project name of the test's own, so that concurrent tests never share one.
 fn unique_project(fixture: &str) -> String {
@@ -48,7 +45,7 @@ impl Fixture {
     /// A copy of fixture `name` under the project name `project`.
     async fn named(name: &str, project: &str, edit: impl Fn(String) -> String) -> Option<Fixture> {
         let dir = tempfile::tempdir().unwrap();
-        crate::copy_dir(&fixtures().join(name), dir.path());
+        crate::support::copy_dir(&fixtures().join(name), dir.path());
         let path = dir.path().join("harness.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let text = text
@@ -107,7 +104,7 @@ impl Fixture {
 
     /// Runs the harness binary with this fixture's harness.toml.
     async fn xtask(&self, args: &[&str]) -> std::process::Output {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stackgate"));
+        let mut command = crate::support::stackgate();
         command.arg("--config").arg(&self.config.path).args(args);
         tokio::task::spawn_blocking(move || command.output().unwrap())
             .await

@@ -8,129 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stackgate::config::{self, Config, SuiteCfg, TargetKind};
+use stackgate::config::{self, TargetKind};
 use stackgate::flags::Shard;
-use stackgate::junit::{self, Case, Report, Status, SuiteResult};
-use stackgate::suites::{self, PythonEnv, SuiteEnv, SuiteRun, TestEvent, TestOutcome};
+use stackgate::junit::{Case, Status};
+use stackgate::suites::{self, SuiteRun, TestEvent, TestOutcome};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/suites")
-        .join(name)
-}
-
-/// A copy of a fixture project in its own temporary directory (so that `target/xtask` is the
-/// test's own), its config loaded, the venv shared by every test of this binary.
-pub(crate) struct Project {
-    _dir: tempfile::TempDir,
-    pub(crate) config: Config,
-}
-
-fn shared_venv() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("suites-venv")
-}
-
-pub(crate) fn project(name: &str) -> Project {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join(name);
-    crate::copy_dir(&fixture(name), &root);
-    let mut config = config::load(Some(&root.join("harness.toml"))).unwrap();
-    config.python.venv = shared_venv();
-    Project { _dir: dir, config }
-}
-
-impl Project {
-    pub(crate) fn suite(&self, name: &str) -> SuiteCfg {
-        self.config
-            .suites
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no suite {name}"))
-            .clone()
-    }
-    pub(crate) async fn python(&self) -> PythonEnv {
-        suites::python_env(&self.config).await.unwrap()
-    }
-}
-
-pub(crate) fn env(target: TargetKind) -> SuiteEnv {
-    SuiteEnv {
-        durations: None,
-        target,
-        run_id: "run-42".into(),
-        endpoints: BTreeMap::new(),
-        extra: BTreeMap::new(),
-        skip_markers: Vec::new(),
-        secrets: Vec::new(),
-        stop: None,
-        retries: None,
-    }
-}
-
-pub(crate) fn case<'a>(result: &'a SuiteResult, name: &str) -> &'a Case {
-    result
-        .cases
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no case {name} in {result:#?}"))
-}
-
-/// The result as the report would hold it: written, checked against the schema, read back.
-pub(crate) fn assert_reportable(result: &SuiteResult) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("junit.xml");
-    let report = Report {
-        name: "test".into(),
-        suites: vec![result.clone()],
-        ..Report::default()
-    };
-    junit::write(&report, &path).unwrap();
-    assert!(
-        junit::validate_xsd(&path).unwrap(),
-        "xmllint is not installed (the test asks crate::require::xmllint first)"
-    );
-    let reread = junit::parse_cases(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(reread.len(), result.counts().tests);
-}
-
-/// Processes of a group that are still alive (zombies do not count: pid 1 here may not reap).
-fn live_members(pgid: i32) -> Vec<i32> {
-    let mut live = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" && fields[0] != "X"
-        {
-            live.push(pid);
-        }
-    }
-    live
-}
-
-/// Waits (at most 10 s) for every process of the group to be gone.
-pub(crate) async fn assert_group_gone(pgid: i32) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let live = live_members(pgid);
-        if live.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "processes of group {pgid} still alive after 10s: {live:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::support::suites::{
+    assert_group_gone, assert_reportable, case, env, project, python_and_xmllint,
+};
 
 #[tokio::test]
 async fn venv_is_created_then_reused_until_requirements_change() {
@@ -202,12 +87,9 @@ async fn venv_failure_names_the_requirements_and_shows_pip_output() {
 
 #[tokio::test]
 async fn passing_suite() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let result = suites::run_suite(
@@ -231,12 +113,9 @@ async fn passing_suite() {
 
 #[tokio::test]
 async fn failing_test_shows_its_output() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let result = suites::run_suite(
@@ -388,12 +267,9 @@ async fn suite_arguments_select_tests_and_the_rest_are_reported_skipped() {
 
 #[tokio::test]
 async fn collection_error_is_an_error_not_a_pass() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let result = suites::run_suite(
@@ -416,12 +292,9 @@ async fn collection_error_is_an_error_not_a_pass() {
 
 #[tokio::test]
 async fn empty_suite_fails_unless_allowed() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let empty = suites::run_suite(
@@ -452,12 +325,9 @@ async fn empty_suite_fails_unless_allowed() {
 
 #[tokio::test]
 async fn marked_tests_are_deselected_and_reported_skipped() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let mut staging = env(TargetKind::Staging);
@@ -493,12 +363,9 @@ async fn marked_tests_are_deselected_and_reported_skipped() {
 
 #[tokio::test]
 async fn hanging_test_is_killed_at_the_deadline_with_its_whole_group() {
-    let Some(_) = crate::require::python() else {
+    if !python_and_xmllint() {
         return;
-    };
-    let Some(_) = crate::require::xmllint() else {
-        return;
-    };
+    }
     let project = project("pytest_project");
     let py = project.python().await;
     let record = project.config.root.join("hang-record.txt");

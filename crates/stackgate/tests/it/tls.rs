@@ -16,7 +16,8 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::ws::{repo_root, Reference, JWT_SECRET};
+use crate::support::{explain, repo_root};
+use crate::ws::{Reference, JWT_SECRET};
 
 // ---------------------------------------------------------------------------------------------
 // Certificates, made with openssl.
@@ -431,7 +432,7 @@ impl Secured {
 }
 
 fn xtask(args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stackgate"));
+    let mut command = crate::support::stackgate();
     command
         .args(args)
         .current_dir(repo_root())
@@ -444,15 +445,6 @@ fn xtask(args: &[&str], env: &[(&str, String)]) -> Output {
         command.env(key, value);
     }
     command.output().expect("xtask runs")
-}
-
-fn explain(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    )
 }
 
 // The reference servers run on the test's runtime (tokio::process); the xtask calls block it,
@@ -599,7 +591,7 @@ async fn the_gate_on_staging_over_tls_passes_with_the_ca_file_and_exits_3_naming
         xml.matches("<testcase").count() > 10,
         "the suites' own cases are in the report: {xml}"
     );
-    crate::gate::xmllint_valid(&report);
+    crate::support::xmllint_valid(&report);
 
     let untrusted = staging_config(&dir.path().join("untrusted"), None);
     let failed = gate(&untrusted);
@@ -619,5 +611,5 @@ async fn the_gate_on_staging_over_tls_passes_with_the_ca_file_and_exits_3_naming
         xml.contains("untrusted certificate"),
         "the JUnit case names it: {xml}"
     );
-    crate::gate::xmllint_valid(&report);
+    crate::support::xmllint_valid(&report);
 }

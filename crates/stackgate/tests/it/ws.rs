@@ -15,11 +15,7 @@ use std::time::{Duration, Instant};
 use stackgate::process::{Cmd, Process};
 use stackgate::ws::{self, Overrides, WsPlan};
 
-pub(crate) fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .to_path_buf()
-}
+use crate::support::repo_root;
 
 fn imports_ok(python: &Path) -> bool {
     Command::new(python)
@@ -360,7 +356,7 @@ async fn an_error_event_fails_the_check() {
 }
 
 fn xtask(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stackgate"));
+    let mut command = crate::support::stackgate();
     command.args(args).current_dir(repo_root());
     for (key, value) in env {
         command.env(key, value);
