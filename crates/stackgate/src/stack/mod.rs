@@ -43,6 +43,7 @@ pub mod probe;
 // Healthchecks the engine does not run itself (podman without systemd).
 mod podman;
 pub mod order;
+pub mod starter;
 pub mod up;
 pub mod reuse;
 pub mod follow;
