@@ -203,7 +203,8 @@ async fn engine_step(
     steps: &mut Vec<Check>,
 ) -> anyhow::Result<bool> {
     let started = Instant::now();
-    let (engine, engine_steps) = crate::gate::engine_and_images(config.clone(), false).await?;
+    let (engine, engine_steps) =
+        crate::commands::pipeline::engine_and_images(config.clone(), false).await?;
     let owns_engine = engine.info.started_by_harness;
     steps.push(Check::passed(
         "engine",

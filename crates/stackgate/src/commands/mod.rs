@@ -13,6 +13,9 @@ pub mod init;
 pub mod history;
 pub mod install_hook;
 pub mod ci;
+pub mod pipeline;
+pub mod mission_critical;
+pub mod docker_up;
 
 use crate::progress::Progress;
 use crate::ui;

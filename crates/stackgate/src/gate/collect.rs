@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Runner, SuiteCfg, TargetKind};
 use crate::suites::{Collection, Durations, SuiteEnv, SuiteRun};
 
-use super::run::{Run, Until};
+use super::context::{Context, Until};
 use super::suite_support::{last_durations, repo_root, PythonSlot};
 
 /// What was collected, by suite name (`None`: its collection failed).
@@ -49,7 +49,7 @@ impl Early {
 }
 
 /// Whether the suites stage needs this suite's tests before it runs them.
-fn wanted(run: &Run, suite: &SuiteCfg) -> bool {
+fn wanted(run: &Context, suite: &SuiteCfg) -> bool {
     suite.runner == Runner::Pytest
         && (run.options.shard.is_some() || (suite.parallel && super::suite_support::plans(run)))
         && (suite.needs.is_empty() || suite.needs.contains(&TargetKind::Docker))
@@ -58,7 +58,7 @@ fn wanted(run: &Run, suite: &SuiteCfg) -> bool {
 /// Starts collecting, on the docker target, the tests the suites stage will need first; `None`
 /// when it needs none.
 pub fn start(
-    run: &Arc<Run>,
+    run: &Arc<Context>,
     engine: &crate::engine::Engine,
     python: &Arc<PythonSlot>,
 ) -> Option<Early> {

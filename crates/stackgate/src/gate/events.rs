@@ -140,6 +140,9 @@ pub enum Event {
     Property { name: String, value: String },
     /// Something a person should read that is not a check.
     Note(String),
+    /// A line said to the person at the terminal as it is, at once, not a note of the run (what
+    /// the harness does about a signal).
+    Say(String),
     /// What a stage is doing or waiting for, as it goes.
     Progress { stage: Stage, message: String },
     /// The run is over: its verdict, its wall time and the harness's own share of it.

@@ -1,11 +1,11 @@
 //! The suites stage with more than one job (`--jobs N`, `[gate] jobs`) and a `parallel` suite:
 //! the selected suites that can run are collected at once (pytest with the run's own selection),
 //! planned together over the workers ([crate::suites::plan], weighed by the durations the stage
-//! read, [super::suites]), and run ([crate::suites::run_plan]); each suite's tests go to the run's events as
+//! read, [super::stages::suites]), and run ([crate::suites::run_plan]); each suite's tests go to the run's events as
 //! they start and end, and its result the moment its last worker ended, as in a serial run.
 //!
 //! Not here: the schedule or the workers themselves ([crate::suites]); the serial stage and the
-//! heartbeat ([super::suites]).
+//! heartbeat ([super::stages::suites]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,23 +15,34 @@ use crate::config::{Runner, SuiteCfg};
 use crate::junit::SuiteResult;
 use crate::suites::{Hooks, PythonEnv, SuiteEnv, SuiteRun, TestSink};
 
+use super::context::{lock, Context};
 use super::events::{Event, Stage};
-use super::run::{lock, Run};
 use super::suite_support::{cannot_run, live_sink, repo_root, Pulse};
 
-/// Runs the selected suites on one plan; whether any of them failed.
+/// How the suites ran on one plan.
+pub(super) struct Ran {
+    /// Whether any of them failed.
+    pub failed: bool,
+    /// How each planned suite ran ([crate::suites::Layout]), kept with the durations.
+    pub layout: std::collections::BTreeMap<String, crate::suites::Layout>,
+}
+
+/// Runs the selected suites on one plan.
 pub(super) async fn suites(
-    run: &Arc<Run>,
+    run: &Arc<Context>,
     selected: &[&SuiteCfg],
     env: &SuiteEnv,
     python: Option<&PythonEnv>,
     pulse: &Arc<Mutex<Pulse>>,
     early: Option<&super::collect::Collected>,
-) -> bool {
+) -> Ran {
     if let Some(reason) = run.lost_reason() {
         // The engine is gone: nothing is collected or run, everything is listed.
         super::suite_support::list_lost(run, selected, env, python, &reason).await;
-        return true;
+        return Ran {
+            failed: true,
+            layout: Default::default(),
+        };
     }
     let failed = Arc::new(AtomicBool::new(false));
     let mut runnable = Vec::new();
@@ -140,5 +151,8 @@ pub(super) async fn suites(
         notes: run.progress(Stage::Suites),
     };
     crate::suites::run_plan(&run.config, env, python, &base, &planned, &plan, &hooks).await;
-    failed.load(Ordering::SeqCst)
+    Ran {
+        failed: failed.load(Ordering::SeqCst),
+        layout: crate::suites::layout(&plan, &planned),
+    }
 }

@@ -58,6 +58,11 @@ impl Reporter {
         record.events.push((at, event));
     }
 
+    /// Reads the record so far without copying it (a stage's outcome, whether anything failed).
+    pub fn with_record<T>(&self, read: impl FnOnce(&Record) -> T) -> T {
+        read(&self.record.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// A copy of everything recorded so far.
     pub fn record(&self) -> Record {
         self.record

@@ -1,7 +1,7 @@
 //! What the suites stage shares with the stages beside it: the Python environment made in the
 //! background ([`PythonSlot`]), the pulse and live sink of running tests, the repository root,
 //! the durations of earlier runs, and the texts of suites that cannot or did not run. Moved out
-//! of [super::suites] so that [super::collect], [super::parallel] and [super::target] need not
+//! of [super::stages::suites] so that [super::collect], [super::parallel] and [super::stages::target] need not
 //! import the stage that imports them.
 
 use std::collections::BTreeMap;
@@ -14,8 +14,8 @@ use crate::flags::TargetChoice;
 use crate::report::Check;
 use crate::suites::{PythonEnv, Requirements, SuiteEnv, TestEvent, TestSink};
 
+use super::context::{lock, Context, Until};
 use super::events::{Event, Stage};
-use super::run::{lock, Run, Until};
 
 /// The Python environment, made in its own task; awaited by whoever needs it (the tests'
 /// collection beside the stack, the suites, the local target), its failure reported once, by the
@@ -30,7 +30,7 @@ pub struct PythonSlot {
 
 impl PythonSlot {
     /// Starts making the environment when this run's suites or local target need it.
-    pub fn spawn(run: &Run) -> PythonSlot {
+    pub fn spawn(run: &Context) -> PythonSlot {
         let config = &run.config;
         let local_possible =
             run.options.target != TargetChoice::Docker && config.targets.local.is_some();
@@ -74,7 +74,7 @@ impl PythonSlot {
 
     /// The environment, or `None` when it is not needed or could not be made (reported once,
     /// under the suites stage that needs it).
-    pub async fn get(&self, run: &Run) -> Option<&PythonEnv> {
+    pub async fn get(&self, run: &Context) -> Option<&PythonEnv> {
         match self.made().await? {
             Ok(env) => Some(env),
             Err(problem) => {
@@ -119,7 +119,7 @@ pub(super) struct Pulse {
 }
 
 /// The suite's tests as the run's events, and in the pulse.
-pub(super) fn live_sink(run: &Arc<Run>, suite: &str, pulse: &Arc<Mutex<Pulse>>) -> TestSink {
+pub(super) fn live_sink(run: &Arc<Context>, suite: &str, pulse: &Arc<Mutex<Pulse>>) -> TestSink {
     let reporter = run.reporter.clone();
     let suite = suite.to_owned();
     let pulse = pulse.clone();
@@ -156,7 +156,7 @@ pub(super) fn live_sink(run: &Arc<Run>, suite: &str, pulse: &Arc<Mutex<Pulse>>) 
 }
 
 /// Whether the suites stage will plan the run's tests over workers.
-pub fn plans(run: &Run) -> bool {
+pub fn plans(run: &Context) -> bool {
     run.options.jobs > 1 && run.selected_suites().iter().any(|s| s.parallel)
 }
 
@@ -177,7 +177,7 @@ pub(super) fn repo_root(config_root: &Path) -> PathBuf {
 /// by them, the plan of `--jobs N` weighs its tests by them. `--durations FILE`, else what the
 /// last unsharded gate left; without any, shards split by hash and the plan weighs every test
 /// alike, and the run says so.
-pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>> {
+pub(super) fn last_durations(run: &Context) -> Option<Arc<crate::suites::Durations>> {
     if run.options.shard.is_none() && !super::suite_support::plans(run) {
         return None;
     }
@@ -197,10 +197,14 @@ pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>>
                 .iter()
                 .map(|s| s.name.clone())
                 .collect();
-            if run.options.shard.is_some() {
+            if plans(run) {
+                durations.jobs = run.options.jobs;
+            }
+            if let Some(shard) = run.options.shard {
                 run.note(format!(
-                    "shards split by the test durations in {}",
-                    path.display()
+                    "shards split by the test durations in {}{}",
+                    path.display(),
+                    predicted(&durations, shard)
                 ));
             }
             Some(Arc::new(durations))
@@ -219,10 +223,32 @@ pub(super) fn last_durations(run: &Run) -> Option<Arc<crate::suites::Durations>>
     }
 }
 
+/// What the split predicts for each shard's suites under the run's plan (`--jobs N`), when it
+/// can ([crate::suites::Durations::plan_workers]): ", predicted wall time per shard under 4
+/// workers: 5.2s, 5.0s (this shard, 1/2: 5.2s)". Empty without a plan or a recorded layout.
+fn predicted(durations: &crate::suites::Durations, shard: crate::flags::Shard) -> String {
+    if durations.jobs <= 1 || durations.layout.is_empty() {
+        return String::new();
+    }
+    let loads = durations.plan(shard.count).loads;
+    let walls: Vec<String> = loads.iter().map(|s| format!("{s:.1}s")).collect();
+    let mine = loads
+        .get(shard.index as usize - 1)
+        .copied()
+        .unwrap_or_default();
+    format!(
+        "; predicted wall time per shard under {} workers: {} (this shard, {}/{}: {mine:.1}s)",
+        durations.jobs,
+        walls.join(", "),
+        shard.index,
+        shard.count
+    )
+}
+
 /// The suites not yet started when the engine was lost: their tests listed skipped with the
 /// reason.
 pub(super) async fn list_lost(
-    run: &Arc<Run>,
+    run: &Arc<Context>,
     suites: &[&SuiteCfg],
     env: &SuiteEnv,
     python: Option<&PythonEnv>,

@@ -16,9 +16,9 @@ use crate::engine::Engine;
 use crate::report::Check;
 use crate::ui;
 
+use super::context::Context;
 use super::events::{Event, Stage};
 use super::lost::{Lost, BUDGET};
-use super::run::{lock, Run};
 
 /// Time between pings while the last one answered.
 const PING_EVERY: Duration = Duration::from_millis(250);
@@ -41,7 +41,7 @@ impl Drop for Watching {
 }
 
 /// Starts watching `engine` for this run.
-pub fn watch(run: &Arc<Run>, engine: &Engine) -> Watching {
+pub fn watch(run: &Arc<Context>, engine: &Engine) -> Watching {
     let run = run.clone();
     let docker = engine.docker.clone();
     let host = engine.info.host.clone();
@@ -80,7 +80,7 @@ async fn watch_until_lost(docker: &bollard::Docker) -> String {
 }
 
 /// Says so (one error case), remembers it, and asks the suites to stop.
-fn record_loss(run: &Run, host: String, why: String) {
+fn record_loss(run: &Context, host: String, why: String) {
     let lost = Lost {
         after: run.reporter.started().elapsed(),
         noticed: Instant::now(),
@@ -102,17 +102,16 @@ fn record_loss(run: &Run, host: String, why: String) {
             ),
         ),
     });
-    let reason = lost.reason();
-    *lock(&run.engine_lost) = Some(lost);
-    run.stop_suites.send_replace(Some(reason));
+    run.lose_engine(lost);
 }
 
 /// Runs the stages until they end, or, once the engine is lost, for at most [`STAGES_GRACE`]
 /// more (the suites stop and list what they did not reach); what is still running then is
 /// dropped (its processes stopped with their groups) and reported skipped.
-pub async fn guarded<F>(run: Arc<Run>, stages: F) -> anyhow::Result<()>
+pub async fn guarded<F, T>(run: Arc<Context>, stages: F) -> anyhow::Result<T>
 where
-    F: std::future::Future<Output = anyhow::Result<()>>,
+    F: std::future::Future<Output = anyhow::Result<T>>,
+    T: Default,
 {
     tokio::pin!(stages);
     let mut lost = run.stop_suites.subscribe();
@@ -136,14 +135,18 @@ where
             {
                 run.skip(stage, &reason);
             }
-            Ok(())
+            Ok(T::default())
         }
     }
 }
 
 /// Teardown's first step after a loss: the engine restored as at the start, within the loss's
 /// budget (minus what removing the stack needs). `true` when it answers again.
-pub async fn recover(run: &Run, lost: &Lost, clock: &mut super::run::StageClock<'_>) -> bool {
+pub async fn recover(
+    run: &Context,
+    lost: &Lost,
+    clock: &mut super::context::StageClock<'_>,
+) -> bool {
     let began = Instant::now();
     let deadline = lost.deadline().saturating_duration_since(Instant::now());
     let deadline = deadline.saturating_sub(TEARDOWN_SHARE);

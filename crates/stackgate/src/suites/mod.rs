@@ -66,13 +66,13 @@ use crate::junit::{self, Case, Status, SuiteResult};
 
 pub use crate::process::KILL_GRACE;
 pub use live::{TestEvent, TestOutcome, TestRun, TestSink};
-pub use plan::{plan, Collection, Plan, DEFAULT_JOBS};
+pub use plan::{layout, plan, Collection, Plan, DEFAULT_JOBS};
 pub use pytest::pytest_case_name;
 pub use python::{
     ensure_requirements, python_env, python_env_with, PythonEnv, Requirements, REQUIREMENTS_STAMP,
 };
 pub use retry::retries_of;
-pub use shard::{case_key, default_path as durations_path, shard_of, Durations};
+pub use shard::{case_key, default_path as durations_path, shard_of, Durations, Layout};
 pub use workers::{run_plan, Hooks};
 
 use nextest::{nextest_list, run_nextest};

@@ -315,6 +315,51 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
     plan
 }
 
+/// How each planned suite runs in `plan` ([super::shard::Layout]), for `durations.json`: what a
+/// later sharded run predicts its shards' wall times by.
+pub fn layout(
+    plan: &Plan,
+    suites: &[(&SuiteCfg, Option<&Collection>)],
+) -> BTreeMap<String, super::shard::Layout> {
+    use super::shard::Layout;
+    let whole_in = |chunks: &[Chunk], suite: &str| {
+        chunks
+            .iter()
+            .any(|c| c.suite == suite && c.part == Part::Whole)
+    };
+    let mut layouts = BTreeMap::new();
+    for (suite, collection) in suites {
+        let name = suite.name.as_str();
+        let layout = if whole_in(&plan.alone, name) {
+            Layout::Alone
+        } else if plan.lanes.iter().any(|lane| whole_in(lane, name)) {
+            Layout::Lane
+        } else {
+            let key_of: BTreeMap<&str, &str> = collection
+                .map(|c| {
+                    c.tests
+                        .iter()
+                        .map(|t| (t.id.as_str(), t.key.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let alone = plan
+                .alone
+                .iter()
+                .filter(|c| c.suite == name)
+                .flat_map(|c| match &c.part {
+                    Part::Tests(ids) => ids.clone(),
+                    Part::Whole => Vec::new(),
+                })
+                .filter_map(|id| key_of.get(id.as_str()).map(|k| (*k).to_owned()))
+                .collect();
+            Layout::Spread { alone }
+        };
+        layouts.insert(name.to_owned(), layout);
+    }
+    layouts
+}
+
 /// The suites a plan runs, each once, in the plan's order of first appearance.
 pub fn suites_of(plan: &Plan) -> Vec<&str> {
     let mut seen = BTreeSet::new();

@@ -5,7 +5,10 @@
 //! start counted once on each shard that runs it ([`Durations::plan`]); a suite whose tests
 //! overlapped (nextest's threads) whole, at its wall time; then each suite's tests without a duration, at the suite's mean, the same
 //! way onto what the plan put on each shard, so that every shard's suite time is close to the
-//! mean. Without durations: by the FNV-1a hash of the test's
+//! mean. A run with a plan of workers (`--jobs N`) splits instead by each shard's wall time under
+//! that plan ([`Durations::plan_workers`]), from how the last planned run laid its suites out
+//! ([`Layout`]): what runs alone counts in full, the rest over the shard's workers. Without
+//! durations: by the FNV-1a hash of the test's
 //! id (also the requirement digests of [super::python]). The pytest plugin repeats both in
 //! Python, so the harness and the plugin agree on every split without talking to each other.
 //!
@@ -60,6 +63,29 @@ pub struct Durations {
     pub planned: bool,
     /// The other kind's durations, as read, written back unchanged.
     pub other: Option<Set>,
+    /// How each suite ran in the last run with a plan of workers ([`Layout`]): with the run's
+    /// [`Durations::jobs`], what lets [`Durations::plan`] predict a shard's wall time under the
+    /// plan it will run with.
+    pub layout: BTreeMap<String, Layout>,
+    /// The workers the run's plan will have (`--jobs N`; 1 without a plan): set by the run, never
+    /// stored.
+    pub jobs: u32,
+}
+
+/// How a suite ran in a plan of workers ([super::plan]), as `durations.json` keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Whole, alone, before the workers start (a suite that is not `parallel`): its tests one
+    /// after the other.
+    Alone,
+    /// Whole on one worker (a `parallel` suite without a collection: nextest, which runs its
+    /// tests at once itself).
+    Lane,
+    /// Its tests over the workers, except these (their serial markers), which ran alone first.
+    Spread {
+        alone: std::collections::BTreeSet<String>,
+    },
 }
 
 /// One kind's durations in `durations.json`.
@@ -68,6 +94,9 @@ pub struct Set {
     suites: BTreeMap<String, BTreeMap<String, f64>>,
     #[serde(default)]
     walls: BTreeMap<String, f64>,
+    /// Of runs with a plan only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    layout: BTreeMap<String, Layout>,
 }
 
 /// A test's key in [`Durations`]: its JUnit classname and name.
@@ -157,6 +186,7 @@ impl Durations {
         let serial = Set {
             suites: std::mem::take(&mut durations.suites),
             walls: std::mem::take(&mut durations.walls),
+            layout: BTreeMap::new(),
         };
         let with_plan = durations.other.take();
         let (mine, theirs) = if planned {
@@ -171,6 +201,12 @@ impl Durations {
         let weigh = mine.or_else(|| theirs.clone()).unwrap_or_default();
         durations.suites = weigh.suites;
         durations.walls = weigh.walls;
+        // How suites ran in a plan says nothing to a run without one.
+        durations.layout = if planned {
+            weigh.layout
+        } else {
+            BTreeMap::new()
+        };
         durations.other = theirs;
         durations.planned = planned;
         Ok(durations)
@@ -198,6 +234,11 @@ impl Durations {
         let mine = Set {
             suites: self.suites.clone(),
             walls: self.walls.clone(),
+            layout: if self.planned {
+                self.layout.clone()
+            } else {
+                BTreeMap::new()
+            },
         };
         let (serial, planned) = if self.planned {
             (self.other.clone().unwrap_or_default(), Some(mine))
@@ -225,7 +266,14 @@ impl Durations {
     ///
     /// A suite whose tests overlapped ([`Durations::overlapped`]) is not split: it goes whole to
     /// one shard, weighed by its wall time, as one test would.
+    ///
+    /// With a plan of workers ([`Durations::jobs`] over one) and the layout of the last run with
+    /// one, the split is [`Durations::plan_workers`] instead: by each shard's wall time under
+    /// that plan.
     pub fn plan(&self, count: u32) -> Plan {
+        if self.jobs > 1 && !self.layout.is_empty() {
+            return self.plan_workers(count);
+        }
         // (suite, key: "" for a whole suite, seconds)
         let mut tests: Vec<(&str, &str, f64)> = Vec::new();
         for suite in &self.order {
@@ -307,6 +355,93 @@ impl Durations {
         }
     }
 
+    /// The split under a plan of [`Durations::jobs`] workers, by the wall time each shard will
+    /// take: what runs alone (a suite that is not `parallel`, the tests with serial markers) adds
+    /// its time; the rest goes over the shard's workers, longest first each to the least loaded,
+    /// and adds only what outlasts the busiest worker. Every unit, longest first, goes to the
+    /// shard whose predicted wall time it leaves lowest; [`Plan::loads`] are those wall times. A
+    /// suite that ran whole on one worker ([`Layout::Lane`]) goes whole to one shard, weighed by
+    /// its tests' times. The times are those measured under a plan ([`Durations::planned`]).
+    pub fn plan_workers(&self, count: u32) -> Plan {
+        struct Unit<'a> {
+            suite: &'a str,
+            /// `None` for a whole suite.
+            key: Option<&'a str>,
+            seconds: f64,
+            alone: bool,
+        }
+        let mut units: Vec<Unit> = Vec::new();
+        for suite in &self.order {
+            let tests = self.suites.get(suite);
+            let layout = self.layout.get(suite);
+            if layout == Some(&Layout::Lane) {
+                let seconds = tests.map_or(0.0, |t| t.values().sum());
+                units.push(Unit {
+                    suite,
+                    key: None,
+                    seconds,
+                    alone: false,
+                });
+                continue;
+            }
+            for (key, seconds) in tests.into_iter().flatten() {
+                let alone = match layout {
+                    Some(Layout::Alone) => true,
+                    Some(Layout::Spread { alone }) => alone.contains(key),
+                    _ => false,
+                };
+                units.push(Unit {
+                    suite,
+                    key: Some(key),
+                    seconds: *seconds,
+                    alone,
+                });
+            }
+        }
+        units.sort_by(|a, b| {
+            b.seconds
+                .total_cmp(&a.seconds)
+                .then_with(|| (a.suite, a.key).cmp(&(b.suite, b.key)))
+        });
+        let count = count.max(1) as usize;
+        let mut shards_load = vec![WorkerLoad::new(self.jobs); count];
+        let mut shards: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+        let mut whole = BTreeMap::new();
+        for unit in units {
+            let best = (0..count)
+                .min_by(|a, b| {
+                    let after = |i: usize| shards_load[i].with(unit.seconds, unit.alone).wall();
+                    after(*a).total_cmp(&after(*b)).then(a.cmp(b))
+                })
+                .unwrap_or(0);
+            shards_load[best] = shards_load[best].with(unit.seconds, unit.alone);
+            let shard = best as u32 + 1;
+            let entry = shards.entry(unit.suite.to_owned()).or_default();
+            match unit.key {
+                Some(key) => {
+                    entry.insert(key.to_owned(), shard);
+                }
+                None => {
+                    whole.insert(unit.suite.to_owned(), shard);
+                    for key in self
+                        .suites
+                        .get(unit.suite)
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, _)| k)
+                    {
+                        entry.insert(key.clone(), shard);
+                    }
+                }
+            }
+        }
+        Plan {
+            shards,
+            loads: shards_load.iter().map(WorkerLoad::wall).collect(),
+            whole,
+        }
+    }
+
     /// A suite's wall time when its tests overlapped in it (their recorded times add up to more
     /// than a tenth over it: its runner ran several at once, as nextest does): their times then
     /// depend on what ran beside them and do not add up in a split.
@@ -374,6 +509,39 @@ pub struct Plan {
     pub loads: Vec<f64>,
     /// The suites that go whole to one shard ([`Durations::overlapped`]), new tests with them.
     pub whole: BTreeMap<String, u32>,
+}
+
+/// One shard under a plan of workers, as [`Durations::plan_workers`] fills it: the time of what
+/// runs alone, then each worker's.
+#[derive(Debug, Clone)]
+struct WorkerLoad {
+    alone: f64,
+    workers: Vec<f64>,
+}
+
+impl WorkerLoad {
+    fn new(jobs: u32) -> WorkerLoad {
+        WorkerLoad {
+            alone: 0.0,
+            workers: vec![0.0; jobs.max(1) as usize],
+        }
+    }
+
+    /// With one more unit: alone, or on the least loaded worker.
+    fn with(&self, seconds: f64, alone: bool) -> WorkerLoad {
+        let mut next = self.clone();
+        if alone {
+            next.alone += seconds;
+        } else if let Some(least) = next.workers.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+            *least += seconds;
+        }
+        next
+    }
+
+    /// What the shard's suites take: what runs alone, then the busiest worker.
+    fn wall(&self) -> f64 {
+        self.alone + self.workers.iter().copied().fold(0.0, f64::max)
+    }
 }
 
 /// Longest first, each test to the shard with the least time so far (the lowest index on a
@@ -483,6 +651,126 @@ mod tests {
             ..durations
         };
         assert_eq!(unknown.plan(2).loads, [4.0, 4.0]);
+    }
+
+    /// The reference stack's shape under four workers: `mc` has four destructive tests of 2 s
+    /// that run alone and sixteen of 1 s over the workers; `load` runs whole on one worker.
+    fn planned_reference() -> Durations {
+        let mut mc: BTreeMap<String, f64> = (0..4).map(|i| (format!("a{i}"), 2.0)).collect();
+        mc.extend((0..16).map(|i| (format!("p{i:02}"), 1.0)));
+        Durations {
+            suites: BTreeMap::from([
+                ("mc".to_owned(), mc),
+                (
+                    "load".to_owned(),
+                    (0..3).map(|i| (format!("l{i}"), 1.0)).collect(),
+                ),
+            ]),
+            // Under a plan a suite's wall is the span of its chunks: never a start cost here.
+            walls: BTreeMap::from([("mc".to_owned(), 20.0), ("load".to_owned(), 18.0)]),
+            order: vec!["load".into(), "mc".into()],
+            layout: BTreeMap::from([
+                ("load".to_owned(), Layout::Lane),
+                (
+                    "mc".to_owned(),
+                    Layout::Spread {
+                        alone: (0..4).map(|i| format!("a{i}")).collect(),
+                    },
+                ),
+            ]),
+            planned: true,
+            jobs: 4,
+            ..Durations::default()
+        }
+    }
+
+    /// Each shard's suites' wall time under four workers, worked out from a plan's shards: what
+    /// runs alone in full, then the rest longest first, each to the least loaded worker.
+    fn walls_under_workers(durations: &Durations, plan: &Plan, count: u32) -> Vec<f64> {
+        (1..=count)
+            .map(|shard| {
+                let mut alone = 0.0;
+                let mut parallel = Vec::new();
+                for (suite, tests) in &plan.shards {
+                    let mine = tests.iter().filter(|(_, s)| **s == shard);
+                    if durations.layout.get(suite) == Some(&Layout::Lane) {
+                        let seconds: f64 = mine.map(|(k, _)| durations.suites[suite][k]).sum();
+                        if seconds > 0.0 {
+                            parallel.push(seconds);
+                        }
+                        continue;
+                    }
+                    for (key, _) in mine {
+                        match durations.layout.get(suite) {
+                            Some(Layout::Spread { alone: serial }) if serial.contains(key) => {
+                                alone += durations.suites[suite][key]
+                            }
+                            _ => parallel.push(durations.suites[suite][key]),
+                        }
+                    }
+                }
+                parallel.sort_by(|a, b| b.total_cmp(a));
+                let mut workers = [0.0_f64; 4];
+                for seconds in parallel {
+                    let least = (0..4)
+                        .min_by(|a, b| workers[*a].total_cmp(&workers[*b]))
+                        .unwrap();
+                    workers[least] += seconds;
+                }
+                alone + workers.iter().copied().fold(0.0, f64::max)
+            })
+            .collect()
+    }
+
+    fn ratio(walls: &[f64]) -> f64 {
+        let slow = walls.iter().copied().fold(0.0, f64::max);
+        let fast = walls.iter().copied().fold(f64::MAX, f64::min);
+        slow / fast
+    }
+
+    #[test]
+    fn under_workers_a_shard_pays_what_runs_alone_in_full_and_the_rest_over_its_workers() {
+        let durations = planned_reference();
+        let plan = durations.plan(2);
+        // The prediction is the schedule's: what runs alone, then the busiest worker.
+        assert_eq!(
+            plan.loads,
+            walls_under_workers(&durations, &plan, 2),
+            "{plan:?}"
+        );
+        assert!(ratio(&plan.loads) <= 1.25, "{plan:?}");
+        // Every test has a shard; load (whole on one worker) goes whole to one shard.
+        assert_eq!(plan.shards["mc"].len(), 20);
+        assert_eq!(plan.whole.len(), 1);
+        let load_shard = plan.whole["load"];
+        assert!(plan.shards["load"].values().all(|s| *s == load_shard));
+
+        // Added up as if one after the other (the split without the layout, a plan's walls taken
+        // for start costs), the same tests leave one shard far longer under the workers.
+        let mut summed = durations.clone();
+        summed.layout.clear();
+        let sum_plan = summed.plan(2);
+        let sum_walls = walls_under_workers(&durations, &sum_plan, 2);
+        assert!(ratio(&sum_walls) > 1.25, "{sum_plan:?} {sum_walls:?}");
+    }
+
+    #[test]
+    fn the_layout_is_kept_with_the_planned_durations_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("durations.json");
+        let planned = planned_reference();
+        planned.write(&path).unwrap();
+        let read = Durations::read_for(&path, true).unwrap();
+        assert_eq!(read.layout, planned.layout);
+        assert_eq!(read.jobs, 0, "the run sets its jobs; they are never stored");
+        let serial = Durations::read_for(&path, false).unwrap();
+        assert!(serial.layout.is_empty(), "{serial:?}");
+        // Written back from the serial side, the planned set keeps its layout.
+        serial.write(&path).unwrap();
+        assert_eq!(
+            Durations::read_for(&path, true).unwrap().layout,
+            planned.layout
+        );
     }
 
     #[test]

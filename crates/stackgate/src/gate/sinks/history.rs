@@ -179,6 +179,7 @@ impl LiveSink for History {
             | Event::TestFinished { .. }
             | Event::ServiceState { .. }
             | Event::Note(_)
+            | Event::Say(_)
             | Event::Progress { .. } => {}
         }
     }

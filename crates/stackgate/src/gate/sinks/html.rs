@@ -4,7 +4,7 @@
 //! services and tests, the stages table, the run's properties and links to the kept logs.
 //! A pure function of the [`Record`].
 //!
-//! Not here: where the file goes ([crate::gate::artefacts]); the lanes ([super::timeline]).
+//! Not here: where the file goes ([super::artefacts]); the lanes ([super::timeline]).
 
 use std::fmt::Write;
 use std::time::Duration;

@@ -18,11 +18,11 @@ use crate::gate::reporter::LiveSink;
 pub struct Stream {
     file: Mutex<std::fs::File>,
     /// The run's secrets, as they become known.
-    secrets: crate::gate::run::Secrets,
+    secrets: crate::gate::context::Secrets,
 }
 
 impl Stream {
-    pub fn create(path: &Path, secrets: crate::gate::run::Secrets) -> anyhow::Result<Stream> {
+    pub fn create(path: &Path, secrets: crate::gate::context::Secrets) -> anyhow::Result<Stream> {
         use anyhow::Context;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -112,6 +112,7 @@ pub fn json_line(at: Duration, event: &Event) -> Value {
         }
         Event::Property { name, value } => ("property", json!({ "name": name, "value": value })),
         Event::Note(note) => ("note", json!({ "text": note })),
+        Event::Say(text) => ("say", json!({ "text": text })),
         Event::Progress { stage, message } => {
             ("progress", json!({ "stage": stage, "message": message }))
         }
@@ -150,7 +151,7 @@ mod tests {
     fn the_stream_file_redacts_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
-        let secrets = crate::gate::run::Secrets::default();
+        let secrets = crate::gate::context::Secrets::default();
         let stream = Stream::create(&path, secrets.clone()).unwrap();
         secrets.lock().unwrap().push("s3cret".into());
         stream.event(

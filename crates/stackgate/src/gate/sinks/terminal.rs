@@ -58,6 +58,11 @@ pub fn lines(event: &Event, view: &mut View) -> Vec<String> {
         view.held = Some(Vec::new());
         view.held_current = None;
     }
+    if let Event::Say(text) = event {
+        // Said at once and as it is, as `ui::say` would (an interruption does not wait for
+        // preflight's end).
+        return vec![text.clone()];
+    }
     let Some(mut held) = view.held.take() else {
         return shown(line(event, view));
     };
@@ -181,6 +186,7 @@ impl Status {
             | Event::Suite(_)
             | Event::Property { .. }
             | Event::Note(_)
+            | Event::Say(_)
             | Event::Progress { .. }
             | Event::Finished { .. } => {}
         }
@@ -323,6 +329,7 @@ pub fn line(event: &Event, view: &mut View) -> Option<String> {
         }
         Event::Property { name, value } => Some(format!("  {name}: {value}")),
         Event::Note(note) => Some(format!("  note: {note}")),
+        Event::Say(text) => Some(text.clone()),
         Event::Progress { stage, message } => Some(format!(
             "  … {}{message}",
             match current {

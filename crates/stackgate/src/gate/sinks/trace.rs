@@ -4,7 +4,7 @@
 //! healthcheck attempt and exit. A pure function of the [`Record`], through the same lanes as
 //! the HTML report.
 //!
-//! Not here: where the file goes ([crate::gate::artefacts]).
+//! Not here: where the file goes ([super::artefacts]).
 
 use std::time::Duration;
 

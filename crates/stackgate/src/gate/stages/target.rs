@@ -7,19 +7,18 @@
 //! ([super::stack]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 
 use crate::config::TargetKind;
 use crate::error::Failure;
 use crate::flags::TargetChoice;
 use crate::report::Check;
 
-use super::events::{Stage, StageOutcome};
-use super::run::{lock, Run, StageClock};
-use super::suite_support::PythonSlot;
+use crate::gate::context::{Context, Ledger, StageClock};
+use crate::gate::events::{Stage, StageOutcome};
+use crate::gate::suite_support::PythonSlot;
 
 /// The target the suites run against, once chosen.
 #[derive(Debug, Clone)]
@@ -32,7 +31,7 @@ pub struct Chosen {
 }
 
 /// The engine answered: the suites run on docker (the stack stage gives the endpoints).
-pub fn docker(run: &Run, engine: &crate::engine::Engine) {
+pub fn docker(run: &Context, engine: &crate::engine::Engine) {
     let mut clock = StageClock::start(run, Stage::Target);
     clock.step(Check::passed(
         "target docker",
@@ -44,7 +43,11 @@ pub fn docker(run: &Run, engine: &crate::engine::Engine) {
 }
 
 /// No engine (or `--target staging|local`): the first usable target. `Err` (exit 3) when none is.
-pub async fn fallback(run: &Arc<Run>, python: &PythonSlot) -> anyhow::Result<Chosen> {
+pub async fn fallback(
+    run: &Context,
+    ledger: &Ledger,
+    python: &PythonSlot,
+) -> anyhow::Result<Chosen> {
     let mut clock = StageClock::start(run, Stage::Target);
     let kinds = match run.options.target {
         TargetChoice::Staging => vec![TargetKind::Staging],
@@ -54,7 +57,7 @@ pub async fn fallback(run: &Arc<Run>, python: &PythonSlot) -> anyhow::Result<Cho
     let mut reasons = Vec::new();
     let mut certificate_problem = false;
     for kind in kinds {
-        match try_target(run, kind, &mut clock, python).await {
+        match try_target(run, ledger, kind, &mut clock, python).await {
             Ok(chosen) => {
                 run.property("target", kind.to_string());
                 clock.finish();
@@ -92,7 +95,8 @@ pub async fn fallback(run: &Arc<Run>, python: &PythonSlot) -> anyhow::Result<Cho
 }
 
 async fn try_target(
-    run: &Arc<Run>,
+    run: &Context,
+    ledger: &Ledger,
     kind: TargetKind,
     clock: &mut StageClock<'_>,
     python: &PythonSlot,
@@ -152,7 +156,7 @@ async fn try_target(
                 clock.step(check);
             }
             let endpoints = local.endpoints.clone();
-            lock(&run.resources).local = Some(local);
+            ledger.record(|r| r.local = Some(local));
             Ok(Chosen {
                 kind,
                 endpoints,

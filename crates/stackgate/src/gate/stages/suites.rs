@@ -1,11 +1,11 @@
-//! The checks on the chosen target: the WebSocket stage, then the suites stage (every selected
+//! The suites stage on the chosen target (every selected
 //! `[[suite]]` in order, one at a time; with `--jobs N` and `parallel` suites, one plan over N
-//! workers, [super::parallel]; each test reported as it starts and ends, a heartbeat naming the
+//! workers, [crate::gate::parallel]; each test reported as it starts and ends, a heartbeat naming the
 //! running test when nothing else was said for [`HEARTBEAT`]), and the Python environment they
 //! share, made in the background from the run's start. Suites that cannot run are still listed,
 //! their tests skipped with the reason.
 //!
-//! Not here: running a suite ([crate::suites]) or the WebSocket client ([crate::ws]).
+//! Not here: running a suite ([crate::suites]); the WebSocket stage ([super::ws]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,43 +13,18 @@ use std::time::{Duration, Instant};
 
 use crate::config::{SuiteCfg, TargetKind};
 use crate::junit::SuiteResult;
-use crate::report::Check;
 use crate::suites::{PythonEnv, SuiteEnv, SuiteRun};
 
-use super::events::{Event, Stage, StageOutcome};
-use super::run::{lock, Run, StageClock, Until};
-use super::suite_support::{
+use crate::gate::context::{lock, Context, StageClock, Until};
+use crate::gate::events::{Event, Stage, StageOutcome};
+use crate::gate::suite_support::{
     cannot_run, last_durations, list_lost, live_sink, nothing_to_run, repo_root, Pulse, PythonSlot,
 };
+
 use super::target::Chosen;
 
-/// The WebSocket stage; `false` when it failed.
-pub async fn ws(run: &Arc<Run>, chosen: &Chosen) -> bool {
-    if run.config.ws_check.is_none() {
-        run.skip(Stage::Ws, "no [ws_check] in harness.toml");
-        return true;
-    }
-    let mut clock = StageClock::start(run, Stage::Ws);
-    let checks = match crate::ws::plan_from_config(
-        &run.config,
-        &chosen.endpoints,
-        &crate::ws::Overrides::default(),
-    ) {
-        Ok(plan) => crate::ws::run(&plan).await.checks,
-        Err(e) => vec![Check::failed(
-            "websocket plan",
-            Duration::ZERO,
-            format!("{e:#}"),
-        )],
-    };
-    checks.into_iter().for_each(|c| clock.step(c));
-    let failed = clock.failed();
-    clock.finish();
-    !failed
-}
-
 /// What every suite of the run receives.
-fn suite_env(run: &Run, chosen: Option<&Chosen>) -> SuiteEnv {
+fn suite_env(run: &Context, chosen: Option<&Chosen>) -> SuiteEnv {
     SuiteEnv {
         target: chosen.map_or(TargetKind::Docker, |c| c.kind),
         run_id: run.run_id.clone(),
@@ -67,7 +42,7 @@ fn suite_env(run: &Run, chosen: Option<&Chosen>) -> SuiteEnv {
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Says every [`HEARTBEAT`] of silence which tests (or suites) still run; ends when dropped.
-fn heartbeat(run: &Arc<Run>, pulse: &Arc<Mutex<Pulse>>) -> AbortOnDrop {
+fn heartbeat(run: &Context, pulse: &Arc<Mutex<Pulse>>) -> AbortOnDrop {
     let reporter = run.reporter.clone();
     let pulse = pulse.clone();
     AbortOnDrop(tokio::spawn(async move {
@@ -114,14 +89,20 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How the suites stage ended (each suite's result went to the run's events as it ended).
+#[derive(Debug, Clone)]
+pub struct SuitesReport {
+    pub outcome: StageOutcome,
+}
+
 /// The suites stage: in order, one at a time; with more than one job and a `parallel` suite,
 /// one plan over the workers.
 pub async fn suites(
-    run: &Arc<Run>,
+    run: &Arc<Context>,
     chosen: &Chosen,
     python: &PythonSlot,
-    early: Option<super::collect::Early>,
-) {
+    early: Option<crate::gate::collect::Early>,
+) -> SuitesReport {
     let clock = StageClock::start(run, Stage::Suites);
     let pulse = Arc::new(Mutex::new(Pulse::default()));
     let _heartbeat = heartbeat(run, &pulse);
@@ -155,9 +136,13 @@ pub async fn suites(
         run.reporter.record().steps().any(|(stage, c)| {
             stage == Stage::Suites && c.outcome == crate::report::Outcome::Failed
         });
-    if super::suite_support::plans(run) {
-        failed |=
-            super::parallel::suites(run, &selected, &env, python, &pulse, collected.as_ref()).await;
+    let mut layout = BTreeMap::new();
+    if crate::gate::suite_support::plans(run) {
+        let ran =
+            crate::gate::parallel::suites(run, &selected, &env, python, &pulse, collected.as_ref())
+                .await;
+        failed |= ran.failed;
+        layout = ran.layout;
     } else {
         for (index, suite) in selected.iter().enumerate() {
             if let Some(reason) = run.lost_reason() {
@@ -176,23 +161,26 @@ pub async fn suites(
         }
     }
     if run.options.shard.is_none() {
-        keep_durations(run);
+        keep_durations(run, layout);
     }
     // The suites' own results say what failed; the stage only records that something did.
-    clock.finish_as(if failed {
-        StageOutcome::Failed
-    } else {
-        StageOutcome::Passed
-    });
+    SuitesReport {
+        outcome: clock.finish_as(if failed {
+            StageOutcome::Failed
+        } else {
+            StageOutcome::Passed
+        }),
+    }
 }
 
 /// An unsharded run leaves its suites' test durations (and wall times) for later runs: sharded
-/// ones split by them, plans weigh by them.
-fn keep_durations(run: &Run) {
+/// ones split by them, plans weigh by them; a run with a plan, how each suite ran in it
+/// (`layout`), by which a sharded run predicts its shards' wall times.
+fn keep_durations(run: &Context, layout: BTreeMap<String, crate::suites::Layout>) {
     let path = crate::suites::durations_path(&run.config.work_dir());
     // A run of some suites (`--suite`) replaces theirs and keeps the others'.
     // Kept apart: the times of runs with a plan of workers, and of runs without.
-    let planned = super::suite_support::plans(run);
+    let planned = crate::gate::suite_support::plans(run);
     let mut durations = crate::suites::Durations::read_for(&path, planned).unwrap_or_else(|_| {
         crate::suites::Durations {
             planned,
@@ -202,13 +190,14 @@ fn keep_durations(run: &Run) {
     for suite in run.reporter.record().suites() {
         durations.keep(&suite.name, suite.duration, &suite.cases);
     }
+    durations.layout.extend(layout);
     if let Err(e) = durations.write(&path) {
         run.note(format!("could not keep the test durations: {e:#}"));
     }
 }
 
 async fn run_one(
-    run: &Arc<Run>,
+    run: &Arc<Context>,
     suite: &SuiteCfg,
     env: &SuiteEnv,
     python: Option<&PythonEnv>,
@@ -259,7 +248,7 @@ async fn run_one(
 /// Every selected suite's tests, listed as skipped with the reason (nothing silently
 /// disappears from the report).
 pub async fn list_skipped(
-    run: &Arc<Run>,
+    run: &Context,
     reason: &str,
     python: &PythonSlot,
     chosen: Option<&Chosen>,

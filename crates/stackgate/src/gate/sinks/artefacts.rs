@@ -2,13 +2,12 @@
 //! the run's directory (`target/xtask/runs/<run id>/`, next to its `logs/` and `suites/`) and
 //! copied to `target/xtask/` as the latest run's, each written atomically.
 //!
-//! Not here: rendering them ([super::sinks::html], [super::sinks::trace]).
+//! Not here: rendering them ([super::super::html], [super::super::trace]).
 
 use std::path::{Path, PathBuf};
 
-use super::events::Record;
-use super::run::Run;
-use super::sinks;
+use crate::gate::context::Context;
+use crate::gate::events::Record;
 
 /// Where the report and the trace went.
 #[derive(Debug, Clone)]
@@ -18,7 +17,7 @@ pub struct Written {
 }
 
 /// Writes the HTML report and the trace of a run; the paths of the latest copies.
-pub fn write(run: &Run, record: &Record) -> anyhow::Result<Written> {
+pub fn write(run: &Context, record: &Record) -> anyhow::Result<Written> {
     let store = crate::state::Store::of(&run.config);
     let run_dir = store.run_dir(&run.run_id);
     let work_dir = run.config.work_dir();
@@ -36,25 +35,25 @@ pub fn write(run: &Run, record: &Record) -> anyhow::Result<Written> {
             .map(|(what, file)| (what.clone(), format!("{prefix}{file}")))
             .collect()
     };
-    let in_run = sinks::html::render(
+    let in_run = super::html::render(
         record,
-        &sinks::html::HtmlMeta {
+        &super::html::HtmlMeta {
             title: title.clone(),
             junit: junit.clone(),
             logs: relative_to(""),
             secrets: &secrets,
         },
     );
-    let latest = sinks::html::render(
+    let latest = super::html::render(
         record,
-        &sinks::html::HtmlMeta {
+        &super::html::HtmlMeta {
             title: title.clone(),
             junit,
             logs: relative_to(&format!("runs/{}/", run.run_id)),
             secrets: &secrets,
         },
     );
-    let trace = serde_json::to_string(&sinks::trace::render(record, &title))?;
+    let trace = serde_json::to_string(&super::trace::render(record, &title))?;
     let trace = crate::junit::redact(&trace, &secrets);
     std::fs::create_dir_all(&run_dir)?;
     crate::state::write_atomic(&run_dir.join("report.html"), in_run.as_bytes())?;

@@ -1,10 +1,10 @@
-//! One run of the pipeline: what it was asked to do ([`Options`]), what it holds while it runs
-//! ([`Run`]: the reporter, what teardown must undo, secrets, each stage's outcome), and
-//! [`StageClock`], which times a stage around its own work and records its outcome.
+//! One run of the pipeline: what it was asked to do ([`Options`]), its immutable [`Context`]
+//! (config, options, run id, the event sink, secrets, the engine-lost notification), the
+//! [`Ledger`] of what teardown must undo, and [`StageClock`], which times a stage around its own
+//! work and emits its outcome.
 //!
-//! Not here: the order of the stages ([super::pipeline]) or what each does.
+//! Not here: the order of the stages ([super::pipeline]) or what each does ([super::stages]).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use crate::state::StackState;
 use crate::target::LocalTarget;
 
 use super::events::{Event, Stage, StageOutcome};
+use super::lost::Lost;
 use super::reporter::Reporter;
 
 /// Where the pipeline stops.
@@ -109,8 +110,8 @@ impl Options {
 #[derive(Default)]
 pub struct Resources {
     pub stack: Option<StackState>,
-    /// The run id of a stack being brought up, so that a half-made stack is found by label.
-    pub stack_run_id: Option<String>,
+    /// A stack being brought up, so that a half-made stack is found by label.
+    pub pending_stack: Option<PendingStack>,
     pub local: Option<LocalTarget>,
     /// The lease of a warm stack this run took (held until the run ends).
     pub lease: Option<crate::stack::reuse::Lease>,
@@ -120,23 +121,50 @@ pub struct Resources {
     pub follow: Option<crate::stack::Follow>,
 }
 
-/// Everything the pipeline needs, shared with the task it runs in.
-pub struct Run {
+/// A stack whose `up` began: its run id and the engine it runs on, enough for teardown to find
+/// and remove it by label when `up` never returned.
+#[derive(Clone)]
+pub struct PendingStack {
+    pub run_id: String,
+    pub engine: crate::engine::Engine,
+}
+
+/// The teardown ledger: what the run created and must undo on every path. The one thing of a
+/// run behind a `Mutex`, because teardown runs on every path (a signal or a panic included)
+/// from the supervisor, which holds the ledger while the stages that fill it may be aborted
+/// mid-way; a stage records what it made the moment it exists. Stage results are not kept here:
+/// they are return values.
+#[derive(Default)]
+pub struct Ledger {
+    resources: Mutex<Resources>,
+}
+
+impl Ledger {
+    /// Records what a stage just made.
+    pub fn record(&self, change: impl FnOnce(&mut Resources)) {
+        change(&mut lock(&self.resources));
+    }
+
+    /// Everything recorded, for teardown to undo (the ledger is empty afterwards).
+    pub fn take(&self) -> Resources {
+        std::mem::take(&mut *lock(&self.resources))
+    }
+}
+
+/// The run's immutable context, shared by every stage: what the command asked for, the run's
+/// id, the event sink, the secrets to redact, and the two notifications that cross stages (the
+/// engine lost, the suites asked to stop). Stages hand their results on as return values, never
+/// through here.
+pub struct Context {
     pub config: Config,
     pub options: Options,
     pub run_id: String,
     pub reporter: Arc<Reporter>,
-    pub resources: Mutex<Resources>,
-    /// Values that must never appear in output or the report (shared with the event stream).
+    /// Values that must never appear in output or the report (shared with the event stream,
+    /// which redacts as it writes; the local target adds its run secret).
     secrets: Secrets,
-    /// How each stage ended, as the pipeline decided.
-    outcomes: Mutex<BTreeMap<Stage, StageOutcome>>,
-    /// The engine, once it answered (for `ci`, which goes on with it).
-    pub engine: Mutex<Option<crate::engine::Engine>>,
-    /// What the stack's `up` reported (for `docker-up`'s output).
-    pub up: Mutex<Option<crate::stack::UpReport>>,
-    /// The engine stopped answering during the run ([super::watch] says so once).
-    pub engine_lost: Mutex<Option<super::lost::Lost>>,
+    /// The engine stopped answering during the run ([super::watch] sends it once).
+    engine_lost: tokio::sync::watch::Sender<Option<Lost>>,
     /// Asks the running suites to stop (the reason), once the engine is lost.
     pub stop_suites: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -144,38 +172,43 @@ pub struct Run {
 /// The run's secrets, shared with the sinks that redact them.
 pub type Secrets = Arc<Mutex<Vec<String>>>;
 
-impl Run {
+impl Context {
     pub fn new(
         config: Config,
         options: Options,
         run_id: String,
         reporter: Arc<Reporter>,
         secrets: Secrets,
-    ) -> Run {
-        Run {
+    ) -> Context {
+        Context {
             config,
             options,
             run_id,
             reporter,
-            resources: Mutex::new(Resources::default()),
             secrets,
-            outcomes: Mutex::new(BTreeMap::new()),
-            engine: Mutex::new(None),
-            up: Mutex::new(None),
-            engine_lost: Mutex::new(None),
+            engine_lost: tokio::sync::watch::Sender::new(None),
             stop_suites: tokio::sync::watch::Sender::new(None),
         }
     }
 
+    /// The engine's loss, once [super::watch] noticed it.
+    pub fn lost(&self) -> Option<Lost> {
+        self.engine_lost.borrow().clone()
+    }
+
+    /// Says the engine is lost (once) and asks the suites to stop.
+    pub fn lose_engine(&self, lost: Lost) {
+        let reason = lost.reason();
+        self.engine_lost.send_replace(Some(lost));
+        self.stop_suites.send_replace(Some(reason));
+    }
+
     /// Why the rest of the run did not happen when the engine was lost (`engine lost at 41.2s`).
     pub fn lost_reason(&self) -> Option<String> {
-        lock(&self.engine_lost).as_ref().map(|lost| lost.reason())
+        self.engine_lost.borrow().as_ref().map(|lost| lost.reason())
     }
 
     pub fn emit(&self, event: Event) {
-        if let Event::StageFinished { stage, outcome, .. } = &event {
-            lock(&self.outcomes).insert(*stage, outcome.clone());
-        }
         self.reporter.emit(event);
     }
 
@@ -190,9 +223,10 @@ impl Run {
         });
     }
 
-    /// The stage's outcome, once it finished.
+    /// The stage's outcome, once it finished (as its `StageFinished` event said).
     pub fn outcome(&self, stage: Stage) -> Option<StageOutcome> {
-        lock(&self.outcomes).get(&stage).cloned()
+        self.reporter
+            .with_record(|record| record.stage(stage).map(|(_, outcome)| outcome.clone()))
     }
 
     pub fn stage_failed(&self, stage: Stage) -> bool {
@@ -201,10 +235,13 @@ impl Run {
 
     /// Whether anything failed so far: a stage, a step, or a suite.
     pub fn failed(&self) -> bool {
-        lock(&self.outcomes)
-            .values()
-            .any(|o| *o == StageOutcome::Failed)
-            || self.reporter.record().failed()
+        self.reporter.with_record(|record| {
+            Stage::ALL.into_iter().any(|stage| {
+                record
+                    .stage(stage)
+                    .is_some_and(|(_, o)| *o == StageOutcome::Failed)
+            }) || record.failed()
+        })
     }
 
     /// Marks a stage that will not run.
@@ -219,7 +256,7 @@ impl Run {
     }
 
     /// A progress handle whose messages become the stage's progress events.
-    pub fn progress(self: &Arc<Run>, stage: Stage) -> Progress {
+    pub fn progress(&self, stage: Stage) -> Progress {
         let reporter = self.reporter.clone();
         Progress::to(move |message| {
             reporter.emit(Event::Progress {
@@ -259,7 +296,7 @@ impl Run {
 
 /// Times a stage around its own work and decides its outcome from its steps.
 pub struct StageClock<'a> {
-    run: &'a Run,
+    run: &'a Context,
     stage: Stage,
     /// The stage's own work so far (a stage may pause while another works: the engine's smoke
     /// container runs after the images).
@@ -270,7 +307,7 @@ pub struct StageClock<'a> {
 
 impl<'a> StageClock<'a> {
     /// Emits the stage's start; its clock runs.
-    pub fn start(run: &'a Run, stage: Stage) -> StageClock<'a> {
+    pub fn start(run: &'a Context, stage: Stage) -> StageClock<'a> {
         run.emit(Event::StageStarted { stage });
         StageClock {
             run,

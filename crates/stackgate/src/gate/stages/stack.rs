@@ -14,8 +14,9 @@ use crate::config::TargetKind;
 use crate::engine::Engine;
 use crate::report::Check;
 
-use super::events::{Event, Stage};
-use super::run::{lock, Isolation, Keep, Run, StageClock};
+use crate::gate::context::{lock, Context, Isolation, Keep, Ledger, PendingStack, StageClock};
+use crate::gate::events::{Event, Stage};
+
 use super::target::Chosen;
 
 /// The stack being prepared (reading the compose file needs no engine, so it overlaps the
@@ -23,7 +24,7 @@ use super::target::Chosen;
 pub type Preparing = tokio::task::JoinHandle<anyhow::Result<crate::stack::Prepared>>;
 
 /// How `up` is asked to run for this pipeline.
-pub fn up_options(run: &Run) -> crate::stack::UpOptions {
+pub fn up_options(run: &Context) -> crate::stack::UpOptions {
     let isolated = run.options.isolation == Isolation::Isolated;
     crate::stack::UpOptions {
         isolated,
@@ -37,7 +38,7 @@ pub fn up_options(run: &Run) -> crate::stack::UpOptions {
 }
 
 /// Starts preparing the stack, when this run has one.
-pub fn prepare(run: &Arc<Run>) -> Option<Preparing> {
+pub fn prepare(run: &Context) -> Option<Preparing> {
     run.config.stack.as_ref()?;
     let config = run.config.clone();
     let options = up_options(run);
@@ -47,7 +48,7 @@ pub fn prepare(run: &Arc<Run>) -> Option<Preparing> {
 }
 
 /// Drops a prepared stack that will not start (an earlier stage failed).
-pub async fn abandon(run: &Run, preparing: Option<Preparing>) {
+pub async fn abandon(run: &Context, preparing: Option<Preparing>) {
     if let Some(preparing) = preparing {
         if let Ok(Ok(prepared)) = preparing.await {
             if !prepared.continued {
@@ -57,14 +58,22 @@ pub async fn abandon(run: &Run, preparing: Option<Preparing>) {
     }
 }
 
+/// What the stack stage gives on: what `up` reported (none without a `[stack]`, or when `up`
+/// failed before it could report), and the target the suites run on (none when they cannot go
+/// on: the stack or the smoke container failed).
+pub struct Stack {
+    pub up: Option<crate::stack::UpReport>,
+    pub ready: Option<Chosen>,
+}
+
 /// The stack stage and the smoke container beside it; finishes the engine stage's clock.
-/// `None` when the suites cannot go on (the stack or the smoke container failed).
 pub async fn stack(
-    run: &Arc<Run>,
+    run: &Context,
+    ledger: &Ledger,
     engine: &Engine,
     mut engine_clock: StageClock<'_>,
     preparing: Option<Preparing>,
-) -> Option<Chosen> {
+) -> Stack {
     let config = &run.config;
     let engine_progress = run.progress(Stage::Engine);
     let Some(preparing) = preparing else {
@@ -75,12 +84,13 @@ pub async fn stack(
         let engine_failed = engine_clock.failed();
         engine_clock.finish();
         run.skip(Stage::Stack, "no [stack] in harness.toml");
-        return (!engine_failed).then(|| Chosen {
+        let ready = (!engine_failed).then(|| Chosen {
             kind: TargetKind::Docker,
             endpoints: BTreeMap::new(),
             extra_env: crate::stack::engine_env(engine),
             skip_markers: config.targets.docker_skip_markers.clone(),
         });
+        return Stack { up: None, ready };
     };
     let mut clock = StageClock::start(run, Stage::Stack);
     // Preparing read the compose file while the engine started; it settles the run id (a
@@ -99,10 +109,10 @@ pub async fn stack(
     let up = async {
         let prepared = prepared?;
         if run.reuses() {
-            return warm_or_fresh(run, engine, prepared).await;
+            return warm_or_fresh(run, ledger, engine, prepared).await;
         }
-        lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
-        follow(run, engine, &prepared.project.name);
+        pending(ledger, &prepared.run_id, engine);
+        follow(run, ledger, engine, &prepared.project.name);
         crate::stack::start(config, engine, prepared, &up_options(run)).await
     };
     // The stage ends when its own work does, not when the smoke container beside it does.
@@ -132,9 +142,15 @@ pub async fn stack(
         failed
     };
     let (report, smoke_failed) = tokio::join!(up, smoke);
-    let report = report?;
+    let Some(report) = report else {
+        return Stack {
+            up: None,
+            ready: None,
+        };
+    };
     run.property("compose_flavour", report.compose.to_string());
-    lock(&run.resources).stack = Some(report.state.clone());
+    let state = report.state.clone();
+    ledger.record(|r| r.stack = Some(state));
     // The suites talk to the engine the stack runs on (DOCKER_HOST), whatever their own
     // environment says.
     let mut extra_env = crate::stack::engine_env(engine);
@@ -154,16 +170,28 @@ pub async fn stack(
         extra_env,
         skip_markers: config.targets.docker_skip_markers.clone(),
     };
-    let passed = report.passed();
-    *lock(&run.up) = Some(report);
-    (passed && !smoke_failed).then_some(chosen)
+    let ready = (report.passed() && !smoke_failed).then_some(chosen);
+    Stack {
+        up: Some(report),
+        ready,
+    }
+}
+
+/// Records the stack whose `up` begins, for teardown to find it should `up` never return.
+fn pending(ledger: &Ledger, run_id: &str, engine: &Engine) {
+    let pending = PendingStack {
+        run_id: run_id.to_owned(),
+        engine: engine.clone(),
+    };
+    ledger.record(|r| r.pending_stack = Some(pending));
 }
 
 /// `--reuse`: takes a warm stack whose key matches (after checking every service), else starts
 /// a fresh one (labelled reusable) while the warm stacks that no longer match are removed; the
 /// fresh one's key (its images are built by now) is kept for teardown to keep it warm.
 async fn warm_or_fresh(
-    run: &Arc<Run>,
+    run: &Context,
+    ledger: &Ledger,
     engine: &Engine,
     prepared: crate::stack::Prepared,
 ) -> anyhow::Result<crate::stack::UpReport> {
@@ -192,18 +220,17 @@ async fn warm_or_fresh(
     };
     if let Some((report, lease)) = attempt.taken {
         crate::stack::abandon(config, &prepared.run_id);
-        follow(run, engine, &report.project);
-        {
-            let mut resources = lock(&run.resources);
-            resources.stack_run_id = Some(report.state.run_id.clone());
-            resources.lease = Some(lease);
-            resources.reuse_key = Some(key);
-        }
+        follow(run, ledger, engine, &report.project);
+        pending(ledger, &report.state.run_id, engine);
+        ledger.record(|r| {
+            r.lease = Some(lease);
+            r.reuse_key = Some(key);
+        });
         remove_stale.await;
         return Ok(report);
     }
-    lock(&run.resources).stack_run_id = Some(prepared.run_id.clone());
-    follow(run, engine, &prepared.project.name);
+    pending(ledger, &prepared.run_id, engine);
+    follow(run, ledger, engine, &prepared.project.name);
     let (compose, model) = (prepared.compose.clone(), prepared.model.clone());
     let options = up_options(run);
     let fresh = crate::stack::start(config, engine, prepared, &options);
@@ -211,14 +238,14 @@ async fn warm_or_fresh(
     let report = report?;
     if report.passed() {
         let key = reuse::key(config, &compose, &model, &engine.docker).await;
-        lock(&run.resources).reuse_key = Some(key);
+        ledger.record(|r| r.reuse_key = Some(key));
     }
     Ok(report)
 }
 
 /// Follows the project's containers until teardown: their logs into the run's `logs/`, their
 /// state changes as [`Event::ServiceState`], timed against the run's start.
-fn follow(run: &Arc<Run>, engine: &Engine, project: &str) {
+fn follow(run: &Context, ledger: &Ledger, engine: &Engine, project: &str) {
     let logs = crate::state::Store::of(&run.config)
         .run_dir(&run.run_id)
         .join("logs");
@@ -239,12 +266,12 @@ fn follow(run: &Arc<Run>, engine: &Engine, project: &str) {
         std::time::SystemTime::now(),
         sink,
     );
-    lock(&run.resources).follow = Some(follow);
+    ledger.record(|r| r.follow = Some(follow));
 }
 
 /// The stack's progress as the stage's progress events: what changes, and every five seconds
 /// which services it still waits for.
-fn stack_progress(run: &Run) -> crate::stack::Progress {
+fn stack_progress(run: &Context) -> crate::stack::Progress {
     let reporter = run.reporter.clone();
     let last_waiting = std::sync::Mutex::new(std::time::Instant::now());
     let logs = crate::state::Store::of(&run.config)
