@@ -70,34 +70,7 @@ pub(super) async fn suites(
         repo_root: Some(repo_root(&run.config.root)),
         ..SuiteRun::default()
     };
-    // Collected beside the stack, else now (a collection that failed there is repeated with
-    // the whole environment).
-    let ready = |suite: &SuiteCfg| early.and_then(|e| e.get(&suite.name)).cloned().flatten();
-    let now: Vec<&str> = runnable
-        .iter()
-        .filter(|s| s.parallel && s.runner == Runner::Pytest && ready(s).is_none())
-        .map(|s| s.name.as_str())
-        .collect();
-    if !now.is_empty() {
-        run.emit(Event::Progress {
-            stage: Stage::Suites,
-            message: format!(
-                "collecting the tests of {} for {} workers",
-                now.join(", "),
-                run.options.jobs
-            ),
-        });
-    }
-    let collections = futures_util::future::join_all(runnable.iter().map(|suite| async {
-        if !suite.parallel {
-            return None;
-        }
-        match ready(suite) {
-            Some(collection) => Some(collection),
-            None => crate::suites::collect_for_plan(&run.config, suite, env, python, &base).await,
-        }
-    }))
-    .await;
+    let collections = collections(run, &runnable, env, python, &base, early).await;
     // A suite whose selection leaves it nothing to run here is reported without a runner.
     let mut planned: Vec<(&SuiteCfg, Option<&crate::suites::Collection>)> = Vec::new();
     for (suite, collection) in runnable.iter().copied().zip(collections.iter()) {
@@ -130,6 +103,56 @@ pub(super) async fn suites(
         }
         pulse.last = Some(Instant::now());
     }
+    let hooks = hooks(run, pulse, &failed);
+    crate::suites::run_plan(&run.config, env, python, &base, &planned, &plan, &hooks).await;
+    Ran {
+        failed: failed.load(Ordering::SeqCst),
+        layout: crate::suites::layout(&plan, &planned),
+    }
+}
+
+/// Each runnable suite's collection for the plan (`None` for one that is not `parallel`):
+/// collected beside the stack, else now (a collection that failed there is repeated with the
+/// whole environment).
+async fn collections(
+    run: &Arc<Context>,
+    runnable: &[&SuiteCfg],
+    env: &SuiteEnv,
+    python: Option<&PythonEnv>,
+    base: &SuiteRun,
+    early: Option<&super::collect::Collected>,
+) -> Vec<Option<crate::suites::Collection>> {
+    let ready = |suite: &SuiteCfg| early.and_then(|e| e.get(&suite.name)).cloned().flatten();
+    let now: Vec<&str> = runnable
+        .iter()
+        .filter(|s| s.parallel && s.runner == Runner::Pytest && ready(s).is_none())
+        .map(|s| s.name.as_str())
+        .collect();
+    if !now.is_empty() {
+        run.emit(Event::Progress {
+            stage: Stage::Suites,
+            message: format!(
+                "collecting the tests of {} for {} workers",
+                now.join(", "),
+                run.options.jobs
+            ),
+        });
+    }
+    futures_util::future::join_all(runnable.iter().map(|suite| async {
+        if !suite.parallel {
+            return None;
+        }
+        match ready(suite) {
+            Some(collection) => Some(collection),
+            None => crate::suites::collect_for_plan(&run.config, suite, env, python, base).await,
+        }
+    }))
+    .await
+}
+
+/// The plan's hooks: each test live to the run's events and the pulse; each suite's result, the
+/// moment its last worker ended, to the events and `failed`.
+fn hooks(run: &Arc<Context>, pulse: &Arc<Mutex<Pulse>>, failed: &Arc<AtomicBool>) -> Hooks {
     let live = {
         let run = run.clone();
         let pulse = pulse.clone();
@@ -145,14 +168,9 @@ pub(super) async fn suites(
             run.emit(Event::Suite(result.clone()));
         })
     };
-    let hooks = Hooks {
+    Hooks {
         live: Some(live),
         done,
         notes: run.progress(Stage::Suites),
-    };
-    crate::suites::run_plan(&run.config, env, python, &base, &planned, &plan, &hooks).await;
-    Ran {
-        failed: failed.load(Ordering::SeqCst),
-        layout: crate::suites::layout(&plan, &planned),
     }
 }

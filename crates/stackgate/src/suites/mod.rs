@@ -50,6 +50,7 @@ mod pytest;
 mod pytest_plugin;
 mod nextest;
 mod runner;
+mod balance;
 mod shard;
 mod retry;
 pub mod live;

@@ -140,11 +140,14 @@ struct Unit {
     seconds: f64,
 }
 
-/// The schedule of the suites' tests over `jobs` workers. A suite without a collection (or with
-/// nothing to run) runs whole: on a worker when it is `parallel`, alone otherwise.
-pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, jobs: u32) -> Plan {
-    let weight = |suite: &str, key: &str| -> f64 {
-        let known = durations.suites.get(suite);
+/// What the plan expects of a test and of a suite that runs whole, from the durations of
+/// earlier runs.
+struct Weights<'a>(&'a Durations);
+
+impl Weights<'_> {
+    /// A test's recorded time; else its suite's mean; else [`UNKNOWN_S`].
+    fn test(&self, suite: &str, key: &str) -> f64 {
+        let known = self.0.suites.get(suite);
         if let Some(seconds) = known.and_then(|tests| tests.get(key)) {
             return *seconds;
         }
@@ -152,72 +155,88 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
             Some(tests) => tests.values().sum::<f64>() / tests.len() as f64,
             None => UNKNOWN_S,
         }
-    };
-    let whole = |suite: &str| -> f64 {
-        durations
+    }
+
+    /// A whole suite's recorded wall time; else its tests' times added; else [`UNKNOWN_S`].
+    fn whole(&self, suite: &str) -> f64 {
+        self.0
             .walls
             .get(suite)
             .copied()
             .or_else(|| {
-                durations
+                self.0
                     .suites
                     .get(suite)
                     .map(|tests| tests.values().sum::<f64>())
             })
             .filter(|seconds| *seconds > 0.0)
             .unwrap_or(UNKNOWN_S)
-    };
+    }
+}
 
-    let mut units: Vec<Unit> = Vec::new();
-    let mut alone_whole: Vec<usize> = Vec::new();
-    let mut serial: Vec<(usize, Vec<usize>)> = Vec::new();
+/// The suites sorted into what the plan places: the units for the workers (longest first), the
+/// suites that run whole alone, and each suite's tests that run alone (their positions).
+struct Sorted {
+    units: Vec<Unit>,
+    alone_whole: Vec<usize>,
+    serial: Vec<(usize, Vec<usize>)>,
+}
+
+fn sort_out(suites: &[(&SuiteCfg, Option<&Collection>)], weights: &Weights, jobs: u32) -> Sorted {
+    let mut sorted = Sorted {
+        units: Vec::new(),
+        alone_whole: Vec::new(),
+        serial: Vec::new(),
+    };
     for (index, (suite, collection)) in suites.iter().enumerate() {
         if !suite.parallel || jobs <= 1 {
-            alone_whole.push(index);
+            sorted.alone_whole.push(index);
             continue;
         }
-        match collection.filter(|c| !c.tests.is_empty()) {
-            None => units.push(Unit {
+        let Some(collection) = collection.filter(|c| !c.tests.is_empty()) else {
+            sorted.units.push(Unit {
                 suite: index,
                 test: None,
-                seconds: whole(&suite.name),
-            }),
-            Some(collection) => {
-                let mut alone = Vec::new();
-                for (position, test) in collection.tests.iter().enumerate() {
-                    if test
-                        .markers
-                        .iter()
-                        .any(|m| suite.serial_markers.contains(m))
-                    {
-                        alone.push(position);
-                    } else {
-                        units.push(Unit {
-                            suite: index,
-                            test: Some(position),
-                            seconds: weight(&suite.name, &test.key),
-                        });
-                    }
-                }
-                if !alone.is_empty() {
-                    serial.push((index, alone));
-                }
+                seconds: weights.whole(&suite.name),
+            });
+            continue;
+        };
+        let mut alone = Vec::new();
+        for (position, test) in collection.tests.iter().enumerate() {
+            if test
+                .markers
+                .iter()
+                .any(|m| suite.serial_markers.contains(m))
+            {
+                alone.push(position);
+            } else {
+                sorted.units.push(Unit {
+                    suite: index,
+                    test: Some(position),
+                    seconds: weights.test(&suite.name, &test.key),
+                });
             }
         }
+        if !alone.is_empty() {
+            sorted.serial.push((index, alone));
+        }
     }
-
-    // Longest first, each to the worker that would finish it soonest (a worker without a
-    // process of its suite yet pays for starting one); ties to the lower worker.
-    units.sort_by(|a, b| {
+    sorted.units.sort_by(|a, b| {
         b.seconds
             .total_cmp(&a.seconds)
             .then(a.suite.cmp(&b.suite))
             .then(a.test.cmp(&b.test))
     });
+    sorted
+}
+
+/// Longest first, each unit to the lane that would finish it soonest (a lane without a process
+/// of its suite yet pays for starting one); ties to the lower lane. Each lane's units by suite.
+fn place(units: &[Unit], jobs: u32) -> Vec<BTreeMap<usize, Vec<&Unit>>> {
     let lane_count = (jobs as usize).min(units.len());
     let mut loads = vec![0.0_f64; lane_count];
     let mut placed: Vec<BTreeMap<usize, Vec<&Unit>>> = vec![BTreeMap::new(); lane_count];
-    for unit in &units {
+    for unit in units {
         let finish = |lane: usize| {
             let start = if placed[lane].contains_key(&unit.suite) {
                 0.0
@@ -232,7 +251,74 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
         loads[best] = finish(best);
         placed[best].entry(unit.suite).or_default().push(unit);
     }
+    placed
+}
 
+/// The ids of a suite's tests at `positions`, in collection order.
+fn ids_at(
+    suites: &[(&SuiteCfg, Option<&Collection>)],
+    suite: usize,
+    positions: &mut [usize],
+) -> Vec<String> {
+    positions.sort_unstable();
+    let collection = suites[suite].1.expect("a placed test has a collection");
+    positions
+        .iter()
+        .map(|p| collection.tests[*p].id.clone())
+        .collect()
+}
+
+/// The lanes' chunks: per lane one per suite, the suites shared by the most lanes last (so that
+/// the lanes end on the same queue and finish together), a suite that runs whole first (the
+/// pytest processes after it start ahead of their turn, [super::workers], and it cannot).
+fn lanes_of(
+    suites: &[(&SuiteCfg, Option<&Collection>)],
+    placed: Vec<BTreeMap<usize, Vec<&Unit>>>,
+) -> Vec<Vec<Chunk>> {
+    let mut spread: BTreeMap<usize, usize> = BTreeMap::new();
+    for by_suite in &placed {
+        for suite in by_suite.keys() {
+            *spread.entry(*suite).or_default() += 1;
+        }
+    }
+    let mut lanes = Vec::new();
+    for (lane, by_suite) in placed.into_iter().enumerate() {
+        let worker = format!("w{}", lane + 1);
+        let mut by_suite: Vec<(usize, Vec<&Unit>)> = by_suite.into_iter().collect();
+        by_suite.sort_by_key(|(suite, _)| (spread[suite], *suite));
+        let mut chunks: Vec<Chunk> = by_suite
+            .into_iter()
+            .map(|(suite, units)| {
+                let mut positions: Vec<usize> = units.iter().filter_map(|u| u.test).collect();
+                Chunk {
+                    suite: suites[suite].0.name.clone(),
+                    worker: worker.clone(),
+                    part: if positions.is_empty() {
+                        Part::Whole
+                    } else {
+                        Part::Tests(ids_at(suites, suite, &mut positions))
+                    },
+                    seconds: units.iter().map(|u| u.seconds).sum(),
+                }
+            })
+            .collect();
+        chunks.sort_by_key(|c| c.part != Part::Whole);
+        if !chunks.is_empty() {
+            lanes.push(chunks);
+        }
+    }
+    lanes
+}
+
+/// The schedule of the suites' tests over `jobs` workers. A suite without a collection (or with
+/// nothing to run) runs whole: on a worker when it is `parallel`, alone otherwise.
+pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, jobs: u32) -> Plan {
+    let weights = Weights(durations);
+    let Sorted {
+        units,
+        alone_whole,
+        serial,
+    } = sort_out(suites, &weights, jobs);
     let mut queues: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for unit in &units {
         if let (Some(test), Some(collection)) = (unit.test, suites[unit.suite].1) {
@@ -242,73 +328,31 @@ pub fn plan(suites: &[(&SuiteCfg, Option<&Collection>)], durations: &Durations, 
                 .push(collection.tests[test].id.clone());
         }
     }
-    // On how many lanes each suite runs: within a lane, the suites shared by the most lanes go
-    // last, so that the lanes end on the same queue and finish together.
-    let mut spread: BTreeMap<usize, usize> = BTreeMap::new();
-    for by_suite in &placed {
-        for suite in by_suite.keys() {
-            *spread.entry(*suite).or_default() += 1;
-        }
-    }
-    let tests_of = |suite: usize, positions: &mut Vec<usize>| -> Vec<String> {
-        positions.sort_unstable();
-        let collection = suites[suite].1.expect("a placed test has a collection");
-        positions
-            .iter()
-            .map(|p| collection.tests[*p].id.clone())
-            .collect()
-    };
     let mut plan = Plan {
         jobs,
         queues,
+        lanes: lanes_of(suites, place(&units, jobs)),
         ..Plan::default()
     };
-    for (lane, by_suite) in placed.into_iter().enumerate() {
-        let worker = format!("w{}", lane + 1);
-        let mut chunks = Vec::new();
-        let mut by_suite: Vec<(usize, Vec<&Unit>)> = by_suite.into_iter().collect();
-        by_suite.sort_by_key(|(suite, _)| (spread[suite], *suite));
-        for (suite, placed_units) in by_suite {
-            let seconds = placed_units.iter().map(|u| u.seconds).sum();
-            let mut positions: Vec<usize> = placed_units.iter().filter_map(|u| u.test).collect();
-            let part = if positions.is_empty() {
-                Part::Whole
-            } else {
-                Part::Tests(tests_of(suite, &mut positions))
-            };
-            chunks.push(Chunk {
-                suite: suites[suite].0.name.clone(),
-                worker: worker.clone(),
-                part,
-                seconds,
-            });
-        }
-        // A suite that runs whole first: the pytest processes after it start ahead of their turn
-        // (super::workers), and it cannot.
-        chunks.sort_by_key(|c| c.part != Part::Whole);
-        if !chunks.is_empty() {
-            plan.lanes.push(chunks);
-        }
-    }
     for suite in alone_whole {
         let name = &suites[suite].0.name;
         plan.alone.push(Chunk {
             suite: name.clone(),
             worker: "0".to_owned(),
             part: Part::Whole,
-            seconds: whole(name),
+            seconds: weights.whole(name),
         });
     }
     for (suite, mut positions) in serial {
         let (config, collection) = suites[suite];
         let seconds = positions
             .iter()
-            .filter_map(|p| collection.map(|c| weight(&config.name, &c.tests[*p].key)))
+            .filter_map(|p| collection.map(|c| weights.test(&config.name, &c.tests[*p].key)))
             .sum();
         plan.alone.push(Chunk {
             suite: config.name.clone(),
             worker: "serial".to_owned(),
-            part: Part::Tests(tests_of(suite, &mut positions)),
+            part: Part::Tests(ids_at(suites, suite, &mut positions)),
             seconds,
         });
     }

@@ -128,7 +128,7 @@ async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonE
     std::fs::create_dir_all(config.work_dir())
         .with_context(|| format!("cannot create {}", config.work_dir().display()))?;
     let mut already = installed();
-    if !python.is_file() {
+    if !is_whole(&venv) {
         already.clear();
         let mut create = Cmd::new(&config.python.interpreter).args(["-m", "venv"]);
         if venv.exists() {
@@ -193,6 +193,14 @@ async fn prepare(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<PythonE
     std::fs::write(&stamp, lines.join("\n") + "\n")
         .with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(ready(false))
+}
+
+/// Whether a venv has its interpreter and its pip: one whose `python -m venv` was cut off
+/// (killed, out of disk) has the first without the second, and is made again (`--clear`)
+/// rather than failing every later run with "No module named pip".
+fn is_whole(venv: &Path) -> bool {
+    let pip = venv_bin(venv).join(if cfg!(windows) { "pip.exe" } else { "pip" });
+    venv_python(venv).is_file() && pip.is_file()
 }
 
 /// The directory of a venv's programs: `Scripts` on Windows, `bin` elsewhere.
@@ -306,6 +314,19 @@ mod tests {
         FileLock::acquire(&path, Duration::from_secs(1))
             .await
             .expect("released on drop");
+    }
+
+    #[test]
+    fn a_venv_cut_off_before_its_pip_is_not_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("venv");
+        assert!(!is_whole(&venv), "no venv at all");
+        std::fs::create_dir_all(venv_bin(&venv)).unwrap();
+        std::fs::write(venv_python(&venv), "").unwrap();
+        assert!(!is_whole(&venv), "an interpreter without pip");
+        let pip = if cfg!(windows) { "pip.exe" } else { "pip" };
+        std::fs::write(venv_bin(&venv).join(pip), "").unwrap();
+        assert!(is_whole(&venv));
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!
 //! Not here: passing the shard to the runners ([super::pytest], [super::nextest]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::balance::{balance_under_workers, shard_wall, Unit};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -83,9 +85,7 @@ pub enum Layout {
     /// tests at once itself).
     Lane,
     /// Its tests over the workers, except these (their serial markers), which ran alone first.
-    Spread {
-        alone: std::collections::BTreeSet<String>,
-    },
+    Spread { alone: BTreeSet<String> },
 }
 
 /// One kind's durations in `durations.json`.
@@ -302,7 +302,7 @@ impl Durations {
             + self.order.iter().map(|s| start_of(s)).sum::<f64>())
             / count as f64;
         let mut loads = vec![0.0; count];
-        let mut started: Vec<std::collections::BTreeSet<&str>> = vec![Default::default(); count];
+        let mut started: Vec<BTreeSet<&str>> = vec![Default::default(); count];
         let mut shards: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
         let mut whole = BTreeMap::new();
         for (suite, key, seconds) in tests {
@@ -363,19 +363,19 @@ impl Durations {
     /// suite that ran whole on one worker ([`Layout::Lane`]) goes whole to one shard, weighed by
     /// its tests' times. The times are those measured under a plan ([`Durations::planned`]).
     pub fn plan_workers(&self, count: u32) -> Plan {
-        struct Unit<'a> {
-            suite: &'a str,
-            /// `None` for a whole suite.
-            key: Option<&'a str>,
-            seconds: f64,
-            alone: bool,
-        }
         let mut units: Vec<Unit> = Vec::new();
         for suite in &self.order {
             let tests = self.suites.get(suite);
             let layout = self.layout.get(suite);
             if layout == Some(&Layout::Lane) {
-                let seconds = tests.map_or(0.0, |t| t.values().sum());
+                // One process whose tests overlap (nextest's threads): its wall time, start
+                // included, is what it holds its worker for.
+                let seconds = self
+                    .walls
+                    .get(suite)
+                    .copied()
+                    .filter(|wall| *wall > 0.0)
+                    .unwrap_or_else(|| tests.map_or(0.0, |t| t.values().sum()));
                 units.push(Unit {
                     suite,
                     key: None,
@@ -404,18 +404,11 @@ impl Durations {
                 .then_with(|| (a.suite, a.key).cmp(&(b.suite, b.key)))
         });
         let count = count.max(1) as usize;
-        let mut shards_load = vec![WorkerLoad::new(self.jobs); count];
+        let on = balance_under_workers(&units, count, self.jobs);
         let mut shards: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
         let mut whole = BTreeMap::new();
-        for unit in units {
-            let best = (0..count)
-                .min_by(|a, b| {
-                    let after = |i: usize| shards_load[i].with(unit.seconds, unit.alone).wall();
-                    after(*a).total_cmp(&after(*b)).then(a.cmp(b))
-                })
-                .unwrap_or(0);
-            shards_load[best] = shards_load[best].with(unit.seconds, unit.alone);
-            let shard = best as u32 + 1;
+        for (unit, shard) in units.iter().zip(&on) {
+            let shard = *shard as u32 + 1;
             let entry = shards.entry(unit.suite.to_owned()).or_default();
             match unit.key {
                 Some(key) => {
@@ -437,7 +430,9 @@ impl Durations {
         }
         Plan {
             shards,
-            loads: shards_load.iter().map(WorkerLoad::wall).collect(),
+            loads: (0..count)
+                .map(|i| shard_wall(&units, &on, i, self.jobs))
+                .collect(),
             whole,
         }
     }
@@ -509,39 +504,6 @@ pub struct Plan {
     pub loads: Vec<f64>,
     /// The suites that go whole to one shard ([`Durations::overlapped`]), new tests with them.
     pub whole: BTreeMap<String, u32>,
-}
-
-/// One shard under a plan of workers, as [`Durations::plan_workers`] fills it: the time of what
-/// runs alone, then each worker's.
-#[derive(Debug, Clone)]
-struct WorkerLoad {
-    alone: f64,
-    workers: Vec<f64>,
-}
-
-impl WorkerLoad {
-    fn new(jobs: u32) -> WorkerLoad {
-        WorkerLoad {
-            alone: 0.0,
-            workers: vec![0.0; jobs.max(1) as usize],
-        }
-    }
-
-    /// With one more unit: alone, or on the least loaded worker.
-    fn with(&self, seconds: f64, alone: bool) -> WorkerLoad {
-        let mut next = self.clone();
-        if alone {
-            next.alone += seconds;
-        } else if let Some(least) = next.workers.iter_mut().min_by(|a, b| a.total_cmp(b)) {
-            *least += seconds;
-        }
-        next
-    }
-
-    /// What the shard's suites take: what runs alone, then the busiest worker.
-    fn wall(&self) -> f64 {
-        self.alone + self.workers.iter().copied().fold(0.0, f64::max)
-    }
 }
 
 /// Longest first, each test to the shard with the least time so far (the lowest index on a
@@ -666,8 +628,8 @@ mod tests {
                     (0..3).map(|i| (format!("l{i}"), 1.0)).collect(),
                 ),
             ]),
-            // Under a plan a suite's wall is the span of its chunks: never a start cost here.
-            walls: BTreeMap::from([("mc".to_owned(), 20.0), ("load".to_owned(), 18.0)]),
+            // Under a plan a suite's wall is the span of its chunks; `load`'s tests overlapped.
+            walls: BTreeMap::from([("mc".to_owned(), 20.0), ("load".to_owned(), 2.5)]),
             order: vec!["load".into(), "mc".into()],
             layout: BTreeMap::from([
                 ("load".to_owned(), Layout::Lane),
@@ -685,39 +647,61 @@ mod tests {
     }
 
     /// Each shard's suites' wall time under four workers, worked out from a plan's shards: what
-    /// runs alone in full, then the rest longest first, each to the least loaded worker.
+    /// runs alone in full (with a process start per suite), then the rest longest first, each
+    /// to the worker that would end it soonest, a worker paying a process start for each suite
+    /// it takes tests of; a suite that runs whole holds one worker for its wall time.
     fn walls_under_workers(durations: &Durations, plan: &Plan, count: u32) -> Vec<f64> {
+        let start = super::super::balance::PROCESS_START_S;
         (1..=count)
             .map(|shard| {
                 let mut alone = 0.0;
-                let mut parallel = Vec::new();
+                // (seconds, suite, whether it starts a process)
+                let mut parallel: Vec<(f64, &str, bool)> = Vec::new();
                 for (suite, tests) in &plan.shards {
-                    let mine = tests.iter().filter(|(_, s)| **s == shard);
+                    let mut mine = tests.iter().filter(|(_, s)| **s == shard).peekable();
                     if durations.layout.get(suite) == Some(&Layout::Lane) {
-                        let seconds: f64 = mine.map(|(k, _)| durations.suites[suite][k]).sum();
-                        if seconds > 0.0 {
-                            parallel.push(seconds);
+                        if mine.peek().is_some() {
+                            parallel.push((durations.walls[suite], suite, false));
                         }
                         continue;
                     }
+                    let mut started_alone = false;
                     for (key, _) in mine {
+                        let seconds = durations.suites[suite][key];
                         match durations.layout.get(suite) {
                             Some(Layout::Spread { alone: serial }) if serial.contains(key) => {
-                                alone += durations.suites[suite][key]
+                                alone += seconds;
+                                if !started_alone {
+                                    alone += start;
+                                    started_alone = true;
+                                }
                             }
-                            _ => parallel.push(durations.suites[suite][key]),
+                            _ => parallel.push((seconds, suite, true)),
                         }
                     }
                 }
-                parallel.sort_by(|a, b| b.total_cmp(a));
-                let mut workers = [0.0_f64; 4];
-                for seconds in parallel {
-                    let least = (0..4)
-                        .min_by(|a, b| workers[*a].total_cmp(&workers[*b]))
+                parallel.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+                let mut workers: Vec<(f64, BTreeSet<&str>)> = vec![(0.0, BTreeSet::new()); 4];
+                for (seconds, suite, starts) in parallel {
+                    let cost = |w: &(f64, BTreeSet<&str>)| {
+                        w.0 + seconds
+                            + if starts && !w.1.contains(suite) {
+                                start
+                            } else {
+                                0.0
+                            }
+                    };
+                    let best = (0..4)
+                        .min_by(|a, b| {
+                            cost(&workers[*a])
+                                .total_cmp(&cost(&workers[*b]))
+                                .then(a.cmp(b))
+                        })
                         .unwrap();
-                    workers[least] += seconds;
+                    workers[best].0 = cost(&workers[best]);
+                    workers[best].1.insert(suite);
                 }
-                alone + workers.iter().copied().fold(0.0, f64::max)
+                alone + workers.iter().map(|w| w.0).fold(0.0, f64::max)
             })
             .collect()
     }

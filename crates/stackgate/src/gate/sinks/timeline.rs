@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::gate::events::{Record, Stage, StageOutcome};
-use crate::junit::Status;
+use crate::junit::{Status, SuiteResult};
 use crate::stack::ContainerState;
 use crate::suites::TestOutcome;
 
@@ -119,132 +119,152 @@ pub fn of(record: &Record) -> Timeline {
         .map(|(_, total, _)| total)
         .or_else(|| record.events.last().map(|(at, _)| *at))
         .unwrap_or_default();
-    let mut lanes = Vec::new();
-
-    for stage in Stage::ALL {
-        let mut stage_lane = lane(Group::Stage, stage.name());
-        stage_lane.took = record.stage(stage).map(|(elapsed, _)| elapsed);
-        let outcome = record.stage(stage).map(|(_, outcome)| outcome.clone());
-        match (record.stage_span(stage), outcome) {
-            (_, Some(StageOutcome::Skipped(reason))) if record.stage_span(stage).is_none() => {
-                stage_lane.note = Some(format!("skipped: {reason}"));
-            }
-            (Some((start, end)), outcome) => {
-                let (kind, label) = match outcome {
-                    Some(StageOutcome::Passed) => (Kind::Passed, "ok".to_owned()),
-                    Some(StageOutcome::Failed) => (Kind::Failed, "FAILED".to_owned()),
-                    Some(StageOutcome::Skipped(reason)) => (Kind::Skipped, reason),
-                    // Never finished: the run was cut short.
-                    None => (Kind::Failed, "did not finish".to_owned()),
-                };
-                let end = if record.stage(stage).is_some() {
-                    end
-                } else {
-                    total
-                };
-                stage_lane.spans.push(Span {
-                    start,
-                    end,
-                    label: format!("{} {label}", stage.name()),
-                    kind,
-                    worker: None,
-                });
-            }
-            (None, _) => continue,
-        }
-        lanes.push(stage_lane);
-    }
-
+    let mut lanes: Vec<Lane> = Stage::ALL
+        .into_iter()
+        .filter_map(|stage| stage_lane(record, stage, total))
+        .collect();
     lanes.extend(service_lanes(record, total));
-
     for (start, end, suite) in record.suite_spans() {
-        let mut suite_lane = lane(Group::Suite, &suite.name);
-        suite_lane.took = Some(suite.duration);
-        let kind = if !suite.passed() {
-            Kind::Failed
-        } else if suite
-            .cases
-            .iter()
-            .all(|c| matches!(c.status, Status::Skipped { .. }))
-        {
-            Kind::Skipped
-        } else {
-            Kind::Passed
-        };
-        suite_lane.spans.push(Span {
-            start,
-            end,
-            label: suite.name.clone(),
-            kind,
-            worker: None,
-        });
-        let live: Vec<Span> = record
-            .tests()
-            .filter(|(_, name, _)| *name == suite.name)
-            .map(|(at, _, test)| {
-                // By the runner's own clock when it said (the harness heard the end later).
-                let since_start = |time: Option<std::time::SystemTime>| {
-                    time.zip(record.started)
-                        .and_then(|(time, began)| time.duration_since(began).ok())
-                };
-                let end = since_start(test.ended).map_or(at, |ended| ended.min(at));
-                let began = since_start(test.began)
-                    .filter(|began| *began <= end)
-                    .unwrap_or_else(|| end.saturating_sub(test.duration));
-                Span {
-                    start: began.max(start),
-                    end,
-                    label: test.name.clone(),
-                    kind: test_kind(test.outcome),
-                    worker: None,
-                }
-            })
-            .collect();
-        suite_lane.tests = if live.is_empty() {
-            // Reported only at the end (no live events): one after the other from its start.
-            let mut at = start;
-            suite
-                .cases
-                .iter()
-                .filter(|c| !matches!(c.status, Status::Skipped { .. }))
-                .map(|case| {
-                    let span = Span {
-                        start: at,
-                        end: (at + case.time).min(end.max(start)),
-                        label: case.name.clone(),
-                        kind: match case.status {
-                            Status::Passed => Kind::Passed,
-                            Status::Failed { .. } | Status::Error { .. } => Kind::Failed,
-                            Status::Skipped { .. } => Kind::Skipped,
-                        },
-                        worker: None,
-                    };
-                    at += case.time;
-                    span
-                })
-                .collect()
-        } else {
-            live
-        };
-        // Workers, for the trace: the worker of each test as its runner reported it.
-        let workers: Vec<Option<String>> = record
-            .events
-            .iter()
-            .filter_map(|(_, e)| match e {
-                crate::gate::events::Event::TestFinished {
-                    suite: s, worker, ..
-                } if *s == suite.name => Some(Some(worker.clone())),
-                _ => None,
-            })
-            .collect();
-        if workers.len() == suite_lane.tests.len() {
-            for (test, worker) in suite_lane.tests.iter_mut().zip(workers) {
-                test.worker = worker;
-            }
-        }
-        lanes.push(suite_lane);
+        lanes.push(suite_lane(record, start, end, suite));
     }
     Timeline { total, lanes }
+}
+
+/// A stage's lane: its span with its outcome, or its reason when it was skipped without running;
+/// `None` when it never began.
+fn stage_lane(record: &Record, stage: Stage, total: Duration) -> Option<Lane> {
+    let mut stage_lane = lane(Group::Stage, stage.name());
+    stage_lane.took = record.stage(stage).map(|(elapsed, _)| elapsed);
+    let outcome = record.stage(stage).map(|(_, outcome)| outcome.clone());
+    match (record.stage_span(stage), outcome) {
+        (None, Some(StageOutcome::Skipped(reason))) => {
+            stage_lane.note = Some(format!("skipped: {reason}"));
+        }
+        (Some((start, end)), outcome) => {
+            let (kind, label) = match outcome {
+                Some(StageOutcome::Passed) => (Kind::Passed, "ok".to_owned()),
+                Some(StageOutcome::Failed) => (Kind::Failed, "FAILED".to_owned()),
+                Some(StageOutcome::Skipped(reason)) => (Kind::Skipped, reason),
+                // Never finished: the run was cut short.
+                None => (Kind::Failed, "did not finish".to_owned()),
+            };
+            let end = if record.stage(stage).is_some() {
+                end
+            } else {
+                total
+            };
+            stage_lane.spans.push(Span {
+                start,
+                end,
+                label: format!("{} {label}", stage.name()),
+                kind,
+                worker: None,
+            });
+        }
+        (None, _) => return None,
+    }
+    Some(stage_lane)
+}
+
+/// A suite's lane: its span, and its tests as they ran (from the live events, by the runner's
+/// own clock), or one after the other from its start when it reported only at its end; each
+/// test with its worker when the runner said.
+fn suite_lane(record: &Record, start: Duration, end: Duration, suite: &SuiteResult) -> Lane {
+    let mut suite_lane = lane(Group::Suite, &suite.name);
+    suite_lane.took = Some(suite.duration);
+    let kind = if !suite.passed() {
+        Kind::Failed
+    } else if suite
+        .cases
+        .iter()
+        .all(|c| matches!(c.status, Status::Skipped { .. }))
+    {
+        Kind::Skipped
+    } else {
+        Kind::Passed
+    };
+    suite_lane.spans.push(Span {
+        start,
+        end,
+        label: suite.name.clone(),
+        kind,
+        worker: None,
+    });
+    let live = live_tests(record, start, &suite.name);
+    suite_lane.tests = if live.is_empty() {
+        tests_in_turn(suite, start, end)
+    } else {
+        live
+    };
+    // Workers, for the trace: the worker of each test as its runner reported it.
+    let workers: Vec<Option<String>> = record
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            crate::gate::events::Event::TestFinished {
+                suite: s, worker, ..
+            } if *s == suite.name => Some(Some(worker.clone())),
+            _ => None,
+        })
+        .collect();
+    if workers.len() == suite_lane.tests.len() {
+        for (test, worker) in suite_lane.tests.iter_mut().zip(workers) {
+            test.worker = worker;
+        }
+    }
+    suite_lane
+}
+
+/// A suite's tests from the live events, by the runner's own clock when it said (the harness
+/// heard the end later).
+fn live_tests(record: &Record, start: Duration, suite: &str) -> Vec<Span> {
+    let since_start = |time: Option<std::time::SystemTime>| {
+        time.zip(record.started)
+            .and_then(|(time, began)| time.duration_since(began).ok())
+    };
+    record
+        .tests()
+        .filter(|(_, name, _)| *name == suite)
+        .map(|(at, _, test)| {
+            let end = since_start(test.ended).map_or(at, |ended| ended.min(at));
+            let began = since_start(test.began)
+                .filter(|began| *began <= end)
+                .unwrap_or_else(|| end.saturating_sub(test.duration));
+            Span {
+                start: began.max(start),
+                end,
+                label: test.name.clone(),
+                kind: test_kind(test.outcome),
+                worker: None,
+            }
+        })
+        .collect()
+}
+
+/// A suite reported only at its end (no live events): its tests one after the other from its
+/// start.
+fn tests_in_turn(suite: &SuiteResult, start: Duration, end: Duration) -> Vec<Span> {
+    let mut at = start;
+    suite
+        .cases
+        .iter()
+        .filter(|c| !matches!(c.status, Status::Skipped { .. }))
+        .map(|case| {
+            let span = Span {
+                start: at,
+                end: (at + case.time).min(end.max(start)),
+                label: case.name.clone(),
+                kind: match case.status {
+                    Status::Passed => Kind::Passed,
+                    Status::Failed { .. } | Status::Error { .. } => Kind::Failed,
+                    Status::Skipped { .. } => Kind::Skipped,
+                },
+                worker: None,
+            };
+            at += case.time;
+            span
+        })
+        .collect()
 }
 
 /// One lane per service, in the order they first appear: its phases from its containers' state
